@@ -1,0 +1,1 @@
+//! csctl: turns a cluster-stack directory into a reproducible, versioned release.

@@ -1,0 +1,1 @@
+//! The Beowulf provider: inventory, BMC drivers, boot plane, provisioning engine and CAPI controllers.
