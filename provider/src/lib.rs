@@ -1,1 +1,7 @@
 //! The Beowulf provider: inventory, BMC drivers, boot plane, provisioning engine and CAPI controllers.
+//!
+//! Data flows one way: API types → controllers → the provisioning engine → I/O (`bmc`, `boot`).
+
+pub mod boot;
+pub mod cli;
+pub mod telemetry;

@@ -1,11 +1,6 @@
 use clap::Parser;
 
-/// Beowulf: network-boot and provision bare-metal servers, standalone or as a Cluster API provider.
-#[derive(Parser)]
-#[command(name = "beowulf", version)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    beowulf::cli::run(beowulf::cli::Cli::parse()).await
 }

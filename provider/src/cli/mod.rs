@@ -1,0 +1,35 @@
+//! The `beowulf` command line: one module per subcommand.
+
+use clap::{Parser, Subcommand};
+
+use crate::telemetry::LogFormat;
+
+/// Beowulf: network-boot and provision bare-metal servers, standalone or as a Cluster API provider.
+#[derive(Debug, Parser)]
+#[command(name = "beowulf", version, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` sets the level, default info).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BEOWULF_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+// One variant per subcommand; each lives in its own module under `cli/`.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the version.
+    Version,
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::telemetry::init(cli.log_format);
+    match cli.command {
+        Command::Version => {
+            println!("beowulf {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    }
+}
