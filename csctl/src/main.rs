@@ -1,11 +1,48 @@
+//! csctl binary: parse the command line, run the command, map the outcome to an exit code.
+use std::process::ExitCode;
+
 use clap::Parser;
+use csctl::cli::{Cli, Command};
+use csctl::commands;
+use csctl::error::InvalidInput;
+use csctl::output::Ctx;
 
-/// Build, validate, version and publish cluster stacks.
-#[derive(Parser)]
-#[command(name = "csctl", version)]
-struct Cli {}
-
-fn main() -> anyhow::Result<()> {
-    let _cli = Cli::parse();
-    Ok(())
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ctx = Ctx {
+        format: cli.format,
+        quiet: cli.quiet,
+    };
+    let result = match &cli.command {
+        Command::Create(args) => commands::create::run(&ctx, args),
+        Command::Validate(args) => commands::validate::run(&ctx, args),
+        Command::Version => {
+            ctx.emit(
+                format!("csctl version: {}\n", env!("CARGO_PKG_VERSION")),
+                &serde_json::json!({ "version": env!("CARGO_PKG_VERSION") }),
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let code = if err.downcast_ref::<InvalidInput>().is_some() {
+                3
+            } else {
+                1
+            };
+            if ctx.json() {
+                let problems = err
+                    .downcast_ref::<InvalidInput>()
+                    .map(|i| serde_json::to_value(&i.problems).unwrap_or_default());
+                ctx.emit(
+                    "",
+                    &serde_json::json!({ "error": format!("{err:#}"), "exitCode": code, "problems": problems }),
+                );
+            }
+            eprintln!("error: {err:#}");
+            ExitCode::from(code)
+        }
+    }
 }
