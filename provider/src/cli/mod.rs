@@ -2,6 +2,8 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod crds;
+
 use crate::telemetry::LogFormat;
 
 /// Beowulf: network-boot and provision bare-metal servers, standalone or as a Cluster API provider.
@@ -21,6 +23,8 @@ pub struct Cli {
 pub enum Command {
     /// Print the version.
     Version,
+    /// Print the provider's CustomResourceDefinitions as YAML.
+    Crds(crds::CrdsArgs),
 }
 
 /// Runs the parsed command line.
@@ -31,5 +35,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("beowulf {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Crds(args) => crds::run(args),
     }
 }
