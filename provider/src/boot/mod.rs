@@ -4,6 +4,12 @@
 //! the standalone inventory and the controllers' index both implement. That keeps the network code free of
 //! where the data comes from, and lets tests drive it with a fixed directory.
 
+pub mod counters;
+pub mod dhcp;
+pub mod tftp;
+#[cfg(test)]
+pub(crate) mod testdir;
+
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::str::FromStr;

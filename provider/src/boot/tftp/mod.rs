@@ -1,0 +1,397 @@
+//! Read-only TFTP server (RFC 1350) with option negotiation (RFC 2347), blksize (2348), timeout and tsize
+//! (2349) and windowsize (7440), confined to one root directory. It exists to hand PXE firmware the iPXE
+//! binaries (Debian's `ipxe` package: `/usr/lib/ipxe/undionly.kpxe`, `snponly.efi`, `ipxe.efi`).
+//!
+//! Every transfer gets its own ephemeral socket (its TID) and task; a semaphore bounds how many run at once.
+//!
+//! ```no_run
+//! # async fn f(dir: std::sync::Arc<dyn beowulf::boot::BootDirectory>) -> Result<(), beowulf::boot::tftp::TftpError> {
+//! use beowulf::boot::tftp::{TftpConfig, TftpServer};
+//! let mut cfg = TftpConfig::new("/usr/lib/ipxe");
+//! cfg.interface = Some("br0".into());
+//! let server = TftpServer::bind(cfg, dir)?;
+//! let metrics = server.metrics();
+//! tokio::spawn(server.run(std::future::pending()));
+//! # Ok(()) }
+//! ```
+
+pub mod packet;
+pub mod path;
+mod transfer;
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tracing::{debug, info, warn};
+
+use super::counters::{Counter, Sample};
+use super::{BootDirectory, Phase};
+use packet::{ErrorCode, Limits, Request};
+use path::Refusal;
+use transfer::{Failure, Transfer};
+
+/// How the TFTP server listens and what it allows.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    /// The directory served; nothing outside it is readable.
+    pub root: PathBuf,
+    /// Local address; `0.0.0.0:69` in production, `127.0.0.1:0` in tests.
+    pub listen: SocketAddrV4,
+    /// Bind to this interface only (SO_BINDTODEVICE).
+    pub interface: Option<String>,
+    /// Largest block size granted (RFC 2348 allows up to 65464). 1468 fills a 1500-byte Ethernet frame.
+    pub max_blksize: u16,
+    /// Largest window granted (RFC 7440).
+    pub max_windowsize: u16,
+    /// Retransmission timeout when the client does not ask for one.
+    pub timeout: Duration,
+    /// Retransmissions of one window before the transfer is abandoned.
+    pub retries: u32,
+    /// Transfers served at once; further requests get "server busy" and retry.
+    pub max_transfers: usize,
+}
+
+impl TftpConfig {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        TftpConfig {
+            root: root.into(),
+            listen: SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 69),
+            interface: None,
+            max_blksize: 1468,
+            max_windowsize: 64,
+            timeout: Duration::from_secs(1),
+            retries: 5,
+            max_transfers: 256,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TftpError {
+    #[error("TFTP root {path}: {source} (point it at an existing directory, e.g. /usr/lib/ipxe)")]
+    Root {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "cannot bind TFTP socket {addr}: {source} (port 69 needs root or CAP_NET_BIND_SERVICE; binding to an \
+         interface needs CAP_NET_RAW; is another TFTP server running?)"
+    )]
+    Bind {
+        addr: SocketAddrV4,
+        source: std::io::Error,
+    },
+}
+
+/// Counters of the TFTP server; see [`TftpMetrics::samples`] for names.
+#[derive(Debug, Default)]
+pub struct TftpMetrics {
+    pub read_requests: Counter,
+    pub write_requests: Counter,
+    /// Undecodable, truncated or oversized datagrams on the server port.
+    pub malformed: Counter,
+    pub not_found: Counter,
+    pub access_violations: Counter,
+    pub busy: Counter,
+    pub transfers_started: Counter,
+    pub transfers_completed: Counter,
+    /// Ended by the client with an ERROR (including `tsize` probes).
+    pub transfers_aborted: Counter,
+    pub transfers_timed_out: Counter,
+    /// Payload bytes acknowledged by clients.
+    pub bytes_sent: Counter,
+    pub retransmits: Counter,
+}
+
+impl TftpMetrics {
+    pub fn samples(&self) -> Vec<Sample> {
+        const RQ: &str = "beowulf_tftp_requests_total";
+        const RQ_HELP: &str = "TFTP requests received, by kind";
+        const RJ: &str = "beowulf_tftp_refused_total";
+        const RJ_HELP: &str = "TFTP requests refused, by reason";
+        const TR: &str = "beowulf_tftp_transfers_total";
+        const TR_HELP: &str = "TFTP transfers, by outcome (started counts every accepted request)";
+        let s = |name, label, help, c: &Counter| Sample {
+            name,
+            label,
+            help,
+            value: c.get(),
+        };
+        vec![
+            s(RQ, Some(("kind", "read")), RQ_HELP, &self.read_requests),
+            s(RQ, Some(("kind", "write")), RQ_HELP, &self.write_requests),
+            s(RQ, Some(("kind", "malformed")), RQ_HELP, &self.malformed),
+            s(RJ, Some(("reason", "not_found")), RJ_HELP, &self.not_found),
+            s(RJ, Some(("reason", "access_violation")), RJ_HELP, &self.access_violations),
+            s(RJ, Some(("reason", "busy")), RJ_HELP, &self.busy),
+            s(TR, Some(("outcome", "started")), TR_HELP, &self.transfers_started),
+            s(TR, Some(("outcome", "completed")), TR_HELP, &self.transfers_completed),
+            s(TR, Some(("outcome", "aborted")), TR_HELP, &self.transfers_aborted),
+            s(TR, Some(("outcome", "timed_out")), TR_HELP, &self.transfers_timed_out),
+            s(
+                "beowulf_tftp_bytes_sent_total",
+                None,
+                "TFTP payload bytes acknowledged by clients",
+                &self.bytes_sent,
+            ),
+            s(
+                "beowulf_tftp_retransmits_total",
+                None,
+                "TFTP windows sent again after a timeout or a lost block",
+                &self.retransmits,
+            ),
+        ]
+    }
+}
+
+struct Shared {
+    config: TftpConfig,
+    root: PathBuf,
+    directory: Arc<dyn BootDirectory>,
+    metrics: Arc<TftpMetrics>,
+    slots: Arc<Semaphore>,
+}
+
+/// A bound TFTP server, ready to [`run`](TftpServer::run).
+pub struct TftpServer {
+    shared: Arc<Shared>,
+    socket: UdpSocket,
+}
+
+impl std::fmt::Debug for TftpServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TftpServer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bind_udp(addr: SocketAddrV4, interface: Option<&str>) -> std::io::Result<UdpSocket> {
+    let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    if let Some(ifname) = interface {
+        sock.bind_device(Some(ifname.as_bytes()))?;
+    }
+    // Room for a whole window in flight without drops in the kernel.
+    let _ = sock.set_send_buffer_size(1 << 20);
+    sock.set_nonblocking(true)?;
+    sock.bind(&SocketAddr::V4(addr).into())?;
+    UdpSocket::from_std(sock.into())
+}
+
+impl TftpServer {
+    /// Checks the root and binds the server port. Must be called inside a tokio runtime.
+    pub fn bind(config: TftpConfig, directory: Arc<dyn BootDirectory>) -> Result<Self, TftpError> {
+        let root = config.root.canonicalize().map_err(|source| TftpError::Root {
+            path: config.root.clone(),
+            source,
+        })?;
+        if !root.is_dir() {
+            return Err(TftpError::Root {
+                path: config.root.clone(),
+                source: std::io::Error::other("not a directory"),
+            });
+        }
+        let socket =
+            bind_udp(config.listen, config.interface.as_deref()).map_err(|source| TftpError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+        Ok(TftpServer {
+            shared: Arc::new(Shared {
+                config,
+                root,
+                directory,
+                metrics: Arc::default(),
+                slots,
+            }),
+            socket,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    pub fn metrics(&self) -> Arc<TftpMetrics> {
+        self.shared.metrics.clone()
+    }
+
+    /// Serves until `shutdown` completes. Transfers in flight when it does are dropped.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        info!(
+            root = %self.shared.root.display(),
+            listen = %self.shared.config.listen,
+            interface = self.shared.config.interface.as_deref().unwrap_or("(all)"),
+            "TFTP server listening"
+        );
+        let mut tasks = tokio::task::JoinSet::new();
+        let serve = async {
+            let mut buf = vec![0u8; packet::MAX_REQUEST + 1];
+            loop {
+                let (n, src) = match self.socket.recv_from(&mut buf).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        debug!(error = %e, "TFTP receive error");
+                        continue;
+                    }
+                };
+                if let Some(job) = self.accept(&buf[..n], src).await {
+                    tasks.spawn(job);
+                }
+                // Reap finished transfers so the set does not grow.
+                while tasks.try_join_next().is_some() {}
+            }
+        };
+        tokio::select! {
+            () = shutdown => {}
+            () = serve => {}
+        }
+    }
+
+    /// Handles one datagram on the server port; returns the transfer to run for an acceptable RRQ.
+    async fn accept(
+        &self,
+        datagram: &[u8],
+        src: SocketAddr,
+    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+        let m = &self.shared.metrics;
+        let req = match packet::parse_request(datagram) {
+            Ok(Request::Read(r)) => r,
+            Ok(Request::Write) => {
+                m.write_requests.inc();
+                self.reply_error(src, ErrorCode::AccessViolation, "this TFTP server is read-only").await;
+                return None;
+            }
+            Ok(Request::Error) => return None,
+            Ok(Request::Unexpected(op)) => {
+                m.malformed.inc();
+                debug!(%src, op, "unexpected TFTP opcode on the server port");
+                self.reply_error(src, ErrorCode::IllegalOperation, "expected a read request").await;
+                return None;
+            }
+            Err(why) => {
+                m.malformed.inc();
+                debug!(%src, len = datagram.len(), why, "dropped malformed TFTP request");
+                if datagram.len() <= packet::MAX_REQUEST {
+                    self.reply_error(src, ErrorCode::IllegalOperation, why).await;
+                }
+                return None;
+            }
+        };
+        m.read_requests.inc();
+        if req.mode != "octet" {
+            self.reply_error(src, ErrorCode::IllegalOperation, "only octet mode is supported").await;
+            return None;
+        }
+        let Ok(permit) = self.shared.slots.clone().try_acquire_owned() else {
+            m.busy.inc();
+            warn!(%src, "TFTP transfer limit reached; refusing a request");
+            self.reply_error(src, ErrorCode::NotDefined, "server busy, try again").await;
+            return None;
+        };
+        let shared = self.shared.clone();
+        Some(async move {
+            serve_read(shared, req, src).await;
+            drop(permit);
+        })
+    }
+
+    async fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
+        let _ = self.socket.send_to(&packet::error_packet(code, message), to).await;
+    }
+}
+
+async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: SocketAddr) {
+    let m = &shared.metrics;
+    // The transfer's own socket: its port is the server's TID (RFC 1350 §4).
+    let local = SocketAddrV4::new(*shared.config.listen.ip(), 0);
+    let socket = match bind_udp(local, shared.config.interface.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%client, error = %e, "cannot open a TFTP transfer socket");
+            return;
+        }
+    };
+    if let Err(e) = socket.connect(client).await {
+        warn!(%client, error = %e, "cannot connect a TFTP transfer socket");
+        return;
+    }
+    let root = shared.root.clone();
+    let name = req.filename.clone();
+    let opened = tokio::task::spawn_blocking(move || path::open(&root, &name)).await;
+    let (file, size) = match opened {
+        Ok(Ok(f)) => f,
+        Ok(Err(Refusal::NotFound)) => {
+            m.not_found.inc();
+            debug!(%client, file = %req.filename, "TFTP file not found");
+            transfer::send_error(&socket, ErrorCode::FileNotFound, "file not found").await;
+            return;
+        }
+        Ok(Err(Refusal::AccessViolation(why))) => {
+            m.access_violations.inc();
+            warn!(%client, file = %req.filename, why, "TFTP request refused");
+            transfer::send_error(&socket, ErrorCode::AccessViolation, why).await;
+            return;
+        }
+        Err(_) => return,
+    };
+    let limits = Limits {
+        max_blksize: shared.config.max_blksize,
+        max_windowsize: shared.config.max_windowsize,
+        default_timeout: shared.config.timeout,
+    };
+    let negotiated = packet::negotiate(&req.options, &limits, size);
+    let (blksize, windowsize) = (negotiated.blksize, negotiated.windowsize);
+    m.transfers_started.inc();
+    let started = Instant::now();
+    let reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
+    let result = Transfer {
+        socket: &socket,
+        file: reader,
+        negotiated,
+        retries: shared.config.retries,
+        metrics: m,
+    }
+    .run()
+    .await;
+    match result {
+        Ok(bytes) => {
+            m.transfers_completed.inc();
+            info!(
+                %client,
+                file = %req.filename,
+                bytes,
+                blksize,
+                windowsize,
+                ms = started.elapsed().as_millis() as u64,
+                "TFTP transfer complete"
+            );
+            if let IpAddr::V4(ip) = client.ip()
+                && let Some(mac) = shared.directory.mac_for_ip(ip)
+            {
+                shared.directory.record(&mac, Phase::Tftp);
+            }
+        }
+        Err(Failure::Aborted { code, message }) => {
+            m.transfers_aborted.inc();
+            debug!(%client, file = %req.filename, code, message, "TFTP transfer aborted by the client");
+        }
+        Err(Failure::TimedOut) => {
+            m.transfers_timed_out.inc();
+            warn!(%client, file = %req.filename, "TFTP transfer timed out: the client stopped acknowledging");
+            transfer::send_error(&socket, ErrorCode::NotDefined, "timed out").await;
+        }
+        Err(Failure::Io(e)) => {
+            m.transfers_timed_out.inc();
+            warn!(%client, file = %req.filename, error = %e, "TFTP transfer failed");
+            transfer::send_error(&socket, ErrorCode::NotDefined, "read error").await;
+        }
+    }
+}
