@@ -6,9 +6,9 @@
 
 pub mod counters;
 pub mod dhcp;
-pub mod tftp;
 #[cfg(test)]
 pub(crate) mod testdir;
+pub mod tftp;
 
 use std::fmt;
 use std::net::Ipv4Addr;

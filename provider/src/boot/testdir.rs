@@ -38,8 +38,10 @@ impl TestDirectory {
             leases: vec![lease(MAC, Ipv4Addr::new(10, 99, 0, 10))],
             ..Default::default()
         };
-        d.scripts
-            .insert(MAC, "http://10.99.0.1:8080/boot/0123456789abcdef/script.ipxe".into());
+        d.scripts.insert(
+            MAC,
+            "http://10.99.0.1:8080/boot/0123456789abcdef/script.ipxe".into(),
+        );
         d
     }
 

@@ -24,8 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use super::counters::{Counter, Sample};
 use super::BootDirectory;
+use super::counters::{Counter, Sample};
 pub use reply::{BootFiles, DhcpMode};
 use reply::{Destination, Outcome, Port, Responder, Silence};
 
@@ -320,7 +320,9 @@ impl DhcpServer {
             }
         };
         let dest = match r.destination {
-            Destination::Broadcast => SocketAddrV4::new(self.config.broadcast, self.config.client_port).into(),
+            Destination::Broadcast => {
+                SocketAddrV4::new(self.config.broadcast, self.config.client_port).into()
+            }
             Destination::Client(ip) => SocketAddrV4::new(ip, self.config.client_port).into(),
             Destination::Relay(ip) => SocketAddrV4::new(ip, self.config.relay_port).into(),
             Destination::Source => src,

@@ -144,18 +144,18 @@ pub fn parse(buf: &[u8]) -> Result<Message, &'static str> {
 
 /// The options a request may carry that this server reads, with the lengths it accepts (`None`: any).
 const KEPT_OPTIONS: [(u8, Option<usize>); 12] = [
-    (50, Some(4)),  // requested IP address
-    (53, Some(1)),  // message type
-    (54, Some(4)),  // server identifier
-    (55, None),     // parameter request list
-    (57, Some(2)),  // maximum message size
-    (60, None),     // vendor class identifier
-    (61, None),     // client identifier
-    (77, None),     // user class
-    (82, None),     // relay agent information
-    (93, None),     // client system architecture (checked below: a non-empty list of u16)
-    (94, Some(3)),  // client network interface identifier
-    (97, None),     // client machine identifier (UUID)
+    (50, Some(4)), // requested IP address
+    (53, Some(1)), // message type
+    (54, Some(4)), // server identifier
+    (55, None),    // parameter request list
+    (57, Some(2)), // maximum message size
+    (60, None),    // vendor class identifier
+    (61, None),    // client identifier
+    (77, None),    // user class
+    (82, None),    // relay agent information
+    (93, None),    // client system architecture (checked below: a non-empty list of u16)
+    (94, Some(3)), // client network interface identifier
+    (97, None),    // client machine identifier (UUID)
 ];
 
 /// Walks the option TLVs with bounds checks and keeps only the options this server reads, with plausible
@@ -181,9 +181,14 @@ fn sanitize(buf: &[u8]) -> Result<Vec<u8>, &'static str> {
                     return Err("truncated option");
                 }
                 let (value, tail) = tail.split_at(len);
-                let keep = KEPT_OPTIONS.iter().find(|(c, _)| *c == code).is_some_and(|(_, want)| {
-                    want.is_none_or(|w| w == len) && (code != 93 || (len >= 2 && len % 2 == 0))
-                });
+                let keep =
+                    KEPT_OPTIONS
+                        .iter()
+                        .find(|(c, _)| *c == code)
+                        .is_some_and(|(_, want)| {
+                            want.is_none_or(|w| w == len)
+                                && (code != 93 || (len >= 2 && len % 2 == 0))
+                        });
                 if keep {
                     out.push(code);
                     out.push(len as u8);
@@ -274,11 +279,17 @@ pub fn boot_target(
     kind: &ClientKind,
 ) -> Option<BootTarget> {
     if kind.ipxe {
-        return dir.ipxe_script_url(mac).map(|file| BootTarget { file, http: false });
+        return dir
+            .ipxe_script_url(mac)
+            .map(|file| BootTarget { file, http: false });
     }
     let http_arch = matches!(kind.arch, Some(15 | 16));
     if kind.http || http_arch {
-        return r.boot.http_boot_url.clone().map(|file| BootTarget { file, http: true });
+        return r
+            .boot
+            .http_boot_url
+            .clone()
+            .map(|file| BootTarget { file, http: true });
     }
     let file = match kind.arch {
         Some(0) => &r.boot.bios,
@@ -457,7 +468,12 @@ fn nonzero(ip: Ipv4Addr) -> Option<Ipv4Addr> {
     (!ip.is_unspecified()).then_some(ip)
 }
 
-fn reply(mac: MacAddr, message: Message, destination: Destination, phase: Option<Phase>) -> Outcome {
+fn reply(
+    mac: MacAddr,
+    message: Message,
+    destination: Destination,
+    phase: Option<Phase>,
+) -> Outcome {
     Outcome::Reply(Box::new(Reply {
         mac,
         message,

@@ -76,22 +76,26 @@ fn reply_of(o: Outcome) -> reply::Reply {
 
 /// The fixed `file` field as text, without its NUL padding.
 fn fname(m: &Message) -> String {
-    String::from_utf8_lossy(m.fname().unwrap_or_default()).trim_end_matches('\0').to_string()
+    String::from_utf8_lossy(m.fname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
 }
 
 fn sname(m: &Message) -> String {
-    String::from_utf8_lossy(m.sname().unwrap_or_default()).trim_end_matches('\0').to_string()
+    String::from_utf8_lossy(m.sname().unwrap_or_default())
+        .trim_end_matches('\0')
+        .to_string()
 }
 
-fn opt<'a>(m: &'a Message, code: OptionCode) -> Option<&'a DhcpOption> {
+fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
     m.opts().get(code)
 }
 
 fn bytes_opt(m: &Message, code: OptionCode) -> Option<String> {
     match opt(m, code)? {
-        DhcpOption::ClassIdentifier(b) | DhcpOption::BootfileName(b) | DhcpOption::TFTPServerName(b) => {
-            Some(String::from_utf8_lossy(b).into_owned())
-        }
+        DhcpOption::ClassIdentifier(b)
+        | DhcpOption::BootfileName(b)
+        | DhcpOption::TFTPServerName(b) => Some(String::from_utf8_lossy(b).into_owned()),
         other => panic!("unexpected option {other:?}"),
     }
 }
@@ -99,30 +103,71 @@ fn bytes_opt(m: &Message, code: OptionCode) -> Option<String> {
 #[test]
 fn bios_pxe_discover_gets_the_reservation_and_undionly() {
     let d = TestDirectory::one_host();
-    let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &pxe(request(MAC, MessageType::Discover), 0), Port::Dhcp));
+    let r = reply_of(answer(
+        &responder(DhcpMode::Authoritative),
+        &d,
+        &pxe(request(MAC, MessageType::Discover), 0),
+        Port::Dhcp,
+    ));
     let m = &r.message;
     assert_eq!(m.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(m.xid(), 0xdead_beef);
     assert_eq!(m.chaddr(), &MAC.0);
     assert_eq!(m.yiaddr(), HOST_IP);
     assert_eq!(m.siaddr(), SERVER);
-    assert_eq!(fname(&m), "undionly.kpxe");
-    assert_eq!(sname(&m), "10.99.0.1");
-    assert_eq!(opt(m, OptionCode::ServerIdentifier), Some(&DhcpOption::ServerIdentifier(SERVER)));
-    assert_eq!(opt(m, OptionCode::SubnetMask), Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0))));
-    assert_eq!(opt(m, OptionCode::Router), Some(&DhcpOption::Router(vec![Ipv4Addr::new(10, 99, 0, 254)])));
+    assert_eq!(fname(m), "undionly.kpxe");
+    assert_eq!(sname(m), "10.99.0.1");
+    assert_eq!(
+        opt(m, OptionCode::ServerIdentifier),
+        Some(&DhcpOption::ServerIdentifier(SERVER))
+    );
+    assert_eq!(
+        opt(m, OptionCode::SubnetMask),
+        Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+    );
+    assert_eq!(
+        opt(m, OptionCode::Router),
+        Some(&DhcpOption::Router(vec![Ipv4Addr::new(10, 99, 0, 254)]))
+    );
     assert_eq!(
         opt(m, OptionCode::DomainNameServer),
-        Some(&DhcpOption::DomainNameServer(vec![Ipv4Addr::new(10, 99, 0, 53), Ipv4Addr::new(10, 99, 0, 54)]))
+        Some(&DhcpOption::DomainNameServer(vec![
+            Ipv4Addr::new(10, 99, 0, 53),
+            Ipv4Addr::new(10, 99, 0, 54)
+        ]))
     );
-    assert_eq!(opt(m, OptionCode::DomainName), Some(&DhcpOption::DomainName("cluster.test".into())));
-    assert_eq!(opt(m, OptionCode::Hostname), Some(&DhcpOption::Hostname("node1".into())));
-    assert_eq!(opt(m, OptionCode::InterfaceMtu), Some(&DhcpOption::InterfaceMtu(9000)));
-    assert_eq!(opt(m, OptionCode::AddressLeaseTime), Some(&DhcpOption::AddressLeaseTime(3600)));
-    assert_eq!(opt(m, OptionCode::Renewal), Some(&DhcpOption::Renewal(1800)));
-    assert_eq!(bytes_opt(m, OptionCode::TFTPServerName).unwrap(), "10.99.0.1");
-    assert_eq!(bytes_opt(m, OptionCode::BootfileName).unwrap(), "undionly.kpxe");
-    assert_eq!(bytes_opt(m, OptionCode::ClassIdentifier).unwrap(), "PXEClient");
+    assert_eq!(
+        opt(m, OptionCode::DomainName),
+        Some(&DhcpOption::DomainName("cluster.test".into()))
+    );
+    assert_eq!(
+        opt(m, OptionCode::Hostname),
+        Some(&DhcpOption::Hostname("node1".into()))
+    );
+    assert_eq!(
+        opt(m, OptionCode::InterfaceMtu),
+        Some(&DhcpOption::InterfaceMtu(9000))
+    );
+    assert_eq!(
+        opt(m, OptionCode::AddressLeaseTime),
+        Some(&DhcpOption::AddressLeaseTime(3600))
+    );
+    assert_eq!(
+        opt(m, OptionCode::Renewal),
+        Some(&DhcpOption::Renewal(1800))
+    );
+    assert_eq!(
+        bytes_opt(m, OptionCode::TFTPServerName).unwrap(),
+        "10.99.0.1"
+    );
+    assert_eq!(
+        bytes_opt(m, OptionCode::BootfileName).unwrap(),
+        "undionly.kpxe"
+    );
+    assert_eq!(
+        bytes_opt(m, OptionCode::ClassIdentifier).unwrap(),
+        "PXEClient"
+    );
     assert_eq!(r.destination, Destination::Broadcast);
     assert_eq!(r.phase, Some(Phase::DhcpOffer));
 }
@@ -131,15 +176,34 @@ fn bios_pxe_discover_gets_the_reservation_and_undionly() {
 fn uefi_architectures_get_the_uefi_binary() {
     let d = TestDirectory::one_host();
     for arch in [6, 7, 9] {
-        let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &pxe(request(MAC, MessageType::Discover), arch), Port::Dhcp));
-        assert_eq!(bytes_opt(&r.message, OptionCode::BootfileName).unwrap(), "snponly.efi", "arch {arch}");
+        let r = reply_of(answer(
+            &responder(DhcpMode::Authoritative),
+            &d,
+            &pxe(request(MAC, MessageType::Discover), arch),
+            Port::Dhcp,
+        ));
+        assert_eq!(
+            bytes_opt(&r.message, OptionCode::BootfileName).unwrap(),
+            "snponly.efi",
+            "arch {arch}"
+        );
     }
     let mut resp = responder(DhcpMode::Authoritative);
     resp.boot.uefi = "ipxe.efi".into();
-    let r = reply_of(answer(&resp, &d, &pxe(request(MAC, MessageType::Discover), 7), Port::Dhcp));
+    let r = reply_of(answer(
+        &resp,
+        &d,
+        &pxe(request(MAC, MessageType::Discover), 7),
+        Port::Dhcp,
+    ));
     assert_eq!(fname(&r.message), "ipxe.efi");
     // An architecture we have no binary for gets an address but no boot file.
-    let r = reply_of(answer(&resp, &d, &pxe(request(MAC, MessageType::Discover), 11), Port::Dhcp));
+    let r = reply_of(answer(
+        &resp,
+        &d,
+        &pxe(request(MAC, MessageType::Discover), 11),
+        Port::Dhcp,
+    ));
     assert_eq!(r.message.yiaddr(), HOST_IP);
     assert!(opt(&r.message, OptionCode::BootfileName).is_none());
 }
@@ -148,11 +212,25 @@ fn uefi_architectures_get_the_uefi_binary() {
 fn uefi_http_boot_gets_a_url_and_httpclient() {
     let d = TestDirectory::one_host();
     let mut m = request(MAC, MessageType::Discover);
-    m.opts_mut().insert(DhcpOption::ClientSystemArchitecture(Architecture(16)));
-    m.opts_mut().insert(DhcpOption::ClassIdentifier(b"HTTPClient:Arch:00016:UNDI:003001".to_vec()));
-    let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &m, Port::Dhcp));
-    assert_eq!(bytes_opt(&r.message, OptionCode::BootfileName).unwrap(), "http://10.99.0.1:8080/ipxe/ipxe.efi");
-    assert_eq!(bytes_opt(&r.message, OptionCode::ClassIdentifier).unwrap(), "HTTPClient");
+    m.opts_mut()
+        .insert(DhcpOption::ClientSystemArchitecture(Architecture(16)));
+    m.opts_mut().insert(DhcpOption::ClassIdentifier(
+        b"HTTPClient:Arch:00016:UNDI:003001".to_vec(),
+    ));
+    let r = reply_of(answer(
+        &responder(DhcpMode::Authoritative),
+        &d,
+        &m,
+        Port::Dhcp,
+    ));
+    assert_eq!(
+        bytes_opt(&r.message, OptionCode::BootfileName).unwrap(),
+        "http://10.99.0.1:8080/ipxe/ipxe.efi"
+    );
+    assert_eq!(
+        bytes_opt(&r.message, OptionCode::ClassIdentifier).unwrap(),
+        "HTTPClient"
+    );
 }
 
 #[test]
@@ -163,8 +241,16 @@ fn ipxe_user_class_gets_the_per_host_script_url() {
     for class in [b"iPXE".to_vec(), b"\x04iPXE".to_vec()] {
         let mut m = pxe(request(MAC, MessageType::Discover), 7);
         m.opts_mut().insert(DhcpOption::UserClass(class));
-        let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &m, Port::Dhcp));
-        assert_eq!(bytes_opt(&r.message, OptionCode::BootfileName).unwrap(), long);
+        let r = reply_of(answer(
+            &responder(DhcpMode::Authoritative),
+            &d,
+            &m,
+            Port::Dhcp,
+        ));
+        assert_eq!(
+            bytes_opt(&r.message, OptionCode::BootfileName).unwrap(),
+            long
+        );
         // Too long for the 128-byte file field: option 67 only.
         assert!(r.message.fname().is_none_or(|f| f.iter().all(|&b| b == 0)));
     }
@@ -173,7 +259,12 @@ fn ipxe_user_class_gets_the_per_host_script_url() {
 #[test]
 fn os_dhcp_clients_get_an_address_without_boot_options() {
     let d = TestDirectory::one_host();
-    let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &request(MAC, MessageType::Discover), Port::Dhcp));
+    let r = reply_of(answer(
+        &responder(DhcpMode::Authoritative),
+        &d,
+        &request(MAC, MessageType::Discover),
+        Port::Dhcp,
+    ));
     assert_eq!(r.message.yiaddr(), HOST_IP);
     assert_eq!(r.message.siaddr(), Ipv4Addr::UNSPECIFIED);
     assert!(opt(&r.message, OptionCode::BootfileName).is_none());
@@ -184,8 +275,17 @@ fn os_dhcp_clients_get_an_address_without_boot_options() {
 fn unknown_macs_get_nothing() {
     let d = TestDirectory::one_host();
     let other = MacAddr([2, 0, 0, 0, 0, 1]);
-    for t in [MessageType::Discover, MessageType::Request, MessageType::Inform] {
-        match answer(&responder(DhcpMode::Authoritative), &d, &pxe(request(other, t), 0), Port::Dhcp) {
+    for t in [
+        MessageType::Discover,
+        MessageType::Request,
+        MessageType::Inform,
+    ] {
+        match answer(
+            &responder(DhcpMode::Authoritative),
+            &d,
+            &pxe(request(other, t), 0),
+            Port::Dhcp,
+        ) {
             Outcome::Silent(Silence::UnknownMac(m)) => assert_eq!(m, other),
             o => panic!("{t:?}: expected UnknownMac, got {o:?}"),
         }
@@ -206,12 +306,17 @@ fn request_selecting_us_is_acked_and_others_are_left_alone() {
     assert_eq!(r.destination, Destination::Broadcast);
     assert_eq!(fname(&r.message), "snponly.efi");
 
-    m.opts_mut().insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 99, 0, 2)));
-    assert!(matches!(answer(&resp, &d, &m, Port::Dhcp), Outcome::Silent(Silence::NotForUs(_))));
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(Ipv4Addr::new(10, 99, 0, 2)));
+    assert!(matches!(
+        answer(&resp, &d, &m, Port::Dhcp),
+        Outcome::Silent(Silence::NotForUs(_))
+    ));
 
     // INIT-REBOOT with an address that is not this host's reservation: NAK, broadcast.
     let mut m = request(MAC, MessageType::Request);
-    m.opts_mut().insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 99, 0, 77)));
+    m.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(Ipv4Addr::new(10, 99, 0, 77)));
     let r = reply_of(answer(&resp, &d, &m, Port::Dhcp));
     assert_eq!(r.message.opts().msg_type(), Some(MessageType::Nak));
     assert_eq!(r.message.yiaddr(), Ipv4Addr::UNSPECIFIED);
@@ -242,7 +347,12 @@ fn inform_is_acked_without_an_address_or_lease_time() {
     let d = TestDirectory::one_host();
     let mut m = request(MAC, MessageType::Inform);
     m.set_ciaddr(HOST_IP);
-    let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &m, Port::Dhcp));
+    let r = reply_of(answer(
+        &responder(DhcpMode::Authoritative),
+        &d,
+        &m,
+        Port::Dhcp,
+    ));
     assert_eq!(r.message.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(r.message.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert!(opt(&r.message, OptionCode::AddressLeaseTime).is_none());
@@ -259,13 +369,24 @@ fn relayed_requests_look_up_by_relay_and_answer_the_relay() {
     m.set_giaddr(relay);
     m.set_hops(1);
     let mut info = dhcproto::v4::relay::RelayAgentInformation::default();
-    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(b"rack7-port3".to_vec()));
-    m.opts_mut().insert(DhcpOption::RelayAgentInformation(info.clone()));
-    let r = reply_of(answer(&responder(DhcpMode::Authoritative), &d, &m, Port::Dhcp));
+    info.insert(dhcproto::v4::relay::RelayInfo::AgentCircuitId(
+        b"rack7-port3".to_vec(),
+    ));
+    m.opts_mut()
+        .insert(DhcpOption::RelayAgentInformation(info.clone()));
+    let r = reply_of(answer(
+        &responder(DhcpMode::Authoritative),
+        &d,
+        &m,
+        Port::Dhcp,
+    ));
     assert_eq!(r.destination, Destination::Relay(relay));
     assert_eq!(r.message.giaddr(), relay);
     assert_eq!(r.message.yiaddr(), HOST_IP);
-    assert_eq!(opt(&r.message, OptionCode::RelayAgentInformation), Some(&DhcpOption::RelayAgentInformation(info)));
+    assert_eq!(
+        opt(&r.message, OptionCode::RelayAgentInformation),
+        Some(&DhcpOption::RelayAgentInformation(info))
+    );
     assert_eq!(d.lookups.lock().unwrap().last(), Some(&(MAC, Some(relay))));
 
     // A relay on another subnet: the host has no reservation there.
@@ -286,10 +407,18 @@ fn decline_and_release_are_not_answered() {
             Outcome::Silent(s) => s,
             o => panic!("{o:?}"),
         },
-        Silence::Declined { mac: MAC, ip: Some(HOST_IP) }
+        Silence::Declined {
+            mac: MAC,
+            ip: Some(HOST_IP)
+        }
     );
     assert!(matches!(
-        answer(&responder(DhcpMode::Authoritative), &d, &request(MAC, MessageType::Release), Port::Dhcp),
+        answer(
+            &responder(DhcpMode::Authoritative),
+            &d,
+            &request(MAC, MessageType::Release),
+            Port::Dhcp
+        ),
         Outcome::Silent(Silence::Released(_))
     ));
 }
@@ -298,12 +427,20 @@ fn decline_and_release_are_not_answered() {
 fn proxy_mode_offers_boot_options_only() {
     let d = TestDirectory::one_host();
     let resp = responder(DhcpMode::Proxy);
-    let r = reply_of(answer(&resp, &d, &pxe(request(MAC, MessageType::Discover), 7), Port::Dhcp));
+    let r = reply_of(answer(
+        &resp,
+        &d,
+        &pxe(request(MAC, MessageType::Discover), 7),
+        Port::Dhcp,
+    ));
     assert_eq!(r.message.opts().msg_type(), Some(MessageType::Offer));
     assert_eq!(r.message.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert!(opt(&r.message, OptionCode::SubnetMask).is_none());
     assert!(opt(&r.message, OptionCode::AddressLeaseTime).is_none());
-    assert_eq!(bytes_opt(&r.message, OptionCode::ClassIdentifier).unwrap(), "PXEClient");
+    assert_eq!(
+        bytes_opt(&r.message, OptionCode::ClassIdentifier).unwrap(),
+        "PXEClient"
+    );
     assert_eq!(fname(&r.message), "snponly.efi");
     assert_eq!(r.destination, Destination::Broadcast);
 
@@ -315,22 +452,36 @@ fn proxy_mode_offers_boot_options_only() {
     assert_eq!(r.message.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert_eq!(r.destination, Destination::Source);
     assert_eq!(r.phase, Some(Phase::DhcpAck));
-    assert_eq!(bytes_opt(&r.message, OptionCode::BootfileName).unwrap(), "snponly.efi");
+    assert_eq!(
+        bytes_opt(&r.message, OptionCode::BootfileName).unwrap(),
+        "snponly.efi"
+    );
 
     // The REQUEST on 67 is for the real DHCP server; OS clients are not ours at all.
-    assert!(matches!(answer(&resp, &d, &m, Port::Dhcp), Outcome::Silent(Silence::NotForUs(_))));
+    assert!(matches!(
+        answer(&resp, &d, &m, Port::Dhcp),
+        Outcome::Silent(Silence::NotForUs(_))
+    ));
     assert!(matches!(
         answer(&resp, &d, &request(MAC, MessageType::Discover), Port::Dhcp),
         Outcome::Silent(Silence::NotForUs(_))
     ));
-    let stranger = pxe(request(MacAddr([2, 0, 0, 0, 0, 9]), MessageType::Discover), 7);
+    let stranger = pxe(
+        request(MacAddr([2, 0, 0, 0, 0, 9]), MessageType::Discover),
+        7,
+    );
     // (unknown MACs stay unanswered in proxy mode too)
-    assert!(matches!(answer(&resp, &d, &stranger, Port::Dhcp), Outcome::Silent(Silence::UnknownMac(_))));
+    assert!(matches!(
+        answer(&resp, &d, &stranger, Port::Dhcp),
+        Outcome::Silent(Silence::UnknownMac(_))
+    ));
 }
 
 #[test]
 fn malformed_packets_are_refused() {
-    let good = pxe(request(MAC, MessageType::Discover), 0).to_vec().unwrap();
+    let good = pxe(request(MAC, MessageType::Discover), 0)
+        .to_vec()
+        .unwrap();
     assert!(reply::parse(&good).is_ok());
     assert!(reply::parse(&good[..239]).is_err());
     assert!(reply::parse(&[]).is_err());
@@ -407,7 +558,10 @@ proptest! {
 async fn eventually(what: &str, f: impl Fn() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     while !f() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -432,14 +586,29 @@ async fn server_answers_on_loopback_counts_and_records() {
 
     // Garbage and an unknown MAC first: both must be dropped, counted and not answered.
     client.send_to(b"definitely not DHCP", addr).await.unwrap();
-    let stranger = pxe(request(MacAddr([2, 0, 0, 0, 0, 1]), MessageType::Discover), 0);
-    client.send_to(&stranger.to_vec().unwrap(), addr).await.unwrap();
-    eventually("malformed + unknown counted", || metrics.malformed.get() == 1 && metrics.unknown_mac.get() == 1).await;
+    let stranger = pxe(
+        request(MacAddr([2, 0, 0, 0, 0, 1]), MessageType::Discover),
+        0,
+    );
+    client
+        .send_to(&stranger.to_vec().unwrap(), addr)
+        .await
+        .unwrap();
+    eventually("malformed + unknown counted", || {
+        metrics.malformed.get() == 1 && metrics.unknown_mac.get() == 1
+    })
+    .await;
 
     let discover = pxe(request(MAC, MessageType::Discover), 7);
-    client.send_to(&discover.to_vec().unwrap(), addr).await.unwrap();
+    client
+        .send_to(&discover.to_vec().unwrap(), addr)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 1500];
-    let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(from, addr);
     let offer = Message::from_bytes(&buf[..n]).unwrap();
     assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
@@ -449,22 +618,34 @@ async fn server_answers_on_loopback_counts_and_records() {
 
     let mut req = pxe(request(MAC, MessageType::Request), 7);
     req.opts_mut().insert(DhcpOption::ServerIdentifier(SERVER));
-    req.opts_mut().insert(DhcpOption::RequestedIpAddress(HOST_IP));
+    req.opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(HOST_IP));
     client.send_to(&req.to_vec().unwrap(), addr).await.unwrap();
-    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let ack = Message::from_bytes(&buf[..n]).unwrap();
     assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
     assert_eq!(ack.yiaddr(), HOST_IP);
 
     eventually("phases recorded", || dir.phases().len() == 2).await;
-    assert_eq!(dir.phases(), vec![(MAC, Phase::DhcpOffer), (MAC, Phase::DhcpAck)]);
+    assert_eq!(
+        dir.phases(),
+        vec![(MAC, Phase::DhcpOffer), (MAC, Phase::DhcpAck)]
+    );
     assert_eq!((metrics.discover.get(), metrics.request.get()), (2, 1));
     assert_eq!((metrics.offer.get(), metrics.ack.get()), (1, 1));
     let samples = metrics.samples();
-    assert!(samples.iter().any(|s| s.name == "beowulf_dhcp_sent_total" && s.label == Some(("type", "offer")) && s.value == 1));
+    assert!(samples.iter().any(|s| s.name == "beowulf_dhcp_sent_total"
+        && s.label == Some(("type", "offer"))
+        && s.value == 1));
 
     stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }
 
 /// proxyDHCP: the offer on the server port, then the boot-server exchange on the second (4011) port.
@@ -485,9 +666,15 @@ async fn proxy_server_answers_the_boot_server_port() {
 
     let mut req = pxe(request(MAC, MessageType::Request), 0);
     req.set_ciaddr(Ipv4Addr::LOCALHOST);
-    client.send_to(&req.to_vec().unwrap(), proxy_addr).await.unwrap();
+    client
+        .send_to(&req.to_vec().unwrap(), proxy_addr)
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 1500];
-    let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, from) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(from, proxy_addr);
     let ack = Message::from_bytes(&buf[..n]).unwrap();
     assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));

@@ -128,12 +128,37 @@ impl TftpMetrics {
             s(RQ, Some(("kind", "write")), RQ_HELP, &self.write_requests),
             s(RQ, Some(("kind", "malformed")), RQ_HELP, &self.malformed),
             s(RJ, Some(("reason", "not_found")), RJ_HELP, &self.not_found),
-            s(RJ, Some(("reason", "access_violation")), RJ_HELP, &self.access_violations),
+            s(
+                RJ,
+                Some(("reason", "access_violation")),
+                RJ_HELP,
+                &self.access_violations,
+            ),
             s(RJ, Some(("reason", "busy")), RJ_HELP, &self.busy),
-            s(TR, Some(("outcome", "started")), TR_HELP, &self.transfers_started),
-            s(TR, Some(("outcome", "completed")), TR_HELP, &self.transfers_completed),
-            s(TR, Some(("outcome", "aborted")), TR_HELP, &self.transfers_aborted),
-            s(TR, Some(("outcome", "timed_out")), TR_HELP, &self.transfers_timed_out),
+            s(
+                TR,
+                Some(("outcome", "started")),
+                TR_HELP,
+                &self.transfers_started,
+            ),
+            s(
+                TR,
+                Some(("outcome", "completed")),
+                TR_HELP,
+                &self.transfers_completed,
+            ),
+            s(
+                TR,
+                Some(("outcome", "aborted")),
+                TR_HELP,
+                &self.transfers_aborted,
+            ),
+            s(
+                TR,
+                Some(("outcome", "timed_out")),
+                TR_HELP,
+                &self.transfers_timed_out,
+            ),
             s(
                 "beowulf_tftp_bytes_sent_total",
                 None,
@@ -187,21 +212,25 @@ fn bind_udp(addr: SocketAddrV4, interface: Option<&str>) -> std::io::Result<UdpS
 impl TftpServer {
     /// Checks the root and binds the server port. Must be called inside a tokio runtime.
     pub fn bind(config: TftpConfig, directory: Arc<dyn BootDirectory>) -> Result<Self, TftpError> {
-        let root = config.root.canonicalize().map_err(|source| TftpError::Root {
-            path: config.root.clone(),
-            source,
-        })?;
+        let root = config
+            .root
+            .canonicalize()
+            .map_err(|source| TftpError::Root {
+                path: config.root.clone(),
+                source,
+            })?;
         if !root.is_dir() {
             return Err(TftpError::Root {
                 path: config.root.clone(),
                 source: std::io::Error::other("not a directory"),
             });
         }
-        let socket =
-            bind_udp(config.listen, config.interface.as_deref()).map_err(|source| TftpError::Bind {
+        let socket = bind_udp(config.listen, config.interface.as_deref()).map_err(|source| {
+            TftpError::Bind {
                 addr: config.listen,
                 source,
-            })?;
+            }
+        })?;
         let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
         Ok(TftpServer {
             shared: Arc::new(Shared {
@@ -266,34 +295,47 @@ impl TftpServer {
             Ok(Request::Read(r)) => r,
             Ok(Request::Write) => {
                 m.write_requests.inc();
-                self.reply_error(src, ErrorCode::AccessViolation, "this TFTP server is read-only").await;
+                self.reply_error(
+                    src,
+                    ErrorCode::AccessViolation,
+                    "this TFTP server is read-only",
+                )
+                .await;
                 return None;
             }
             Ok(Request::Error) => return None,
             Ok(Request::Unexpected(op)) => {
                 m.malformed.inc();
                 debug!(%src, op, "unexpected TFTP opcode on the server port");
-                self.reply_error(src, ErrorCode::IllegalOperation, "expected a read request").await;
+                self.reply_error(src, ErrorCode::IllegalOperation, "expected a read request")
+                    .await;
                 return None;
             }
             Err(why) => {
                 m.malformed.inc();
                 debug!(%src, len = datagram.len(), why, "dropped malformed TFTP request");
                 if datagram.len() <= packet::MAX_REQUEST {
-                    self.reply_error(src, ErrorCode::IllegalOperation, why).await;
+                    self.reply_error(src, ErrorCode::IllegalOperation, why)
+                        .await;
                 }
                 return None;
             }
         };
         m.read_requests.inc();
         if req.mode != "octet" {
-            self.reply_error(src, ErrorCode::IllegalOperation, "only octet mode is supported").await;
+            self.reply_error(
+                src,
+                ErrorCode::IllegalOperation,
+                "only octet mode is supported",
+            )
+            .await;
             return None;
         }
         let Ok(permit) = self.shared.slots.clone().try_acquire_owned() else {
             m.busy.inc();
             warn!(%src, "TFTP transfer limit reached; refusing a request");
-            self.reply_error(src, ErrorCode::NotDefined, "server busy, try again").await;
+            self.reply_error(src, ErrorCode::NotDefined, "server busy, try again")
+                .await;
             return None;
         };
         let shared = self.shared.clone();
@@ -304,7 +346,10 @@ impl TftpServer {
     }
 
     async fn reply_error(&self, to: SocketAddr, code: ErrorCode, message: &str) {
-        let _ = self.socket.send_to(&packet::error_packet(code, message), to).await;
+        let _ = self
+            .socket
+            .send_to(&packet::error_packet(code, message), to)
+            .await;
     }
 }
 
@@ -395,3 +440,6 @@ async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: Socke
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -107,7 +107,9 @@ pub enum Incoming {
 
 pub fn parse_incoming(buf: &[u8]) -> Incoming {
     match split_opcode(buf) {
-        Some((ACK, rest)) if rest.len() >= 2 => Incoming::Ack(u16::from_be_bytes([rest[0], rest[1]])),
+        Some((ACK, rest)) if rest.len() >= 2 => {
+            Incoming::Ack(u16::from_be_bytes([rest[0], rest[1]]))
+        }
         Some((ERROR, rest)) if rest.len() >= 2 => {
             let code = u16::from_be_bytes([rest[0], rest[1]]);
             let msg = rest[2..].split(|&b| b == 0).next().unwrap_or_default();
@@ -205,13 +207,24 @@ mod tests {
 
     #[test]
     fn parses_rrq_with_options() {
-        let r = parse_request(&rrq(&["undionly.kpxe", "OCTET", "BLKSIZE", "1468", "tsize", "0"])).unwrap();
+        let r = parse_request(&rrq(&[
+            "undionly.kpxe",
+            "OCTET",
+            "BLKSIZE",
+            "1468",
+            "tsize",
+            "0",
+        ]))
+        .unwrap();
         assert_eq!(
             r,
             Request::Read(ReadRequest {
                 filename: "undionly.kpxe".into(),
                 mode: "octet".into(),
-                options: vec![("blksize".into(), "1468".into()), ("tsize".into(), "0".into())],
+                options: vec![
+                    ("blksize".into(), "1468".into()),
+                    ("tsize".into(), "0".into())
+                ],
             })
         );
     }
@@ -236,10 +249,18 @@ mod tests {
             default_timeout: Duration::from_secs(1),
         };
         let opts = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         let n = negotiate(
-            &opts(&[("blksize", "65464"), ("windowsize", "64"), ("tsize", "0"), ("timeout", "3"), ("x", "1")]),
+            &opts(&[
+                ("blksize", "65464"),
+                ("windowsize", "64"),
+                ("tsize", "0"),
+                ("timeout", "3"),
+                ("x", "1"),
+            ]),
             &limits,
             12345,
         );
@@ -248,10 +269,19 @@ mod tests {
         assert_eq!(n.timeout, Duration::from_secs(3));
         assert_eq!(
             n.oack,
-            opts(&[("blksize", "1468"), ("windowsize", "32"), ("tsize", "12345"), ("timeout", "3")])
+            opts(&[
+                ("blksize", "1468"),
+                ("windowsize", "32"),
+                ("tsize", "12345"),
+                ("timeout", "3")
+            ])
         );
         // Out-of-range values are ignored, not echoed.
-        let n = negotiate(&opts(&[("blksize", "7"), ("timeout", "0"), ("windowsize", "0")]), &limits, 1);
+        let n = negotiate(
+            &opts(&[("blksize", "7"), ("timeout", "0"), ("windowsize", "0")]),
+            &limits,
+            1,
+        );
         assert_eq!((n.blksize, n.windowsize), (512, 1));
         assert!(n.oack.is_empty());
     }

@@ -45,7 +45,9 @@ pub fn open(root: &Path, name: &str) -> Result<(File, u64), Refusal> {
         _ => Refusal::NotFound,
     })?;
     if !real.starts_with(root) {
-        return Err(Refusal::AccessViolation("the path leads outside the TFTP root"));
+        return Err(Refusal::AccessViolation(
+            "the path leads outside the TFTP root",
+        ));
     }
     // O_NOFOLLOW: the canonical path has no symlinks; one swapped in since is refused, not followed.
     let file = std::fs::OpenOptions::new()
@@ -70,8 +72,14 @@ mod tests {
     #[test]
     fn confine_strips_one_slash_and_refuses_escapes() {
         let root = Path::new("/srv/tftp");
-        assert_eq!(confine(root, "/undionly.kpxe").unwrap(), root.join("undionly.kpxe"));
-        assert_eq!(confine(root, "efi/./snponly.efi").unwrap(), root.join("efi/snponly.efi"));
+        assert_eq!(
+            confine(root, "/undionly.kpxe").unwrap(),
+            root.join("undionly.kpxe")
+        );
+        assert_eq!(
+            confine(root, "efi/./snponly.efi").unwrap(),
+            root.join("efi/snponly.efi")
+        );
         assert_eq!(
             confine(root, "//etc/passwd"),
             Err(Refusal::AccessViolation("absolute paths are not allowed"))

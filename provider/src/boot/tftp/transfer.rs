@@ -9,14 +9,17 @@ use tokio::io::{AsyncReadExt, BufReader};
 use tokio::net::UdpSocket;
 use tokio::time::{Instant, timeout_at};
 
-use super::packet::{self, DATA, ErrorCode, Incoming, Negotiated};
 use super::TftpMetrics;
+use super::packet::{self, DATA, ErrorCode, Incoming, Negotiated};
 
 /// How a transfer ended, when it did not complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Failure {
     /// The client sent an ERROR (an EDK2 `tsize` probe ends this way, with code 8).
-    Aborted { code: u16, message: String },
+    Aborted {
+        code: u16,
+        message: String,
+    },
     /// No acknowledgement after all retries.
     TimedOut,
     Io(String),
@@ -91,7 +94,12 @@ impl Transfer<'_> {
     }
 
     /// Sends a window and waits for an ACK inside it; returns how many blocks it acknowledged (≥ 1).
-    async fn send_window(&self, pending: &VecDeque<Vec<u8>>, first: u64, buf: &mut [u8]) -> Result<usize, Failure> {
+    async fn send_window(
+        &self,
+        pending: &VecDeque<Vec<u8>>,
+        first: u64,
+        buf: &mut [u8],
+    ) -> Result<usize, Failure> {
         let mut tries = 0;
         // A duplicate ACK of the block before the window re-sends it once per window (lost first block);
         // more would be the Sorcerer's Apprentice bug.
@@ -130,7 +138,10 @@ impl Transfer<'_> {
     }
 
     async fn send(&self, p: &[u8]) -> Result<(), Failure> {
-        self.socket.send(p).await.map_err(|e| Failure::Io(e.to_string()))?;
+        self.socket
+            .send(p)
+            .await
+            .map_err(|e| Failure::Io(e.to_string()))?;
         Ok(())
     }
 
@@ -149,7 +160,11 @@ impl Transfer<'_> {
 }
 
 /// Appends up to `blksize` bytes of the file to `p`; fewer only at the end of the file.
-async fn read_block(file: &mut BufReader<tokio::fs::File>, p: &mut Vec<u8>, blksize: usize) -> Result<usize, Failure> {
+async fn read_block(
+    file: &mut BufReader<tokio::fs::File>,
+    p: &mut Vec<u8>,
+    blksize: usize,
+) -> Result<usize, Failure> {
     let start = p.len();
     p.resize(start + blksize, 0);
     let mut filled = 0;
