@@ -31,3 +31,8 @@ impl fmt::Display for InvalidInput {
         Ok(())
     }
 }
+
+/// The command line is inconsistent (exit code 2, like clap's own usage errors).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use csctl::cli::{Cli, Command};
 use csctl::commands;
-use csctl::error::InvalidInput;
+use csctl::error::{InvalidInput, UsageError};
 use csctl::output::Ctx;
 
 fn main() -> ExitCode {
@@ -29,6 +29,8 @@ fn main() -> ExitCode {
         Err(err) => {
             let code = if err.downcast_ref::<InvalidInput>().is_some() {
                 3
+            } else if err.downcast_ref::<UsageError>().is_some() {
+                2
             } else {
                 1
             };

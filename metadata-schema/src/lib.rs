@@ -13,4 +13,5 @@ pub use metadata::{METADATA_API_VERSION, Metadata};
 pub use version::{KubernetesVersion, Version, VersionError};
 pub mod problem;
 pub mod validate;
+pub mod yaml;
 pub use problem::{Problem, Severity};

@@ -1,9 +1,23 @@
 //! `csctl create`: stack directories → release directories.
-use std::path::PathBuf;
+//!
+//! Everything is checked and built in memory first; only then is anything written, each release into a
+//! temporary directory inside the output root that is renamed into place. A bad stack, a clash with an
+//! existing different release, or a failed write leaves no half release behind.
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
 
+use anyhow::Context;
 use clap::{Args, ValueEnum};
+use metadata_schema::{CSCTL_CONFIG_FILES, Problem, Version};
 
+use crate::build::{self, Built, StableDecision};
+use crate::error::{InvalidInput, UsageError};
+use crate::hash::sha256_hex;
 use crate::output::Ctx;
+use crate::release::{self, ReleaseDir};
+use crate::stack::Stack;
+use crate::substitute::ReleaseVersions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -19,7 +33,8 @@ pub enum Mode {
 #[derive(Debug, Args)]
 pub struct CreateArgs {
     /// Stack directories (`providers/<provider>/<name>/<maj>-<min>`); several at once, e.g.
-    /// `providers/beowulf/hpc/*`.
+    /// `providers/beowulf/hpc/*`. A directory without csctl.yaml whose subdirectories have one stands for
+    /// those subdirectories.
     #[arg(required = true, value_name = "STACK_DIR")]
     pub stacks: Vec<PathBuf>,
 
@@ -43,8 +58,8 @@ pub struct CreateArgs {
     #[arg(long, value_name = "VERSION")]
     pub node_image_version: Option<String>,
 
-    /// Stable mode: where the previous releases are. A directory of release directories (default: the
-    /// output directory).
+    /// Stable mode: where the previous releases are: a directory of release directories. Default: the
+    /// output directory.
     #[arg(long, value_name = "DIR")]
     pub remote: Option<String>,
 
@@ -53,12 +68,342 @@ pub struct CreateArgs {
     pub publish: bool,
 }
 
+/// Expands the command-line stack arguments (a parent directory stands for its stack subdirectories).
+pub fn expand_stack_dirs(args: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in args {
+        let has_config = CSCTL_CONFIG_FILES.iter().any(|f| dir.join(f).exists());
+        if !has_config && dir.is_dir() {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| CSCTL_CONFIG_FILES.iter().any(|f| p.join(f).is_file()))
+                .collect();
+            children.sort();
+            if !children.is_empty() {
+                out.extend(children);
+                continue;
+            }
+        }
+        out.push(dir.clone());
+    }
+    out
+}
+
+fn custom_versions(args: &CreateArgs) -> anyhow::Result<ReleaseVersions> {
+    let mut problems = Vec::new();
+    let mut get = |flag: &str, v: &Option<String>| -> Option<Version> {
+        match v {
+            None => None,
+            Some(s) => match Version::parse_dot(s) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    problems.push(Problem::error(format!("--{flag}"), 0, 0, e.to_string()));
+                    None
+                }
+            },
+        }
+    };
+    let cs = get("cluster-stack-version", &args.cluster_stack_version);
+    let ca = get("cluster-addon-version", &args.cluster_addon_version);
+    let ni = get("node-image-version", &args.node_image_version);
+    if !problems.is_empty() {
+        return Err(InvalidInput { problems }.into());
+    }
+    match (cs, ca, ni) {
+        (Some(cluster_stack), Some(cluster_addon), Some(node_image)) => Ok(ReleaseVersions {
+            cluster_stack,
+            cluster_addon,
+            node_image,
+        }),
+        _ => Err(UsageError(
+            "--mode custom needs --cluster-stack-version, --cluster-addon-version and --node-image-version"
+                .into(),
+        )
+        .into()),
+    }
+}
+
+/// One stack's outcome.
+enum Outcome {
+    Build {
+        built: Box<Built>,
+        previous: Option<String>,
+        changed: Vec<&'static str>,
+    },
+    NoChange {
+        latest: String,
+    },
+}
+
 pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     if args.publish {
-        anyhow::bail!(
-            "--publish is not yet available in this build of csctl; build the release without it"
+        return Err(UsageError(
+            "--publish is not yet available in this build of csctl; build without it and push the release directory"
+                .into(),
+        )
+        .into());
+    }
+    if args.mode != Mode::Custom
+        && (args.cluster_stack_version.is_some()
+            || args.cluster_addon_version.is_some()
+            || args.node_image_version.is_some())
+    {
+        return Err(UsageError("the --*-version flags only apply to --mode custom".into()).into());
+    }
+    let custom = match args.mode {
+        Mode::Custom => Some(custom_versions(args)?),
+        _ => None,
+    };
+
+    // 1. Load and check every stack before anything else.
+    let dirs = expand_stack_dirs(&args.stacks);
+    let mut stacks = Vec::new();
+    let mut problems = Vec::new();
+    for dir in &dirs {
+        ctx.progress(format!("reading {}", dir.display()));
+        match Stack::load(dir) {
+            Ok(s) => stacks.push(s),
+            Err(e) => problems.extend(e.problems),
+        }
+    }
+    let mut seen: BTreeMap<String, &Path> = BTreeMap::new();
+    for s in &stacks {
+        if let Some(other) = seen.insert(s.prefix(), &s.dir) {
+            problems.push(Problem::error(
+                s.dir.display().to_string(),
+                0,
+                0,
+                format!(
+                    "same provider, name and Kubernetes minor ({}) as {}",
+                    s.prefix(),
+                    other.display()
+                ),
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(InvalidInput { problems }.into());
+    }
+
+    // 2. Previous releases (stable mode).
+    let previous: Vec<ReleaseDir> = if args.mode == Mode::Stable {
+        let remote = match &args.remote {
+            Some(r) if r.starts_with("oci://") => {
+                return Err(UsageError(format!(
+                    "--remote {r}: OCI remotes are not yet available in this build; give a directory of releases"
+                ))
+                .into());
+            }
+            Some(r) => {
+                let p = PathBuf::from(r);
+                if !p.is_dir() {
+                    return Err(UsageError(format!("--remote {r}: no such directory")).into());
+                }
+                p
+            }
+            None => args.output.clone(),
+        };
+        if remote.is_dir() {
+            release::list_release_dirs(&remote)
+                .with_context(|| format!("reading previous releases in {}", remote.display()))?
+        } else {
+            Vec::new()
+        }
+    } else {
+        Vec::new()
+    };
+
+    // 3. Build everything in memory.
+    let mut outcomes = Vec::new();
+    for stack in &stacks {
+        ctx.progress(format!(
+            "building {} ({} mode)",
+            stack.dir.display(),
+            format!("{:?}", args.mode).to_lowercase()
+        ));
+        let hashes = build::hashes(stack);
+        let (versions, prev, changed) = match args.mode {
+            Mode::Hash => (build::hash_mode_versions(&hashes), None, vec![]),
+            Mode::Custom => (custom.clone().context("custom versions")?, None, vec![]),
+            Mode::Stable => {
+                let probe = build::release_name(
+                    stack,
+                    &ReleaseVersions {
+                        cluster_stack: Version::stable(1),
+                        cluster_addon: Version::stable(1),
+                        node_image: Version::stable(1),
+                    },
+                );
+                match build::stable_versions(&hashes, release::latest_stable(&previous, &probe)) {
+                    StableDecision::NoChange { latest } => {
+                        outcomes.push((stack, Outcome::NoChange { latest }));
+                        continue;
+                    }
+                    StableDecision::Release {
+                        versions,
+                        previous,
+                        changed,
+                    } => (versions, previous, changed),
+                }
+            }
+        };
+        let built = build::build(stack, &versions, hashes)?;
+        outcomes.push((
+            stack,
+            Outcome::Build {
+                built: Box::new(built),
+                previous: prev,
+                changed,
+            },
+        ));
+    }
+
+    // 4. Refuse to overwrite a different existing release, before writing anything.
+    for (_, o) in &outcomes {
+        if let Outcome::Build { built, .. } = o {
+            let target = args.output.join(built.name.to_string());
+            if target.exists() && !same_content(&target, built)? {
+                anyhow::bail!(
+                    "{} already exists with different content; remove it or choose another --output",
+                    target.display()
+                );
+            }
+        }
+    }
+
+    // 5. Write.
+    let mut report = Vec::new();
+    let mut text = String::new();
+    for (stack, o) in &outcomes {
+        match o {
+            Outcome::NoChange { latest } => {
+                text.push_str(&format!(
+                    "no change in {} since {latest}: nothing to release\n",
+                    stack.dir.display()
+                ));
+                report.push(serde_json::json!({
+                    "stack": stack.dir.display().to_string(),
+                    "status": "no-change",
+                    "latest": latest,
+                }));
+            }
+            Outcome::Build {
+                built,
+                previous,
+                changed,
+            } => {
+                let target = args.output.join(built.name.to_string());
+                let status = if target.exists() {
+                    "exists"
+                } else {
+                    write_release(&args.output, &target, built)?;
+                    "created"
+                };
+                let v = &built.metadata.versions;
+                text.push_str(&format!(
+                    "{} {}\n  cluster stack {}, cluster addon {}, node image {}, Kubernetes {}{}\n",
+                    if status == "created" {
+                        "created"
+                    } else {
+                        "already up to date:"
+                    },
+                    target.display(),
+                    v.cluster_stack,
+                    v.components.cluster_addon,
+                    v.components.node_image,
+                    v.kubernetes,
+                    match previous {
+                        Some(p) => format!(" (after {p}; changed: {})", changed.join(", ")),
+                        None => String::new(),
+                    }
+                ));
+                let mut files = Vec::new();
+                for (name, data) in &built.files {
+                    let sum = sha256_hex(data);
+                    text.push_str(&format!(
+                        "  {name:<52} {:>8} bytes  sha256:{sum}\n",
+                        data.len()
+                    ));
+                    files
+                        .push(serde_json::json!({"name": name, "size": data.len(), "sha256": sum}));
+                }
+                report.push(serde_json::json!({
+                    "stack": stack.dir.display().to_string(),
+                    "status": status,
+                    "release": built.name.to_string(),
+                    "path": target.display().to_string(),
+                    "previous": previous,
+                    "changed": changed,
+                    "versions": {
+                        "clusterStack": v.cluster_stack.dot(),
+                        "clusterAddon": v.components.cluster_addon.dot(),
+                        "nodeImage": v.components.node_image.dot(),
+                        "kubernetes": v.kubernetes.to_string(),
+                    },
+                    "files": files,
+                }));
+            }
+        }
+    }
+    if report.iter().any(|r| r["status"] != "no-change") {
+        text.push_str(
+            "next: `csctl validate <stack-dir>` checks a stack offline; push a release directory to an OCI registry to publish it\n",
         );
     }
-    let _ = (ctx, args);
-    anyhow::bail!("csctl create is not implemented yet")
+    ctx.emit(text, &serde_json::json!({ "releases": report }));
+    Ok(())
+}
+
+fn same_content(target: &Path, built: &Built) -> anyhow::Result<bool> {
+    let mut names = Vec::new();
+    for entry in
+        std::fs::read_dir(target).with_context(|| format!("reading {}", target.display()))?
+    {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    if names.iter().ne(built.files.keys()) {
+        return Ok(false);
+    }
+    for (name, data) in &built.files {
+        if std::fs::read(target.join(name))? != *data {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Writes into `<output>/.csctl-tmp-*` and renames it to `target`.
+fn write_release(output: &Path, target: &Path, built: &Built) -> anyhow::Result<()> {
+    std::fs::create_dir_all(output)
+        .with_context(|| format!("creating the output directory {}", output.display()))?;
+    let tmp = tempfile::Builder::new()
+        .prefix(".csctl-tmp-")
+        .tempdir_in(output)
+        .with_context(|| format!("creating a temporary directory in {}", output.display()))?;
+    for (name, data) in &built.files {
+        let path = tmp.path().join(name);
+        let mut f =
+            std::fs::File::create(&path).with_context(|| format!("writing {}", path.display()))?;
+        f.write_all(data)
+            .and_then(|()| f.sync_all())
+            .with_context(|| format!("writing {}", path.display()))?;
+        set_mode(&path, 0o644)?;
+    }
+    set_mode(tmp.path(), 0o755)?;
+    let tmp_path = tmp.keep();
+    if let Err(e) = std::fs::rename(&tmp_path, target) {
+        let _ = std::fs::remove_dir_all(&tmp_path);
+        return Err(e).with_context(|| format!("moving the release into {}", target.display()));
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("setting permissions of {}", path.display()))
 }
