@@ -5,4 +5,5 @@
 pub mod api;
 pub mod boot;
 pub mod cli;
+pub mod provisioning;
 pub mod telemetry;

@@ -1,0 +1,703 @@
+//! [`decide`]: the transition function.
+
+use std::time::Duration;
+
+use super::state::{Action, Goal, HostState, Observation, PowerObservation, Progress};
+use crate::boot::Phase;
+
+/// Timeouts and retry policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EngineConfig {
+    /// Power-on → the first DHCP request of the boot.
+    pub dhcp_timeout: Duration,
+    /// Between two loader phases (DHCP, TFTP, iPXE script, kernel, initrd, rootfs download).
+    pub load_timeout: Duration,
+    /// Rootfs/metadata → the node's callback (the OS boots and runs cloud-init).
+    pub os_timeout: Duration,
+    /// Power-off request → the BMC reports off; then the power-off is sent again.
+    pub power_off_timeout: Duration,
+    /// Boot attempts before the host goes to `Error`.
+    pub max_attempts: u32,
+    /// Back-off before retry n is `backoff_base * 2^(n-1)`, capped at `backoff_max`.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// How often to look while waiting for something the boot plane does not push.
+    pub poll: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            dhcp_timeout: Duration::from_secs(300),
+            load_timeout: Duration::from_secs(300),
+            os_timeout: Duration::from_secs(900),
+            power_off_timeout: Duration::from_secs(60),
+            max_attempts: 3,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(600),
+            poll: Duration::from_secs(15),
+        }
+    }
+}
+
+impl EngineConfig {
+    /// The back-off after failure number `n` (1-based).
+    pub fn backoff(&self, n: u32) -> Duration {
+        let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.backoff_base
+            .saturating_mul(factor)
+            .min(self.backoff_max)
+    }
+
+    /// How long the boot may stay at `last` (None: nothing seen since power-on) before it counts as stuck.
+    fn phase_timeout(&self, last: Option<Phase>) -> Duration {
+        match last {
+            None => self.dhcp_timeout,
+            Some(Phase::Rootfs | Phase::Metadata) => self.os_timeout,
+            Some(_) => self.load_timeout,
+        }
+    }
+}
+
+/// The engine's answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// What to persist (after the actions succeeded; see [`action_failed`]).
+    pub progress: Progress,
+    /// I/O to run, in order.
+    pub actions: Vec<Action>,
+    /// When to look again; `None`: only on a change (watch event, boot-plane callback).
+    pub requeue: Option<Duration>,
+    /// Condition reason (CamelCase) describing where the host is.
+    pub reason: String,
+    /// Condition message.
+    pub message: String,
+}
+
+impl Decision {
+    fn new(progress: Progress, reason: &str, message: impl Into<String>) -> Self {
+        Decision {
+            progress,
+            actions: Vec::new(),
+            requeue: None,
+            reason: reason.to_string(),
+            message: message.into(),
+        }
+    }
+    fn with(mut self, actions: Vec<Action>) -> Self {
+        self.actions = actions;
+        self
+    }
+    fn requeue(mut self, d: Duration) -> Self {
+        self.requeue = Some(d);
+        self
+    }
+}
+
+/// Condition reasons the engine produces (besides the `BootStalledAfter<Phase>` family).
+pub mod reason {
+    pub const AVAILABLE: &str = "Available";
+    pub const PROVISIONING: &str = "Provisioning";
+    pub const PROVISIONED: &str = "Provisioned";
+    pub const DEPROVISIONING: &str = "Deprovisioning";
+    pub const RETRY_BACKOFF: &str = "RetryBackoff";
+    pub const BMC_UNREACHABLE: &str = "BMCUnreachable";
+    pub const BMC_ERROR: &str = "BMCError";
+    pub const HOST_OFFLINE: &str = "HostOffline";
+    pub const NO_DHCP: &str = "NoDHCPRequest";
+    pub const POWER_OFF_PENDING: &str = "PowerOffPending";
+}
+
+fn camel(phase: Phase) -> String {
+    phase
+        .as_str()
+        .split('-')
+        .map(|w| match w {
+            "dhcp" => "DHCP".to_string(),
+            "tftp" => "TFTP".to_string(),
+            "ipxe" => "IPXE".to_string(),
+            w => {
+                let mut c = w.chars();
+                c.next()
+                    .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                    .unwrap_or_default()
+            }
+        })
+        .collect()
+}
+
+/// The reason for a boot that got stuck after `last`.
+pub fn stall_reason(last: Option<Phase>) -> String {
+    match last {
+        None => reason::NO_DHCP.to_string(),
+        Some(p) => format!("BootStalledAfter{}", camel(p)),
+    }
+}
+
+/// Decides the next step for one host.
+pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observation) -> Decision {
+    let mut p = progress.clone();
+    // A host the consumer still considers provisioned needs no BMC, whatever the BMC is doing.
+    if p.state == HostState::Provisioned && goal == Goal::Provision {
+        return Decision::new(p, reason::PROVISIONED, "the node called back");
+    }
+    if let PowerObservation::Unreachable(why) = &obs.power {
+        p.bmc_failures = p.bmc_failures.saturating_add(1);
+        let wait = cfg.backoff(p.bmc_failures);
+        return Decision::new(
+            p,
+            reason::BMC_UNREACHABLE,
+            format!("BMC unreachable ({why}); retrying in {}s", wait.as_secs()),
+        )
+        .requeue(wait);
+    }
+    p.bmc_failures = 0;
+    let powered_on = obs.power == PowerObservation::On;
+    let now = obs.now;
+
+    // At most a few transitions per call (registering → available → provisioning); each arm either
+    // returns or moves to a different state.
+    for _ in 0..4 {
+        match (p.state, goal) {
+            (HostState::Registering, _) => {
+                if obs.consumer_says_provisioned && goal == Goal::Provision {
+                    p.state = HostState::Provisioned;
+                    p.attempt = p.attempt.max(1);
+                } else {
+                    p.state = HostState::Available;
+                    p.attempt = 0;
+                }
+                p.since = Some(now);
+            }
+            (HostState::Available, Goal::Provision) => {
+                if !obs.online {
+                    return Decision::new(p, reason::HOST_OFFLINE, "spec.online is false");
+                }
+                p.state = HostState::Provisioning;
+                p.attempt = 1;
+                p.since = Some(now);
+                p.retry_at = None;
+                p.failure = None;
+                let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
+                if powered_on {
+                    actions.push(Action::PowerOff);
+                }
+                actions.push(Action::PowerOn);
+                let wait = cfg.dhcp_timeout.min(cfg.poll);
+                return Decision::new(p, reason::PROVISIONING, "boot attempt 1: powering on")
+                    .with(actions)
+                    .requeue(wait);
+            }
+            (HostState::Available, _) => {
+                return Decision::new(p, reason::AVAILABLE, "powered off and free");
+            }
+            (HostState::Provisioning, Goal::Provision) => return provisioning(cfg, p, obs),
+            (HostState::Provisioned, Goal::Provision) => {
+                return Decision::new(p, reason::PROVISIONED, "the node called back");
+            }
+            (HostState::Error, Goal::Provision) => {
+                let (r, m) = p.failure.clone().unwrap_or_else(|| {
+                    (
+                        "ProvisioningFailed".to_string(),
+                        "provisioning failed".to_string(),
+                    )
+                });
+                return Decision::new(p, &r, m);
+            }
+            (
+                HostState::Provisioning | HostState::Provisioned | HostState::Error,
+                Goal::Release | Goal::Idle,
+            ) => {
+                p.state = HostState::Deprovisioning;
+                p.since = Some(now);
+                p.retry_at = None;
+                let mut actions = vec![Action::WithdrawProfile];
+                if powered_on {
+                    actions.push(Action::PowerOff);
+                }
+                if !powered_on {
+                    // Already off: nothing to wait for.
+                    continue;
+                }
+                return Decision::new(p, reason::DEPROVISIONING, "powering off")
+                    .with(actions)
+                    .requeue(cfg.poll);
+            }
+            (HostState::Deprovisioning, _) => {
+                if !powered_on {
+                    p.state = HostState::Available;
+                    p.attempt = 0;
+                    p.since = Some(now);
+                    p.failure = None;
+                    p.retry_at = None;
+                    if goal == Goal::Provision {
+                        continue;
+                    }
+                    return Decision::new(p, reason::AVAILABLE, "powered off and free")
+                        .with(vec![Action::WithdrawProfile]);
+                }
+                let since = p.since.unwrap_or(now);
+                if now - since >= secs(cfg.power_off_timeout) {
+                    p.since = Some(now);
+                    return Decision::new(
+                        p,
+                        reason::POWER_OFF_PENDING,
+                        "the BMC still reports power on; power-off sent again",
+                    )
+                    .with(vec![Action::PowerOff])
+                    .requeue(cfg.poll);
+                }
+                return Decision::new(p, reason::DEPROVISIONING, "waiting for power off")
+                    .requeue(cfg.poll);
+            }
+        }
+    }
+    Decision::new(p, reason::PROVISIONING, "").requeue(cfg.poll)
+}
+
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decision {
+    let now = obs.now;
+    let since = p.since.unwrap_or(now);
+    if let Some(at) = p.retry_at {
+        if now < at {
+            let wait = Duration::from_secs(u64::try_from(at - now).unwrap_or(0));
+            let msg = format!("boot attempt {} starts in {}s", p.attempt, wait.as_secs());
+            return Decision::new(p, reason::RETRY_BACKOFF, msg).requeue(wait);
+        }
+        p.retry_at = None;
+        p.since = Some(now);
+        let msg = format!("boot attempt {}: powering on", p.attempt);
+        let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
+        if obs.power == PowerObservation::On {
+            actions.push(Action::PowerOff);
+        }
+        actions.push(Action::PowerOn);
+        return Decision::new(p, reason::PROVISIONING, msg)
+            .with(actions)
+            .requeue(cfg.dhcp_timeout.min(cfg.poll));
+    }
+    // Phases recorded before this attempt began belong to an earlier boot.
+    let current = obs.boot.last_phase.filter(|(_, t)| *t >= since);
+    if matches!(current, Some((Phase::Callback, _))) {
+        p.state = HostState::Provisioned;
+        p.since = Some(now);
+        return Decision::new(p, reason::PROVISIONED, "the node called back");
+    }
+    let last = current.map(|(ph, _)| ph);
+    let base = current.map(|(_, t)| t).unwrap_or(since);
+    let deadline = base.saturating_add(secs(cfg.phase_timeout(last)));
+    let at = last.map_or("power-on".to_string(), |ph| ph.to_string());
+    if now < deadline {
+        let wait = Duration::from_secs(u64::try_from(deadline - now).unwrap_or(0)).min(cfg.poll);
+        let msg = format!("boot attempt {}: last phase {at}", p.attempt);
+        return Decision::new(p, reason::PROVISIONING, msg).requeue(wait);
+    }
+    let why = stall_reason(last);
+    if p.attempt >= cfg.max_attempts {
+        let msg = format!(
+            "boot attempt {} made no progress after {at} within its timeout; gave up after {} attempts",
+            p.attempt, cfg.max_attempts
+        );
+        p.state = HostState::Error;
+        p.since = Some(now);
+        p.failure = Some((why.clone(), msg.clone()));
+        return Decision::new(p, &why, msg).with(vec![Action::WithdrawProfile, Action::PowerOff]);
+    }
+    let wait = cfg.backoff(p.attempt);
+    let msg = format!(
+        "boot attempt {} made no progress after {at} within its timeout; power-cycling in {}s",
+        p.attempt,
+        wait.as_secs()
+    );
+    p.attempt += 1;
+    p.retry_at = Some(now.saturating_add(secs(wait)));
+    Decision::new(p, &why, msg)
+        .with(vec![Action::WithdrawProfile, Action::PowerOff])
+        .requeue(wait)
+}
+
+/// The decision when running `failed`'s actions hit an error: keep the previous progress (nothing
+/// happened), count the failure, and retry after the BMC back-off. `error` must not contain secrets.
+pub fn action_failed(
+    cfg: &EngineConfig,
+    previous: &Progress,
+    failed: &Action,
+    error: &str,
+) -> Decision {
+    let mut p = previous.clone();
+    let bmc = failed.needs_bmc();
+    p.bmc_failures = p.bmc_failures.saturating_add(1);
+    let wait = cfg.backoff(p.bmc_failures);
+    let (r, what) = if bmc {
+        (reason::BMC_ERROR, "BMC")
+    } else {
+        ("BootPlaneError", "boot plane")
+    };
+    Decision::new(
+        p,
+        r,
+        format!(
+            "{what} operation {failed:?} failed: {error}; retrying in {}s",
+            wait.as_secs()
+        ),
+    )
+    .requeue(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::provisioning::state::BootObservation;
+
+    fn cfg() -> EngineConfig {
+        EngineConfig {
+            dhcp_timeout: Duration::from_secs(100),
+            load_timeout: Duration::from_secs(50),
+            os_timeout: Duration::from_secs(400),
+            power_off_timeout: Duration::from_secs(20),
+            max_attempts: 3,
+            backoff_base: Duration::from_secs(30),
+            backoff_max: Duration::from_secs(100),
+            poll: Duration::from_secs(10),
+        }
+    }
+
+    fn obs(now: i64, power: PowerObservation, last: Option<(Phase, i64)>) -> Observation {
+        Observation {
+            now,
+            power,
+            boot: BootObservation { last_phase: last },
+            online: true,
+            consumer_says_provisioned: false,
+        }
+    }
+    use PowerObservation::{Off, On};
+
+    fn at(state: HostState, attempt: u32, since: i64) -> Progress {
+        Progress {
+            state,
+            attempt,
+            since: Some(since),
+            ..Progress::default()
+        }
+    }
+
+    #[test]
+    fn happy_path_register_provision_callback_release() {
+        let c = cfg();
+        let d = decide(&c, &Progress::default(), Goal::Idle, &obs(0, Off, None));
+        assert_eq!(d.progress.state, HostState::Available);
+        assert!(d.actions.is_empty());
+        assert_eq!(d.reason, "Available");
+
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(10, Off, None));
+        assert_eq!(d.progress.state, HostState::Provisioning);
+        assert_eq!(d.progress.attempt, 1);
+        assert_eq!(d.progress.since, Some(10));
+        assert_eq!(
+            d.actions,
+            [Action::PublishProfile, Action::SetBootPxe, Action::PowerOn]
+        );
+        assert_eq!(d.requeue, Some(Duration::from_secs(10)));
+
+        // Phases keep arriving within their timeouts: keep waiting, no actions.
+        for (ph, t) in [
+            (Phase::DhcpOffer, 50),
+            (Phase::Kernel, 90),
+            (Phase::Rootfs, 130),
+        ] {
+            let d2 = decide(
+                &c,
+                &d.progress,
+                Goal::Provision,
+                &obs(t + 5, On, Some((ph, t))),
+            );
+            assert_eq!(d2.progress, d.progress, "{ph}");
+            assert!(d2.actions.is_empty());
+            assert_eq!(d2.reason, "Provisioning");
+            assert!(d2.message.contains(ph.as_str()), "{}", d2.message);
+        }
+        let d = decide(
+            &c,
+            &d.progress,
+            Goal::Provision,
+            &obs(500, On, Some((Phase::Callback, 499))),
+        );
+        assert_eq!(d.progress.state, HostState::Provisioned);
+        assert_eq!(d.reason, "Provisioned");
+        assert_eq!(d.requeue, None);
+
+        // Steady state: nothing to do, even much later.
+        let again = decide(&c, &d.progress, Goal::Provision, &obs(99_999, On, None));
+        assert_eq!(again.progress, d.progress);
+        assert!(again.actions.is_empty());
+
+        let d = decide(&c, &d.progress, Goal::Release, &obs(600, On, None));
+        assert_eq!(d.progress.state, HostState::Deprovisioning);
+        assert_eq!(d.actions, [Action::WithdrawProfile, Action::PowerOff]);
+        let d = decide(&c, &d.progress, Goal::Release, &obs(605, On, None));
+        assert_eq!(d.progress.state, HostState::Deprovisioning);
+        assert!(d.actions.is_empty());
+        let d = decide(&c, &d.progress, Goal::Release, &obs(610, Off, None));
+        assert_eq!(d.progress.state, HostState::Available);
+        assert_eq!(d.progress.attempt, 0);
+    }
+
+    #[test]
+    fn powered_on_host_is_power_cycled_into_pxe() {
+        let d = decide(
+            &cfg(),
+            &at(HostState::Available, 0, 0),
+            Goal::Provision,
+            &obs(1, On, None),
+        );
+        assert_eq!(
+            d.actions,
+            [
+                Action::PublishProfile,
+                Action::SetBootPxe,
+                Action::PowerOff,
+                Action::PowerOn
+            ]
+        );
+    }
+
+    #[test]
+    fn dhcp_timeout_retries_with_backoff_then_fails_with_reason() {
+        let c = cfg();
+        let p = at(HostState::Provisioning, 1, 0);
+        // Just before the deadline: wait, and never sleep past it.
+        let d = decide(&c, &p, Goal::Provision, &obs(95, On, None));
+        assert!(d.actions.is_empty());
+        assert_eq!(d.requeue, Some(Duration::from_secs(5)));
+        // Deadline: power off, back off 30 s.
+        let d = decide(&c, &p, Goal::Provision, &obs(100, On, None));
+        assert_eq!(d.reason, "NoDHCPRequest");
+        assert_eq!(d.actions, [Action::WithdrawProfile, Action::PowerOff]);
+        assert_eq!(d.progress.attempt, 2);
+        assert_eq!(d.progress.retry_at, Some(130));
+        assert_eq!(d.requeue, Some(Duration::from_secs(30)));
+        // During the back-off nothing happens.
+        let w = decide(&c, &d.progress, Goal::Provision, &obs(120, Off, None));
+        assert_eq!(w.reason, "RetryBackoff");
+        assert!(w.actions.is_empty());
+        assert_eq!(w.requeue, Some(Duration::from_secs(10)));
+        // After it: a fresh boot.
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(130, Off, None));
+        assert_eq!(
+            d.actions,
+            [Action::PublishProfile, Action::SetBootPxe, Action::PowerOn]
+        );
+        assert_eq!(d.progress.since, Some(130));
+        assert_eq!(d.progress.retry_at, None);
+        // Second timeout doubles the back-off.
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(230, On, None));
+        assert_eq!(d.progress.attempt, 3);
+        assert_eq!(d.progress.retry_at, Some(290));
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(290, Off, None));
+        assert_eq!(d.actions.last(), Some(&Action::PowerOn));
+        // Third timeout: give up.
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(390, On, None));
+        assert_eq!(d.progress.state, HostState::Error);
+        assert_eq!(d.reason, "NoDHCPRequest");
+        assert!(
+            d.message.contains("gave up after 3 attempts"),
+            "{}",
+            d.message
+        );
+        assert_eq!(d.actions, [Action::WithdrawProfile, Action::PowerOff]);
+        assert_eq!(d.requeue, None);
+        // It stays failed (with the same reason) while the consumer still wants it.
+        let e = decide(&c, &d.progress, Goal::Provision, &obs(9999, Off, None));
+        assert_eq!(e.progress, d.progress);
+        assert_eq!(e.reason, "NoDHCPRequest");
+        assert!(e.actions.is_empty());
+        // Releasing a failed host makes it available again.
+        let r = decide(&c, &d.progress, Goal::Release, &obs(10_000, Off, None));
+        assert_eq!(r.progress.state, HostState::Available);
+        assert_eq!(r.progress.failure, None);
+    }
+
+    #[test]
+    fn per_phase_timeouts_name_the_stalled_phase() {
+        let c = cfg();
+        let p = at(HostState::Provisioning, 1, 0);
+        // Loader phases use load_timeout (50 s) from the phase's own time.
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(109, On, Some((Phase::Kernel, 60))),
+        );
+        assert!(d.actions.is_empty());
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(110, On, Some((Phase::Kernel, 60))),
+        );
+        assert_eq!(d.reason, "BootStalledAfterKernel");
+        assert_eq!(d.progress.attempt, 2);
+        // After the rootfs the OS gets os_timeout (400 s).
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(400, On, Some((Phase::Rootfs, 60))),
+        );
+        assert!(d.actions.is_empty(), "{}", d.reason);
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(460, On, Some((Phase::Rootfs, 60))),
+        );
+        assert_eq!(d.reason, "BootStalledAfterRootfs");
+        assert_eq!(
+            stall_reason(Some(Phase::DhcpAck)),
+            "BootStalledAfterDHCPAck"
+        );
+        assert_eq!(
+            stall_reason(Some(Phase::IpxeScript)),
+            "BootStalledAfterIPXEScript"
+        );
+    }
+
+    #[test]
+    fn phases_of_an_earlier_attempt_do_not_count() {
+        let c = cfg();
+        let p = at(HostState::Provisioning, 2, 200);
+        // A callback recorded before this attempt began does not provision the host.
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(210, On, Some((Phase::Callback, 150))),
+        );
+        assert_eq!(d.progress.state, HostState::Provisioning);
+        // And an old phase does not extend the DHCP deadline (200 + 100).
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &obs(300, On, Some((Phase::Kernel, 199))),
+        );
+        assert_eq!(d.reason, "NoDHCPRequest");
+    }
+
+    #[test]
+    fn bmc_unreachable_backs_off_and_recovers() {
+        let c = cfg();
+        let mut p = at(HostState::Available, 0, 0);
+        let mut waits = Vec::new();
+        for i in 0..4 {
+            let d = decide(
+                &c,
+                &p,
+                Goal::Provision,
+                &obs(i, PowerObservation::Unreachable("timeout".into()), None),
+            );
+            assert_eq!(d.reason, "BMCUnreachable");
+            assert!(d.actions.is_empty(), "no BMC action without a BMC");
+            assert_eq!(d.progress.state, HostState::Available);
+            waits.push(d.requeue.unwrap().as_secs());
+            p = d.progress;
+        }
+        assert_eq!(waits, [30, 60, 100, 100]);
+        assert_eq!(p.bmc_failures, 4);
+        let d = decide(&c, &p, Goal::Provision, &obs(10, Off, None));
+        assert_eq!(d.progress.bmc_failures, 0);
+        assert_eq!(d.progress.state, HostState::Provisioning);
+        // A registering host stays registering until its BMC answers.
+        let d = decide(
+            &c,
+            &Progress::default(),
+            Goal::Idle,
+            &obs(0, PowerObservation::Unreachable("auth".into()), None),
+        );
+        assert_eq!(d.progress.state, HostState::Registering);
+        assert!(d.message.contains("auth"));
+        // A provisioned host does not care.
+        let d = decide(
+            &c,
+            &at(HostState::Provisioned, 1, 0),
+            Goal::Provision,
+            &obs(0, PowerObservation::Unreachable("x".into()), None),
+        );
+        assert_eq!(d.reason, "Provisioned");
+        assert_eq!(d.progress.bmc_failures, 0);
+    }
+
+    #[test]
+    fn failed_action_keeps_previous_progress() {
+        let c = cfg();
+        let prev = at(HostState::Available, 0, 0);
+        let d = action_failed(&c, &prev, &Action::PowerOn, "ipmi://10.0.0.1: timeout");
+        assert_eq!(d.progress.state, HostState::Available);
+        assert_eq!(d.progress.bmc_failures, 1);
+        assert_eq!(d.reason, "BMCError");
+        assert_eq!(d.requeue, Some(Duration::from_secs(30)));
+        let d = action_failed(&c, &d.progress, &Action::PublishProfile, "full");
+        assert_eq!(d.reason, "BootPlaneError");
+        assert_eq!(d.requeue, Some(Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn stuck_power_off_is_resent() {
+        let c = cfg();
+        let p = at(HostState::Deprovisioning, 1, 100);
+        let d = decide(&c, &p, Goal::Release, &obs(119, On, None));
+        assert!(d.actions.is_empty());
+        let d = decide(&c, &p, Goal::Release, &obs(120, On, None));
+        assert_eq!(d.reason, "PowerOffPending");
+        assert_eq!(d.actions, [Action::PowerOff]);
+        assert_eq!(d.progress.since, Some(120));
+    }
+
+    #[test]
+    fn offline_host_is_never_powered_on() {
+        let mut o = obs(0, Off, None);
+        o.online = false;
+        let d = decide(&cfg(), &at(HostState::Available, 0, 0), Goal::Provision, &o);
+        assert_eq!(d.reason, "HostOffline");
+        assert!(d.actions.is_empty());
+        assert_eq!(d.progress.state, HostState::Available);
+    }
+
+    #[test]
+    fn lost_status_is_rebuilt_from_the_consumer() {
+        let mut o = obs(5, On, None);
+        o.consumer_says_provisioned = true;
+        let d = decide(&cfg(), &Progress::default(), Goal::Provision, &o);
+        assert_eq!(d.progress.state, HostState::Provisioned);
+        assert!(
+            d.actions.is_empty(),
+            "a provisioned node is not rebooted after a move"
+        );
+    }
+
+    #[test]
+    fn release_of_a_powered_off_provisioning_host_is_immediate() {
+        let d = decide(
+            &cfg(),
+            &at(HostState::Provisioning, 1, 0),
+            Goal::Release,
+            &obs(5, Off, None),
+        );
+        assert_eq!(d.progress.state, HostState::Available);
+        assert_eq!(d.actions, [Action::WithdrawProfile]);
+    }
+
+    #[test]
+    fn backoff_is_capped_and_does_not_overflow() {
+        let c = cfg();
+        assert_eq!(c.backoff(1), Duration::from_secs(30));
+        assert_eq!(c.backoff(2), Duration::from_secs(60));
+        assert_eq!(c.backoff(3), Duration::from_secs(100));
+        assert_eq!(c.backoff(200), Duration::from_secs(100));
+    }
+}

@@ -1,0 +1,105 @@
+//! The I/O the engine's [`Action`](super::Action)s need, as two small traits.
+//!
+//! The controllers and standalone mode run actions through these; the real implementations are the `bmc`
+//! drivers and the boot plane, and tests plug in recording fakes. Both traits are object safe (boxed
+//! futures) so one process can hold `Arc<dyn …>`.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use futures::future::BoxFuture;
+
+use crate::boot::{MacAddr, Phase};
+
+/// Where and how to reach one BMC. `Debug` never prints the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BmcTarget {
+    /// `ipmi://HOST[:PORT]` or `redfish://HOST[/SYSTEM]`.
+    pub address: String,
+    pub username: String,
+    pub password: String,
+    pub cipher_suite: Option<u8>,
+    pub insecure_tls: bool,
+    pub uefi: bool,
+}
+
+impl fmt::Debug for BmcTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BmcTarget")
+            .field("address", &self.address)
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .field("cipher_suite", &self.cipher_suite)
+            .finish()
+    }
+}
+
+/// A BMC operation failed. The message names the BMC and the kind of failure, never credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IoError(pub String);
+
+/// Power and boot-device control.
+pub trait PowerControl: Send + Sync + 'static {
+    /// `true` when powered on.
+    fn power_state<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>>;
+    fn power_on<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+    /// Hard power off (the host is being released; nothing on it must survive).
+    fn power_off<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+    /// Next boot from the network, once.
+    fn set_next_boot_pxe<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+}
+
+/// Format of the user-data a host receives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UserDataFormat {
+    CloudConfig,
+    Ignition,
+}
+
+/// Everything the boot plane needs to boot one host once. `Debug` never prints the user-data.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BootProfile {
+    /// `<namespace>/<host>`: the key the boot plane files phases under.
+    pub host: String,
+    pub hostname: String,
+    pub mac: MacAddr,
+    /// Static address with prefix length, gateway.
+    pub ip: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    pub provider_id: String,
+    pub kernel: String,
+    pub initrds: Vec<String>,
+    pub rootfs: Option<String>,
+    pub cmdline: String,
+    pub user_data: Vec<u8>,
+    pub format: UserDataFormat,
+}
+
+impl fmt::Debug for BootProfile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BootProfile")
+            .field("host", &self.host)
+            .field("mac", &self.mac)
+            .field("ip", &self.ip)
+            .field("provider_id", &self.provider_id)
+            .field("kernel", &self.kernel)
+            .field(
+                "user_data",
+                &format_args!("<{} bytes redacted>", self.user_data.len()),
+            )
+            .field("format", &self.format)
+            .finish()
+    }
+}
+
+/// The boot plane as the engine sees it.
+pub trait BootPlane: Send + Sync + 'static {
+    /// Publishes (or replaces) the host's profile and issues a fresh per-boot token; earlier tokens of the
+    /// host stop working and earlier phases are forgotten.
+    fn publish(&self, profile: BootProfile) -> Result<(), IoError>;
+    /// Removes the host's profile; its token stops working.
+    fn withdraw(&self, host: &str);
+    /// The furthest phase of the host's current boot, with its Unix time.
+    fn last_phase(&self, host: &str) -> Option<(Phase, i64)>;
+}
