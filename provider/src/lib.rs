@@ -3,6 +3,7 @@
 //! Data flows one way: API types → controllers → the provisioning engine → I/O (`bmc`, `boot`).
 
 pub mod api;
+pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod provisioning;

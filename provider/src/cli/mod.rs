@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 
+pub mod bmc;
 pub mod crds;
 
 use crate::telemetry::LogFormat;
@@ -25,12 +26,15 @@ pub enum Command {
     Version,
     /// Print the provider's CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
+    /// Control one BMC directly: power status/on/off/cycle/reset and the next boot device.
+    Bmc(bmc::BmcArgs),
 }
 
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(cli.log_format);
     match cli.command {
+        Command::Bmc(args) => bmc::run(args).await,
         Command::Version => {
             println!("beowulf {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -1,0 +1,198 @@
+//! The native IPMI driver against OpenIPMI's ipmi_sim (chassis_control mode, cipher suite 3), checked with
+//! ipmitool as the independent client.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use beowulf::bmc::ipmi::{CipherChoice, IpmiClient};
+use beowulf::bmc::{
+    BmcDriver, BmcError, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits,
+    Options, PowerAction, PowerState,
+};
+use e2e::bmc_proxy::UdpDelayProxy;
+use e2e::ipmi_sim::{self, IpmiSim};
+
+fn client(endpoint: &str, password: &str, options: Options) -> IpmiClient {
+    IpmiClient::new(
+        Endpoint::parse(endpoint).unwrap(),
+        Credentials::new(ipmi_sim::USER, password),
+        options,
+        Limits::default(),
+    )
+}
+
+/// Polls `f` until it returns true, for at most `timeout`.
+fn eventually(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn power_status(sim: &IpmiSim) -> String {
+    sim.ipmitool(&["chassis", "power", "status"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_power_and_bootdev_are_confirmed_by_ipmitool() {
+    let sim = IpmiSim::start();
+    // Auto proposes suite 17 first; ipmi_sim refuses it, so the session must fall back to suite 3.
+    let bmc = client(&sim.endpoint(), ipmi_sim::PASSWORD, Options::default());
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+    assert_eq!(bmc.session_suite().await, Some(3));
+    assert!(power_status(&sim).contains("Chassis Power is off"));
+
+    bmc.power(PowerAction::On).await.unwrap();
+    assert!(
+        power_status(&sim).contains("Chassis Power is on"),
+        "{}",
+        power_status(&sim)
+    );
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::On);
+
+    bmc.power(PowerAction::ForceOff).await.unwrap();
+    assert!(power_status(&sim).contains("Chassis Power is off"));
+    assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
+
+    // Cycle: ipmi_sim turns power off, then about a second later on again.
+    bmc.power(PowerAction::On).await.unwrap();
+    let before = sim.calls().matches("set power 0").count();
+    bmc.power(PowerAction::Cycle).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(5), || sim
+            .calls()
+            .matches("set power 0")
+            .count()
+            > before),
+        "cycle never powered off: {}",
+        sim.calls()
+    );
+    assert!(eventually(Duration::from_secs(5), || power_status(&sim)
+        .contains("Chassis Power is on")));
+    let calls = sim.calls();
+    let off = calls.rfind("set power 0").unwrap();
+    assert!(
+        calls[off..].contains("set power 1"),
+        "no power-on after the cycle's power-off: {calls}"
+    );
+
+    // Next boot device.
+    let pxe = BootOverride {
+        device: BootDevice::Pxe,
+        persistent: false,
+        mode: BootMode::Legacy,
+    };
+    bmc.set_boot(pxe).await.unwrap();
+    let param = sim.ipmitool(&["chassis", "bootparam", "get", "5"]);
+    assert!(param.contains("Force PXE"), "{param}");
+    assert_eq!(bmc.boot().await.unwrap().device, Some(BootDevice::Pxe));
+    for (dev, text) in [
+        (BootDevice::Disk, "Force Boot from default Hard-Drive"),
+        (BootDevice::Cdrom, "Force Boot from CD/DVD"),
+        (BootDevice::BiosSetup, "Force Boot into BIOS Setup"),
+        (BootDevice::Pxe, "Force PXE"),
+    ] {
+        bmc.set_boot(BootOverride {
+            device: dev,
+            persistent: true,
+            mode: BootMode::Uefi,
+        })
+        .await
+        .unwrap();
+        let param = sim.ipmitool(&["chassis", "bootparam", "get", "5"]);
+        assert!(param.contains(text), "{dev}: {param}");
+        assert_eq!(bmc.boot().await.unwrap().device, Some(dev));
+    }
+    // UEFI HTTP boot has no IPMI selector.
+    let err = bmc
+        .set_boot(BootOverride {
+            device: BootDevice::UefiHttp,
+            persistent: false,
+            mode: BootMode::Uefi,
+        })
+        .await;
+    assert!(matches!(err, Err(BmcError::Unsupported { .. })), "{err:?}");
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_status_reads_agree_with_ipmitool_changes() {
+    let sim = IpmiSim::start();
+    let bmc = client(
+        &sim.endpoint(),
+        ipmi_sim::PASSWORD,
+        Options {
+            cipher_suite: CipherChoice::Suite3,
+            ..Options::default()
+        },
+    );
+    for (cmd, want) in [
+        ("on", PowerState::On),
+        ("off", PowerState::Off),
+        ("on", PowerState::On),
+    ] {
+        sim.ipmitool(&["chassis", "power", cmd]);
+        // Our session stays open across ipmitool's own sessions.
+        assert_eq!(
+            bmc.power_state().await.unwrap(),
+            want,
+            "after ipmitool power {cmd}"
+        );
+    }
+    for (arg, dev) in [
+        ("cdrom", BootDevice::Cdrom),
+        ("pxe", BootDevice::Pxe),
+        ("disk", BootDevice::Disk),
+        ("bios", BootDevice::BiosSetup),
+    ] {
+        sim.ipmitool(&["chassis", "bootdev", arg]);
+        assert_eq!(
+            bmc.boot().await.unwrap().device,
+            Some(dev),
+            "after ipmitool bootdev {arg}"
+        );
+    }
+    bmc.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_session_is_reused_and_requests_are_serialized() {
+    let sim = IpmiSim::start();
+    let proxy = UdpDelayProxy::start((sim.addr.ip(), 0).into(), sim.addr, Duration::ZERO).await;
+    let bmc = std::sync::Arc::new(client(
+        &format!("ipmi://{}", proxy.addr),
+        ipmi_sim::PASSWORD,
+        Options {
+            cipher_suite: CipherChoice::Suite3,
+            ..Options::default()
+        },
+    ));
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let b = bmc.clone();
+            tokio::spawn(async move { b.power_state().await })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().unwrap(), PowerState::Off);
+    }
+    use std::sync::atomic::Ordering::SeqCst;
+    assert_eq!(
+        proxy.stats.open_sessions.load(SeqCst),
+        1,
+        "one session for 16 calls"
+    );
+    assert_eq!(
+        proxy.stats.max_outstanding.load(SeqCst),
+        1,
+        "never more than one request in flight"
+    );
+    assert!(proxy.stats.to_bmc.load(SeqCst) >= 16);
+    bmc.close().await;
+}

@@ -1,0 +1,222 @@
+//! Native, async IPMI v2.0 lanplus (RMCP+) driver.
+//!
+//! Cipher suites: 17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128) and 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96,
+//! AES-CBC-128). By default ([`CipherChoice::Auto`]) a session proposes 17 and falls back to 3 when the BMC
+//! refuses 17's algorithms in the Open Session response; a host can pin either. Suites without integrity or
+//! confidentiality are never offered.
+//!
+//! One session per BMC is kept and reused; a session idle for longer than [`IDLE_REOPEN`] is replaced
+//! before use (BMCs drop idle sessions after about a minute), and one that stops answering is reopened once.
+
+pub mod commands;
+pub mod crypto;
+pub mod packet;
+pub mod session;
+
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+
+use super::{
+    BmcDriver, BmcError, BootOverride, BootOverrideStatus, Credentials, Endpoint, Limits, Options,
+    PowerAction, PowerState, Result,
+};
+use commands::NETFN_CHASSIS;
+use crypto::Suite;
+use session::{Session, SessionParams};
+
+/// Sessions idle longer than this are replaced before use.
+pub const IDLE_REOPEN: Duration = Duration::from_secs(40);
+
+/// Which cipher suite(s) to propose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CipherChoice {
+    /// 17, then 3 if the BMC refuses 17.
+    #[default]
+    Auto,
+    Suite3,
+    Suite17,
+}
+
+impl CipherChoice {
+    fn suites(self) -> Vec<Suite> {
+        match self {
+            CipherChoice::Auto => vec![Suite::S17, Suite::S3],
+            CipherChoice::Suite3 => vec![Suite::S3],
+            CipherChoice::Suite17 => vec![Suite::S17],
+        }
+    }
+}
+
+impl std::str::FromStr for CipherChoice {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(CipherChoice::Auto),
+            "3" => Ok(CipherChoice::Suite3),
+            "17" => Ok(CipherChoice::Suite17),
+            _ => Err(format!("unsupported cipher suite {s:?}: use auto, 3 or 17")),
+        }
+    }
+}
+
+/// An IPMI BMC. Calls are serialized per BMC (one request in flight) and limited globally by [`Limits`].
+pub struct IpmiClient {
+    endpoint: Endpoint,
+    name: String,
+    credentials: Credentials,
+    options: Options,
+    limits: Limits,
+    session: Mutex<Option<Session>>,
+}
+
+impl IpmiClient {
+    pub fn new(
+        endpoint: Endpoint,
+        credentials: Credentials,
+        options: Options,
+        limits: Limits,
+    ) -> Self {
+        IpmiClient {
+            name: endpoint.to_string(),
+            endpoint,
+            credentials,
+            options,
+            limits,
+            session: Mutex::new(None),
+        }
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The cipher suite of the open session, if one is open.
+    pub async fn session_suite(&self) -> Option<u8> {
+        self.session.lock().await.as_ref().map(|s| s.suite().id())
+    }
+
+    async fn params(&self) -> Result<SessionParams> {
+        let addr = tokio::net::lookup_host(self.endpoint.authority())
+            .await
+            .map_err(|e| BmcError::Unreachable {
+                bmc: self.name.clone(),
+                detail: format!("cannot resolve {}: {e}", self.endpoint.host),
+            })?
+            .next()
+            .ok_or_else(|| BmcError::Unreachable {
+                bmc: self.name.clone(),
+                detail: format!("{} has no address", self.endpoint.host),
+            })?;
+        Ok(SessionParams {
+            bmc: self.name.clone(),
+            addr,
+            timeout: self.options.request_timeout,
+            retries: self.options.retries,
+            suites: self.options.cipher_suite.suites(),
+        })
+    }
+
+    /// Runs one request on the BMC's session, opening (or reopening) the session as needed.
+    async fn call(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>> {
+        let _permit = self.limits.acquire().await;
+        let mut slot = self.session.lock().await;
+        if let Some(s) = slot.take_if(|s| s.last_used.elapsed() > IDLE_REOPEN) {
+            s.close().await;
+        }
+        for attempt in 0..2 {
+            let fresh = slot.is_none();
+            let session = match slot.as_mut() {
+                Some(s) => s,
+                None => slot.insert(
+                    Session::open(
+                        self.params().await?,
+                        &self.credentials.username,
+                        self.credentials.password(),
+                    )
+                    .await?,
+                ),
+            };
+            match session.request(netfn, cmd, data).await {
+                Ok(d) => return Ok(d),
+                // A reused session may have been dropped by the BMC (it then ignores us): reopen once.
+                Err(e @ BmcError::Timeout { .. }) if !fresh && attempt == 0 => {
+                    tracing::debug!(bmc = %self.name, error = %e, "session stopped answering, reopening");
+                    *slot = None;
+                }
+                Err(e) => {
+                    if e.is_transient() && !matches!(e, BmcError::Protocol { .. }) {
+                        *slot = None;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(BmcError::Timeout {
+            bmc: self.name.clone(),
+            what: "reopening the session".into(),
+            after: self.options.request_timeout,
+        })
+    }
+}
+
+impl BmcDriver for IpmiClient {
+    async fn power_state(&self) -> Result<PowerState> {
+        let d = self
+            .call(NETFN_CHASSIS, commands::CMD_GET_CHASSIS_STATUS, &[])
+            .await?;
+        commands::power_state(&d).ok_or_else(|| BmcError::Protocol {
+            bmc: self.name.clone(),
+            detail: "empty Get Chassis Status response".into(),
+        })
+    }
+
+    async fn power(&self, action: PowerAction) -> Result<()> {
+        self.call(
+            NETFN_CHASSIS,
+            commands::CMD_CHASSIS_CONTROL,
+            &[commands::chassis_control(action)],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn set_boot(&self, boot: BootOverride) -> Result<()> {
+        let data = commands::set_boot_flags(boot).ok_or_else(|| BmcError::Unsupported {
+            bmc: self.name.clone(),
+            what: format!(
+                "boot device {} over IPMI (use a Redfish address for UEFI HTTP boot)",
+                boot.device
+            ),
+        })?;
+        self.call(NETFN_CHASSIS, commands::CMD_SET_BOOT_OPTIONS, &data)
+            .await?;
+        Ok(())
+    }
+
+    async fn boot(&self) -> Result<BootOverrideStatus> {
+        let d = self
+            .call(
+                NETFN_CHASSIS,
+                commands::CMD_GET_BOOT_OPTIONS,
+                &commands::get_boot_flags_request(),
+            )
+            .await?;
+        commands::parse_boot_flags(&d).ok_or_else(|| BmcError::Protocol {
+            bmc: self.name.clone(),
+            detail: "malformed Get System Boot Options (parameter 5) response".into(),
+        })
+    }
+
+    async fn close(&self) {
+        if let Some(s) = self.session.lock().await.take() {
+            s.close().await;
+        }
+    }
+
+    async fn wait_power(&self, want: PowerState, timeout: Duration) -> Result<()> {
+        super::poll_power(self, want, timeout)
+            .await
+            .map_err(|e| e.with_bmc(&self.name))
+    }
+}

@@ -1,0 +1,438 @@
+//! One RMCP+ session with one BMC: discovery, Open Session, RAKP 1–4, privilege, requests with
+//! retransmission, and Close Session.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use super::super::error::{BmcError, Result};
+use super::commands::{self, NETFN_APP, PRIV_ADMIN};
+use super::crypto::{Exchange, SessionKeys, Suite, codes_match};
+use super::packet::{self, Datagram, payload};
+
+/// How a session is opened.
+#[derive(Debug, Clone)]
+pub struct SessionParams {
+    /// Name of the BMC in errors and logs (its endpoint URL).
+    pub bmc: String,
+    pub addr: SocketAddr,
+    /// Wait for one answer this long before retransmitting; later attempts wait longer.
+    pub timeout: Duration,
+    /// Retransmissions after the first attempt.
+    pub retries: u32,
+    /// Suites to propose, in order; the next one is tried when the BMC rejects the algorithms.
+    pub suites: Vec<Suite>,
+}
+
+/// An established, authenticated and encrypted session.
+pub struct Session {
+    sock: UdpSocket,
+    params: SessionParams,
+    keys: SessionKeys,
+    /// Our session id (the BMC puts it in its packets).
+    sid_m: u32,
+    /// The BMC's session id (we put it in ours).
+    sid_c: u32,
+    seq: u32,
+    rq_seq: u8,
+    pub last_used: Instant,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("bmc", &self.params.bmc)
+            .field("suite", &self.keys.suite.id())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sends a request and waits for the answer `accept` recognises, retransmitting on timeout.
+/// `make` builds the datagram for each attempt (a session request gets a new sequence number each time).
+/// Datagrams that fail to decode, fail the integrity check or answer something else are dropped.
+#[allow(clippy::too_many_arguments)]
+async fn round_trip<T>(
+    sock: &UdpSocket,
+    params: &SessionParams,
+    what: &str,
+    keys: Option<&SessionKeys>,
+    mut make: impl FnMut() -> Vec<u8>,
+    mut accept: impl FnMut(Datagram) -> Option<Result<T>>,
+) -> Result<T> {
+    let mut buf = vec![0u8; 1024];
+    let mut waited = Duration::ZERO;
+    for attempt in 0..=params.retries {
+        let pkt = make();
+        // Each retransmission waits a little longer (backoff), so a slow BMC gets a chance to answer.
+        let wait = params.timeout + params.timeout * attempt / 2;
+        waited += wait;
+        if let Err(e) = sock.send(&pkt).await {
+            return Err(io_error(params, what, e));
+        }
+        let deadline = Instant::now() + wait;
+        loop {
+            let n = match tokio::time::timeout_at(deadline, sock.recv(&mut buf)).await {
+                Err(_) => break, // this attempt timed out
+                Ok(Err(e)) => return Err(io_error(params, what, e)),
+                Ok(Ok(n)) => n,
+            };
+            match packet::decode(&buf[..n], keys) {
+                Ok(d) => {
+                    if let Some(r) = accept(d) {
+                        return r;
+                    }
+                }
+                Err(e) => tracing::debug!(bmc = %params.bmc, error = %e, "dropping datagram"),
+            }
+        }
+        tracing::debug!(bmc = %params.bmc, attempt, what, "no answer, retransmitting");
+    }
+    Err(BmcError::Timeout {
+        bmc: params.bmc.clone(),
+        what: format!("waiting for {what}"),
+        after: waited,
+    })
+}
+
+fn io_error(params: &SessionParams, what: &str, e: std::io::Error) -> BmcError {
+    let detail = match e.kind() {
+        // A connected UDP socket reports an ICMP port-unreachable as ECONNREFUSED.
+        std::io::ErrorKind::ConnectionRefused => {
+            format!(
+                "nothing listens on UDP {} (port unreachable) during {what}",
+                params.addr
+            )
+        }
+        _ => format!("{what}: {e}"),
+    };
+    BmcError::Unreachable {
+        bmc: params.bmc.clone(),
+        detail,
+    }
+}
+
+fn rmcp_status_error(bmc: &str, step: &str, status: u8) -> BmcError {
+    let text = commands::rmcp_status_text(status);
+    match status {
+        0x0d | 0x0c | 0x0f | 0x09 | 0x0a => BmcError::Auth {
+            bmc: bmc.to_string(),
+            detail: format!("{step}: BMC says {text} (status {status:#04x})"),
+        },
+        _ => BmcError::Protocol {
+            bmc: bmc.to_string(),
+            detail: format!("{step}: BMC says {text} (status {status:#04x})"),
+        },
+    }
+}
+
+impl Session {
+    /// Opens a session: Get Channel Authentication Capabilities, Open Session (falling back through
+    /// `params.suites`), RAKP 1–4, then raises the privilege to Administrator.
+    pub async fn open(params: SessionParams, username: &str, password: &str) -> Result<Session> {
+        let bmc = params.bmc.clone();
+        let user = username.as_bytes();
+        let kuid = password.as_bytes();
+        if user.len() > 16 {
+            return Err(BmcError::Unsupported {
+                bmc,
+                what: "IPMI user names longer than 16 bytes".into(),
+            });
+        }
+        if kuid.len() > 20 {
+            return Err(BmcError::Unsupported {
+                bmc,
+                what: "IPMI v2.0 passwords longer than 20 bytes".into(),
+            });
+        }
+        let local: SocketAddr = if params.addr.is_ipv6() {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        } else {
+            ([0, 0, 0, 0], 0).into()
+        };
+        let sock = UdpSocket::bind(local)
+            .await
+            .map_err(|e| io_error(&params, "binding a UDP socket", e))?;
+        sock.connect(params.addr)
+            .await
+            .map_err(|e| io_error(&params, "connecting", e))?;
+
+        // 1. Presence and capabilities (an IPMI v1.5 packet outside a session, as every BMC accepts).
+        let caps_req = packet::encode_request(
+            NETFN_APP,
+            commands::CMD_GET_CHANNEL_AUTH_CAPS,
+            0,
+            &commands::channel_auth_caps_request(),
+        );
+        let caps = round_trip(
+            &sock,
+            &params,
+            "Get Channel Authentication Capabilities",
+            None,
+            || packet::encode_v15(&caps_req),
+            |d| {
+                let r = packet::decode_response(&d.payload).ok()?;
+                (r.cmd == commands::CMD_GET_CHANNEL_AUTH_CAPS).then_some(Ok(r))
+            },
+        )
+        .await?;
+        if caps.completion != 0 || !commands::supports_v20(&caps.data) {
+            return Err(BmcError::Unsupported {
+                bmc,
+                what: "IPMI v2.0 / RMCP+ (lanplus) on this channel; enable it in the BMC's LAN settings".into(),
+            });
+        }
+
+        let sid_m: u32 = loop {
+            let v = rand::random::<u32>();
+            if v != 0 {
+                break v;
+            }
+        };
+        let mut tag: u8 = 0;
+        let mut last_err = None;
+        for (i, &suite) in params.suites.iter().enumerate() {
+            tag = tag.wrapping_add(1);
+            // 2. Open Session: propose exactly this suite's algorithms.
+            let mut req = vec![tag, PRIV_ADMIN, 0, 0];
+            req.extend_from_slice(&sid_m.to_le_bytes());
+            for (ptype, alg) in [
+                (0u8, suite.auth_alg()),
+                (1, suite.integrity_alg()),
+                (2, suite.confidentiality_alg()),
+            ] {
+                req.extend_from_slice(&[ptype, 0, 0, 0x08, alg, 0, 0, 0]);
+            }
+            let t = tag;
+            let resp = round_trip(
+                &sock,
+                &params,
+                "the Open Session response",
+                None,
+                || packet::encode_v20(payload::OPEN_SESSION_REQUEST, 0, 0, &req, None, [0; 16]),
+                |d| {
+                    (d.payload_type == payload::OPEN_SESSION_RESPONSE
+                        && d.payload.len() >= 2
+                        && d.payload[0] == t)
+                        .then_some(Ok(d.payload))
+                },
+            )
+            .await?;
+            let status = resp[1];
+            if status != 0 {
+                let err = rmcp_status_error(
+                    &bmc,
+                    &format!("Open Session with cipher suite {}", suite.id()),
+                    status,
+                );
+                // Algorithms refused: try the next suite, if any.
+                if matches!(status, 0x04 | 0x05 | 0x06 | 0x07 | 0x10 | 0x11)
+                    && i + 1 < params.suites.len()
+                {
+                    tracing::debug!(bmc = %bmc, suite = suite.id(), status, "cipher suite refused, trying the next one");
+                    last_err = Some(err);
+                    continue;
+                }
+                return Err(err);
+            }
+            if resp.len() < 36 || u32::from_le_bytes([resp[4], resp[5], resp[6], resp[7]]) != sid_m
+            {
+                return Err(BmcError::Protocol {
+                    bmc,
+                    detail: "malformed Open Session response".into(),
+                });
+            }
+            let sid_c = u32::from_le_bytes([resp[8], resp[9], resp[10], resp[11]]);
+            if resp[16] != suite.auth_alg()
+                || resp[24] != suite.integrity_alg()
+                || resp[32] != suite.confidentiality_alg()
+            {
+                return Err(BmcError::Protocol {
+                    bmc,
+                    detail: format!(
+                        "the BMC answered Open Session with other algorithms than cipher suite {}",
+                        suite.id()
+                    ),
+                });
+            }
+
+            // 3. RAKP 1 / 2.
+            let rand_m: [u8; 16] = rand::random();
+            let role = PRIV_ADMIN | 0x10; // name-only lookup
+            tag = tag.wrapping_add(1);
+            let mut rakp1 = vec![tag, 0, 0, 0];
+            rakp1.extend_from_slice(&sid_c.to_le_bytes());
+            rakp1.extend_from_slice(&rand_m);
+            rakp1.extend_from_slice(&[role, 0, 0, user.len() as u8]);
+            rakp1.extend_from_slice(user);
+            let t = tag;
+            let rakp2 = round_trip(
+                &sock,
+                &params,
+                "RAKP message 2",
+                None,
+                || packet::encode_v20(payload::RAKP1, 0, 0, &rakp1, None, [0; 16]),
+                |d| {
+                    (d.payload_type == payload::RAKP2 && d.payload.len() >= 2 && d.payload[0] == t)
+                        .then_some(Ok(d.payload))
+                },
+            )
+            .await?;
+            if rakp2[1] != 0 {
+                return Err(rmcp_status_error(&bmc, "RAKP 2", rakp2[1]));
+            }
+            if rakp2.len() < 40 + suite.rakp_len()
+                || u32::from_le_bytes([rakp2[4], rakp2[5], rakp2[6], rakp2[7]]) != sid_m
+            {
+                return Err(BmcError::Protocol {
+                    bmc,
+                    detail: "malformed RAKP message 2".into(),
+                });
+            }
+            let mut rand_c = [0u8; 16];
+            rand_c.copy_from_slice(&rakp2[8..24]);
+            let mut guid_c = [0u8; 16];
+            guid_c.copy_from_slice(&rakp2[24..40]);
+            let ex = Exchange {
+                suite,
+                sid_m,
+                sid_c,
+                rand_m,
+                rand_c,
+                guid_c,
+                role,
+                username: user,
+            };
+            if !codes_match(&ex.rakp2_code(kuid), &rakp2[40..40 + suite.rakp_len()]) {
+                return Err(BmcError::Auth {
+                    bmc,
+                    detail: format!(
+                        "the BMC's RAKP 2 code does not match the password for user {username:?} (wrong password)"
+                    ),
+                });
+            }
+
+            // 4. RAKP 3 / 4.
+            tag = tag.wrapping_add(1);
+            let mut rakp3 = vec![tag, 0, 0, 0];
+            rakp3.extend_from_slice(&sid_c.to_le_bytes());
+            rakp3.extend_from_slice(&ex.rakp3_code(kuid));
+            let t = tag;
+            let rakp4 = round_trip(
+                &sock,
+                &params,
+                "RAKP message 4",
+                None,
+                || packet::encode_v20(payload::RAKP3, 0, 0, &rakp3, None, [0; 16]),
+                |d| {
+                    (d.payload_type == payload::RAKP4 && d.payload.len() >= 2 && d.payload[0] == t)
+                        .then_some(Ok(d.payload))
+                },
+            )
+            .await?;
+            if rakp4[1] != 0 {
+                return Err(rmcp_status_error(&bmc, "RAKP 4", rakp4[1]));
+            }
+            let sik = ex.sik(kuid);
+            if rakp4.len() < 8 + suite.icv_len()
+                || !codes_match(&ex.rakp4_icv(&sik), &rakp4[8..8 + suite.icv_len()])
+            {
+                return Err(BmcError::Protocol {
+                    bmc,
+                    detail: "RAKP 4 integrity check value does not match".into(),
+                });
+            }
+            let keys = SessionKeys::derive(suite, &sik);
+            let mut s = Session {
+                sock,
+                params,
+                keys,
+                sid_m,
+                sid_c,
+                seq: 0,
+                rq_seq: 0,
+                last_used: Instant::now(),
+            };
+            // 5. Sessions start at User privilege; chassis control needs Operator, boot options Administrator.
+            s.request(
+                NETFN_APP,
+                commands::CMD_SET_SESSION_PRIVILEGE,
+                &[PRIV_ADMIN],
+            )
+            .await
+            .map_err(|e| match e {
+                BmcError::Protocol { bmc, detail } => BmcError::Auth {
+                    bmc,
+                    detail: format!("cannot raise the session to Administrator: {detail}"),
+                },
+                e => e,
+            })?;
+            tracing::debug!(bmc = %s.params.bmc, suite = suite.id(), "IPMI session open");
+            return Ok(s);
+        }
+        Err(last_err.unwrap_or_else(|| BmcError::Unsupported {
+            bmc,
+            what: "any of the configured cipher suites".into(),
+        }))
+    }
+
+    pub fn suite(&self) -> Suite {
+        self.keys.suite
+    }
+
+    /// Sends one IPMI request in the session and returns the response data after the completion code.
+    pub async fn request(&mut self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>> {
+        self.rq_seq = (self.rq_seq + 1) & 0x3f;
+        let rq_seq = self.rq_seq;
+        let msg = packet::encode_request(netfn, cmd, rq_seq, data);
+        let (sid_m, sid_c) = (self.sid_m, self.sid_c);
+        let seq = &mut self.seq;
+        let keys = &self.keys;
+        let what = format!("the response to netfn {netfn:#04x} command {cmd:#04x}");
+        let resp = round_trip(
+            &self.sock,
+            &self.params,
+            &what,
+            Some(keys),
+            || {
+                // Sequence numbers never repeat within a session (and skip 0, which means "no session").
+                *seq = seq.wrapping_add(1).max(1);
+                packet::encode_v20(payload::IPMI, sid_c, *seq, &msg, Some(keys), rand::random())
+            },
+            |d| {
+                if d.payload_type != payload::IPMI || d.session_id != sid_m {
+                    return None;
+                }
+                let r = packet::decode_response(&d.payload).ok()?;
+                (r.rq_seq == rq_seq && r.cmd == cmd && r.netfn == netfn + 1).then_some(Ok(r))
+            },
+        )
+        .await?;
+        self.last_used = Instant::now();
+        if resp.completion != 0 {
+            return Err(BmcError::Protocol {
+                bmc: self.params.bmc.clone(),
+                detail: format!(
+                    "netfn {netfn:#04x} command {cmd:#04x} failed: {} (completion code {:#04x})",
+                    commands::completion_text(resp.completion),
+                    resp.completion
+                ),
+            });
+        }
+        Ok(resp.data)
+    }
+
+    /// Closes the session; best effort, one short attempt.
+    pub async fn close(mut self) {
+        self.params.retries = 0;
+        self.params.timeout = self.params.timeout.min(Duration::from_millis(500));
+        let sid_c = self.sid_c.to_le_bytes();
+        if let Err(e) = self
+            .request(NETFN_APP, commands::CMD_CLOSE_SESSION, &sid_c)
+            .await
+        {
+            tracing::debug!(bmc = %self.params.bmc, error = %e, "Close Session failed");
+        }
+    }
+}
