@@ -24,8 +24,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 use tracing::{debug, info, warn};
 
-use super::BootDirectory;
 use super::counters::{Counter, Sample};
+use super::{BootDirectory, MacAddr};
 pub use reply::{BootFiles, DhcpMode};
 use reply::{Destination, Outcome, Port, Responder, Silence};
 
@@ -117,9 +117,26 @@ pub struct DhcpMetrics {
     /// Requests meant for another server (or not for a proxy).
     pub ignored: Counter,
     pub send_errors: Counter,
+    /// The last DECLINE per host: the reserved address is in use by another machine (an address conflict the
+    /// operator must resolve; the reservation is static, so the host will keep getting it).
+    declines: std::sync::Mutex<std::collections::BTreeMap<MacAddr, Option<Ipv4Addr>>>,
 }
 
 impl DhcpMetrics {
+    /// Hosts that DECLINEd their reserved address, with the address they declined (for the status page).
+    pub fn declines(&self) -> Vec<(MacAddr, Option<Ipv4Addr>)> {
+        match self.declines.lock() {
+            Ok(d) => d.iter().map(|(m, ip)| (*m, *ip)).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    fn record_decline(&self, mac: MacAddr, ip: Option<Ipv4Addr>) {
+        if let Ok(mut d) = self.declines.lock() {
+            d.insert(mac, ip);
+        }
+    }
+
     /// Every counter, for the metrics endpoint.
     pub fn samples(&self) -> Vec<Sample> {
         const RX: &str = "beowulf_dhcp_received_total";
@@ -311,6 +328,7 @@ impl DhcpServer {
                     }
                     Silence::NotARequest => m.ignored.inc(),
                     Silence::Declined { mac, ip } => {
+                        m.record_decline(mac, ip);
                         let ip = ip.map(|i| i.to_string()).unwrap_or_default();
                         warn!(%mac, %ip, "client DECLINEd its reserved address: another machine uses it");
                     }

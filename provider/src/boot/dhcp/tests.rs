@@ -598,6 +598,23 @@ async fn server_answers_on_loopback_counts_and_records() {
         metrics.malformed.get() == 1 && metrics.unknown_mac.get() == 1
     })
     .await;
+    // A DECLINE is not answered but remembered as an address conflict.
+    let mut decline = request(MAC, MessageType::Decline);
+    decline
+        .opts_mut()
+        .insert(DhcpOption::RequestedIpAddress(HOST_IP));
+    decline
+        .opts_mut()
+        .insert(DhcpOption::ServerIdentifier(SERVER));
+    client
+        .send_to(&decline.to_vec().unwrap(), addr)
+        .await
+        .unwrap();
+    eventually("decline recorded", || {
+        metrics.declines() == vec![(MAC, Some(HOST_IP))]
+    })
+    .await;
+    assert_eq!(metrics.decline.get(), 1);
 
     let discover = pxe(request(MAC, MessageType::Discover), 7);
     client

@@ -104,6 +104,8 @@ pub struct TftpMetrics {
     /// Ended by the client with an ERROR (including `tsize` probes).
     pub transfers_aborted: Counter,
     pub transfers_timed_out: Counter,
+    /// Ended by a local error (reading the file, sending).
+    pub transfers_failed: Counter,
     /// Payload bytes acknowledged by clients.
     pub bytes_sent: Counter,
     pub retransmits: Counter,
@@ -434,7 +436,7 @@ async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: Socke
             transfer::send_error(&socket, ErrorCode::NotDefined, "timed out").await;
         }
         Err(Failure::Io(e)) => {
-            m.transfers_timed_out.inc();
+            m.transfers_failed.inc();
             warn!(%client, file = %req.filename, error = %e, "TFTP transfer failed");
             transfer::send_error(&socket, ErrorCode::NotDefined, "read error").await;
         }
