@@ -6,5 +6,6 @@ pub mod api;
 pub mod bmc;
 pub mod boot;
 pub mod cli;
+pub mod controllers;
 pub mod provisioning;
 pub mod telemetry;

@@ -1,0 +1,95 @@
+//! The BeowulfHost controller: registration (BMC reachability, power state), and direct provisioning of
+//! hosts with `spec.image` + `spec.userData` and no consumer (HPC compute nodes that are not Kubernetes
+//! nodes). Claimed hosts are driven by the BeowulfMachine controller.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+
+use super::hostops::{self, ProvisionInput};
+use super::{Context, Error, has_paused_annotation, write_status};
+use crate::api::conditions::{self, PAUSED};
+use crate::api::{BeowulfHost, BeowulfImage};
+use crate::provisioning::Goal;
+use crate::provisioning::io::UserDataFormat;
+
+/// How often an idle host's BMC is checked.
+pub const IDLE_RECHECK: Duration = Duration::from_secs(300);
+
+/// Reconciles one BeowulfHost.
+pub async fn reconcile(host: Arc<BeowulfHost>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let r = reconcile_inner(&host, &ctx).await;
+    ctx.metrics.count("BeowulfHost", r.is_ok());
+    r
+}
+
+async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Error> {
+    let ns = host
+        .namespace()
+        .ok_or_else(|| Error::Invalid("BeowulfHost without namespace".into()))?;
+    let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
+    if has_paused_annotation(host) {
+        let mut status = host.status.clone().unwrap_or_default();
+        conditions::set(
+            &mut status.conditions,
+            PAUSED,
+            true,
+            "Paused",
+            "reconciliation is paused",
+            host.metadata.generation,
+            ctx.now_ts(),
+        );
+        write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    if host.spec.consumer_ref.is_some() {
+        // The consumer's controller drives it; a second writer would race on the status.
+        return Ok(Action::await_change());
+    }
+    let (goal, input) = match (&host.spec.image, &host.spec.user_data) {
+        (Some(image), Some(ud)) => {
+            let image = Api::<BeowulfImage>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&image.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Invalid(format!("BeowulfImage {ns}/{} not found", image.name))
+                })?;
+            let secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+                .get_opt(&ud.name)
+                .await?
+                .ok_or_else(|| {
+                    Error::Invalid(format!("user-data Secret {ns}/{} not found", ud.name))
+                })?;
+            let key = ud.key.clone().unwrap_or_else(|| "value".to_string());
+            let data = secret
+                .data
+                .and_then(|d| d.get(&key).map(|b| b.0.clone()))
+                .ok_or_else(|| {
+                    Error::Invalid(format!(
+                        "user-data Secret {ns}/{} has no key {key:?}",
+                        ud.name
+                    ))
+                })?;
+            let input = ProvisionInput {
+                image,
+                user_data: data,
+                format: UserDataFormat::CloudConfig,
+                consumer_says_provisioned: false,
+            };
+            (Goal::Provision, Some(input))
+        }
+        _ => (Goal::Idle, None),
+    };
+    let outcome = hostops::drive(ctx, host, goal, input.as_ref()).await?;
+    Ok(Action::requeue(outcome.requeue.unwrap_or(IDLE_RECHECK)))
+}
+
+/// Retry failed reconciles after a pause.
+pub fn error_policy(_host: Arc<BeowulfHost>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "BeowulfHost reconcile failed");
+    Action::requeue(super::error_backoff())
+}

@@ -1,0 +1,317 @@
+//! Runs the provisioning engine for one `BeowulfHost`: gathers observations (BMC power through
+//! [`PowerControl`], boot phases from the [`BootPlane`]), calls [`decide`], runs the actions, and writes
+//! the host's status when it changed. Shared by the BeowulfMachine controller (claimed hosts) and the
+//! BeowulfHost controller (unclaimed and directly provisioned hosts).
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::api::Api;
+
+use super::{Context, Error, write_status};
+use crate::api::conditions;
+use crate::api::host::{BeowulfHostStatus, BootMode, HostStateName};
+use crate::api::{BeowulfHost, BeowulfImage};
+use crate::boot::{MacAddr, Phase};
+use crate::provisioning::engine::action_failed;
+use crate::provisioning::io::{BmcTarget, BootProfile, UserDataFormat};
+use crate::provisioning::{
+    Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, decide,
+};
+
+/// What a host is to be provisioned with.
+pub struct ProvisionInput {
+    pub image: BeowulfImage,
+    pub user_data: Vec<u8>,
+    pub format: UserDataFormat,
+    /// The consumer already recorded the host as provisioned (rebuild after `clusterctl move`).
+    pub consumer_says_provisioned: bool,
+}
+
+/// The result of one drive.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub state: HostState,
+    pub reason: String,
+    pub message: String,
+    pub requeue: Option<Duration>,
+    pub last_phase: Option<String>,
+}
+
+/// `<namespace>/<name>`: the host's key in the boot plane, and the `beowulf://` provider ID's path.
+pub fn host_key(host: &BeowulfHost) -> String {
+    format!(
+        "{}/{}",
+        host.namespace().unwrap_or_default(),
+        host.name_any()
+    )
+}
+
+/// The provider ID of a host: `beowulf://<namespace>/<host>`.
+pub fn provider_id(host: &BeowulfHost) -> String {
+    format!("beowulf://{}", host_key(host))
+}
+
+/// The host's IPv4 addresses from its interfaces (the DHCP reservations).
+pub fn host_ips(host: &BeowulfHost) -> Vec<String> {
+    host.spec
+        .interfaces
+        .iter()
+        .filter_map(|i| i.address.as_deref())
+        .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .collect()
+}
+
+/// Reads the BMC credentials Secret; the error text names the Secret, never its content.
+async fn bmc_target(ctx: &Context, host: &BeowulfHost) -> Result<BmcTarget, String> {
+    let ns = host.namespace().unwrap_or_default();
+    let secret_name = &host.spec.bmc.credentials_secret_ref.name;
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let secret = match secrets.get_opt(secret_name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            return Err(format!(
+                "BMC credentials Secret {ns}/{secret_name} not found"
+            ));
+        }
+        Err(e) => {
+            return Err(format!(
+                "reading BMC credentials Secret {ns}/{secret_name}: {e}"
+            ));
+        }
+    };
+    let field = |k: &str| -> Result<String, String> {
+        secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(k))
+            .map(|b| {
+                String::from_utf8_lossy(&b.0)
+                    .trim_end_matches('\n')
+                    .to_string()
+            })
+            .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).cloned())
+            .ok_or_else(|| format!("BMC credentials Secret {ns}/{secret_name} has no key {k:?}"))
+    };
+    Ok(BmcTarget {
+        address: host.spec.bmc.address.clone(),
+        username: field("username")?,
+        password: field("password")?,
+        cipher_suite: host.spec.bmc.cipher_suite,
+        insecure_tls: host.spec.bmc.insecure_tls.unwrap_or(false),
+        uefi: host.spec.boot_mode == BootMode::Uefi,
+    })
+}
+
+fn to_engine(s: HostStateName) -> HostState {
+    match s {
+        HostStateName::Registering => HostState::Registering,
+        HostStateName::Available => HostState::Available,
+        HostStateName::Provisioning => HostState::Provisioning,
+        HostStateName::Provisioned => HostState::Provisioned,
+        HostStateName::Deprovisioning => HostState::Deprovisioning,
+        HostStateName::Error => HostState::Error,
+    }
+}
+
+fn from_engine(s: HostState) -> HostStateName {
+    match s {
+        HostState::Registering => HostStateName::Registering,
+        HostState::Available => HostStateName::Available,
+        HostState::Provisioning => HostStateName::Provisioning,
+        HostState::Provisioned => HostStateName::Provisioned,
+        HostState::Deprovisioning => HostStateName::Deprovisioning,
+        HostState::Error => HostStateName::Error,
+    }
+}
+
+fn ts(t: Option<i64>) -> Option<Time> {
+    t.and_then(|s| jiff::Timestamp::from_second(s).ok())
+        .map(Time)
+}
+
+/// The engine's progress as persisted in the host's status.
+pub fn progress_of(status: &BeowulfHostStatus) -> Progress {
+    let failure = if status.state == HostStateName::Error {
+        conditions::get(&status.conditions, conditions::PROVISIONED)
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    } else {
+        None
+    };
+    Progress {
+        state: to_engine(status.state),
+        attempt: status.boot_attempt,
+        since: status.state_since.as_ref().map(|t| t.0.as_second()),
+        retry_at: status.retry_at.as_ref().map(|t| t.0.as_second()),
+        bmc_failures: status.bmc_failures,
+        failure,
+    }
+}
+
+fn boot_profile(host: &BeowulfHost, input: &ProvisionInput) -> Result<BootProfile, String> {
+    let mac: MacAddr = host
+        .spec
+        .boot_mac_address
+        .parse()
+        .map_err(|e| format!("host {}: {e}", host.name_any()))?;
+    let iface = host
+        .spec
+        .interfaces
+        .iter()
+        .find(|i| {
+            i.mac_address
+                .eq_ignore_ascii_case(&host.spec.boot_mac_address)
+        })
+        .or_else(|| host.spec.interfaces.first());
+    let ip = iface.and_then(|i| i.address.as_deref()).and_then(|a| {
+        let (ip, len) = a.split_once('/').unwrap_or((a, "32"));
+        Some((ip.parse::<Ipv4Addr>().ok()?, len.parse::<u8>().ok()?))
+    });
+    let gateway = iface
+        .and_then(|i| i.gateway.as_deref())
+        .and_then(|g| g.parse().ok());
+    let spec = &input.image.spec;
+    Ok(BootProfile {
+        host: host_key(host),
+        hostname: host.name_any(),
+        mac,
+        ip,
+        gateway,
+        provider_id: provider_id(host),
+        kernel: spec.kernel.url.clone(),
+        initrds: spec.initrds.iter().map(|a| a.url.clone()).collect(),
+        rootfs: spec.rootfs.as_ref().map(|a| a.url.clone()),
+        cmdline: spec.cmdline.clone(),
+        user_data: input.user_data.clone(),
+        format: input.format,
+    })
+}
+
+/// Drives one host one step towards `goal` and persists the result.
+pub async fn drive(
+    ctx: &Context,
+    host: &BeowulfHost,
+    goal: Goal,
+    input: Option<&ProvisionInput>,
+) -> Result<Outcome, Error> {
+    let ns = host.namespace().unwrap_or_default();
+    let key = host_key(host);
+    let old_status = host.status.clone().unwrap_or_default();
+    let progress = progress_of(&old_status);
+
+    let target = bmc_target(ctx, host).await;
+    let power = match &target {
+        Err(why) => PowerObservation::Unreachable(why.clone()),
+        Ok(t) => match ctx.power.power_state(t).await {
+            Ok(true) => PowerObservation::On,
+            Ok(false) => PowerObservation::Off,
+            Err(e) => PowerObservation::Unreachable(e.0),
+        },
+    };
+    let last_phase = ctx.boot.last_phase(&key);
+    let obs = Observation {
+        now: ctx.now(),
+        power: power.clone(),
+        boot: BootObservation { last_phase },
+        online: host.spec.online,
+        consumer_says_provisioned: input.is_some_and(|i| i.consumer_says_provisioned),
+    };
+    let mut d = decide(&ctx.engine, &progress, goal, &obs);
+
+    for action in d.actions.clone() {
+        let result: Result<(), String> = match (&action, &target) {
+            (Action::PublishProfile, _) => match input {
+                Some(i) => boot_profile(host, i).and_then(|p| ctx.boot.publish(p).map_err(|e| e.0)),
+                None => Err("no image and user-data to publish".to_string()),
+            },
+            (Action::WithdrawProfile, _) => {
+                ctx.boot.withdraw(&key);
+                Ok(())
+            }
+            (_, Err(why)) => Err(why.clone()),
+            (Action::SetBootPxe, Ok(t)) => ctx.power.set_next_boot_pxe(t).await.map_err(|e| e.0),
+            (Action::PowerOn, Ok(t)) => ctx.power.power_on(t).await.map_err(|e| e.0),
+            (Action::PowerOff, Ok(t)) => ctx.power.power_off(t).await.map_err(|e| e.0),
+        };
+        if let Err(e) = result {
+            tracing::warn!(host = %key, ?action, error = %e, "host action failed");
+            d = action_failed(&ctx.engine, &progress, &action, &e);
+            break;
+        }
+        tracing::info!(host = %key, ?action, "host action done");
+    }
+
+    // Status: the persisted progress plus what was observed. Conditions keep their transition times.
+    let now = ctx.now_ts();
+    let generation = host.metadata.generation;
+    let mut status = old_status.clone();
+    status.state = from_engine(d.progress.state);
+    status.boot_attempt = d.progress.attempt;
+    status.state_since = ts(d.progress.since);
+    status.retry_at = ts(d.progress.retry_at);
+    status.bmc_failures = d.progress.bmc_failures;
+    match &power {
+        PowerObservation::On => status.power_state = Some("on".into()),
+        PowerObservation::Off => status.power_state = Some("off".into()),
+        PowerObservation::Unreachable(_) => {}
+    }
+    // The boot plane forgets a host's phases when its profile is (re)published or withdrawn; keep the last
+    // one seen for hosts that are (or failed) provisioning, so `kubectl get` still shows it.
+    status.last_boot_phase = match (last_phase, d.progress.state) {
+        (Some((p, _)), _) => Some(p.as_str().to_string()),
+        (None, HostState::Available | HostState::Registering) => None,
+        (None, _) => status.last_boot_phase,
+    };
+    match &power {
+        PowerObservation::Unreachable(why) => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::BMC_REACHABLE,
+                false,
+                "BMCUnreachable",
+                why,
+                generation,
+                now,
+            );
+        }
+        _ => {
+            conditions::set(
+                &mut status.conditions,
+                conditions::BMC_REACHABLE,
+                true,
+                "BMCReachable",
+                "",
+                generation,
+                now,
+            );
+        }
+    }
+    let provisioned = d.progress.state == HostState::Provisioned;
+    conditions::set(
+        &mut status.conditions,
+        conditions::PROVISIONED,
+        provisioned,
+        &d.reason,
+        &d.message,
+        generation,
+        now,
+    );
+    let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
+    write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
+
+    Ok(Outcome {
+        state: d.progress.state,
+        reason: d.reason,
+        message: d.message,
+        requeue: d.requeue,
+        last_phase: status.last_boot_phase.clone(),
+    })
+}
+
+/// Whether `phase` names the node's completion callback.
+pub fn is_callback(phase: Option<&str>) -> bool {
+    phase == Some(Phase::Callback.as_str())
+}

@@ -1,0 +1,449 @@
+//! The BeowulfMachine controller (CAPI InfraMachine).
+//!
+//! Contract order: owner Machine → Cluster → pause → deletion → finalizer → Cluster infrastructure
+//! provisioned → bootstrap data → claim a host → drive it to provisioned → providerID, addresses,
+//! `status.initialization.provisioned`, `Ready`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::core::{Selector, SelectorExt};
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+
+use super::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
+use super::hostops::{self, ProvisionInput, host_ips, provider_id};
+use super::{
+    Context, Error, MACHINE_FINALIZER, add_finalizer, has_paused_annotation, remove_finalizer,
+    write_status,
+};
+use crate::api::conditions::{self, PAUSED, READY};
+use crate::api::host::HostStateName;
+use crate::api::{
+    API_VERSION, BeowulfHost, BeowulfImage, BeowulfMachine, BeowulfMachineStatus, ConsumerRef,
+    Initialization, LocalRef, MachineAddress,
+};
+use crate::provisioning::io::UserDataFormat;
+use crate::provisioning::{Goal, HostState};
+
+/// How long to wait before looking for a free host again.
+pub const NO_HOST_REQUEUE: Duration = Duration::from_secs(30);
+
+/// Reasons on the `Ready` condition besides the engine's.
+pub mod reason {
+    pub const WAITING_FOR_CLUSTER_INFRASTRUCTURE: &str = "WaitingForClusterInfrastructure";
+    pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
+    pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneInitialized";
+    pub const NO_HOST_AVAILABLE: &str = "NoHostAvailable";
+    pub const BOOTSTRAP_SECRET_INVALID: &str = "BootstrapSecretInvalid";
+    pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
+    pub const DELETING: &str = "Deleting";
+}
+
+/// The owner `Machine`'s name: group `cluster.x-k8s.io`, kind `Machine`, any version.
+pub fn owner_machine(bm: &BeowulfMachine) -> Option<String> {
+    bm.owner_references()
+        .iter()
+        .find(|o| {
+            o.kind == "Machine" && o.api_version.split('/').next() == Some("cluster.x-k8s.io")
+        })
+        .map(|o| o.name.clone())
+}
+
+fn consumer_of(bm: &BeowulfMachine) -> ConsumerRef {
+    ConsumerRef {
+        api_version: API_VERSION.to_string(),
+        kind: "BeowulfMachine".to_string(),
+        name: bm.name_any(),
+        uid: bm.uid(),
+    }
+}
+
+fn held_by(host: &BeowulfHost, bm: &BeowulfMachine) -> bool {
+    host.spec.consumer_ref.as_ref().is_some_and(|c| {
+        c.kind == "BeowulfMachine"
+            && c.name == bm.name_any()
+            && (c.uid.is_none() || bm.uid().is_none() || c.uid == bm.uid())
+    })
+}
+
+/// Claims `host` for `bm`: a merge patch carrying the resourceVersion the host was read at, so of two
+/// machines that saw the same free host, exactly one succeeds and the other gets 409 Conflict.
+pub async fn claim(
+    api: &Api<BeowulfHost>,
+    host: &BeowulfHost,
+    bm: &BeowulfMachine,
+) -> Result<Option<BeowulfHost>, Error> {
+    let patch = json!({
+        "metadata": {"resourceVersion": host.resource_version()},
+        "spec": {"consumerRef": consumer_of(bm)},
+    });
+    match api
+        .patch(
+            &host.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(h) => Ok(Some(h)),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn selectable(host: &BeowulfHost, bm: &BeowulfMachine, failure_domain: Option<&str>) -> bool {
+    if host.spec.consumer_ref.is_some()
+        || !host.spec.online
+        || host.metadata.deletion_timestamp.is_some()
+    {
+        return false;
+    }
+    if host.status.as_ref().map(|s| s.state) != Some(HostStateName::Available) {
+        return false;
+    }
+    if let Some(fd) = failure_domain
+        && host.spec.failure_domain.as_deref() != Some(fd)
+    {
+        return false;
+    }
+    match &bm.spec.host_selector {
+        None => true,
+        Some(sel) => Selector::try_from(sel.clone()).is_ok_and(|s| s.matches(host.labels())),
+    }
+}
+
+/// The host `bm` holds, claiming a free one if it holds none. `None`: no host is free.
+async fn find_or_claim(
+    ctx: &Context,
+    bm: &BeowulfMachine,
+    machine: &Machine,
+) -> Result<Option<BeowulfHost>, Error> {
+    let ns = bm.namespace().unwrap_or_default();
+    let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
+    if let Some(r) = &bm.spec.host_ref {
+        let host = api.get(&r.name).await?;
+        if !held_by(&host, bm) {
+            return Err(Error::Invalid(format!(
+                "host {ns}/{} in spec.hostRef is not claimed by this machine",
+                r.name
+            )));
+        }
+        return Ok(Some(host));
+    }
+    let mut hosts = api.list(&ListParams::default()).await?.items;
+    // A claim whose hostRef write was lost (crash between the two writes) is picked up again.
+    if let Some(h) = hosts.iter().find(|h| held_by(h, bm)) {
+        return Ok(Some(h.clone()));
+    }
+    hosts.sort_by_key(|h| h.name_any());
+    let fd = machine.spec.failure_domain.as_deref();
+    for host in hosts.iter().filter(|h| selectable(h, bm, fd)) {
+        if let Some(claimed) = claim(&api, host, bm).await? {
+            tracing::info!(machine = %bm.name_any(), host = %host.name_any(), "claimed host");
+            return Ok(Some(claimed));
+        }
+        tracing::debug!(host = %host.name_any(), "host claimed concurrently; trying the next one");
+    }
+    Ok(None)
+}
+
+async fn bootstrap_data(
+    ctx: &Context,
+    ns: &str,
+    name: &str,
+) -> Result<Result<(Vec<u8>, UserDataFormat), String>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
+    let Some(secret) = secrets.get_opt(name).await? else {
+        return Ok(Err(format!("bootstrap data Secret {ns}/{name} not found")));
+    };
+    let data = secret.data.unwrap_or_default();
+    let Some(value) = data.get("value") else {
+        return Ok(Err(format!(
+            "bootstrap data Secret {ns}/{name} has no key \"value\""
+        )));
+    };
+    let format = match data
+        .get("format")
+        .map(|b| String::from_utf8_lossy(&b.0).to_string())
+    {
+        None => UserDataFormat::CloudConfig,
+        Some(f) if f == "cloud-config" => UserDataFormat::CloudConfig,
+        Some(f) if f == "ignition" => UserDataFormat::Ignition,
+        Some(f) => {
+            return Ok(Err(format!(
+                "bootstrap data Secret {ns}/{name}: unknown format {f:?}"
+            )));
+        }
+    };
+    Ok(Ok((value.0.clone(), format)))
+}
+
+/// Reconciles one BeowulfMachine.
+pub async fn reconcile(bm: Arc<BeowulfMachine>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let r = reconcile_inner(&bm, &ctx).await;
+    ctx.metrics.count("BeowulfMachine", r.is_ok());
+    r
+}
+
+async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, Error> {
+    let ns = bm
+        .namespace()
+        .ok_or_else(|| Error::Invalid("BeowulfMachine without namespace".into()))?;
+    let name = bm.name_any();
+    let api: Api<BeowulfMachine> = Api::namespaced(ctx.client.clone(), &ns);
+    let now = ctx.now_ts();
+    let generation = bm.meta().generation;
+    let old = bm.status.clone();
+    let mut status = old.clone().unwrap_or_default();
+
+    let Some(machine_name) = owner_machine(bm) else {
+        tracing::debug!(machine = %name, "no owner Machine yet");
+        return Ok(Action::await_change());
+    };
+    let Some(machine) = Api::<Machine>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&machine_name)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
+    let cluster_name = machine
+        .labels()
+        .get(CLUSTER_NAME_LABEL)
+        .cloned()
+        .unwrap_or_else(|| machine.spec.cluster_name.clone());
+    let Some(cluster) = Api::<Cluster>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&cluster_name)
+        .await?
+    else {
+        return Ok(Action::await_change());
+    };
+
+    // Paused stops everything, deletion included (CAPI's EnsurePausedCondition order).
+    let paused = cluster.spec.paused == Some(true) || has_paused_annotation(bm);
+    let (pr, pm) = if paused {
+        ("Paused", "reconciliation is paused")
+    } else {
+        ("NotPaused", "")
+    };
+    conditions::set(
+        &mut status.conditions,
+        PAUSED,
+        paused,
+        pr,
+        pm,
+        generation,
+        now,
+    );
+    if paused {
+        write_status(&api, &name, old.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+
+    if bm.meta().deletion_timestamp.is_some() {
+        return reconcile_delete(bm, ctx, status).await;
+    }
+    let bm = &add_finalizer(&api, bm, MACHINE_FINALIZER).await?;
+    // Conditions carry the generation of the object they were computed for.
+    let generation = bm.meta().generation;
+    conditions::set(
+        &mut status.conditions,
+        PAUSED,
+        false,
+        "NotPaused",
+        "",
+        generation,
+        now,
+    );
+
+    let wait = |status: &mut BeowulfMachineStatus, reason: &str, message: &str| {
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            reason,
+            message,
+            generation,
+            now,
+        );
+    };
+    if !cluster.infrastructure_provisioned() {
+        wait(
+            &mut status,
+            reason::WAITING_FOR_CLUSTER_INFRASTRUCTURE,
+            "Cluster.status.initialization.infrastructureProvisioned is not true",
+        );
+        write_status(&api, &name, old.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    }
+    let Some(secret_name) = machine.spec.bootstrap.data_secret_name.clone() else {
+        let control_plane = machine.labels().contains_key(CONTROL_PLANE_LABEL);
+        if !control_plane && !cluster.control_plane_initialized() {
+            wait(
+                &mut status,
+                reason::WAITING_FOR_CONTROL_PLANE,
+                "workers wait for the control plane",
+            );
+        } else {
+            wait(
+                &mut status,
+                reason::WAITING_FOR_BOOTSTRAP_DATA,
+                "Machine.spec.bootstrap.dataSecretName is not set",
+            );
+        }
+        write_status(&api, &name, old.as_ref(), &status).await?;
+        return Ok(Action::await_change());
+    };
+
+    let Some(host) = find_or_claim(ctx, bm, &machine).await? else {
+        wait(
+            &mut status,
+            reason::NO_HOST_AVAILABLE,
+            "no available BeowulfHost matches spec.hostSelector (and the Machine's failure domain)",
+        );
+        write_status(&api, &name, old.as_ref(), &status).await?;
+        return Ok(Action::requeue(NO_HOST_REQUEUE));
+    };
+    if bm.spec.host_ref.is_none() {
+        let patch = json!({"spec": {"hostRef": LocalRef { name: host.name_any() }}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
+
+    let image = match Api::<BeowulfImage>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&bm.spec.image_ref.name)
+        .await?
+    {
+        Some(i) => i,
+        None => {
+            wait(
+                &mut status,
+                reason::IMAGE_NOT_FOUND,
+                &format!("BeowulfImage {ns}/{} not found", bm.spec.image_ref.name),
+            );
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            return Ok(Action::requeue(NO_HOST_REQUEUE));
+        }
+    };
+    let (user_data, format) = match bootstrap_data(ctx, &ns, &secret_name).await? {
+        Ok(d) => d,
+        Err(why) => {
+            wait(&mut status, reason::BOOTSTRAP_SECRET_INVALID, &why);
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            return Ok(Action::await_change());
+        }
+    };
+    let input = ProvisionInput {
+        image,
+        user_data,
+        format,
+        consumer_says_provisioned: bm.spec.provider_id.is_some(),
+    };
+    let outcome = hostops::drive(ctx, &host, Goal::Provision, Some(&input)).await?;
+
+    status.failure_domain = host.spec.failure_domain.clone();
+    status.last_boot_phase = outcome.last_phase.clone();
+    if outcome.state == HostState::Provisioned {
+        if bm.spec.provider_id.is_none() {
+            let patch = json!({"spec": {"providerID": provider_id(&host)}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await?;
+        }
+        let mut addresses = vec![MachineAddress {
+            type_: "Hostname".into(),
+            address: host.name_any(),
+        }];
+        addresses.extend(host_ips(&host).into_iter().map(|a| MachineAddress {
+            type_: "InternalIP".into(),
+            address: a,
+        }));
+        status.addresses = addresses;
+        status.initialization = Some(Initialization {
+            provisioned: Some(true),
+        });
+        status.ready = Some(true);
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            true,
+            "Provisioned",
+            &format!("host {}", host.name_any()),
+            generation,
+            now,
+        );
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            READY,
+            false,
+            &outcome.reason,
+            &outcome.message,
+            generation,
+            now,
+        );
+    }
+    write_status(&api, &name, old.as_ref(), &status).await?;
+    Ok(outcome
+        .requeue
+        .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// Deletion: power the host off, release it, and only then drop the finalizer.
+async fn reconcile_delete(
+    bm: &BeowulfMachine,
+    ctx: &Context,
+    mut status: BeowulfMachineStatus,
+) -> Result<Action, Error> {
+    let ns = bm.namespace().unwrap_or_default();
+    let name = bm.name_any();
+    let api: Api<BeowulfMachine> = Api::namespaced(ctx.client.clone(), &ns);
+    let hosts: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
+    let host = match &bm.spec.host_ref {
+        Some(r) => hosts.get_opt(&r.name).await?,
+        None => hosts
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .find(|h| held_by(h, bm)),
+    };
+    if let Some(host) = host.filter(|h| held_by(h, bm)) {
+        let outcome = hostops::drive(ctx, &host, Goal::Release, None).await?;
+        if outcome.state != HostState::Available {
+            let now = ctx.now_ts();
+            conditions::set(
+                &mut status.conditions,
+                READY,
+                false,
+                reason::DELETING,
+                &format!("{}: {}", outcome.reason, outcome.message),
+                bm.meta().generation,
+                now,
+            );
+            write_status(&api, &name, bm.status.as_ref(), &status).await?;
+            return Ok(Action::requeue(outcome.requeue.unwrap_or(ctx.engine.poll)));
+        }
+        // Powered off: release (guarded, so a concurrent change is not overwritten).
+        let fresh = hosts.get(&host.name_any()).await?;
+        let patch = json!({"metadata": {"resourceVersion": fresh.resource_version()}, "spec": {"consumerRef": null}});
+        hosts
+            .patch(
+                &host.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        tracing::info!(machine = %name, host = %host.name_any(), "host released");
+    }
+    remove_finalizer(&api, bm, MACHINE_FINALIZER).await?;
+    Ok(Action::await_change())
+}
+
+/// Retry failed reconciles after a pause.
+pub fn error_policy(_bm: Arc<BeowulfMachine>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "BeowulfMachine reconcile failed");
+    Action::requeue(super::error_backoff())
+}

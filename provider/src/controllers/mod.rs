@@ -1,0 +1,246 @@
+//! The Kubernetes controllers: one module per kind. Each exposes `reconcile(obj, ctx)` (called by kube's
+//! `Controller` in `beowulf manager`, and directly by the tests against kube-fake-client) and
+//! `error_policy`.
+//!
+//! Controllers read Kubernetes, call the [`crate::provisioning`] engine through [`hostops`], and write
+//! status only when it changed (no resourceVersion churn).
+
+pub mod capi;
+pub mod cluster;
+pub mod host;
+pub mod hostops;
+pub mod machine;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+
+use crate::provisioning::EngineConfig;
+use crate::provisioning::io::{BootPlane, PowerControl};
+
+/// Finalizer on BeowulfMachines (held until the host is powered off and released).
+pub const MACHINE_FINALIZER: &str = "beowulfmachine.infrastructure.cluster.x-k8s.io";
+/// Finalizer on BeowulfClusters.
+pub const CLUSTER_FINALIZER: &str = "beowulfcluster.infrastructure.cluster.x-k8s.io";
+/// Field manager of every write.
+pub const FIELD_MANAGER: &str = "beowulf-manager";
+
+/// What every reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub power: Arc<dyn PowerControl>,
+    pub boot: Arc<dyn BootPlane>,
+    pub engine: EngineConfig,
+    /// Unix seconds now; injectable so tests control time.
+    pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Context {
+    pub fn new(client: Client, power: Arc<dyn PowerControl>, boot: Arc<dyn BootPlane>) -> Self {
+        Context {
+            client,
+            power,
+            boot,
+            engine: EngineConfig::default(),
+            clock: Arc::new(|| jiff::Timestamp::now().as_second()),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+
+    pub fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    pub fn now_ts(&self) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(self.now()).unwrap_or(jiff::Timestamp::UNIX_EPOCH)
+    }
+}
+
+/// Reconcile counters, exported by `beowulf manager` at `/metrics`.
+#[derive(Default)]
+pub struct Metrics {
+    pub reconciles: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+    pub failures: prometheus_client::metrics::family::Family<
+        KindLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+impl Metrics {
+    pub fn register(self: &Arc<Self>, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "beowulf_reconciles",
+            "Reconciles run, by kind",
+            self.reconciles.clone(),
+        );
+        registry.register(
+            "beowulf_reconcile_failures",
+            "Reconciles that returned an error, by kind",
+            self.failures.clone(),
+        );
+    }
+    pub fn count(&self, kind: &'static str, ok: bool) {
+        self.reconciles.get_or_create(&KindLabel { kind }).inc();
+        if !ok {
+            self.failures.get_or_create(&KindLabel { kind }).inc();
+        }
+    }
+}
+
+/// Reconcile failures; the controller retries with back-off.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("serializing: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// How long to wait before retrying a failed reconcile.
+pub fn error_backoff() -> Duration {
+    Duration::from_secs(15)
+}
+
+/// Whether the object carries the `cluster.x-k8s.io/paused` annotation.
+pub fn has_paused_annotation<K: Resource>(obj: &K) -> bool {
+    obj.annotations().contains_key(capi::PAUSED_ANNOTATION)
+}
+
+/// Adds `finalizer`. The merge patch carries the resourceVersion it was computed from, so a concurrent
+/// change makes it fail (409, retried) instead of clobbering the list. No-op when present.
+pub async fn add_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<K, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if obj.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(obj.clone());
+    }
+    let mut list = obj.finalizers().to_vec();
+    list.push(finalizer.to_string());
+    set_finalizers(api, obj, list).await
+}
+
+/// Removes `finalizer` (guarded like [`add_finalizer`]). No-op when absent.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K, finalizer: &str) -> Result<K, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    if !obj.finalizers().iter().any(|f| f == finalizer) {
+        return Ok(obj.clone());
+    }
+    let list: Vec<String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != finalizer)
+        .cloned()
+        .collect();
+    set_finalizers(api, obj, list).await
+}
+
+async fn set_finalizers<K>(api: &Api<K>, obj: &K, list: Vec<String>) -> Result<K, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let patch = json!({"metadata": {
+        "resourceVersion": obj.resource_version(),
+        "finalizers": list,
+    }});
+    Ok(api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await?)
+}
+
+/// The RFC 7386 merge patch that turns `old` into `new` (`null` removes a field). `None` if equal.
+pub fn merge_diff(old: &Value, new: &Value) -> Option<Value> {
+    if old == new {
+        return None;
+    }
+    match (old, new) {
+        (Value::Object(o), Value::Object(n)) => {
+            let mut out = serde_json::Map::new();
+            for (k, nv) in n {
+                match o.get(k) {
+                    Some(ov) => {
+                        if let Some(d) = merge_diff(ov, nv) {
+                            out.insert(k.clone(), d);
+                        }
+                    }
+                    None => {
+                        out.insert(k.clone(), nv.clone());
+                    }
+                }
+            }
+            for k in o.keys() {
+                if !n.contains_key(k) {
+                    out.insert(k.clone(), Value::Null);
+                }
+            }
+            Some(Value::Object(out))
+        }
+        _ => Some(new.clone()),
+    }
+}
+
+/// Writes `new` as the object's status if it differs from `old`; returns whether it wrote.
+pub async fn write_status<K, S>(
+    api: &Api<K>,
+    name: &str,
+    old: Option<&S>,
+    new: &S,
+) -> Result<bool, Error>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    S: serde::Serialize + PartialEq,
+{
+    if old == Some(new) {
+        return Ok(false);
+    }
+    let old_v = match old {
+        Some(o) => serde_json::to_value(o)?,
+        None => Value::Object(Default::default()),
+    };
+    let Some(diff) = merge_diff(&old_v, &serde_json::to_value(new)?) else {
+        return Ok(false);
+    };
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({ "status": diff })),
+    )
+    .await?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_diff_removes_and_replaces() {
+        let old = json!({"a": 1, "b": {"c": 2, "d": 3}, "e": [1]});
+        let new = json!({"a": 1, "b": {"c": 5}, "e": [1, 2], "f": true});
+        assert_eq!(
+            merge_diff(&old, &new),
+            Some(json!({"b": {"c": 5, "d": null}, "e": [1, 2], "f": true}))
+        );
+        assert_eq!(merge_diff(&old, &old), None);
+    }
+}

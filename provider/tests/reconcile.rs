@@ -1,0 +1,966 @@
+//! Reconcile tests against kube-fake-client (no API server can run here), with the CAPI objects validated
+//! against the real CAPI v1.14.0 CRD schemas from `$CAPI_CRDS_DIR`.
+//!
+//! The BMC and the boot plane are in-process fakes that implement the engine's I/O traits
+//! ([`PowerControl`], [`BootPlane`]) — MOCKS, standing in until the real `bmc` drivers and the boot plane's
+//! HTTP API are wired into these tests. The fake boot plane issues a per-boot token and accepts a callback
+//! only with it, like the real one.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::boot::Phase;
+use beowulf::controllers::capi::{Cluster, Machine};
+use beowulf::controllers::{self, Context, MACHINE_FINALIZER, cluster, host, machine};
+use beowulf::provisioning::io::{BmcTarget, BootPlane, BootProfile, IoError, PowerControl};
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::{Client, ResourceExt};
+use serde_json::{Value, json};
+
+const NS: &str = "hpc";
+const BMC_PASSWORD: &str = "s3cret-bmc-pw";
+const USER_DATA: &str = "#cloud-config\nruncmd: [echo joined-with-token-xyz]\n";
+
+// ---------------------------------------------------------------- fakes (mocks, see the file comment)
+
+#[derive(Default)]
+struct FakeBmc {
+    power: Mutex<HashMap<String, bool>>,
+    ops: Mutex<Vec<String>>,
+    unreachable: AtomicBool,
+}
+
+impl FakeBmc {
+    fn check(&self, t: &BmcTarget) -> Result<(), IoError> {
+        assert_eq!(t.password, BMC_PASSWORD, "credentials come from the Secret");
+        if self.unreachable.load(Ordering::SeqCst) {
+            return Err(IoError(format!("{}: no answer within 3 s", t.address)));
+        }
+        Ok(())
+    }
+    fn op(&self, t: &BmcTarget, op: &str) {
+        self.ops.lock().unwrap().push(format!("{} {op}", t.address));
+    }
+    fn ops(&self) -> Vec<String> {
+        self.ops.lock().unwrap().clone()
+    }
+    fn is_on(&self, addr: &str) -> bool {
+        *self.power.lock().unwrap().get(addr).unwrap_or(&false)
+    }
+}
+
+impl PowerControl for FakeBmc {
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>> {
+        Box::pin(async move {
+            self.check(t)?;
+            Ok(self.is_on(&t.address))
+        })
+    }
+    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move {
+            self.check(t)?;
+            self.op(t, "on");
+            self.power.lock().unwrap().insert(t.address.clone(), true);
+            Ok(())
+        })
+    }
+    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move {
+            self.check(t)?;
+            self.op(t, "off");
+            self.power.lock().unwrap().insert(t.address.clone(), false);
+            Ok(())
+        })
+    }
+    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move {
+            self.check(t)?;
+            self.op(t, "bootdev-pxe");
+            Ok(())
+        })
+    }
+}
+
+#[derive(Default)]
+struct FakeBootPlane {
+    clock: Arc<AtomicI64>,
+    /// host key → (profile, token, used)
+    profiles: Mutex<HashMap<String, (BootProfile, String, bool)>>,
+    phases: Mutex<HashMap<String, (Phase, i64)>>,
+    counter: AtomicI64,
+}
+
+impl FakeBootPlane {
+    fn token(&self, host: &str) -> Option<String> {
+        self.profiles.lock().unwrap().get(host).map(|p| p.1.clone())
+    }
+    fn profile(&self, host: &str) -> Option<BootProfile> {
+        self.profiles.lock().unwrap().get(host).map(|p| p.0.clone())
+    }
+    /// The node's phone-home: accepted once, with the host's current token only.
+    fn callback(&self, host: &str, token: &str) -> bool {
+        let mut profiles = self.profiles.lock().unwrap();
+        match profiles.get_mut(host) {
+            Some((_, t, used)) if t == token && !*used => {
+                *used = true;
+                let now = self.clock.load(Ordering::SeqCst);
+                self.phases
+                    .lock()
+                    .unwrap()
+                    .insert(host.to_string(), (Phase::Callback, now));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl BootPlane for FakeBootPlane {
+    fn publish(&self, profile: BootProfile) -> Result<(), IoError> {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let token = format!("tok-{n:032x}");
+        self.phases.lock().unwrap().remove(&profile.host);
+        self.profiles
+            .lock()
+            .unwrap()
+            .insert(profile.host.clone(), (profile, token, false));
+        Ok(())
+    }
+    fn withdraw(&self, host: &str) {
+        self.profiles.lock().unwrap().remove(host);
+        self.phases.lock().unwrap().remove(host);
+    }
+    fn last_phase(&self, host: &str) -> Option<(Phase, i64)> {
+        self.phases.lock().unwrap().get(host).copied()
+    }
+}
+
+// ---------------------------------------------------------------- fixtures
+
+fn capi_crds_dir() -> PathBuf {
+    PathBuf::from(std::env::var_os("CAPI_CRDS_DIR").expect(
+        "CAPI_CRDS_DIR is not set: export CAPI_CRDS_DIR=<dir with the CAPI v1.14.0 CRD YAMLs> (README, \"Test data\")",
+    ))
+}
+
+/// The served `v1beta2` openAPIV3Schema of an upstream CAPI CRD.
+fn capi_schema(file: &str) -> Value {
+    let path = capi_crds_dir().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let crd: Value = serde_saphyr::from_str(&text).unwrap();
+    crd["spec"]["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "v1beta2" && v["served"] == true)
+        .expect("v1beta2 served")["schema"]["openAPIV3Schema"]
+        .clone()
+}
+
+fn assert_valid(file: &str, obj: &Value) {
+    let schema = capi_schema(file);
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(obj)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{} invalid against {file}: {errors:?}",
+        obj["kind"]
+    );
+}
+
+fn cluster_obj(paused: bool, infra_ready: bool) -> Value {
+    let v = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "Cluster",
+        "metadata": {"name": "c1", "namespace": NS, "uid": "uid-c1"},
+        "spec": {
+            "paused": paused,
+            "clusterNetwork": {"pods": {"cidrBlocks": ["192.168.0.0/16"]}},
+            "controlPlaneEndpoint": {"host": "10.0.0.100", "port": 6443},
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "BeowulfCluster", "name": "c1"},
+        },
+        "status": {"initialization": {"infrastructureProvisioned": infra_ready, "controlPlaneInitialized": true}},
+    });
+    assert_valid("cluster.x-k8s.io_clusters.yaml", &v);
+    v
+}
+
+fn machine_obj(name: &str, secret: Option<&str>) -> Value {
+    let mut bootstrap = json!({"configRef": {"apiGroup": "bootstrap.cluster.x-k8s.io", "kind": "KubeadmConfig", "name": name}});
+    if let Some(s) = secret {
+        bootstrap["dataSecretName"] = json!(s);
+    }
+    let v = json!({
+        "apiVersion": "cluster.x-k8s.io/v1beta2",
+        "kind": "Machine",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-m-{name}"),
+                     "labels": {"cluster.x-k8s.io/cluster-name": "c1"}},
+        "spec": {
+            "clusterName": "c1",
+            "bootstrap": bootstrap,
+            "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io", "kind": "BeowulfMachine", "name": name},
+            "version": "v1.33.1",
+        },
+    });
+    assert_valid("cluster.x-k8s.io_machines.yaml", &v);
+    v
+}
+
+fn beowulf_machine(name: &str) -> Value {
+    json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfMachine",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-bm-{name}"),
+            "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": name,
+                                 "uid": format!("uid-m-{name}"), "controller": true}]},
+        "spec": {"imageRef": {"name": "live"}, "hostSelector": {"matchLabels": {"role": "worker"}}},
+    })
+}
+
+fn host_obj(name: &str, idx: u8) -> Value {
+    json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfHost",
+        "metadata": {"name": name, "namespace": NS, "uid": format!("uid-h-{name}"), "labels": {"role": "worker"}},
+        "spec": {
+            "bootMACAddress": format!("52:54:00:00:00:{idx:02x}"),
+            "interfaces": [{"macAddress": format!("52:54:00:00:00:{idx:02x}"), "address": format!("10.0.0.{}/24", 10 + idx), "gateway": "10.0.0.1"}],
+            "bmc": {"address": format!("ipmi://127.0.0.1:{}", 6230 + u16::from(idx)), "credentialsSecretRef": {"name": "bmc-creds"}},
+            "failureDomain": "rack-1",
+        },
+    })
+}
+
+fn secret(name: &str, data: &[(&str, &str)]) -> Value {
+    let data: BTreeMap<String, String> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), base64_encode(v.as_bytes())))
+        .collect();
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": NS}, "data": data})
+}
+
+fn base64_encode(b: &[u8]) -> String {
+    // Tiny encoder so the test does not need another dependency.
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in b.chunks(3) {
+        let n = (u32::from(chunk[0]) << 16)
+            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*chunk.get(2).unwrap_or(&0));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+fn image_obj() -> Value {
+    json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfImage",
+        "metadata": {"name": "live", "namespace": NS},
+        "spec": {"kernel": {"url": "http://boot/vmlinuz"}, "initrds": [{"url": "http://boot/initrd.img"}],
+                 "rootfs": {"url": "http://boot/root.squashfs"}, "cmdline": "console=ttyS0", "format": "live"},
+    })
+}
+
+struct Env {
+    client: Client,
+    ctx: Arc<Context>,
+    bmc: Arc<FakeBmc>,
+    boot: Arc<FakeBootPlane>,
+    clock: Arc<AtomicI64>,
+}
+
+async fn env(objects: Vec<Value>) -> Env {
+    let client = kube_fake_client::ClientBuilder::new()
+        .with_resource::<BeowulfHost>()
+        .with_resource::<BeowulfImage>()
+        .with_resource::<BeowulfMachine>()
+        .with_resource::<BeowulfCluster>()
+        .with_resource::<Cluster>()
+        .with_resource::<Machine>()
+        .with_status_subresource::<BeowulfHost>()
+        .with_status_subresource::<BeowulfMachine>()
+        .with_status_subresource::<BeowulfCluster>()
+        .with_status_subresource::<Cluster>()
+        .with_runtime_objects(objects)
+        .build()
+        .await
+        .unwrap();
+    let clock = Arc::new(AtomicI64::new(1_000_000));
+    let bmc = Arc::new(FakeBmc::default());
+    let boot = Arc::new(FakeBootPlane {
+        clock: clock.clone(),
+        ..Default::default()
+    });
+    let mut ctx = Context::new(client.clone(), bmc.clone(), boot.clone());
+    let c = clock.clone();
+    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+    Env {
+        client,
+        ctx: Arc::new(ctx),
+        bmc,
+        boot,
+        clock,
+    }
+}
+
+fn standard(with_secret: bool, hosts: u8, machines: &[&str]) -> Vec<Value> {
+    let mut v = vec![
+        cluster_obj(false, true),
+        image_obj(),
+        secret(
+            "bmc-creds",
+            &[("username", "admin"), ("password", BMC_PASSWORD)],
+        ),
+    ];
+    if with_secret {
+        v.push(secret(
+            "boot-data",
+            &[("value", USER_DATA), ("format", "cloud-config")],
+        ));
+    }
+    for m in machines {
+        v.push(machine_obj(m, with_secret.then_some("boot-data")));
+        v.push(beowulf_machine(m));
+    }
+    for i in 0..hosts {
+        v.push(host_obj(&format!("node-{i}"), i));
+    }
+    v
+}
+
+impl Env {
+    fn hosts(&self) -> Api<BeowulfHost> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+    fn machines(&self) -> Api<BeowulfMachine> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+    async fn reconcile_host(&self, name: &str) -> Action {
+        let h = self.hosts().get(name).await.unwrap();
+        host::reconcile(Arc::new(h), self.ctx.clone())
+            .await
+            .unwrap()
+    }
+    async fn reconcile_machine(&self, name: &str) -> Action {
+        let m = self.machines().get(name).await.unwrap();
+        machine::reconcile(Arc::new(m), self.ctx.clone())
+            .await
+            .unwrap()
+    }
+    async fn register_hosts(&self, n: u8) {
+        for i in 0..n {
+            self.reconcile_host(&format!("node-{i}")).await;
+        }
+    }
+    fn advance(&self, secs: i64) {
+        self.clock.fetch_add(secs, Ordering::SeqCst);
+    }
+}
+
+fn ready(bm: &BeowulfMachine) -> (String, String) {
+    let c = bm
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .expect("Ready condition");
+    (c.status.clone(), c.reason.clone())
+}
+
+// ---------------------------------------------------------------- tests
+
+#[tokio::test]
+async fn happy_path_claims_boots_and_provisions_on_callback() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    let h = e.hosts().get("node-0").await.unwrap();
+    assert_eq!(
+        h.status.as_ref().unwrap().state,
+        beowulf::api::host::HostStateName::Available
+    );
+
+    let action = e.reconcile_machine("m0").await;
+    assert_eq!(action, Action::requeue(std::time::Duration::from_secs(15)));
+    let h = e.hosts().get("node-0").await.unwrap();
+    assert_eq!(
+        h.spec.consumer_ref.as_ref().unwrap().name,
+        "m0",
+        "host claimed"
+    );
+    let bm = e.machines().get("m0").await.unwrap();
+    assert!(bm.finalizers().contains(&MACHINE_FINALIZER.to_string()));
+    assert_eq!(bm.spec.host_ref.as_ref().unwrap().name, "node-0");
+    assert_eq!(
+        bm.spec.provider_id, None,
+        "no providerID before the callback"
+    );
+    assert_eq!(ready(&bm), ("False".into(), "Provisioning".into()));
+    assert_eq!(
+        e.bmc.ops(),
+        [
+            "ipmi://127.0.0.1:6230 bootdev-pxe",
+            "ipmi://127.0.0.1:6230 on"
+        ]
+    );
+
+    // The boot profile carries the bootstrap secret as user-data, for this host.
+    let profile = e.boot.profile("hpc/node-0").expect("profile published");
+    assert_eq!(profile.user_data, USER_DATA.as_bytes());
+    assert_eq!(profile.provider_id, "beowulf://hpc/node-0");
+    assert_eq!(profile.mac.to_string(), "52:54:00:00:00:00");
+    assert_eq!(profile.ip, Some(("10.0.0.10".parse().unwrap(), 24)));
+    assert_eq!(profile.kernel, "http://boot/vmlinuz");
+
+    // A wrong token is refused; the real one is accepted once.
+    e.advance(60);
+    assert!(!e.boot.callback("hpc/node-0", "tok-wrong"));
+    let token = e.boot.token("hpc/node-0").unwrap();
+    assert!(e.boot.callback("hpc/node-0", &token));
+    assert!(
+        !e.boot.callback("hpc/node-0", &token),
+        "a token is single-use"
+    );
+
+    let action = e.reconcile_machine("m0").await;
+    assert_eq!(action, Action::await_change());
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(bm.spec.provider_id.as_deref(), Some("beowulf://hpc/node-0"));
+    let st = bm.status.clone().unwrap();
+    assert_eq!(st.initialization.unwrap().provisioned, Some(true));
+    assert_eq!(st.ready, Some(true));
+    let addrs: Vec<(String, String)> = st
+        .addresses
+        .iter()
+        .map(|a| (a.type_.clone(), a.address.clone()))
+        .collect();
+    assert_eq!(
+        addrs,
+        [
+            ("Hostname".into(), "node-0".into()),
+            ("InternalIP".into(), "10.0.0.10".into())
+        ]
+    );
+    assert_eq!(st.failure_domain.as_deref(), Some("rack-1"));
+    assert_eq!(ready(&bm), ("True".into(), "Provisioned".into()));
+    let h = e.hosts().get("node-0").await.unwrap();
+    let hs = h.status.unwrap();
+    assert_eq!(hs.state, beowulf::api::host::HostStateName::Provisioned);
+    assert_eq!(hs.last_boot_phase.as_deref(), Some("callback"));
+    assert_eq!(hs.power_state.as_deref(), Some("on"));
+
+    // Secrets never reach status.
+    for text in [
+        serde_json::to_string(&bm).unwrap(),
+        serde_json::to_string(&e.hosts().get("node-0").await.unwrap()).unwrap(),
+    ] {
+        assert!(!text.contains(BMC_PASSWORD));
+        assert!(!text.contains("joined-with-token"));
+    }
+    assert!(
+        !format!("{profile:?}").contains("joined-with-token"),
+        "BootProfile Debug redacts user-data"
+    );
+}
+
+#[tokio::test]
+async fn noop_reconcile_leaves_resource_versions_unchanged() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.advance(30);
+    let token = e.boot.token("hpc/node-0").unwrap();
+    assert!(e.boot.callback("hpc/node-0", &token));
+    e.reconcile_machine("m0").await;
+    e.reconcile_machine("m0").await; // settle the providerID write
+    let before = (
+        e.machines().get("m0").await.unwrap().resource_version(),
+        e.hosts().get("node-0").await.unwrap().resource_version(),
+    );
+    e.advance(3600);
+    for _ in 0..3 {
+        e.reconcile_machine("m0").await;
+    }
+    let after = (
+        e.machines().get("m0").await.unwrap().resource_version(),
+        e.hosts().get("node-0").await.unwrap().resource_version(),
+    );
+    assert_eq!(before, after);
+    // And a host reconcile of an idle, available host writes nothing either.
+    let e = env(standard(true, 1, &[])).await;
+    e.register_hosts(1).await;
+    let rv = e.hosts().get("node-0").await.unwrap().resource_version();
+    e.advance(600);
+    e.reconcile_host("node-0").await;
+    assert_eq!(
+        e.hosts().get("node-0").await.unwrap().resource_version(),
+        rv
+    );
+}
+
+#[tokio::test]
+async fn paused_cluster_stops_everything() {
+    let mut objs = standard(true, 1, &["m0"]);
+    objs[0] = cluster_obj(true, true);
+    let e = env(objs).await;
+    e.register_hosts(1).await;
+    assert_eq!(e.reconcile_machine("m0").await, Action::await_change());
+    let bm = e.machines().get("m0").await.unwrap();
+    let paused = bm
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Paused")
+        .unwrap();
+    assert_eq!(
+        (paused.status.as_str(), paused.reason.as_str()),
+        ("True", "Paused")
+    );
+    assert!(bm.finalizers().is_empty());
+    assert!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_none()
+    );
+    assert!(e.bmc.ops().is_empty());
+}
+
+#[tokio::test]
+async fn paused_annotation_on_the_machine_also_pauses() {
+    let mut objs = standard(true, 1, &["m0"]);
+    for o in &mut objs {
+        if o["kind"] == "BeowulfMachine" {
+            o["metadata"]["annotations"] = json!({"cluster.x-k8s.io/paused": ""});
+        }
+    }
+    let e = env(objs).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    assert!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_none()
+    );
+    assert!(e.bmc.ops().is_empty());
+}
+
+#[tokio::test]
+async fn no_bootstrap_secret_yet_waits_without_claiming() {
+    let e = env(standard(false, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    assert_eq!(e.reconcile_machine("m0").await, Action::await_change());
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(
+        ready(&bm),
+        ("False".into(), "WaitingForBootstrapData".into())
+    );
+    assert!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_none()
+    );
+    assert!(e.bmc.ops().is_empty());
+}
+
+#[tokio::test]
+async fn cluster_infrastructure_not_ready_waits() {
+    let mut objs = standard(true, 1, &["m0"]);
+    objs[0] = cluster_obj(false, false);
+    let e = env(objs).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(
+        ready(&bm),
+        ("False".into(), "WaitingForClusterInfrastructure".into())
+    );
+    assert!(e.bmc.ops().is_empty());
+}
+
+#[tokio::test]
+async fn no_owner_machine_does_nothing() {
+    let mut objs = standard(true, 1, &["m0"]);
+    for o in &mut objs {
+        if o["kind"] == "BeowulfMachine" {
+            o["metadata"]
+                .as_object_mut()
+                .unwrap()
+                .remove("ownerReferences");
+        }
+    }
+    let e = env(objs).await;
+    let rv = e.machines().get("m0").await.unwrap().resource_version();
+    assert_eq!(e.reconcile_machine("m0").await, Action::await_change());
+    assert_eq!(
+        e.machines().get("m0").await.unwrap().resource_version(),
+        rv,
+        "no finalizer before the owner exists"
+    );
+}
+
+#[tokio::test]
+async fn no_host_available_sets_condition_and_requeues() {
+    let e = env(standard(true, 0, &["m0"])).await;
+    let action = e.reconcile_machine("m0").await;
+    assert_eq!(action, Action::requeue(machine::NO_HOST_REQUEUE));
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(ready(&bm), ("False".into(), "NoHostAvailable".into()));
+}
+
+#[tokio::test]
+async fn host_selector_and_registration_gate_the_claim() {
+    let mut objs = standard(true, 2, &["m0"]);
+    for o in &mut objs {
+        if o["metadata"]["name"] == "node-0" && o["kind"] == "BeowulfHost" {
+            o["metadata"]["labels"] = json!({"role": "storage"});
+        }
+    }
+    let e = env(objs).await;
+    // node-1 not registered yet (state registering): not claimable.
+    e.reconcile_host("node-0").await;
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        ready(&e.machines().get("m0").await.unwrap()).1,
+        "NoHostAvailable"
+    );
+    e.reconcile_host("node-1").await;
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        e.machines()
+            .get("m0")
+            .await
+            .unwrap()
+            .spec
+            .host_ref
+            .unwrap()
+            .name,
+        "node-1"
+    );
+    assert!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_none()
+    );
+}
+
+#[tokio::test]
+async fn two_machines_racing_for_one_host_only_one_wins() {
+    let e = env(standard(true, 1, &["m0", "m1"])).await;
+    e.register_hosts(1).await;
+    // Both read the same free host, then both try to claim it with that resourceVersion.
+    let snapshot = e.hosts().get("node-0").await.unwrap();
+    let m0 = e.machines().get("m0").await.unwrap();
+    let m1 = e.machines().get("m1").await.unwrap();
+    let hosts = e.hosts();
+    let (a, b) = tokio::join!(
+        machine::claim(&hosts, &snapshot, &m0),
+        machine::claim(&hosts, &snapshot, &m1)
+    );
+    let wins = [a.unwrap().is_some(), b.unwrap().is_some()];
+    assert_eq!(
+        wins.iter().filter(|w| **w).count(),
+        1,
+        "exactly one claim succeeds: {wins:?}"
+    );
+    let holder = e
+        .hosts()
+        .get("node-0")
+        .await
+        .unwrap()
+        .spec
+        .consumer_ref
+        .unwrap()
+        .name;
+    assert_eq!(holder, if wins[0] { "m0" } else { "m1" });
+
+    // Whole reconciles, concurrently, on a fresh environment.
+    let e = env(standard(true, 1, &["m0", "m1"])).await;
+    e.register_hosts(1).await;
+    let (r0, r1) = tokio::join!(e.reconcile_machine("m0"), e.reconcile_machine("m1"));
+    let _ = (r0, r1);
+    let bm0 = e.machines().get("m0").await.unwrap();
+    let bm1 = e.machines().get("m1").await.unwrap();
+    let holders: Vec<&str> = [&bm0, &bm1]
+        .iter()
+        .filter_map(|m| m.spec.host_ref.as_ref().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(holders, ["node-0"], "one machine holds the host");
+    let holder = e
+        .hosts()
+        .get("node-0")
+        .await
+        .unwrap()
+        .spec
+        .consumer_ref
+        .unwrap()
+        .name;
+    let loser = if holder == "m0" { &bm1 } else { &bm0 };
+    assert_eq!(ready(loser).1, "NoHostAvailable");
+}
+
+fn deleting(mut v: Value) -> Value {
+    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    v["metadata"]["finalizers"] = json!([MACHINE_FINALIZER]);
+    v
+}
+
+#[tokio::test]
+async fn deletion_powers_off_releases_then_drops_finalizer() {
+    // Provision first, then delete: the fake client deletes immediately on DELETE, so the deleting machine is
+    // re-seeded with a deletionTimestamp and our finalizer, as the API server would hold it.
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    let token = e.boot.token("hpc/node-0").unwrap();
+    assert!(e.boot.callback("hpc/node-0", &token));
+    e.reconcile_machine("m0").await;
+    let bm = e.machines().get("m0").await.unwrap();
+    let host = e.hosts().get("node-0").await.unwrap();
+    assert!(e.bmc.is_on("ipmi://127.0.0.1:6230"));
+
+    let mut objs = standard(true, 0, &[]);
+    objs.push(machine_obj("m0", Some("boot-data")));
+    let mut bmv = serde_json::to_value(&bm).unwrap();
+    bmv["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    objs.push(deleting(bmv));
+    let mut hv = serde_json::to_value(&host).unwrap();
+    hv["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    objs.push(hv);
+    let d = env(objs).await;
+    d.bmc
+        .power
+        .lock()
+        .unwrap()
+        .insert("ipmi://127.0.0.1:6230".into(), true);
+
+    // Step 1: power off requested; the finalizer stays.
+    let a = d.reconcile_machine("m0").await;
+    assert!(matches!(a, x if x != Action::await_change()));
+    assert_eq!(d.bmc.ops(), ["ipmi://127.0.0.1:6230 off"]);
+    let bm = d.machines().get("m0").await.unwrap();
+    assert!(
+        bm.finalizers().contains(&MACHINE_FINALIZER.to_string()),
+        "finalizer kept until released"
+    );
+    assert_eq!(ready(&bm), ("False".into(), "Deleting".into()));
+    assert!(
+        d.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_some()
+    );
+    assert!(
+        d.boot.profile("hpc/node-0").is_none(),
+        "boot profile withdrawn"
+    );
+
+    // Step 2: the BMC reports off → host available, claim released, finalizer gone (object deleted).
+    d.reconcile_machine("m0").await;
+    let h = d.hosts().get("node-0").await.unwrap();
+    assert!(h.spec.consumer_ref.is_none());
+    assert_eq!(
+        h.status.unwrap().state,
+        beowulf::api::host::HostStateName::Available
+    );
+    assert!(
+        d.machines().get_opt("m0").await.unwrap().is_none(),
+        "finalizer removed, object gone"
+    );
+}
+
+#[tokio::test]
+async fn bmc_failure_sets_condition_and_retries() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.bmc.unreachable.store(true, Ordering::SeqCst);
+    let a1 = e.reconcile_machine("m0").await;
+    let a2 = e.reconcile_machine("m0").await;
+    assert_eq!(a1, Action::requeue(std::time::Duration::from_secs(30)));
+    assert_eq!(
+        a2,
+        Action::requeue(std::time::Duration::from_secs(60)),
+        "back-off grows"
+    );
+    let bm = e.machines().get("m0").await.unwrap();
+    let (_, reason) = ready(&bm);
+    assert_eq!(reason, "BMCUnreachable");
+    let msg = &bm
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap()
+        .message;
+    assert!(
+        msg.contains("ipmi://127.0.0.1:6230") && !msg.contains(BMC_PASSWORD),
+        "{msg}"
+    );
+    let h = e.hosts().get("node-0").await.unwrap();
+    let bmc_cond = h
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "BMCReachable")
+        .unwrap();
+    assert_eq!(bmc_cond.status, "False");
+    assert!(e.bmc.ops().is_empty());
+
+    // The BMC comes back: provisioning proceeds.
+    e.bmc.unreachable.store(false, Ordering::SeqCst);
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        ready(&e.machines().get("m0").await.unwrap()).1,
+        "Provisioning"
+    );
+    assert!(
+        e.bmc
+            .ops()
+            .contains(&"ipmi://127.0.0.1:6230 on".to_string())
+    );
+}
+
+#[tokio::test]
+async fn boot_timeout_power_cycles_and_reports_the_phase() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.boot.phases.lock().unwrap().insert(
+        "hpc/node-0".into(),
+        (Phase::Kernel, e.clock.load(Ordering::SeqCst) + 5),
+    );
+    e.advance(5 + 301);
+    e.reconcile_machine("m0").await;
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(
+        ready(&bm),
+        ("False".into(), "BootStalledAfterKernel".into())
+    );
+    assert_eq!(
+        bm.status.as_ref().unwrap().last_boot_phase.as_deref(),
+        Some("kernel")
+    );
+    let h = e.hosts().get("node-0").await.unwrap().status.unwrap();
+    assert_eq!(h.boot_attempt, 2);
+    assert!(h.retry_at.is_some());
+    assert_eq!(e.bmc.ops().last().unwrap(), "ipmi://127.0.0.1:6230 off");
+    e.advance(31);
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        e.bmc.ops().last().unwrap(),
+        "ipmi://127.0.0.1:6230 on",
+        "retried after the back-off"
+    );
+}
+
+#[tokio::test]
+async fn cluster_reconcile_sets_provisioned_and_failure_domains() {
+    let bc = json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfCluster",
+        "metadata": {"name": "c1", "namespace": NS,
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster", "name": "c1", "uid": "uid-c1"}]},
+        "spec": {"controlPlaneEndpoint": {"host": "10.0.0.100", "port": 6443},
+                 "failureDomains": [{"name": "rack-1", "controlPlane": true}, {"name": "rack-2"}]},
+    });
+    let mut managed = bc.clone();
+    managed["metadata"]["name"] = json!("c2");
+    managed["metadata"]["annotations"] = json!({"cluster.x-k8s.io/managed-by": "someone"});
+    let e = env(vec![cluster_obj(false, false), bc, managed]).await;
+    let api: Api<BeowulfCluster> = Api::namespaced(e.client.clone(), NS);
+    cluster::reconcile(Arc::new(api.get("c1").await.unwrap()), e.ctx.clone())
+        .await
+        .unwrap();
+    let c = api.get("c1").await.unwrap();
+    let st = c.status.clone().unwrap();
+    assert_eq!(st.initialization.unwrap().provisioned, Some(true));
+    let fds: Vec<&str> = st.failure_domains.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(fds, ["rack-1", "rack-2"]);
+    assert!(
+        c.finalizers()
+            .contains(&controllers::CLUSTER_FINALIZER.to_string())
+    );
+    // The status validates against the shape CAPI reads (v1beta2 failureDomains list).
+    let rv = c.resource_version();
+    let before = serde_json::to_string_pretty(&c).unwrap();
+    cluster::reconcile(Arc::new(c), e.ctx.clone())
+        .await
+        .unwrap();
+    let after = serde_json::to_string_pretty(&api.get("c1").await.unwrap()).unwrap();
+    assert_eq!(
+        api.get("c1").await.unwrap().resource_version(),
+        rv,
+        "no-op:\n{before}\n{after}"
+    );
+
+    let rv2 = api.get("c2").await.unwrap().resource_version();
+    cluster::reconcile(Arc::new(api.get("c2").await.unwrap()), e.ctx.clone())
+        .await
+        .unwrap();
+    let c2 = api.get("c2").await.unwrap();
+    assert_eq!(c2.resource_version(), rv2, "externally managed: untouched");
+    assert!(c2.status.is_none());
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_or_debug() {
+    let t = BmcTarget {
+        address: "ipmi://h".into(),
+        username: "u".into(),
+        password: BMC_PASSWORD.into(),
+        cipher_suite: None,
+        insecure_tls: false,
+        uefi: true,
+    };
+    assert!(!format!("{t:?}").contains(BMC_PASSWORD));
+    let _ = Secret::default();
+}
