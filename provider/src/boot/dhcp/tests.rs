@@ -889,3 +889,79 @@ fn busybox_udhcpc_gets_and_configures_the_reservation() {
     stop_tx.send(()).unwrap();
     server.join().unwrap();
 }
+
+/// A `MakeWriter` that collects log output in memory.
+#[derive(Clone, Default)]
+struct LogBuffer(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuffer {
+    type Writer = LogBuffer;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// The iPXE script URL carries the host's boot token: the server must not log it, at any level.
+#[tokio::test]
+async fn per_host_script_url_never_reaches_the_logs() {
+    let logs = LogBuffer::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        .finish();
+    // Current-thread runtime: the server task runs on this thread and logs into `logs`.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = DhcpConfig::new(SERVER);
+    cfg.listen = Ipv4Addr::LOCALHOST;
+    cfg.server_port = 0;
+    cfg.client_port = client.local_addr().unwrap().port();
+    cfg.broadcast = Ipv4Addr::LOCALHOST;
+    let mut dir = TestDirectory::one_host();
+    let token = "f00dfacecafebabe0123456789abcdef";
+    dir.scripts.insert(
+        MAC,
+        format!("http://10.99.0.1:8080/boot/{token}/script.ipxe"),
+    );
+    let server = DhcpServer::bind(cfg, Arc::new(dir)).unwrap();
+    let addr = server.local_addr().unwrap();
+    let task = tokio::spawn(server.run(std::future::pending()));
+
+    let mut m = pxe(request(MAC, MessageType::Discover), 0);
+    m.opts_mut().insert(DhcpOption::UserClass(b"iPXE".to_vec()));
+    client.send_to(&m.to_vec().unwrap(), addr).await.unwrap();
+    let mut buf = vec![0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    let offer = Message::from_bytes(&buf[..n]).unwrap();
+    assert!(
+        bytes_opt(&offer, OptionCode::BootfileName)
+            .unwrap()
+            .contains(token)
+    );
+    task.abort();
+
+    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("DHCP reply sent"),
+        "logs were not captured: {text}"
+    );
+    assert!(
+        !text.contains(token),
+        "the boot token leaked into the logs:\n{text}"
+    );
+}
