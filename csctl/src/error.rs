@@ -36,3 +36,8 @@ impl fmt::Display for InvalidInput {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct UsageError(pub String);
+
+/// The problems were already reported on stdout; only the exit code is left to set.
+#[derive(Debug, thiserror::Error)]
+#[error("problems found (exit code {0})")]
+pub struct Reported(pub u8);

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use csctl::cli::{Cli, Command};
 use csctl::commands;
-use csctl::error::{InvalidInput, UsageError};
+use csctl::error::{InvalidInput, Reported, UsageError};
 use csctl::output::Ctx;
 
 fn main() -> ExitCode {
@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(err) if err.downcast_ref::<Reported>().is_some() => {
+            ExitCode::from(err.downcast_ref::<Reported>().map(|r| r.0).unwrap_or(1))
+        }
         Err(err) => {
             let code = if err.downcast_ref::<InvalidInput>().is_some() {
                 3

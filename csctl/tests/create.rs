@@ -296,7 +296,7 @@ fn stable_cluster_class_only_change_bumps_only_the_stack() {
     let kcp = stack.join("cluster-class/templates/kcp.yaml");
     let text = std::fs::read_to_string(&kcp)
         .unwrap()
-        .replace("spec: {}", "spec:\n      kubeadmConfigSpec: {}");
+        .replace("cloud-config", "ignition");
     std::fs::write(&kcp, text).unwrap();
     stable(&stack, &out)
         .success()

@@ -41,7 +41,7 @@ impl Schema {
             .iter_errors(&instance)
             .map(|err| {
                 let pointer = err.instance_path().as_str().to_string();
-                let at = node.locate(&pointer);
+                let at = node.locate_for_report(&pointer);
                 let schema_ptr = err.schema_path().as_str().to_string();
                 let expected = expected_hint(&self.raw, &schema_ptr);
                 let path = if pointer.is_empty() {

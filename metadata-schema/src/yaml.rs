@@ -273,6 +273,24 @@ impl Node {
         }
     }
 
+    /// Where to report a problem about the value at `pointer`: scalars at the value itself, mappings and
+    /// sequences at the key that holds them (a block mapping starts on the line after its key).
+    pub fn locate_for_report(&self, pointer: &str) -> &Node {
+        let target = self.locate(pointer);
+        if matches!(target.value, Value::Map(_) | Value::Seq(_))
+            && let Some((parent_ptr, last)) = pointer.rsplit_once('/')
+        {
+            let parent = self.locate(parent_ptr);
+            let token = last.replace("~1", "/").replace("~0", "~");
+            if let Some(key) = parent.get_key(&token)
+                && parent.get(&token).is_some_and(|v| std::ptr::eq(v, target))
+            {
+                return key;
+            }
+        }
+        target
+    }
+
     /// The node at a JSON pointer (`/spec/template/0/name`), or the deepest existing ancestor.
     pub fn locate(&self, pointer: &str) -> &Node {
         let mut node = self;
