@@ -8,4 +8,5 @@ pub mod boot;
 pub mod cli;
 pub mod controllers;
 pub mod provisioning;
+pub mod release;
 pub mod telemetry;

@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 
 pub mod bmc;
 pub mod crds;
+pub mod manager;
+pub mod release;
 
 use crate::telemetry::LogFormat;
 
@@ -26,6 +28,12 @@ pub enum Command {
     Version,
     /// Print the provider's CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
+    /// Run the Cluster API controllers (BeowulfCluster, BeowulfMachine, BeowulfHost).
+    Manager(manager::ManagerArgs),
+    /// Write the clusterctl provider repository for one version.
+    // `--version` here is the release's version, not "print beowulf's version".
+    #[command(disable_version_flag = true)]
+    Release(release::ReleaseArgs),
     /// Control one BMC directly: power status/on/off/cycle/reset and the next boot device.
     Bmc(bmc::BmcArgs),
 }
@@ -40,5 +48,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Crds(args) => crds::run(args),
+        Command::Manager(args) => manager::run(args).await,
+        Command::Release(args) => release::run(args),
     }
 }

@@ -5,11 +5,13 @@
 //! Controllers read Kubernetes, call the [`crate::provisioning`] engine through [`hostops`], and write
 //! status only when it changed (no resourceVersion churn).
 
+pub mod bootplane;
 pub mod capi;
 pub mod cluster;
 pub mod host;
 pub mod hostops;
 pub mod machine;
+pub mod power;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,0 +1,93 @@
+//! [`PowerControl`] over the real BMC drivers (`crate::bmc`): one driver (and so one session) per BMC and
+//! user, reused across reconciles, under the drivers' global concurrency limit.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+
+use crate::bmc::{
+    Bmc, BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
+    PowerAction, PowerState,
+};
+use crate::provisioning::io::{BmcTarget, IoError, PowerControl};
+
+/// The production [`PowerControl`].
+#[derive(Default)]
+pub struct BmcPower {
+    limits: Limits,
+    drivers: Mutex<HashMap<(String, String, String), Arc<Bmc>>>,
+}
+
+impl BmcPower {
+    fn driver(&self, t: &BmcTarget) -> Result<Arc<Bmc>, IoError> {
+        // Keyed by password too, so a rotated credential opens a new session instead of failing forever.
+        let key = (t.address.clone(), t.username.clone(), t.password.clone());
+        let mut drivers = self
+            .drivers
+            .lock()
+            .map_err(|_| IoError("BMC driver cache poisoned".into()))?;
+        if let Some(d) = drivers.get(&key) {
+            return Ok(d.clone());
+        }
+        let endpoint = Endpoint::parse(&t.address).map_err(|e| IoError(e.to_string()))?;
+        let mut options = Options {
+            insecure_tls: t.insecure_tls,
+            ..Options::default()
+        };
+        options.cipher_suite = match t.cipher_suite {
+            Some(3) => crate::bmc::ipmi::CipherChoice::Suite3,
+            Some(17) => crate::bmc::ipmi::CipherChoice::Suite17,
+            _ => crate::bmc::ipmi::CipherChoice::Auto,
+        };
+        let bmc = Bmc::new(
+            endpoint,
+            Credentials::new(t.username.clone(), t.password.clone()),
+            options,
+            self.limits.clone(),
+        )
+        .map_err(|e| IoError(e.to_string()))?;
+        let bmc = Arc::new(bmc);
+        drivers.retain(|(addr, _, _), _| addr != &t.address);
+        drivers.insert(key, bmc.clone());
+        Ok(bmc)
+    }
+}
+
+fn io(e: crate::bmc::BmcError) -> IoError {
+    IoError(e.to_string())
+}
+
+impl PowerControl for BmcPower {
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>> {
+        Box::pin(
+            async move { Ok(self.driver(t)?.power_state().await.map_err(io)? == PowerState::On) },
+        )
+    }
+    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move { self.driver(t)?.power(PowerAction::On).await.map_err(io) })
+    }
+    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move {
+            self.driver(t)?
+                .power(PowerAction::ForceOff)
+                .await
+                .map_err(io)
+        })
+    }
+    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+        Box::pin(async move {
+            let mode = if t.uefi {
+                BootMode::Uefi
+            } else {
+                BootMode::Legacy
+            };
+            let boot = BootOverride {
+                device: BootDevice::Pxe,
+                persistent: false,
+                mode,
+            };
+            self.driver(t)?.set_boot(boot).await.map_err(io)
+        })
+    }
+}
