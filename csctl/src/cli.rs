@@ -2,6 +2,9 @@
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::commands::{create::CreateArgs, validate::ValidateArgs};
+use crate::commands::{
+    diff::DiffArgs, inspect::InspectArgs, list::ListArgs, publish::PublishArgs, pull::PullArgs,
+};
 
 /// Exit codes, shown in `--help` and README.
 pub const EXIT_CODES_HELP: &str = "\
@@ -46,6 +49,16 @@ pub enum Command {
     /// Check stack directories offline and report every problem with file:line:column.
     #[command(after_long_help = EXIT_CODES_HELP)]
     Validate(ValidateArgs),
+    /// Push release directories to an OCI registry or the local OCI layout (reproducible digests).
+    Publish(PublishArgs),
+    /// Download a published release into a directory, verifying every digest.
+    Pull(PullArgs),
+    /// List the releases in a repository, sorted by stack and version.
+    List(ListArgs),
+    /// Show a published release: versions, layers, sizes, digests.
+    Inspect(InspectArgs),
+    /// Compare two releases (refs or directories): versions, files, chart contents.
+    Diff(DiffArgs),
     /// Print the csctl version.
     Version,
 }

@@ -16,6 +16,11 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Create(args) => commands::create::run(&ctx, args),
         Command::Validate(args) => commands::validate::run(&ctx, args),
+        Command::Publish(args) => commands::publish::run(&ctx, args),
+        Command::Pull(args) => commands::pull::run(&ctx, args),
+        Command::List(args) => commands::list::run(&ctx, args),
+        Command::Inspect(args) => commands::inspect::run(&ctx, args),
+        Command::Diff(args) => commands::diff::run(&ctx, args),
         Command::Version => {
             ctx.emit(
                 format!("csctl version: {}\n", env!("CARGO_PKG_VERSION")),

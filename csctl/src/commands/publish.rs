@@ -1,0 +1,113 @@
+//! `csctl publish`: push a release directory to a registry or to the local OCI layout.
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::Args;
+
+use super::remote::{RegistryArgs, default_location, parse_location, runtime};
+use crate::oci::Location;
+use crate::oci::artifact::Artifact;
+use crate::oci::push::{PublishOutcome, publish};
+use crate::output::Ctx;
+
+#[derive(Debug, Args)]
+#[command(after_long_help = "\
+The artifact is an OCI 1.1 image manifest (artifactType application/vnd.scs.cluster-stacks.v1, empty
+config, one layer per file titled org.opencontainers.image.title, annotations kubernetesVersion and hash)
+tagged with the release name. It carries no timestamp: the same release always has the same digest.
+
+Blobs the target already has are not sent again; large blobs go in chunks and an interrupted push resumes
+when the same command is run again. A tag that already points to this release is a no-op (exit 0); a tag
+that points to something else is refused unless --force.
+
+Exit codes: 0 published or already there; 1 failure (unreachable, credentials, tag conflict, ...).")]
+pub struct PublishArgs {
+    /// Release directories (as written by `csctl create`, e.g. .release/beowulf-hpc-1-33-v1).
+    #[arg(required = true, value_name = "RELEASE_DIR")]
+    pub releases: Vec<PathBuf>,
+
+    /// Target repository: oci://HOST[:PORT]/REPOSITORY (a registry) or oci:DIR (a local OCI image layout).
+    /// Default: $OCI_REPOSITORY, else the local layout in $CSCTL_OCI_LAYOUT or ~/.local/share/csctl/oci.
+    #[arg(long, value_name = "REPOSITORY")]
+    pub to: Option<String>,
+
+    /// Move the tag even if it points to a different manifest.
+    #[arg(long)]
+    pub force: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+pub fn run(ctx: &Ctx, args: &PublishArgs) -> anyhow::Result<()> {
+    let target = match &args.to {
+        Some(t) => parse_location(t)?,
+        None => default_location()?,
+    };
+    if target.tag().is_some() {
+        anyhow::bail!("--to names a repository; the tag is always the release name, so drop `:{}`", target.tag().unwrap_or_default());
+    }
+    runtime()?.block_on(publish_dirs(ctx, &args.releases, &target, &args.registry, args.force))
+}
+
+/// Publishes release directories to `target`; also used by `csctl create --publish`.
+pub async fn publish_dirs(
+    ctx: &Ctx,
+    dirs: &[PathBuf],
+    target: &Location,
+    registry: &RegistryArgs,
+    force: bool,
+) -> anyhow::Result<()> {
+    // Read and hash every release before talking to the target: a bad directory fails before any upload.
+    let mut artifacts = Vec::new();
+    for dir in dirs {
+        artifacts.push(read_release(ctx, dir)?);
+    }
+    let progress = !ctx.quiet && std::io::stderr().is_terminal();
+    let store = registry.open(target, true, progress).await.with_context(|| format!("cannot publish to {target}"))?;
+    let mut results = Vec::new();
+    let mut text = String::new();
+    for artifact in &artifacts {
+        let location = target.with_tag(&artifact.tag);
+        ctx.progress(format!("publishing {} ({} files, {} bytes) to {location}", artifact.tag, artifact.files.len(), artifact.total_size()));
+        let outcome = publish(&store, artifact, force).await.with_context(|| format!("cannot publish {} to {location}", artifact.tag))?;
+        match &outcome {
+            PublishOutcome::Unchanged { digest } => {
+                text.push_str(&format!("{location} is already published with digest {digest}; nothing to do\n"));
+                results.push(serde_json::json!({"tag": artifact.tag, "reference": location.to_string(), "digest": digest, "status": "unchanged"}));
+            }
+            PublishOutcome::Published { digest, replaced, report } => {
+                text.push_str(&format!(
+                    "published {location}@{digest}: {} blob(s) uploaded ({} bytes{}), {} already present, {} mounted{}\n",
+                    report.uploaded,
+                    report.uploaded_bytes,
+                    if report.resumed > 0 { format!(", {} resumed", report.resumed) } else { String::new() },
+                    report.existed,
+                    report.mounted,
+                    replaced.as_ref().map(|r| format!("; replaced {r}")).unwrap_or_default()
+                ));
+                results.push(serde_json::json!({
+                    "tag": artifact.tag, "reference": location.to_string(), "digest": digest,
+                    "status": if replaced.is_some() { "replaced" } else { "published" },
+                    "uploadedBlobs": report.uploaded, "uploadedBytes": report.uploaded_bytes,
+                    "existingBlobs": report.existed, "mountedBlobs": report.mounted, "resumedBlobs": report.resumed,
+                }));
+            }
+        }
+    }
+    ctx.emit(text, &serde_json::json!({ "published": results }));
+    Ok(())
+}
+
+fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {
+    if dir.join("csctl.yaml").is_file() || dir.join("csmctl.yaml").is_file() {
+        anyhow::bail!(
+            "{} is a stack directory; build a release first (`csctl create {} --publish --remote oci://…` builds and publishes in one go), then publish the release directory",
+            dir.display(),
+            dir.display()
+        );
+    }
+    ctx.progress(format!("hashing {}", dir.display()));
+    Artifact::from_release_dir(dir).with_context(|| format!("cannot read release {}", dir.display()))
+}
