@@ -78,7 +78,10 @@ async fn load(spec: &str, registry: &RegistryArgs) -> anyhow::Result<Side> {
     let mut files = BTreeMap::new();
     for (title, layer) in titled_layers(&manifest) {
         let content = if layer.size > MAX_IN_MEMORY {
-            Content::Large { digest: layer.digest.clone(), size: layer.size }
+            Content::Large {
+                digest: layer.digest.clone(),
+                size: layer.size,
+            }
         } else {
             Content::Bytes(store.fetch_blob_bytes(&layer.digest).await?)
         };
@@ -88,7 +91,11 @@ async fn load(spec: &str, registry: &RegistryArgs) -> anyhow::Result<Side> {
 }
 
 fn load_dir(dir: &Path) -> anyhow::Result<Side> {
-    anyhow::ensure!(dir.is_dir(), "{} is neither a directory nor an oci: reference", dir.display());
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{} is neither a directory nor an oci: reference",
+        dir.display()
+    );
     let mut files = BTreeMap::new();
     for entry in std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))? {
         let entry = entry?;
@@ -98,10 +105,13 @@ fn load_dir(dir: &Path) -> anyhow::Result<Side> {
         let path = entry.path();
         let size = entry.metadata()?.len();
         let content = if size > MAX_IN_MEMORY {
-            let (digest, size) = Digest::of_file(&path).with_context(|| format!("cannot read {}", path.display()))?;
+            let (digest, size) = Digest::of_file(&path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
             Content::Large { digest, size }
         } else {
-            Content::Bytes(std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?)
+            Content::Bytes(
+                std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+            )
         };
         files.insert(entry.file_name().to_string_lossy().into_owned(), content);
     }
@@ -120,7 +130,11 @@ fn unpack(tgz: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
         }
         let path = entry.path()?.to_string_lossy().into_owned();
         total += entry.size();
-        anyhow::ensure!(total <= 4 * MAX_IN_MEMORY, "archive expands to more than {} bytes", 4 * MAX_IN_MEMORY);
+        anyhow::ensure!(
+            total <= 4 * MAX_IN_MEMORY,
+            "archive expands to more than {} bytes",
+            4 * MAX_IN_MEMORY
+        );
         let mut data = Vec::with_capacity(entry.size() as usize);
         entry.read_to_end(&mut data)?;
         out.insert(path, data);
@@ -133,13 +147,21 @@ fn line_diff(a: &str, b: &str) -> Vec<String> {
     let a: Vec<&str> = a.lines().collect();
     let b: Vec<&str> = b.lines().collect();
     if a.len().saturating_mul(b.len()) > 4_000_000 {
-        return vec![format!("(too large for a line diff: {} → {} lines)", a.len(), b.len())];
+        return vec![format!(
+            "(too large for a line diff: {} → {} lines)",
+            a.len(),
+            b.len()
+        )];
     }
     let (n, m) = (a.len(), b.len());
     let mut lcs = vec![vec![0u32; m + 1]; n + 1];
     for i in (0..n).rev() {
         for j in (0..m).rev() {
-            lcs[i][j] = if a[i] == b[j] { lcs[i + 1][j + 1] + 1 } else { lcs[i + 1][j].max(lcs[i][j + 1]) };
+            lcs[i][j] = if a[i] == b[j] {
+                lcs[i + 1][j + 1] + 1
+            } else {
+                lcs[i + 1][j].max(lcs[i][j + 1])
+            };
         }
     }
     let (mut i, mut j) = (0, 0);
@@ -174,10 +196,17 @@ fn text_diff(out: &mut String, indent: &str, a: &[u8], b: &[u8]) {
                 out.push_str(&format!("{indent}{l}\n"));
             }
             if lines.len() > MAX_DIFF_LINES {
-                out.push_str(&format!("{indent}… {} more line(s)\n", lines.len() - MAX_DIFF_LINES));
+                out.push_str(&format!(
+                    "{indent}… {} more line(s)\n",
+                    lines.len() - MAX_DIFF_LINES
+                ));
             }
         }
-        _ => out.push_str(&format!("{indent}(binary: {} → {} bytes)\n", a.len(), b.len())),
+        _ => out.push_str(&format!(
+            "{indent}(binary: {} → {} bytes)\n",
+            a.len(),
+            b.len()
+        )),
     }
 }
 
@@ -201,7 +230,12 @@ fn compare(a: &Side, b: &Side) -> anyhow::Result<(String, serde_json::Value, boo
             text.push_str(&format!("  {k:<13} {} -> {}\n", show(x), show(y)));
         }
     }
-    let by_role = |s: &Side| s.files.iter().map(|(n, c)| (role(n), (n.clone(), c.clone()))).collect::<BTreeMap<_, _>>();
+    let by_role = |s: &Side| {
+        s.files
+            .iter()
+            .map(|(n, c)| (role(n), (n.clone(), c.clone())))
+            .collect::<BTreeMap<_, _>>()
+    };
     let (ra, rb) = (by_role(a), by_role(b));
     let keys: BTreeSet<&String> = ra.keys().chain(rb.keys()).collect();
     let mut files_json = Vec::new();
@@ -219,17 +253,32 @@ fn compare(a: &Side, b: &Side) -> anyhow::Result<(String, serde_json::Value, boo
                 files_json.push(serde_json::json!({"file": nb, "change": "added"}));
             }
             (Some((na, ca)), Some((nb, cb))) if ca == cb => {
-                let name = if na == nb { na.clone() } else { format!("{na} -> {nb}") };
+                let name = if na == nb {
+                    na.clone()
+                } else {
+                    format!("{na} -> {nb}")
+                };
                 text.push_str(&format!("    {name} (same)\n"));
             }
             (Some((na, ca)), Some((nb, cb))) => {
                 differs = true;
-                let name = if na == nb { na.clone() } else { format!("{na} -> {nb}") };
-                text.push_str(&format!("  ~ {name} ({} -> {})\n", describe(ca), describe(cb)));
+                let name = if na == nb {
+                    na.clone()
+                } else {
+                    format!("{na} -> {nb}")
+                };
+                text.push_str(&format!(
+                    "  ~ {name} ({} -> {})\n",
+                    describe(ca),
+                    describe(cb)
+                ));
                 let mut inner = Vec::new();
                 match (ca, cb) {
                     (Content::Bytes(x), Content::Bytes(y)) if na.ends_with(".tgz") => {
-                        let (fa, fb) = (unpack(x).with_context(|| format!("{na}: not a gzipped tar"))?, unpack(y).with_context(|| format!("{nb}: not a gzipped tar"))?);
+                        let (fa, fb) = (
+                            unpack(x).with_context(|| format!("{na}: not a gzipped tar"))?,
+                            unpack(y).with_context(|| format!("{nb}: not a gzipped tar"))?,
+                        );
                         let paths: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
                         for p in paths {
                             match (fa.get(p), fb.get(p)) {
@@ -244,7 +293,8 @@ fn compare(a: &Side, b: &Side) -> anyhow::Result<(String, serde_json::Value, boo
                                 (Some(x), Some(y)) if x != y => {
                                     text.push_str(&format!("      ~ {p}\n"));
                                     text_diff(&mut text, "          ", x, y);
-                                    inner.push(serde_json::json!({"file": p, "change": "modified"}));
+                                    inner
+                                        .push(serde_json::json!({"file": p, "change": "modified"}));
                                 }
                                 _ => {}
                             }
@@ -253,20 +303,27 @@ fn compare(a: &Side, b: &Side) -> anyhow::Result<(String, serde_json::Value, boo
                     (Content::Bytes(x), Content::Bytes(y)) => text_diff(&mut text, "      ", x, y),
                     _ => {}
                 }
-                files_json.push(serde_json::json!({"file": name, "change": "modified", "archive": inner}));
+                files_json.push(
+                    serde_json::json!({"file": name, "change": "modified", "archive": inner}),
+                );
             }
             (None, None) => {}
         }
     }
     differs |= va != vb;
-    let json = serde_json::json!({"versions": {"a": va, "b": vb}, "files": files_json, "differ": differs});
+    let json =
+        serde_json::json!({"versions": {"a": va, "b": vb}, "files": files_json, "differ": differs});
     Ok((text, json, differs))
 }
 
 pub fn run(ctx: &Ctx, args: &DiffArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let a = load(&args.a, &args.registry).await.with_context(|| format!("cannot read {}", args.a))?;
-        let b = load(&args.b, &args.registry).await.with_context(|| format!("cannot read {}", args.b))?;
+        let a = load(&args.a, &args.registry)
+            .await
+            .with_context(|| format!("cannot read {}", args.a))?;
+        let b = load(&args.b, &args.registry)
+            .await
+            .with_context(|| format!("cannot read {}", args.b))?;
         let (text, json, _) = compare(&a, &b)?;
         ctx.emit(text, &json);
         Ok(())
@@ -285,7 +342,13 @@ mod tests {
 
     #[test]
     fn archives_compare_by_role() {
-        assert_eq!(role("beowulf-hpc-1-33-cluster-class-v1.tgz"), role("beowulf-hpc-1-33-cluster-class-v2.tgz"));
-        assert_ne!(role("beowulf-hpc-1-33-cluster-class-v1.tgz"), role("beowulf-hpc-1-33-cluster-addon-v1.tgz"));
+        assert_eq!(
+            role("beowulf-hpc-1-33-cluster-class-v1.tgz"),
+            role("beowulf-hpc-1-33-cluster-class-v2.tgz")
+        );
+        assert_ne!(
+            role("beowulf-hpc-1-33-cluster-class-v1.tgz"),
+            role("beowulf-hpc-1-33-cluster-addon-v1.tgz")
+        );
     }
 }

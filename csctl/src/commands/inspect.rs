@@ -46,10 +46,22 @@ pub fn metadata_versions(yaml: &[u8]) -> MetadataVersions {
         cluster_addon: Option<String>,
         node_image: Option<String>,
     }
-    let Ok(text) = std::str::from_utf8(yaml) else { return MetadataVersions::default() };
-    let Ok(Meta { versions: Some(v) }) = serde_saphyr::from_str::<Meta>(text) else { return MetadataVersions::default() };
-    let (cluster_addon, node_image) = v.components.map(|c| (c.cluster_addon, c.node_image)).unwrap_or_default();
-    MetadataVersions { cluster_stack: v.cluster_stack, kubernetes: v.kubernetes, cluster_addon, node_image }
+    let Ok(text) = std::str::from_utf8(yaml) else {
+        return MetadataVersions::default();
+    };
+    let Ok(Meta { versions: Some(v) }) = serde_saphyr::from_str::<Meta>(text) else {
+        return MetadataVersions::default();
+    };
+    let (cluster_addon, node_image) = v
+        .components
+        .map(|c| (c.cluster_addon, c.node_image))
+        .unwrap_or_default();
+    MetadataVersions {
+        cluster_stack: v.cluster_stack,
+        kubernetes: v.kubernetes,
+        cluster_addon,
+        node_image,
+    }
 }
 
 pub fn run(ctx: &Ctx, args: &InspectArgs) -> anyhow::Result<()> {

@@ -26,6 +26,10 @@ pub struct ListArgs {
     #[arg(long, value_name = "MAJOR.MINOR")]
     pub k8s: Option<String>,
 
+    /// Tags asked for per request (the registry pages longer lists; all pages are read).
+    #[arg(long, default_value_t = 1000)]
+    pub page_size: u32,
+
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -33,15 +37,24 @@ pub struct ListArgs {
 /// Stack, Kubernetes minor, then version (major numerically; hash/custom versions before the stable one of
 /// the same major).
 pub fn compare(a: &ReleaseName, b: &ReleaseName) -> Ordering {
-    (&a.provider, &a.name, a.k8s_major, a.k8s_minor, a.version.major, a.version.pre.is_none(), &a.version.pre).cmp(&(
-        &b.provider,
-        &b.name,
-        b.k8s_major,
-        b.k8s_minor,
-        b.version.major,
-        b.version.pre.is_none(),
-        &b.version.pre,
-    ))
+    (
+        &a.provider,
+        &a.name,
+        a.k8s_major,
+        a.k8s_minor,
+        a.version.major,
+        a.version.pre.is_none(),
+        &a.version.pre,
+    )
+        .cmp(&(
+            &b.provider,
+            &b.name,
+            b.k8s_major,
+            b.k8s_minor,
+            b.version.major,
+            b.version.pre.is_none(),
+            &b.version.pre,
+        ))
 }
 
 pub fn parse_k8s(s: &str) -> anyhow::Result<(u64, u64)> {
@@ -51,8 +64,10 @@ pub fn parse_k8s(s: &str) -> anyhow::Result<(u64, u64)> {
         anyhow::bail!("--k8s {s:?}: expected MAJOR.MINOR, e.g. 1.33");
     };
     Ok((
-        maj.parse().with_context(|| format!("--k8s {s:?}: expected MAJOR.MINOR, e.g. 1.33"))?,
-        min.parse().with_context(|| format!("--k8s {s:?}: expected MAJOR.MINOR, e.g. 1.33"))?,
+        maj.parse()
+            .with_context(|| format!("--k8s {s:?}: expected MAJOR.MINOR, e.g. 1.33"))?,
+        min.parse()
+            .with_context(|| format!("--k8s {s:?}: expected MAJOR.MINOR, e.g. 1.33"))?,
     ))
 }
 
@@ -63,7 +78,9 @@ pub fn run(ctx: &Ctx, args: &ListArgs) -> anyhow::Result<()> {
     };
     let k8s = args.k8s.as_deref().map(parse_k8s).transpose()?;
     runtime()?.block_on(async {
-        let store = args.registry.open(&location, false, false).await.with_context(|| format!("cannot list {location}"))?;
+        let mut registry = args.registry.clone();
+        registry.tags_page_size = Some(args.page_size);
+        let store = registry.open(&location, false, false).await.with_context(|| format!("cannot list {location}"))?;
         let tags = store.tags().await.with_context(|| format!("cannot list {location}"))?;
         let total = tags.len();
         let mut other = Vec::new();

@@ -1,9 +1,9 @@
 //! One module per subcommand.
 pub mod create;
-pub mod validate;
 pub mod diff;
 pub mod inspect;
 pub mod list;
 pub mod publish;
 pub mod pull;
 pub mod remote;
+pub mod validate;

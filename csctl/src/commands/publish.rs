@@ -46,9 +46,18 @@ pub fn run(ctx: &Ctx, args: &PublishArgs) -> anyhow::Result<()> {
         None => default_location()?,
     };
     if target.tag().is_some() {
-        anyhow::bail!("--to names a repository; the tag is always the release name, so drop `:{}`", target.tag().unwrap_or_default());
+        anyhow::bail!(
+            "--to names a repository; the tag is always the release name, so drop `:{}`",
+            target.tag().unwrap_or_default()
+        );
     }
-    runtime()?.block_on(publish_dirs(ctx, &args.releases, &target, &args.registry, args.force))
+    runtime()?.block_on(publish_dirs(
+        ctx,
+        &args.releases,
+        &target,
+        &args.registry,
+        args.force,
+    ))
 }
 
 /// Publishes release directories to `target`; also used by `csctl create --publish`.
@@ -65,19 +74,35 @@ pub async fn publish_dirs(
         artifacts.push(read_release(ctx, dir)?);
     }
     let progress = !ctx.quiet && std::io::stderr().is_terminal();
-    let store = registry.open(target, true, progress).await.with_context(|| format!("cannot publish to {target}"))?;
+    let store = registry
+        .open(target, true, progress)
+        .await
+        .with_context(|| format!("cannot publish to {target}"))?;
     let mut results = Vec::new();
     let mut text = String::new();
     for artifact in &artifacts {
         let location = target.with_tag(&artifact.tag);
-        ctx.progress(format!("publishing {} ({} files, {} bytes) to {location}", artifact.tag, artifact.files.len(), artifact.total_size()));
-        let outcome = publish(&store, artifact, force).await.with_context(|| format!("cannot publish {} to {location}", artifact.tag))?;
+        ctx.progress(format!(
+            "publishing {} ({} files, {} bytes) to {location}",
+            artifact.tag,
+            artifact.files.len(),
+            artifact.total_size()
+        ));
+        let outcome = publish(&store, artifact, force)
+            .await
+            .with_context(|| format!("cannot publish {} to {location}", artifact.tag))?;
         match &outcome {
             PublishOutcome::Unchanged { digest } => {
-                text.push_str(&format!("{location} is already published with digest {digest}; nothing to do\n"));
+                text.push_str(&format!(
+                    "{location} is already published with digest {digest}; nothing to do\n"
+                ));
                 results.push(serde_json::json!({"tag": artifact.tag, "reference": location.to_string(), "digest": digest, "status": "unchanged"}));
             }
-            PublishOutcome::Published { digest, replaced, report } => {
+            PublishOutcome::Published {
+                digest,
+                replaced,
+                report,
+            } => {
                 text.push_str(&format!(
                     "published {location}@{digest}: {} blob(s) uploaded ({} bytes{}), {} already present, {} mounted{}\n",
                     report.uploaded,
@@ -109,5 +134,6 @@ fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {
         );
     }
     ctx.progress(format!("hashing {}", dir.display()));
-    Artifact::from_release_dir(dir).with_context(|| format!("cannot read release {}", dir.display()))
+    Artifact::from_release_dir(dir)
+        .with_context(|| format!("cannot read release {}", dir.display()))
 }

@@ -38,7 +38,12 @@ pub fn run(ctx: &Ctx, args: &PullArgs) -> anyhow::Result<()> {
         Location::Registry(r) => r.reference(),
         Location::Layout { tag, .. } => tag.clone(),
     }
-    .with_context(|| format!("{} has no tag: say which release to pull, e.g. …:beowulf-hpc-1-33-v1", args.reference))?;
+    .with_context(|| {
+        format!(
+            "{} has no tag: say which release to pull, e.g. …:beowulf-hpc-1-33-v1",
+            args.reference
+        )
+    })?;
     let out = args.output.clone().unwrap_or_else(|| {
         PathBuf::from(match &location {
             Location::Registry(r) => r.tag.clone().unwrap_or_else(|| reference.replace(':', "-")),

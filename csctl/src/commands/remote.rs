@@ -38,6 +38,10 @@ pub struct RegistryArgs {
     /// Retries after transient registry errors (connection reset, 5xx, 429), with exponential backoff.
     #[arg(long, default_value_t = 3)]
     pub retries: u32,
+
+    /// Tags per request when listing (set by `list --page-size`).
+    #[arg(skip)]
+    pub tags_page_size: Option<u32>,
 }
 
 impl Default for RegistryArgs {
@@ -49,6 +53,7 @@ impl Default for RegistryArgs {
             ca_file: Vec::new(),
             chunk_size: DEFAULT_CHUNK_SIZE,
             retries: 3,
+            tags_page_size: None,
         }
     }
 }
@@ -57,7 +62,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected e.g. 4MiB, 16MiB, 1048576"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid size {s:?}: expected e.g. 4MiB, 16MiB, 1048576"))?;
     let mult = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kib" | "kb" => 1 << 10,
@@ -66,12 +73,20 @@ fn parse_size(s: &str) -> Result<u64, String> {
         other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB")),
     };
     let v = n * mult;
-    if v < 1024 { Err("chunk size must be at least 1KiB".into()) } else { Ok(v) }
+    if v < 1024 {
+        Err("chunk size must be at least 1KiB".into())
+    } else {
+        Ok(v)
+    }
 }
 
 /// A single-purpose async runtime for one command.
 pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("cannot start the async runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 /// Parses a location given on the command line: `oci://…`, `oci:DIR[:TAG]`.
@@ -82,45 +97,68 @@ pub fn parse_location(s: &str) -> anyhow::Result<Location> {
 /// The target when none is given: `OCI_REPOSITORY` (upstream's variable, host included, no scheme), else the
 /// default local layout.
 pub fn default_location() -> anyhow::Result<Location> {
-    match std::env::var("OCI_REPOSITORY").ok().filter(|v| !v.is_empty()) {
-        Some(repo) => Ok(Location::Registry(
-            Reference::parse(&repo).with_context(|| format!("OCI_REPOSITORY={repo:?} is not HOST[:PORT]/REPOSITORY"))?,
-        )),
-        None => Ok(Location::Layout { dir: default_layout_dir(), tag: None }),
+    match std::env::var("OCI_REPOSITORY")
+        .ok()
+        .filter(|v| !v.is_empty())
+    {
+        Some(repo) => Ok(Location::Registry(Reference::parse(&repo).with_context(
+            || format!("OCI_REPOSITORY={repo:?} is not HOST[:PORT]/REPOSITORY"),
+        )?)),
+        None => Ok(Location::Layout {
+            dir: default_layout_dir(),
+            tag: None,
+        }),
     }
 }
 
 impl RegistryArgs {
     fn client_options(&self, progress: bool) -> ClientOptions {
         ClientOptions {
-            plain_http: self.plain_http.or(if self.ca_file.is_empty() { None } else { Some(false) }),
+            plain_http: self.plain_http.or(if self.ca_file.is_empty() {
+                None
+            } else {
+                Some(false)
+            }),
             ca_files: self.ca_file.clone(),
             chunk_size: self.chunk_size,
             retries: self.retries,
             progress,
+            tags_page_size: self.tags_page_size.unwrap_or(1000),
             ..ClientOptions::default()
         }
     }
 
     /// Opens the store behind `location`. `push` asks for push rights (and, for a layout, creates it);
     /// the registry is pinged first so unreachable hosts and bad credentials fail before any work.
-    pub async fn open(&self, location: &Location, push: bool, progress: bool) -> anyhow::Result<Store> {
+    pub async fn open(
+        &self,
+        location: &Location,
+        push: bool,
+        progress: bool,
+    ) -> anyhow::Result<Store> {
         match location {
             Location::Layout { dir, .. } => {
-                let layout = if push { Layout::create(dir)? } else { Layout::open(dir)? };
+                let layout = if push {
+                    Layout::create(dir)?
+                } else {
+                    Layout::open(dir)?
+                };
                 Ok(Store::Layout(layout))
             }
             Location::Registry(reference) => {
                 let password = if self.password_stdin {
                     let mut s = String::new();
-                    std::io::stdin().read_to_string(&mut s).context("cannot read the password from stdin")?;
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("cannot read the password from stdin")?;
                     let s = s.trim_end_matches(['\n', '\r']).to_string();
                     anyhow::ensure!(!s.is_empty(), "--password-stdin: stdin was empty");
                     Some(s)
                 } else {
                     None
                 };
-                let creds = CredentialInputs::from_env(self.username.clone(), password).resolve(&reference.registry)?;
+                let creds = CredentialInputs::from_env(self.username.clone(), password)
+                    .resolve(&reference.registry)?;
                 tracing::debug!(registry = %reference.registry, source = %creds.source, "credentials");
                 let client = RegistryClient::new(reference, creds, self.client_options(progress))?;
                 let scope = if push {
@@ -129,7 +167,10 @@ impl RegistryArgs {
                     format!("repository:{}:pull", reference.repository)
                 };
                 client.ping(Some(&scope)).await?;
-                Ok(Store::Registry { client, repository: reference.repository.clone() })
+                Ok(Store::Registry {
+                    client,
+                    repository: reference.repository.clone(),
+                })
             }
         }
     }

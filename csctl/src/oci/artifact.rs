@@ -18,7 +18,9 @@ pub enum ArtifactError {
         #[source]
         source: std::io::Error,
     },
-    #[error("{0} is not a release directory: it has no metadata.yaml (build one with `csctl create`)")]
+    #[error(
+        "{0} is not a release directory: it has no metadata.yaml (build one with `csctl create`)"
+    )]
     NotARelease(PathBuf),
     #[error("{path}: cannot read versions.kubernetes: {detail}")]
     Metadata { path: PathBuf, detail: String },
@@ -56,7 +58,11 @@ impl Artifact {
             return Err(ArtifactError::NotARelease(dir.to_path_buf()));
         }
         let canonical = dir.canonicalize().map_err(io(dir))?;
-        let tag = canonical.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        let tag = canonical
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default()
+            .to_string();
         if !valid_tag(&tag) {
             return Err(ArtifactError::BadTag(tag));
         }
@@ -67,25 +73,47 @@ impl Artifact {
             let name = entry.file_name().to_string_lossy().into_owned();
             let ft = entry.file_type().map_err(io(&path))?;
             if ft.is_symlink() {
-                return Err(ArtifactError::NotFlat { path, what: "a symbolic link".into() });
+                return Err(ArtifactError::NotFlat {
+                    path,
+                    what: "a symbolic link".into(),
+                });
             }
             if ft.is_dir() {
-                return Err(ArtifactError::NotFlat { path, what: "a subdirectory".into() });
+                return Err(ArtifactError::NotFlat {
+                    path,
+                    what: "a subdirectory".into(),
+                });
             }
             if !ft.is_file() {
-                return Err(ArtifactError::NotFlat { path, what: "a special file".into() });
+                return Err(ArtifactError::NotFlat {
+                    path,
+                    what: "a special file".into(),
+                });
             }
             let (digest, size) = Digest::of_file(&path).map_err(io(&path))?;
-            files.push(ArtifactFile { media_type: layer_media_type(&name).to_string(), name, path, digest, size });
+            files.push(ArtifactFile {
+                media_type: layer_media_type(&name).to_string(),
+                name,
+                path,
+                digest,
+                size,
+            });
         }
         files.sort_by(|a, b| a.name.cmp(&b.name));
 
         let mut annotations = BTreeMap::new();
-        annotations.insert("kubernetesVersion".to_string(), kubernetes_version(&meta_path)?);
+        annotations.insert(
+            "kubernetesVersion".to_string(),
+            kubernetes_version(&meta_path)?,
+        );
         if let Some(hash) = stack_hash(&dir.join("hashes.json")) {
             annotations.insert("hash".to_string(), hash);
         }
-        Ok(Artifact { tag, files, annotations })
+        Ok(Artifact {
+            tag,
+            files,
+            annotations,
+        })
     }
 
     pub fn manifest(&self) -> ImageManifest {
@@ -118,9 +146,14 @@ fn kubernetes_version(path: &Path) -> Result<String, ArtifactError> {
     struct Versions {
         kubernetes: String,
     }
-    let text = std::fs::read_to_string(path).map_err(|source| ArtifactError::Io { path: path.into(), source })?;
-    let meta: Meta = serde_saphyr::from_str(&text)
-        .map_err(|e| ArtifactError::Metadata { path: path.to_path_buf(), detail: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ArtifactError::Io {
+        path: path.into(),
+        source,
+    })?;
+    let meta: Meta = serde_saphyr::from_str(&text).map_err(|e| ArtifactError::Metadata {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
     Ok(meta.versions.kubernetes)
 }
 

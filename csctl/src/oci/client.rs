@@ -11,7 +11,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE};
+use reqwest::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE,
+};
 use reqwest::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 
@@ -58,7 +60,11 @@ impl Default for ClientOptions {
 
 /// `$XDG_STATE_HOME/csctl` or `~/.local/state/csctl`.
 pub fn default_state_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var("XDG_STATE_HOME")
         .or_else(|| var("HOME").map(|h| h.join(".local/state")))
         .map(|d| d.join("csctl"))
@@ -67,7 +73,10 @@ pub fn default_state_dir() -> Option<PathBuf> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Challenge {
     Basic,
-    Bearer { realm: String, service: Option<String> },
+    Bearer {
+        realm: String,
+        service: Option<String>,
+    },
 }
 
 #[derive(Default)]
@@ -114,11 +123,17 @@ fn scope_push(repo: &str) -> String {
 }
 
 impl RegistryClient {
-    pub fn new(reference: &Reference, credential: ResolvedCredential, opts: ClientOptions) -> Result<Self, OciError> {
+    pub fn new(
+        reference: &Reference,
+        credential: ResolvedCredential,
+        opts: ClientOptions,
+    ) -> Result<Self, OciError> {
         let plain = opts.plain_http.unwrap_or_else(|| reference.is_loopback());
         let scheme = if plain { "http" } else { "https" };
-        let base = url::Url::parse(&format!("{scheme}://{}/", reference.registry))
-            .map_err(|e| OciError::Tls(format!("bad registry address {}: {e}", reference.registry)))?;
+        let base =
+            url::Url::parse(&format!("{scheme}://{}/", reference.registry)).map_err(|e| {
+                OciError::Tls(format!("bad registry address {}: {e}", reference.registry))
+            })?;
         let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(15))
             .read_timeout(Duration::from_secs(120))
@@ -126,10 +141,17 @@ impl RegistryClient {
         let mut certs = Vec::new();
         for file in &opts.ca_files {
             let pem = std::fs::read(file).map_err(|e| OciError::io(file, e))?;
-            let found = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| OciError::Tls(format!("{}: not a PEM certificate bundle: {e}", file.display())))?;
+            let found = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                OciError::Tls(format!(
+                    "{}: not a PEM certificate bundle: {e}",
+                    file.display()
+                ))
+            })?;
             if found.is_empty() {
-                return Err(OciError::Tls(format!("{}: no PEM certificate found", file.display())));
+                return Err(OciError::Tls(format!(
+                    "{}: no PEM certificate found",
+                    file.display()
+                )));
             }
             certs.extend(found);
         }
@@ -162,7 +184,11 @@ impl RegistryClient {
             detail = format!("{detail}: {s}");
             src = s.source();
         }
-        OciError::Unreachable { registry: self.registry.clone(), url: url.to_string(), detail }
+        OciError::Unreachable {
+            registry: self.registry.clone(),
+            url: url.to_string(),
+            detail,
+        }
     }
 
     /// `GET /v2/`: checks that the registry answers and learns how it wants to be authenticated. With
@@ -175,7 +201,11 @@ impl RegistryClient {
             StatusCode::UNAUTHORIZED => Err(self.auth_error(resp, None).await),
             s => Err(self.protocol_error("GET", &url, s, resp).await),
         }?;
-        let challenge = self.auth.lock().map(|a| a.challenge.clone()).unwrap_or(None);
+        let challenge = self
+            .auth
+            .lock()
+            .map(|a| a.challenge.clone())
+            .unwrap_or(None);
         if let (Some(Challenge::Bearer { .. }), Some(scope)) = (challenge, scope) {
             self.token_for(scope).await?;
         }
@@ -185,10 +215,13 @@ impl RegistryClient {
     fn authorization(&self, scope: Option<&str>) -> Option<String> {
         let auth = self.auth.lock().ok()?;
         match (&auth.challenge, &self.credential.credential) {
-            (_, Credential::Bearer(token)) if auth.challenge.is_some() => Some(format!("Bearer {token}")),
-            (Some(Challenge::Basic), Credential::Basic { username, password }) => {
-                Some(format!("Basic {}", B64.encode(format!("{username}:{password}"))))
+            (_, Credential::Bearer(token)) if auth.challenge.is_some() => {
+                Some(format!("Bearer {token}"))
             }
+            (Some(Challenge::Basic), Credential::Basic { username, password }) => Some(format!(
+                "Basic {}",
+                B64.encode(format!("{username}:{password}"))
+            )),
             (Some(Challenge::Bearer { .. }), _) => {
                 let scope = scope.unwrap_or("");
                 auth.tokens.get(scope).map(|t| format!("Bearer {t}"))
@@ -217,17 +250,28 @@ impl RegistryClient {
             match rb.send().await {
                 Ok(resp) if resp.status() == StatusCode::UNAUTHORIZED && !answered_challenge => {
                     answered_challenge = true;
-                    let Some(challenge) = parse_challenge(resp.headers()) else { return Ok(resp) };
+                    let Some(challenge) = parse_challenge(resp.headers()) else {
+                        return Ok(resp);
+                    };
                     let changed = {
-                        let mut auth = self.auth.lock().map_err(|_| OciError::Tls("auth state poisoned".into()))?;
+                        let mut auth = self
+                            .auth
+                            .lock()
+                            .map_err(|_| OciError::Tls("auth state poisoned".into()))?;
                         let changed = auth.challenge.as_ref() != Some(&challenge);
                         auth.challenge = Some(challenge.clone());
                         changed
                     };
                     match (&challenge, &self.credential.credential) {
-                        (_, Credential::Anonymous) if matches!(challenge, Challenge::Basic) => return Ok(resp),
-                        (Challenge::Bearer { .. }, cred) if !matches!(cred, Credential::Bearer(_)) => {
-                            let wanted = scope.map(str::to_string).or_else(|| challenge_scope(resp.headers()));
+                        (_, Credential::Anonymous) if matches!(challenge, Challenge::Basic) => {
+                            return Ok(resp);
+                        }
+                        (Challenge::Bearer { .. }, cred)
+                            if !matches!(cred, Credential::Bearer(_)) =>
+                        {
+                            let wanted = scope
+                                .map(str::to_string)
+                                .or_else(|| challenge_scope(resp.headers()));
                             if let Some(s) = wanted {
                                 self.token_for(&s).await?;
                             } else if !changed {
@@ -241,14 +285,19 @@ impl RegistryClient {
                 Ok(resp)
                     if retry
                         && attempt < self.opts.retries
-                        && (resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS) =>
+                        && (resp.status().is_server_error()
+                            || resp.status() == StatusCode::TOO_MANY_REQUESTS) =>
                 {
                     attempt += 1;
                     tracing::warn!(%url, status = resp.status().as_u16(), attempt, "transient registry error, retrying");
                     backoff(attempt).await;
                 }
                 Ok(resp) => return Ok(resp),
-                Err(e) if retry && attempt < self.opts.retries && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                Err(e)
+                    if retry
+                        && attempt < self.opts.retries
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     attempt += 1;
                     tracing::warn!(%url, error = %e, attempt, "registry request failed, retrying");
                     backoff(attempt).await;
@@ -261,7 +310,10 @@ impl RegistryClient {
     /// Gets (and caches) a Bearer token for `scope` from the realm of the last challenge.
     async fn token_for(&self, scope: &str) -> Result<(), OciError> {
         let (realm, service) = {
-            let auth = self.auth.lock().map_err(|_| OciError::Tls("auth state poisoned".into()))?;
+            let auth = self
+                .auth
+                .lock()
+                .map_err(|_| OciError::Tls("auth state poisoned".into()))?;
             if auth.tokens.contains_key(scope) {
                 return Ok(());
             }
@@ -301,7 +353,11 @@ impl RegistryClient {
                     .await
             }
             Credential::Basic { username, password } => {
-                self.http.get(&get_url).basic_auth(username, Some(password)).send().await
+                self.http
+                    .get(&get_url)
+                    .basic_auth(username, Some(password))
+                    .send()
+                    .await
             }
             _ => self.http.get(&get_url).send().await,
         }
@@ -310,7 +366,9 @@ impl RegistryClient {
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             let detail = error_detail(resp).await;
             return Err(match self.credential.credential {
-                Credential::Anonymous => OciError::NoCredentials { registry: self.registry.clone() },
+                Credential::Anonymous => OciError::NoCredentials {
+                    registry: self.registry.clone(),
+                },
                 _ => OciError::Unauthorized {
                     registry: self.registry.clone(),
                     source_desc: self.credential.source.clone(),
@@ -343,7 +401,9 @@ impl RegistryClient {
     async fn auth_error(&self, resp: reqwest::Response, repository: Option<&str>) -> OciError {
         let detail = error_detail(resp).await;
         match (&self.credential.credential, repository) {
-            (Credential::Anonymous, _) => OciError::NoCredentials { registry: self.registry.clone() },
+            (Credential::Anonymous, _) => OciError::NoCredentials {
+                registry: self.registry.clone(),
+            },
             (_, Some(repo)) if detail.contains("DENIED") => OciError::Denied {
                 registry: self.registry.clone(),
                 repository: repo.to_string(),
@@ -358,7 +418,13 @@ impl RegistryClient {
         }
     }
 
-    async fn protocol_error(&self, method: &str, url: &str, status: StatusCode, resp: reqwest::Response) -> OciError {
+    async fn protocol_error(
+        &self,
+        method: &str,
+        url: &str,
+        status: StatusCode,
+        resp: reqwest::Response,
+    ) -> OciError {
         OciError::Protocol {
             registry: self.registry.clone(),
             method: method.to_string(),
@@ -385,7 +451,10 @@ impl RegistryClient {
         }
         let detail = error_detail(resp).await;
         if status == StatusCode::NOT_FOUND && detail.contains("NAME_UNKNOWN") {
-            return Err(OciError::RepositoryNotFound { registry: self.registry.clone(), repository: repo.to_string() });
+            return Err(OciError::RepositoryNotFound {
+                registry: self.registry.clone(),
+                repository: repo.to_string(),
+            });
         }
         Err(OciError::Protocol {
             registry: self.registry.clone(),
@@ -402,12 +471,18 @@ impl RegistryClient {
     pub async fn blob_size(&self, repo: &str, digest: &Digest) -> Result<Option<u64>, OciError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scope = scope_pull(repo);
-        let resp = self.send(Method::HEAD, &url, Some(&scope), |rb| rb, true).await?;
+        let resp = self
+            .send(Method::HEAD, &url, Some(&scope), |rb| rb, true)
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let resp = self.check("HEAD", &url, repo, resp).await?;
-        Ok(resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()))
+        Ok(resp
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok()))
     }
 
     /// Pushes the blob in `path` (whose digest and size the caller computed) unless the registry has it.
@@ -426,17 +501,33 @@ impl RegistryClient {
         let scope = scope_push(repo);
         for from in self.known_locations(repo, digest) {
             let mount_scope = format!("{scope} {}", scope_pull(&from));
-            let url = self.url(&format!("/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"));
-            let resp = self.send(Method::POST, &url, Some(&mount_scope), |rb| rb.header(CONTENT_LENGTH, 0), true).await?;
+            let url = self.url(&format!(
+                "/v2/{repo}/blobs/uploads/?mount={digest}&from={from}"
+            ));
+            let resp = self
+                .send(
+                    Method::POST,
+                    &url,
+                    Some(&mount_scope),
+                    |rb| rb.header(CONTENT_LENGTH, 0),
+                    true,
+                )
+                .await?;
             if resp.status() == StatusCode::CREATED {
                 self.remember_blob(repo, digest);
                 return Ok(BlobPush::Mounted { from });
             }
             // 202 means "no mount, here is an upload session instead": cancel it and upload normally.
-            if let Some(loc) = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).map(str::to_string)
+            if let Some(loc) = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
                 && let Ok(loc) = self.base.join(&loc)
             {
-                let _ = self.send(Method::DELETE, loc.as_str(), Some(&scope), |rb| rb, false).await;
+                let _ = self
+                    .send(Method::DELETE, loc.as_str(), Some(&scope), |rb| rb, false)
+                    .await;
             }
         }
         let progress = Progress::bytes(self.opts.progress && size >= 8 << 20, size, label);
@@ -462,44 +553,77 @@ impl RegistryClient {
                 Method::PUT,
                 &url,
                 Some(&scope),
-                |rb| rb.header(CONTENT_TYPE, "application/octet-stream").body(body.clone()),
+                |rb| {
+                    rb.header(CONTENT_TYPE, "application/octet-stream")
+                        .body(body.clone())
+                },
                 true,
             )
             .await?;
         verify_returned_digest(&self.check("PUT", &url, repo, resp).await?, &digest)?;
-        Ok(BlobPush::Uploaded { bytes_sent: data.len() as u64, resumed_at: 0 })
+        Ok(BlobPush::Uploaded {
+            bytes_sent: data.len() as u64,
+            resumed_at: 0,
+        })
     }
 
     async fn start_session(&self, repo: &str) -> Result<String, OciError> {
         let url = self.url(&format!("/v2/{repo}/blobs/uploads/"));
         let scope = scope_push(repo);
-        let resp = self.send(Method::POST, &url, Some(&scope), |rb| rb.header(CONTENT_LENGTH, 0), true).await?;
+        let resp = self
+            .send(
+                Method::POST,
+                &url,
+                Some(&scope),
+                |rb| rb.header(CONTENT_LENGTH, 0),
+                true,
+            )
+            .await?;
         let resp = self.check("POST", &url, repo, resp).await?;
         self.location(&resp, "POST", &url)
     }
 
-    fn location(&self, resp: &reqwest::Response, method: &str, url: &str) -> Result<String, OciError> {
-        let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| OciError::Protocol {
-            registry: self.registry.clone(),
-            method: method.into(),
-            url: url.into(),
-            status: resp.status().as_u16(),
-            detail: "no Location header in the upload response".into(),
-        })?;
+    fn location(
+        &self,
+        resp: &reqwest::Response,
+        method: &str,
+        url: &str,
+    ) -> Result<String, OciError> {
+        let loc = resp
+            .headers()
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| OciError::Protocol {
+                registry: self.registry.clone(),
+                method: method.into(),
+                url: url.into(),
+                status: resp.status().as_u16(),
+                detail: "no Location header in the upload response".into(),
+            })?;
         // Relative locations are relative to the registry; absolute ones are used as given.
-        self.base.join(loc).map(|u| u.to_string()).map_err(|e| OciError::Protocol {
-            registry: self.registry.clone(),
-            method: method.into(),
-            url: url.into(),
-            status: resp.status().as_u16(),
-            detail: format!("bad Location {loc:?}: {e}"),
-        })
+        self.base
+            .join(loc)
+            .map(|u| u.to_string())
+            .map_err(|e| OciError::Protocol {
+                registry: self.registry.clone(),
+                method: method.into(),
+                url: url.into(),
+                status: resp.status().as_u16(),
+                detail: format!("bad Location {loc:?}: {e}"),
+            })
     }
 
     /// Asks an upload session how many bytes it holds. `None` if the session is gone or unusable.
-    async fn session_offset(&self, repo: &str, location: &str) -> Result<Option<(String, u64)>, OciError> {
+    async fn session_offset(
+        &self,
+        repo: &str,
+        location: &str,
+    ) -> Result<Option<(String, u64)>, OciError> {
         let scope = scope_push(repo);
-        let resp = match self.send(Method::GET, location, Some(&scope), |rb| rb, true).await {
+        let resp = match self
+            .send(Method::GET, location, Some(&scope), |rb| rb, true)
+            .await
+        {
             Ok(r) => r,
             Err(OciError::Unreachable { .. }) => return Ok(None),
             Err(e) => return Err(e),
@@ -507,7 +631,9 @@ impl RegistryClient {
         if resp.status() != StatusCode::NO_CONTENT && !resp.status().is_success() {
             return Ok(None);
         }
-        let loc = self.location(&resp, "GET", location).unwrap_or_else(|_| location.to_string());
+        let loc = self
+            .location(&resp, "GET", location)
+            .unwrap_or_else(|_| location.to_string());
         Ok(Some((loc, range_end(resp.headers()).unwrap_or(0))))
     }
 
@@ -534,7 +660,9 @@ impl RegistryClient {
                     tracing::info!(%digest, offset, "resuming interrupted upload");
                     session = Some((loc, offset));
                 }
-                _ => tracing::info!(%digest, "the interrupted upload session is gone; starting over"),
+                _ => {
+                    tracing::info!(%digest, "the interrupted upload session is gone; starting over")
+                }
             }
         }
         let resumed_at = session.as_ref().map(|s| s.1).unwrap_or(0);
@@ -548,7 +676,8 @@ impl RegistryClient {
         if offset == 0 && size <= self.opts.chunk_size {
             // Small blob: one monolithic PUT.
             let mut data = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut data).map_err(|e| OciError::io(path, e))?;
+            file.read_to_end(&mut data)
+                .map_err(|e| OciError::io(path, e))?;
             let data = Bytes::from(data);
             let url = with_digest(&location, digest);
             let resp = self
@@ -556,21 +685,31 @@ impl RegistryClient {
                     Method::PUT,
                     &url,
                     Some(&scope),
-                    |rb| rb.header(CONTENT_TYPE, "application/octet-stream").body(data.clone()),
+                    |rb| {
+                        rb.header(CONTENT_TYPE, "application/octet-stream")
+                            .body(data.clone())
+                    },
                     true,
                 )
                 .await?;
-            self.check("PUT", &url, repo, resp).await.map(|r| verify_returned_digest(&r, digest))??;
+            self.check("PUT", &url, repo, resp)
+                .await
+                .map(|r| verify_returned_digest(&r, digest))??;
             progress.set(size);
-            return Ok(BlobPush::Uploaded { bytes_sent: size, resumed_at: 0 });
+            return Ok(BlobPush::Uploaded {
+                bytes_sent: size,
+                resumed_at: 0,
+            });
         }
 
         let mut failures = 0u32;
         while offset < size {
             let end = (offset + self.opts.chunk_size).min(size);
             let mut chunk = vec![0u8; (end - offset) as usize];
-            file.seek(SeekFrom::Start(offset)).map_err(|e| OciError::io(path, e))?;
-            file.read_exact(&mut chunk).map_err(|e| OciError::io(path, e))?;
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| OciError::io(path, e))?;
+            file.read_exact(&mut chunk)
+                .map_err(|e| OciError::io(path, e))?;
             let chunk = Bytes::from(chunk);
             let range = format!("{}-{}", offset, end - 1);
             let before = offset;
@@ -596,16 +735,21 @@ impl RegistryClient {
                     sent += offset.saturating_sub(before);
                     true
                 }
-                Ok(resp) if resp.status().is_client_error() && resp.status() != StatusCode::TOO_MANY_REQUESTS => {
-                    return Err(self.check("PATCH", &location, repo, resp).await.err().unwrap_or_else(|| {
-                        OciError::Protocol {
+                Ok(resp)
+                    if resp.status().is_client_error()
+                        && resp.status() != StatusCode::TOO_MANY_REQUESTS =>
+                {
+                    return Err(self
+                        .check("PATCH", &location, repo, resp)
+                        .await
+                        .err()
+                        .unwrap_or_else(|| OciError::Protocol {
                             registry: self.registry.clone(),
                             method: "PATCH".into(),
                             url: location.clone(),
                             status: 400,
                             detail: "upload refused".into(),
-                        }
-                    }));
+                        }));
                 }
                 Ok(resp) => {
                     tracing::warn!(status = resp.status().as_u16(), "chunk upload failed");
@@ -619,7 +763,14 @@ impl RegistryClient {
             if ok {
                 progress.set(offset);
                 if let Some(sf) = &state_file {
-                    save_state(sf, &UploadState { location: location.clone(), offset, size });
+                    save_state(
+                        sf,
+                        &UploadState {
+                            location: location.clone(),
+                            offset,
+                            size,
+                        },
+                    );
                 }
                 continue;
             }
@@ -647,13 +798,24 @@ impl RegistryClient {
             progress.set(offset);
         }
         let url = with_digest(&location, digest);
-        let resp = self.send(Method::PUT, &url, Some(&scope), |rb| rb.header(CONTENT_LENGTH, 0), true).await?;
+        let resp = self
+            .send(
+                Method::PUT,
+                &url,
+                Some(&scope),
+                |rb| rb.header(CONTENT_LENGTH, 0),
+                true,
+            )
+            .await?;
         let resp = self.check("PUT", &url, repo, resp).await;
         if let Some(sf) = &state_file {
             let _ = std::fs::remove_file(sf);
         }
         verify_returned_digest(&resp?, digest)?;
-        Ok(BlobPush::Uploaded { bytes_sent: sent.min(size), resumed_at })
+        Ok(BlobPush::Uploaded {
+            bytes_sent: sent.min(size),
+            resumed_at,
+        })
     }
 
     fn upload_state_file(&self, repo: &str, digest: &Digest) -> Option<PathBuf> {
@@ -664,17 +826,28 @@ impl RegistryClient {
 
     /// Other repositories of this registry that received `digest` from us: candidates for a mount.
     fn known_locations(&self, repo: &str, digest: &Digest) -> Vec<String> {
-        let Some(file) = self.blob_index_file() else { return Vec::new() };
-        let index: HashMap<String, Vec<String>> =
-            std::fs::read(&file).ok().and_then(|t| serde_json::from_slice(&t).ok()).unwrap_or_default();
-        index.get(digest.as_str()).map(|v| v.iter().filter(|r| *r != repo).cloned().collect()).unwrap_or_default()
+        let Some(file) = self.blob_index_file() else {
+            return Vec::new();
+        };
+        let index: HashMap<String, Vec<String>> = std::fs::read(&file)
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+            .unwrap_or_default();
+        index
+            .get(digest.as_str())
+            .map(|v| v.iter().filter(|r| *r != repo).cloned().collect())
+            .unwrap_or_default()
     }
 
     fn remember_blob(&self, repo: &str, digest: &Digest) {
         // Small blobs are cheaper to upload than to track.
-        let Some(file) = self.blob_index_file() else { return };
-        let mut index: HashMap<String, Vec<String>> =
-            std::fs::read(&file).ok().and_then(|t| serde_json::from_slice(&t).ok()).unwrap_or_default();
+        let Some(file) = self.blob_index_file() else {
+            return;
+        };
+        let mut index: HashMap<String, Vec<String>> = std::fs::read(&file)
+            .ok()
+            .and_then(|t| serde_json::from_slice(&t).ok())
+            .unwrap_or_default();
         let repos = index.entry(digest.to_string()).or_default();
         if repos.iter().any(|r| r == repo) {
             return;
@@ -688,16 +861,34 @@ impl RegistryClient {
 
     fn blob_index_file(&self) -> Option<PathBuf> {
         let key = Digest::of_bytes(self.registry.as_bytes());
-        Some(self.opts.state_dir.as_ref()?.join("blobs").join(format!("{}.json", &key.hex()[..16])))
+        Some(
+            self.opts
+                .state_dir
+                .as_ref()?
+                .join("blobs")
+                .join(format!("{}.json", &key.hex()[..16])),
+        )
     }
 
     /// Streams a blob into `dest`, verifying its digest and size. The file is removed on failure.
-    pub async fn fetch_blob(&self, repo: &str, digest: &Digest, size: u64, dest: &Path, label: &str) -> Result<(), OciError> {
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        label: &str,
+    ) -> Result<(), OciError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scope = scope_pull(repo);
-        let resp = self.send(Method::GET, &url, Some(&scope), |rb| rb, true).await?;
+        let resp = self
+            .send(Method::GET, &url, Some(&scope), |rb| rb, true)
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Err(OciError::BlobNotFound { location: format!("{}/{repo}", self.registry), digest: digest.clone() });
+            return Err(OciError::BlobNotFound {
+                location: format!("{}/{repo}", self.registry),
+                digest: digest.clone(),
+            });
         }
         let mut resp = self.check("GET", &url, repo, resp).await?;
         let progress = Progress::bytes(self.opts.progress && size >= 8 << 20, size, label);
@@ -733,9 +924,14 @@ impl RegistryClient {
     pub async fn fetch_blob_bytes(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>, OciError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scope = scope_pull(repo);
-        let resp = self.send(Method::GET, &url, Some(&scope), |rb| rb, true).await?;
+        let resp = self
+            .send(Method::GET, &url, Some(&scope), |rb| rb, true)
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
-            return Err(OciError::BlobNotFound { location: format!("{}/{repo}", self.registry), digest: digest.clone() });
+            return Err(OciError::BlobNotFound {
+                location: format!("{}/{repo}", self.registry),
+                digest: digest.clone(),
+            });
         }
         let resp = self.check("GET", &url, repo, resp).await?;
         let data = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
@@ -756,13 +952,29 @@ impl RegistryClient {
     pub async fn resolve(&self, repo: &str, tag: &str) -> Result<Option<Digest>, OciError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
         let scope = scope_pull(repo);
-        let accept = [MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE].join(", ");
-        let resp = self.send(Method::HEAD, &url, Some(&scope), |rb| rb.header(ACCEPT, accept.clone()), true).await?;
+        let accept = [
+            MANIFEST_MEDIA_TYPE,
+            INDEX_MEDIA_TYPE,
+            DOCKER_MANIFEST_MEDIA_TYPE,
+        ]
+        .join(", ");
+        let resp = self
+            .send(
+                Method::HEAD,
+                &url,
+                Some(&scope),
+                |rb| rb.header(ACCEPT, accept.clone()),
+                true,
+            )
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
         let resp = self.check("HEAD", &url, repo, resp).await?;
-        if let Some(d) = resp.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok())
+        if let Some(d) = resp
+            .headers()
+            .get("Docker-Content-Digest")
+            .and_then(|v| v.to_str().ok())
             && let Ok(d) = d.parse()
         {
             return Ok(Some(d));
@@ -771,20 +983,47 @@ impl RegistryClient {
     }
 
     /// `GET` a manifest: its bytes (verified against a digest reference), digest and media type.
-    pub async fn fetch_manifest(&self, repo: &str, reference: &str) -> Result<(Vec<u8>, Digest, Option<String>), OciError> {
+    pub async fn fetch_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(Vec<u8>, Digest, Option<String>), OciError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let scope = scope_pull(repo);
-        let accept = [MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, DOCKER_MANIFEST_MEDIA_TYPE].join(", ");
-        let resp = self.send(Method::GET, &url, Some(&scope), |rb| rb.header(ACCEPT, accept.clone()), true).await?;
+        let accept = [
+            MANIFEST_MEDIA_TYPE,
+            INDEX_MEDIA_TYPE,
+            DOCKER_MANIFEST_MEDIA_TYPE,
+        ]
+        .join(", ");
+        let resp = self
+            .send(
+                Method::GET,
+                &url,
+                Some(&scope),
+                |rb| rb.header(ACCEPT, accept.clone()),
+                true,
+            )
+            .await?;
         if resp.status() == StatusCode::NOT_FOUND {
             let detail = error_detail(resp).await;
-            if detail.contains("NAME_UNKNOWN") {
-                return Err(OciError::RepositoryNotFound { registry: self.registry.clone(), repository: repo.into() });
+            // distribution answers MANIFEST_UNKNOWN for a missing repository too; the tag list tells them apart.
+            if detail.contains("NAME_UNKNOWN") || !self.repository_exists(repo).await {
+                return Err(OciError::RepositoryNotFound {
+                    registry: self.registry.clone(),
+                    repository: repo.into(),
+                });
             }
-            return Err(OciError::ManifestNotFound { reference: format!("oci://{}/{repo}:{reference}", self.registry) });
+            return Err(OciError::ManifestNotFound {
+                reference: format!("oci://{}/{repo}:{reference}", self.registry),
+            });
         }
         let resp = self.check("GET", &url, repo, resp).await?;
-        let media_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_string);
+        let media_type = resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let data = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
         let digest = Digest::of_bytes(&data);
         if let Ok(expected) = reference.parse::<Digest>()
@@ -799,13 +1038,40 @@ impl RegistryClient {
         Ok((data.to_vec(), digest, media_type))
     }
 
+    /// False only if the registry says the repository is unknown.
+    async fn repository_exists(&self, repo: &str) -> bool {
+        let url = self.url(&format!("/v2/{repo}/tags/list?n=1"));
+        let scope = scope_pull(repo);
+        match self
+            .send(Method::GET, &url, Some(&scope), |rb| rb, false)
+            .await
+        {
+            Ok(resp) if resp.status() == StatusCode::NOT_FOUND => {
+                !error_detail(resp).await.contains("NAME_UNKNOWN")
+            }
+            _ => true,
+        }
+    }
+
     /// `PUT` a manifest under `tag`; checks the registry computed the same digest we did.
-    pub async fn push_manifest(&self, repo: &str, tag: &str, bytes: &[u8], media_type: &str) -> Result<Digest, OciError> {
+    pub async fn push_manifest(
+        &self,
+        repo: &str,
+        tag: &str,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, OciError> {
         let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
         let scope = scope_push(repo);
         let body = Bytes::copy_from_slice(bytes);
         let resp = self
-            .send(Method::PUT, &url, Some(&scope), |rb| rb.header(CONTENT_TYPE, media_type).body(body.clone()), true)
+            .send(
+                Method::PUT,
+                &url,
+                Some(&scope),
+                |rb| rb.header(CONTENT_TYPE, media_type).body(body.clone()),
+                true,
+            )
             .await?;
         let resp = self.check("PUT", &url, repo, resp).await?;
         let ours = Digest::of_bytes(bytes);
@@ -816,10 +1082,15 @@ impl RegistryClient {
     /// All tags of `repo`, following `Link: <…>; rel="next"` pagination.
     pub async fn list_tags(&self, repo: &str) -> Result<Vec<String>, OciError> {
         let scope = scope_pull(repo);
-        let mut url = self.url(&format!("/v2/{repo}/tags/list?n={}", self.opts.tags_page_size));
+        let mut url = self.url(&format!(
+            "/v2/{repo}/tags/list?n={}",
+            self.opts.tags_page_size
+        ));
         let mut tags = Vec::new();
         loop {
-            let resp = self.send(Method::GET, &url, Some(&scope), |rb| rb, true).await?;
+            let resp = self
+                .send(Method::GET, &url, Some(&scope), |rb| rb, true)
+                .await?;
             let resp = self.check("GET", &url, repo, resp).await?;
             let next = next_link(resp.headers());
             #[derive(Deserialize)]
@@ -854,7 +1125,10 @@ fn with_digest(location: &str, digest: &Digest) -> String {
 }
 
 fn verify_returned_digest(resp: &reqwest::Response, expected: &Digest) -> Result<(), OciError> {
-    if let Some(got) = resp.headers().get("Docker-Content-Digest").and_then(|v| v.to_str().ok())
+    if let Some(got) = resp
+        .headers()
+        .get("Docker-Content-Digest")
+        .and_then(|v| v.to_str().ok())
         && got != expected.as_str()
     {
         return Err(OciError::DigestMismatch {
@@ -869,18 +1143,26 @@ fn verify_returned_digest(resp: &reqwest::Response, expected: &Digest) -> Result
 /// `Range: 0-<last>` of an upload session → the next offset.
 fn range_end(headers: &HeaderMap) -> Option<u64> {
     let v = headers.get("Range")?.to_str().ok()?;
-    let last: u64 = v.trim_start_matches("bytes=").split('-').nth(1)?.trim().parse().ok()?;
+    let last: u64 = v
+        .trim_start_matches("bytes=")
+        .split('-')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()?;
     // distribution answers "0-0" for an empty session (and for a 1-byte one, which chunking never makes).
     Some(if last == 0 { 0 } else { last + 1 })
 }
 
 fn next_link(headers: &HeaderMap) -> Option<String> {
     let v = headers.get("Link")?.to_str().ok()?;
-    v.split(',').find(|part| part.contains("rel=\"next\"") || part.contains("rel=next")).and_then(|part| {
-        let start = part.find('<')? + 1;
-        let end = part.find('>')?;
-        Some(part[start..end].to_string())
-    })
+    v.split(',')
+        .find(|part| part.contains("rel=\"next\"") || part.contains("rel=next"))
+        .and_then(|part| {
+            let start = part.find('<')? + 1;
+            let end = part.find('>')?;
+            Some(part[start..end].to_string())
+        })
 }
 
 fn parse_params(s: &str) -> HashMap<String, String> {
@@ -889,7 +1171,11 @@ fn parse_params(s: &str) -> HashMap<String, String> {
     let mut rest = s.trim();
     while !rest.is_empty() {
         let Some(eq) = rest.find('=') else { break };
-        let key = rest[..eq].trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let key = rest[..eq]
+            .trim()
+            .trim_start_matches(',')
+            .trim()
+            .to_ascii_lowercase();
         rest = &rest[eq + 1..];
         let value;
         if let Some(r) = rest.strip_prefix('"') {
@@ -914,7 +1200,10 @@ fn parse_challenge(headers: &HeaderMap) -> Option<Challenge> {
         "basic" => Some(Challenge::Basic),
         "bearer" => {
             let p = parse_params(params);
-            Some(Challenge::Bearer { realm: p.get("realm")?.clone(), service: p.get("service").cloned() })
+            Some(Challenge::Bearer {
+                realm: p.get("realm")?.clone(),
+                service: p.get("service").cloned(),
+            })
         }
         _ => None,
     }
@@ -944,12 +1233,24 @@ async fn error_detail(resp: reqwest::Response) -> String {
         return e
             .errors
             .iter()
-            .map(|i| format!("{} {}", i.code.as_deref().unwrap_or(""), i.message.as_deref().unwrap_or("")).trim().to_string())
+            .map(|i| {
+                format!(
+                    "{} {}",
+                    i.code.as_deref().unwrap_or(""),
+                    i.message.as_deref().unwrap_or("")
+                )
+                .trim()
+                .to_string()
+            })
             .collect::<Vec<_>>()
             .join("; ");
     }
     let text = text.trim();
-    if text.is_empty() { status.to_string() } else { text.chars().take(300).collect() }
+    if text.is_empty() {
+        status.to_string()
+    } else {
+        text.chars().take(300).collect()
+    }
 }
 
 fn save_state(file: &Path, state: &UploadState) {
@@ -988,20 +1289,37 @@ mod tests {
         );
         assert_eq!(
             parse_challenge(&h),
-            Some(Challenge::Bearer { realm: "https://auth.example/token".into(), service: Some("registry.example".into()) })
+            Some(Challenge::Bearer {
+                realm: "https://auth.example/token".into(),
+                service: Some("registry.example".into())
+            })
         );
-        assert_eq!(challenge_scope(&h).as_deref(), Some("repository:a/b:pull,push"));
-        h.insert(WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="basic-realm""#));
+        assert_eq!(
+            challenge_scope(&h).as_deref(),
+            Some("repository:a/b:pull,push")
+        );
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(r#"Basic realm="basic-realm""#),
+        );
         assert_eq!(parse_challenge(&h), Some(Challenge::Basic));
     }
 
     #[test]
     fn parses_link_and_range() {
         let mut h = HeaderMap::new();
-        h.insert("Link", HeaderValue::from_static(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#));
+        h.insert(
+            "Link",
+            HeaderValue::from_static(r#"</v2/a/tags/list?last=x&n=2>; rel="next""#),
+        );
         assert_eq!(next_link(&h).as_deref(), Some("/v2/a/tags/list?last=x&n=2"));
         h.insert("Range", HeaderValue::from_static("0-1048575"));
         assert_eq!(range_end(&h), Some(1048576));
-        assert_eq!(with_digest("http://h/u?_state=x", &Digest::of_bytes(b"")).matches('?').count(), 1);
+        assert_eq!(
+            with_digest("http://h/u?_state=x", &Digest::of_bytes(b""))
+                .matches('?')
+                .count(),
+            1
+        );
     }
 }

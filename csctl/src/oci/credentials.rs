@@ -15,7 +15,10 @@ use serde::Deserialize;
 pub enum Credential {
     Anonymous,
     /// Username and password: sent as Basic auth, or traded for a Bearer token.
-    Basic { username: String, password: String },
+    Basic {
+        username: String,
+        password: String,
+    },
     /// A ready-made Bearer token, sent as is (upstream's `OCI_ACCESS_TOKEN`, after base64).
     Bearer(String),
     /// A docker identity (refresh) token, traded for a Bearer token with the OAuth2 refresh-token grant.
@@ -57,7 +60,11 @@ pub enum CredentialError {
     #[error("docker config {path}: the `auth` entry for {host} is not base64 of `user:password`")]
     BadAuthField { path: PathBuf, host: String },
     #[error("credential helper docker-credential-{helper} failed for {host}: {detail}")]
-    Helper { helper: String, host: String, detail: String },
+    Helper {
+        helper: String,
+        host: String,
+        detail: String,
+    },
     #[error("{0}")]
     Incomplete(String),
 }
@@ -98,7 +105,10 @@ impl CredentialInputs {
         match (&self.flag_username, &self.flag_password) {
             (Some(u), Some(p)) => {
                 return Ok(ResolvedCredential {
-                    credential: Credential::Basic { username: u.clone(), password: p.clone() },
+                    credential: Credential::Basic {
+                        username: u.clone(),
+                        password: p.clone(),
+                    },
                     source: "--username/--password-stdin".into(),
                 });
             }
@@ -108,16 +118,24 @@ impl CredentialInputs {
                 ));
             }
             (None, Some(_)) => {
-                return Err(CredentialError::Incomplete("--password-stdin needs --username".into()));
+                return Err(CredentialError::Incomplete(
+                    "--password-stdin needs --username".into(),
+                ));
             }
             (None, None) => {}
         }
         // Upstream uses OCI_REGISTRY only as the host the OCI_* credentials belong to.
-        let env_applies = self.oci_registry.as_deref().is_none_or(|r| same_host(r, registry));
+        let env_applies = self
+            .oci_registry
+            .as_deref()
+            .is_none_or(|r| same_host(r, registry));
         if env_applies {
             if let (Some(u), Some(p)) = (&self.oci_username, &self.oci_password) {
                 return Ok(ResolvedCredential {
-                    credential: Credential::Basic { username: u.clone(), password: p.clone() },
+                    credential: Credential::Basic {
+                        username: u.clone(),
+                        password: p.clone(),
+                    },
                     source: "OCI_USERNAME/OCI_PASSWORD".into(),
                 });
             }
@@ -135,12 +153,18 @@ impl CredentialInputs {
         {
             return Ok(found);
         }
-        Ok(ResolvedCredential { credential: Credential::Anonymous, source: "anonymous".into() })
+        Ok(ResolvedCredential {
+            credential: Credential::Anonymous,
+            source: "anonymous".into(),
+        })
     }
 }
 
 fn same_host(configured: &str, registry: &str) -> bool {
-    let c = configured.trim_start_matches("https://").trim_start_matches("http://").trim_end_matches('/');
+    let c = configured
+        .trim_start_matches("https://")
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
     c == registry
 }
 
@@ -168,25 +192,47 @@ struct AuthEntry {
 }
 
 /// Docker's precedence: a per-registry `credHelpers` entry, then `credsStore`, then inline `auths`.
-fn docker_config_lookup(path: &PathBuf, registry: &str) -> Result<Option<ResolvedCredential>, CredentialError> {
+fn docker_config_lookup(
+    path: &PathBuf,
+    registry: &str,
+) -> Result<Option<ResolvedCredential>, CredentialError> {
     let text = match std::fs::read(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(CredentialError::ConfigRead { path: path.clone(), source }),
+        Err(source) => {
+            return Err(CredentialError::ConfigRead {
+                path: path.clone(),
+                source,
+            });
+        }
     };
     let config: DockerConfig =
-        serde_json::from_slice(&text).map_err(|source| CredentialError::ConfigParse { path: path.clone(), source })?;
+        serde_json::from_slice(&text).map_err(|source| CredentialError::ConfigParse {
+            path: path.clone(),
+            source,
+        })?;
     let source = |what: &str| format!("{what} in {}", path.display());
     if let Some(helper) = config.cred_helpers.get(registry) {
-        return Ok(run_helper(helper, registry)?
-            .map(|credential| ResolvedCredential { credential, source: source(&format!("credHelpers[{registry}]")) }));
+        return Ok(
+            run_helper(helper, registry)?.map(|credential| ResolvedCredential {
+                credential,
+                source: source(&format!("credHelpers[{registry}]")),
+            }),
+        );
     }
     if let Some(helper) = &config.creds_store
         && let Some(credential) = run_helper(helper, registry)?
     {
-        return Ok(Some(ResolvedCredential { credential, source: source("credsStore") }));
+        return Ok(Some(ResolvedCredential {
+            credential,
+            source: source("credsStore"),
+        }));
     }
-    let entry = config.auths.iter().find(|(key, _)| auth_key_matches(key, registry)).map(|(_, e)| e);
+    let entry = config
+        .auths
+        .iter()
+        .find(|(key, _)| auth_key_matches(key, registry))
+        .map(|(_, e)| e);
     let Some(entry) = entry else { return Ok(None) };
     if let Some(token) = &entry.identitytoken
         && !token.is_empty()
@@ -197,18 +243,27 @@ fn docker_config_lookup(path: &PathBuf, registry: &str) -> Result<Option<Resolve
         }));
     }
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
-        let bad = || CredentialError::BadAuthField { path: path.clone(), host: registry.to_string() };
+        let bad = || CredentialError::BadAuthField {
+            path: path.clone(),
+            host: registry.to_string(),
+        };
         let decoded = B64.decode(auth.trim()).map_err(|_| bad())?;
         let decoded = String::from_utf8(decoded).map_err(|_| bad())?;
         let (u, p) = decoded.split_once(':').ok_or_else(bad)?;
         return Ok(Some(ResolvedCredential {
-            credential: Credential::Basic { username: u.to_string(), password: p.to_string() },
+            credential: Credential::Basic {
+                username: u.to_string(),
+                password: p.to_string(),
+            },
             source: source(&format!("auths[{registry}]")),
         }));
     }
     if let (Some(u), Some(p)) = (&entry.username, &entry.password) {
         return Ok(Some(ResolvedCredential {
-            credential: Credential::Basic { username: u.clone(), password: p.clone() },
+            credential: Credential::Basic {
+                username: u.clone(),
+                password: p.clone(),
+            },
             source: source(&format!("auths[{registry}]")),
         }));
     }
@@ -217,7 +272,9 @@ fn docker_config_lookup(path: &PathBuf, registry: &str) -> Result<Option<Resolve
 
 /// `auths` keys may be `host`, `https://host`, `http://host/v1/`, ...
 fn auth_key_matches(key: &str, registry: &str) -> bool {
-    let k = key.trim_start_matches("https://").trim_start_matches("http://");
+    let k = key
+        .trim_start_matches("https://")
+        .trim_start_matches("http://");
     let k = k.split('/').next().unwrap_or(k);
     k == registry || (registry == "docker.io" && k == "index.docker.io")
 }
@@ -228,18 +285,35 @@ fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>, Creden
     run_helper_program(&format!("docker-credential-{helper}"), registry)
 }
 
-fn run_helper_program(program: &str, registry: &str) -> Result<Option<Credential>, CredentialError> {
-    let helper = program.rsplit('/').next().unwrap_or(program).trim_start_matches("docker-credential-");
-    let err = |detail: String| CredentialError::Helper { helper: helper.into(), host: registry.into(), detail };
+fn run_helper_program(
+    program: &str,
+    registry: &str,
+) -> Result<Option<Credential>, CredentialError> {
+    let helper = program
+        .rsplit('/')
+        .next()
+        .unwrap_or(program)
+        .trim_start_matches("docker-credential-");
+    let err = |detail: String| CredentialError::Helper {
+        helper: helper.into(),
+        host: registry.into(),
+        detail,
+    };
     let mut child = Command::new(program)
         .arg("get")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| err(format!("cannot run it ({e}); install it or remove it from the docker config")))?;
+        .map_err(|e| {
+            err(format!(
+                "cannot run it ({e}); install it or remove it from the docker config"
+            ))
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(registry.as_bytes()).map_err(|e| err(e.to_string()))?;
+        stdin
+            .write_all(registry.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
     }
     let out = child.wait_with_output().map_err(|e| err(e.to_string()))?;
     if !out.status.success() {
@@ -248,7 +322,11 @@ fn run_helper_program(program: &str, registry: &str) -> Result<Option<Credential
         if msg.contains("credentials not found") {
             return Ok(None);
         }
-        return Err(err(format!("{} {}", out.status, String::from_utf8_lossy(&out.stderr).trim())));
+        return Err(err(format!(
+            "{} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
     }
     #[derive(Deserialize)]
     struct HelperOut {
@@ -257,11 +335,15 @@ fn run_helper_program(program: &str, registry: &str) -> Result<Option<Credential
         #[serde(rename = "Secret")]
         secret: String,
     }
-    let parsed: HelperOut = serde_json::from_slice(&out.stdout).map_err(|e| err(format!("bad JSON answer: {e}")))?;
+    let parsed: HelperOut =
+        serde_json::from_slice(&out.stdout).map_err(|e| err(format!("bad JSON answer: {e}")))?;
     Ok(Some(if parsed.username == "<token>" {
         Credential::IdentityToken(parsed.secret)
     } else {
-        Credential::Basic { username: parsed.username, password: parsed.secret }
+        Credential::Basic {
+            username: parsed.username,
+            password: parsed.secret,
+        }
     }))
 }
 
@@ -272,30 +354,57 @@ mod tests {
     fn inputs(dir: &tempfile::TempDir, config: &str) -> CredentialInputs {
         let path = dir.path().join("config.json");
         std::fs::write(&path, config).unwrap();
-        CredentialInputs { docker_config: Some(path), ..Default::default() }
+        CredentialInputs {
+            docker_config: Some(path),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn order_is_flags_env_token_config_anonymous() {
         let dir = tempfile::tempdir().unwrap();
-        let cfg = format!(r#"{{"auths":{{"https://reg.example:5000":{{"auth":"{}"}}}}}}"#, B64.encode("cfg:pw"));
+        let cfg = format!(
+            r#"{{"auths":{{"https://reg.example:5000":{{"auth":"{}"}}}}}}"#,
+            B64.encode("cfg:pw")
+        );
         let mut i = inputs(&dir, &cfg);
-        let basic = |u: &str, p: &str| Credential::Basic { username: u.into(), password: p.into() };
-        assert_eq!(i.resolve("reg.example:5000").unwrap().credential, basic("cfg", "pw"));
-        assert_eq!(i.resolve("other.example").unwrap().credential, Credential::Anonymous);
+        let basic = |u: &str, p: &str| Credential::Basic {
+            username: u.into(),
+            password: p.into(),
+        };
+        assert_eq!(
+            i.resolve("reg.example:5000").unwrap().credential,
+            basic("cfg", "pw")
+        );
+        assert_eq!(
+            i.resolve("other.example").unwrap().credential,
+            Credential::Anonymous
+        );
         i.oci_access_token = Some("tok".into());
-        assert_eq!(i.resolve("reg.example:5000").unwrap().credential, Credential::Bearer(B64.encode("tok")));
+        assert_eq!(
+            i.resolve("reg.example:5000").unwrap().credential,
+            Credential::Bearer(B64.encode("tok"))
+        );
         i.oci_username = Some("env".into());
         i.oci_password = Some("envpw".into());
-        assert_eq!(i.resolve("reg.example:5000").unwrap().credential, basic("env", "envpw"));
+        assert_eq!(
+            i.resolve("reg.example:5000").unwrap().credential,
+            basic("env", "envpw")
+        );
         // OCI_REGISTRY scopes the OCI_* credentials to one host.
         i.oci_registry = Some("elsewhere.example".into());
-        assert_eq!(i.resolve("reg.example:5000").unwrap().credential, basic("cfg", "pw"));
+        assert_eq!(
+            i.resolve("reg.example:5000").unwrap().credential,
+            basic("cfg", "pw")
+        );
         i.flag_username = Some("flag".into());
         i.flag_password = Some("flagpw".into());
         let r = i.resolve("reg.example:5000").unwrap();
         assert_eq!(r.credential, basic("flag", "flagpw"));
-        assert!(!format!("{r:?}").contains("flagpw"), "Debug must not print secrets");
+        assert!(
+            !format!("{r:?}").contains("flagpw"),
+            "Debug must not print secrets"
+        );
     }
 
     #[test]
@@ -312,15 +421,27 @@ mod tests {
         .unwrap();
         std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
         let prog = helper.to_str().unwrap();
-        assert_eq!(run_helper_program(prog, "reg.example").unwrap(), Some(Credential::IdentityToken("refresh".into())));
+        assert_eq!(
+            run_helper_program(prog, "reg.example").unwrap(),
+            Some(Credential::IdentityToken("refresh".into()))
+        );
         assert_eq!(
             run_helper_program(prog, "basic.example").unwrap(),
-            Some(Credential::Basic { username: "u".into(), password: "s".into() })
+            Some(Credential::Basic {
+                username: "u".into(),
+                password: "s".into()
+            })
         );
         assert_eq!(run_helper_program(prog, "nope.example").unwrap(), None);
         // A configured helper that is not installed is an error that names it.
-        let i = inputs(&dir, r#"{"credsStore":"csctl-test-missing","auths":{"reg.example":{"username":"u","password":"p"}}}"#);
+        let i = inputs(
+            &dir,
+            r#"{"credsStore":"csctl-test-missing","auths":{"reg.example":{"username":"u","password":"p"}}}"#,
+        );
         let err = i.resolve("reg.example").unwrap_err().to_string();
-        assert!(err.contains("docker-credential-csctl-test-missing"), "{err}");
+        assert!(
+            err.contains("docker-credential-csctl-test-missing"),
+            "{err}"
+        );
     }
 }

@@ -53,8 +53,14 @@ impl Digest {
 impl FromStr for Digest {
     type Err = DigestError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let hex = s.strip_prefix("sha256:").ok_or_else(|| DigestError(s.to_string()))?;
-        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        let hex = s
+            .strip_prefix("sha256:")
+            .ok_or_else(|| DigestError(s.to_string()))?;
+        if hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Digest(s.to_string()))
         } else {
             Err(DigestError(s.to_string()))
@@ -95,14 +101,20 @@ impl Default for Hasher {
 
 impl Hasher {
     pub fn new() -> Self {
-        Hasher { inner: Sha256::new(), len: 0 }
+        Hasher {
+            inner: Sha256::new(),
+            len: 0,
+        }
     }
     pub fn update(&mut self, data: &[u8]) {
         self.inner.update(data);
         self.len += data.len() as u64;
     }
     pub fn finish(self) -> (Digest, u64) {
-        (Digest(format!("sha256:{}", hex::encode(self.inner.finalize()))), self.len)
+        (
+            Digest(format!("sha256:{}", hex::encode(self.inner.finalize()))),
+            self.len,
+        )
     }
 }
 
@@ -122,7 +134,15 @@ mod tests {
     fn rejects_other_algorithms_and_bad_hex() {
         assert!("sha512:abcd".parse::<Digest>().is_err());
         assert!("sha256:ABCDEF".parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "0".repeat(63)).parse::<Digest>().is_err());
-        assert!(format!("sha256:{}", "0".repeat(64)).parse::<Digest>().is_ok());
+        assert!(
+            format!("sha256:{}", "0".repeat(63))
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            format!("sha256:{}", "0".repeat(64))
+                .parse::<Digest>()
+                .is_ok()
+        );
     }
 }

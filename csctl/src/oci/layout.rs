@@ -19,7 +19,11 @@ const LAYOUT_CONTENT: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// Where `csctl publish` writes when no registry is given: `$CSCTL_OCI_LAYOUT`, else
 /// `$XDG_DATA_HOME/csctl/oci` (`~/.local/share/csctl/oci`).
 pub fn default_layout_dir() -> PathBuf {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     if let Some(d) = var("CSCTL_OCI_LAYOUT") {
         return d;
     }
@@ -50,10 +54,14 @@ impl Layout {
         if !marker.is_file() {
             return Err(OciError::Layout {
                 dir: dir.to_path_buf(),
-                detail: "not an OCI image layout (no oci-layout file); publish something there first".into(),
+                detail:
+                    "not an OCI image layout (no oci-layout file); publish something there first"
+                        .into(),
             });
         }
-        Ok(Layout { dir: dir.to_path_buf() })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
     }
 
     /// Opens a layout, creating an empty one if the directory does not hold one yet.
@@ -61,11 +69,16 @@ impl Layout {
         let marker = dir.join(LAYOUT_FILE);
         if !marker.is_file() {
             if dir.is_dir()
-                && std::fs::read_dir(dir).map_err(|e| OciError::io(dir, e))?.next().is_some()
+                && std::fs::read_dir(dir)
+                    .map_err(|e| OciError::io(dir, e))?
+                    .next()
+                    .is_some()
             {
                 return Err(OciError::Layout {
                     dir: dir.to_path_buf(),
-                    detail: "directory is not empty and not an OCI layout; refusing to write into it".into(),
+                    detail:
+                        "directory is not empty and not an OCI layout; refusing to write into it"
+                            .into(),
                 });
             }
             std::fs::create_dir_all(dir.join("blobs/sha256")).map_err(|e| OciError::io(dir, e))?;
@@ -73,7 +86,9 @@ impl Layout {
                 .map_err(|e| OciError::io(dir.join("index.json"), e))?;
             write_atomic(&marker, LAYOUT_CONTENT).map_err(|e| OciError::io(&marker, e))?;
         }
-        Ok(Layout { dir: dir.to_path_buf() })
+        Ok(Layout {
+            dir: dir.to_path_buf(),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -85,7 +100,9 @@ impl Layout {
     }
 
     pub fn has_blob(&self, digest: &Digest, size: u64) -> bool {
-        std::fs::metadata(self.blob_path(digest)).map(|m| m.len() == size).unwrap_or(false)
+        std::fs::metadata(self.blob_path(digest))
+            .map(|m| m.len() == size)
+            .unwrap_or(false)
     }
 
     /// Copies `src` into the blob store, verifying the digest while copying.
@@ -103,7 +120,8 @@ impl Layout {
                 break;
             }
             hasher.update(&buf[..n]);
-            tmp.write_all(&buf[..n]).map_err(|e| OciError::io(&dest, e))?;
+            tmp.write_all(&buf[..n])
+                .map_err(|e| OciError::io(&dest, e))?;
         }
         let (got, _) = hasher.finish();
         if &got != digest {
@@ -113,8 +131,11 @@ impl Layout {
                 actual: got.to_string(),
             });
         }
-        tmp.as_file().sync_all().map_err(|e| OciError::io(&dest, e))?;
-        tmp.persist(&dest).map_err(|e| OciError::io(&dest, e.error))?;
+        tmp.as_file()
+            .sync_all()
+            .map_err(|e| OciError::io(&dest, e))?;
+        tmp.persist(&dest)
+            .map_err(|e| OciError::io(&dest, e.error))?;
         Ok(())
     }
 
@@ -133,13 +154,20 @@ impl Layout {
         let data = match std::fs::read(&path) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(OciError::BlobNotFound { location: format!("oci:{}", self.dir.display()), digest: digest.clone() });
+                return Err(OciError::BlobNotFound {
+                    location: format!("oci:{}", self.dir.display()),
+                    digest: digest.clone(),
+                });
             }
             Err(e) => return Err(OciError::io(&path, e)),
         };
         let got = Digest::of_bytes(&data);
         if &got != digest {
-            return Err(OciError::DigestMismatch { what: path.display().to_string(), expected: digest.to_string(), actual: got.to_string() });
+            return Err(OciError::DigestMismatch {
+                what: path.display().to_string(),
+                expected: digest.to_string(),
+                actual: got.to_string(),
+            });
         }
         Ok(data)
     }
@@ -147,30 +175,52 @@ impl Layout {
     fn read_index(&self) -> Result<Index, OciError> {
         let path = self.dir.join("index.json");
         let text = std::fs::read(&path).map_err(|e| OciError::io(&path, e))?;
-        serde_json::from_slice(&text)
-            .map_err(|e| OciError::Layout { dir: self.dir.clone(), detail: format!("index.json is invalid: {e}") })
+        serde_json::from_slice(&text).map_err(|e| OciError::Layout {
+            dir: self.dir.clone(),
+            detail: format!("index.json is invalid: {e}"),
+        })
     }
 
     /// The manifest descriptor tagged `tag`.
     pub fn resolve(&self, tag: &str) -> Result<Option<Descriptor>, OciError> {
-        Ok(self.read_index()?.manifests.into_iter().find(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) == Some(tag)))
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .find(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) == Some(tag)))
     }
 
     /// Points `tag` at `manifest` (replacing an earlier entry with that tag); entries stay sorted by tag.
     pub fn set_tag(&self, tag: &str, mut manifest: Descriptor) -> Result<(), OciError> {
         let mut index = self.read_index()?;
-        index.manifests.retain(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) != Some(tag));
-        manifest.annotations.insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
+        index
+            .manifests
+            .retain(|d| d.annotations.get(REF_NAME_ANNOTATION).map(String::as_str) != Some(tag));
+        manifest
+            .annotations
+            .insert(REF_NAME_ANNOTATION.to_string(), tag.to_string());
         index.manifests.push(manifest);
-        index.manifests.sort_by(|a, b| a.annotations.get(REF_NAME_ANNOTATION).cmp(&b.annotations.get(REF_NAME_ANNOTATION)));
+        index.manifests.sort_by(|a, b| {
+            a.annotations
+                .get(REF_NAME_ANNOTATION)
+                .cmp(&b.annotations.get(REF_NAME_ANNOTATION))
+        });
         index.media_type = Some(INDEX_MEDIA_TYPE.to_string());
-        let text = serde_json::to_vec(&index).map_err(|e| OciError::Layout { dir: self.dir.clone(), detail: e.to_string() })?;
+        let text = serde_json::to_vec(&index).map_err(|e| OciError::Layout {
+            dir: self.dir.clone(),
+            detail: e.to_string(),
+        })?;
         let path = self.dir.join("index.json");
         write_atomic(&path, &text).map_err(|e| OciError::io(&path, e))
     }
 
     pub fn tags(&self) -> Result<Vec<String>, OciError> {
-        Ok(self.read_index()?.manifests.into_iter().filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).cloned()).collect())
+        Ok(self
+            .read_index()?
+            .manifests
+            .into_iter()
+            .filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).cloned())
+            .collect())
     }
 
     /// Tags and descriptors, for listing.
@@ -179,7 +229,12 @@ impl Layout {
             .read_index()?
             .manifests
             .into_iter()
-            .filter_map(|d| d.annotations.get(REF_NAME_ANNOTATION).cloned().map(|t| (t, d)))
+            .filter_map(|d| {
+                d.annotations
+                    .get(REF_NAME_ANNOTATION)
+                    .cloned()
+                    .map(|t| (t, d))
+            })
             .collect())
     }
 }

@@ -24,9 +24,15 @@ pub fn layer_media_type(file_name: &str) -> &'static str {
         "node-images.yaml" => "application/vnd.scs.node-image.config.layer.v1+yaml",
         // sic: upstream says +yaml for the JSON file
         "hashes.json" => "application/vnd.scs.hashes.layer.v1+yaml",
-        n if n.ends_with(".tgz") && n.contains("cluster-addon") => "application/vnd.scs.cluster-addon.layer.v1.tar+gzip",
-        n if n.ends_with(".tgz") && n.contains("cluster-class") => "application/vnd.scs.cluster-class.v1.tar+gzip",
-        n if n.ends_with(".tgz") && n.contains("node-image") => "application/vnd.scs.node-image.layer.v1.tar+gzip",
+        n if n.ends_with(".tgz") && n.contains("cluster-addon") => {
+            "application/vnd.scs.cluster-addon.layer.v1.tar+gzip"
+        }
+        n if n.ends_with(".tgz") && n.contains("cluster-class") => {
+            "application/vnd.scs.cluster-class.v1.tar+gzip"
+        }
+        n if n.ends_with(".tgz") && n.contains("node-image") => {
+            "application/vnd.scs.node-image.layer.v1.tar+gzip"
+        }
         _ => DEFAULT_LAYER_MEDIA_TYPE,
     }
 }
@@ -84,7 +90,9 @@ pub struct ImageManifest {
 pub enum ManifestError {
     #[error("the manifest is not valid JSON for an OCI image manifest: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("{0} is an image index (several manifests), not a cluster-stack release; pick one manifest by digest")]
+    #[error(
+        "{0} is an image index (several manifests), not a cluster-stack release; pick one manifest by digest"
+    )]
     Index(String),
     #[error("unsupported manifest media type {0:?}: expected {MANIFEST_MEDIA_TYPE}")]
     MediaType(String),
@@ -120,8 +128,15 @@ impl ImageManifest {
             manifests: Option<serde_json::Value>,
         }
         let probe: Probe = serde_json::from_slice(bytes)?;
-        let media_type = probe.media_type.as_deref().or(content_type).unwrap_or(MANIFEST_MEDIA_TYPE);
-        if probe.manifests.is_some() || media_type == INDEX_MEDIA_TYPE || media_type.contains("manifest.list") {
+        let media_type = probe
+            .media_type
+            .as_deref()
+            .or(content_type)
+            .unwrap_or(MANIFEST_MEDIA_TYPE);
+        if probe.manifests.is_some()
+            || media_type == INDEX_MEDIA_TYPE
+            || media_type.contains("manifest.list")
+        {
             return Err(ManifestError::Index(media_type.to_string()));
         }
         if media_type != MANIFEST_MEDIA_TYPE && media_type != DOCKER_MANIFEST_MEDIA_TYPE {
@@ -137,7 +152,10 @@ mod tests {
 
     #[test]
     fn media_types_follow_upstream() {
-        assert_eq!(layer_media_type("hashes.json"), "application/vnd.scs.hashes.layer.v1+yaml");
+        assert_eq!(
+            layer_media_type("hashes.json"),
+            "application/vnd.scs.hashes.layer.v1+yaml"
+        );
         assert_eq!(
             layer_media_type("docker-ferrol-1-27-cluster-class-v1.tgz"),
             "application/vnd.scs.cluster-class.v1.tar+gzip"
@@ -146,7 +164,10 @@ mod tests {
             layer_media_type("docker-ferrol-1-27-cluster-addon-v1.tgz"),
             "application/vnd.scs.cluster-addon.layer.v1.tar+gzip"
         );
-        assert_eq!(layer_media_type("cluster-addon-values.yaml"), DEFAULT_LAYER_MEDIA_TYPE);
+        assert_eq!(
+            layer_media_type("cluster-addon-values.yaml"),
+            DEFAULT_LAYER_MEDIA_TYPE
+        );
     }
 
     #[test]
@@ -159,9 +180,11 @@ mod tests {
             data: None,
             annotations: [(TITLE_ANNOTATION.to_string(), "metadata.yaml".to_string())].into(),
         };
-        let ann: BTreeMap<_, _> =
-            [("kubernetesVersion".to_string(), "v1.27.3".to_string()), ("hash".to_string(), "abcdefg".to_string())]
-                .into();
+        let ann: BTreeMap<_, _> = [
+            ("kubernetesVersion".to_string(), "v1.27.3".to_string()),
+            ("hash".to_string(), "abcdefg".to_string()),
+        ]
+        .into();
         let m = ImageManifest::release(vec![layer], ann);
         let text = String::from_utf8(m.to_bytes()).unwrap();
         let expected = concat!(
@@ -178,6 +201,9 @@ mod tests {
     #[test]
     fn refuses_indexes() {
         let idx = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}"#;
-        assert!(matches!(ImageManifest::parse(idx, None), Err(ManifestError::Index(_))));
+        assert!(matches!(
+            ImageManifest::parse(idx, None),
+            Err(ManifestError::Index(_))
+        ));
     }
 }

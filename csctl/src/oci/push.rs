@@ -11,7 +11,11 @@ use super::store::Store;
 pub enum PublishOutcome {
     /// The tag already points at this exact manifest: nothing was sent.
     Unchanged { digest: Digest },
-    Published { digest: Digest, replaced: Option<Digest>, report: BlobReport },
+    Published {
+        digest: Digest,
+        replaced: Option<Digest>,
+        report: BlobReport,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -28,12 +32,21 @@ pub enum PublishError {
     #[error(
         "tag {tag} in {store} already points to {existing}, not to this release ({ours}); a published release should not change. Build a new version, or pass --force to move the tag"
     )]
-    TagConflict { store: String, tag: String, existing: Digest, ours: Digest },
+    TagConflict {
+        store: String,
+        tag: String,
+        existing: Digest,
+        ours: Digest,
+    },
     #[error(transparent)]
     Oci(#[from] OciError),
 }
 
-pub async fn publish(store: &Store, artifact: &Artifact, force: bool) -> Result<PublishOutcome, PublishError> {
+pub async fn publish(
+    store: &Store,
+    artifact: &Artifact,
+    force: bool,
+) -> Result<PublishOutcome, PublishError> {
     let manifest = artifact.manifest().to_bytes();
     let ours = Digest::of_bytes(&manifest);
     let existing = store.resolve(&artifact.tag).await?;
@@ -53,7 +66,10 @@ pub async fn publish(store: &Store, artifact: &Artifact, force: bool) -> Result<
     let mut count = |r: BlobPush| match r {
         BlobPush::Existed => report.existed += 1,
         BlobPush::Mounted { .. } => report.mounted += 1,
-        BlobPush::Uploaded { bytes_sent, resumed_at } => {
+        BlobPush::Uploaded {
+            bytes_sent,
+            resumed_at,
+        } => {
             report.uploaded += 1;
             report.uploaded_bytes += bytes_sent;
             if resumed_at > 0 {
@@ -69,6 +85,12 @@ pub async fn publish(store: &Store, artifact: &Artifact, force: bool) -> Result<
         tracing::debug!(file = %f.name, digest = %f.digest, size = f.size, "pushing layer");
         count(store.push_blob(&f.path, &f.digest, f.size, &f.name).await?);
     }
-    let digest = store.push_manifest(&artifact.tag, &manifest, Some(ARTIFACT_TYPE)).await?;
-    Ok(PublishOutcome::Published { digest, replaced: existing, report })
+    let digest = store
+        .push_manifest(&artifact.tag, &manifest, Some(ARTIFACT_TYPE))
+        .await?;
+    Ok(PublishOutcome::Published {
+        digest,
+        replaced: existing,
+        report,
+    })
 }

@@ -29,9 +29,13 @@ pub enum ReferenceError {
         "invalid reference {0:?}: expected oci://HOST[:PORT]/REPOSITORY[:TAG] (a registry) or oci:DIR[:TAG] (a local OCI layout)"
     )]
     Syntax(String),
-    #[error("invalid repository name {repo:?} in {input:?}: use lowercase letters, digits and separators . _ - /")]
+    #[error(
+        "invalid repository name {repo:?} in {input:?}: use lowercase letters, digits and separators . _ - /"
+    )]
     Repository { input: String, repo: String },
-    #[error("invalid tag {tag:?} in {input:?}: up to 128 characters of letters, digits, _ . - (not starting with . or -)")]
+    #[error(
+        "invalid tag {tag:?} in {input:?}: up to 128 characters of letters, digits, _ . - (not starting with . or -)"
+    )]
     Tag { input: String, tag: String },
     #[error("invalid digest in {input:?}: {source}")]
     Digest {
@@ -46,15 +50,18 @@ impl Reference {
     pub fn parse(input: &str) -> Result<Self, ReferenceError> {
         let rest = input.strip_prefix("oci://").unwrap_or(input);
         let rest = rest.trim_end_matches('/');
-        let (registry, path) = rest.split_once('/').ok_or_else(|| ReferenceError::Syntax(input.to_string()))?;
+        let (registry, path) = rest
+            .split_once('/')
+            .ok_or_else(|| ReferenceError::Syntax(input.to_string()))?;
         if registry.is_empty() || path.is_empty() || registry.contains(['@', ' ']) {
             return Err(ReferenceError::Syntax(input.to_string()));
         }
         let (path, digest) = match path.split_once('@') {
             Some((p, d)) => {
-                let digest = d
-                    .parse()
-                    .map_err(|source| ReferenceError::Digest { input: input.to_string(), source })?;
+                let digest = d.parse().map_err(|source| ReferenceError::Digest {
+                    input: input.to_string(),
+                    source,
+                })?;
                 (p, Some(digest))
             }
             None => (path, None),
@@ -65,14 +72,25 @@ impl Reference {
             _ => (path, None),
         };
         if !valid_repository(repo) {
-            return Err(ReferenceError::Repository { input: input.to_string(), repo: repo.to_string() });
+            return Err(ReferenceError::Repository {
+                input: input.to_string(),
+                repo: repo.to_string(),
+            });
         }
         if let Some(t) = &tag
             && !valid_tag(t)
         {
-            return Err(ReferenceError::Tag { input: input.to_string(), tag: t.clone() });
+            return Err(ReferenceError::Tag {
+                input: input.to_string(),
+                tag: t.clone(),
+            });
         }
-        Ok(Reference { registry: registry.to_string(), repository: repo.to_string(), tag, digest })
+        Ok(Reference {
+            registry: registry.to_string(),
+            repository: repo.to_string(),
+            tag,
+            digest,
+        })
     }
 
     /// The host without the port, brackets removed.
@@ -83,17 +101,28 @@ impl Reference {
     /// Loopback registries are spoken to over plain HTTP unless told otherwise.
     pub fn is_loopback(&self) -> bool {
         let host = self.host();
-        host == "localhost" || host.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+        host == "localhost"
+            || host
+                .parse::<IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
     }
 
     /// The same repository with another tag.
     pub fn with_tag(&self, tag: &str) -> Self {
-        Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() }
+        Reference {
+            tag: Some(tag.to_string()),
+            digest: None,
+            ..self.clone()
+        }
     }
 
     /// The tag or digest to resolve, if any.
     pub fn reference(&self) -> Option<String> {
-        self.digest.as_ref().map(|d| d.to_string()).or_else(|| self.tag.clone())
+        self.digest
+            .as_ref()
+            .map(|d| d.to_string())
+            .or_else(|| self.tag.clone())
     }
 
     /// `oci://host/repo` without tag.
@@ -106,7 +135,10 @@ fn host_of(registry: &str) -> &str {
     if let Some(rest) = registry.strip_prefix('[') {
         return rest.split(']').next().unwrap_or(rest);
     }
-    registry.rsplit_once(':').map(|(h, _)| h).unwrap_or(registry)
+    registry
+        .rsplit_once(':')
+        .map(|(h, _)| h)
+        .unwrap_or(registry)
 }
 
 impl fmt::Display for Reference {
@@ -134,10 +166,14 @@ impl Location {
             }
             // A tag never contains '/', so `DIR:TAG` splits at the last ':' only if what follows is a tag.
             return Ok(match rest.rsplit_once(':') {
-                Some((dir, tag)) if !dir.is_empty() && valid_tag(tag) => {
-                    Location::Layout { dir: PathBuf::from(dir), tag: Some(tag.to_string()) }
-                }
-                _ => Location::Layout { dir: PathBuf::from(rest), tag: None },
+                Some((dir, tag)) if !dir.is_empty() && valid_tag(tag) => Location::Layout {
+                    dir: PathBuf::from(dir),
+                    tag: Some(tag.to_string()),
+                },
+                _ => Location::Layout {
+                    dir: PathBuf::from(rest),
+                    tag: None,
+                },
             });
         }
         Err(ReferenceError::Syntax(input.to_string()))
@@ -153,7 +189,10 @@ impl Location {
     pub fn with_tag(&self, tag: &str) -> Self {
         match self {
             Location::Registry(r) => Location::Registry(r.with_tag(tag)),
-            Location::Layout { dir, .. } => Location::Layout { dir: dir.clone(), tag: Some(tag.to_string()) },
+            Location::Layout { dir, .. } => Location::Layout {
+                dir: dir.clone(),
+                tag: Some(tag.to_string()),
+            },
         }
     }
 }
@@ -178,7 +217,8 @@ fn valid_repository(repo: &str) -> bool {
             !b.is_empty()
                 && alnum(b[0])
                 && alnum(b[b.len() - 1])
-                && b.iter().all(|&c| alnum(c) || matches!(c, b'.' | b'_' | b'-'))
+                && b.iter()
+                    .all(|&c| alnum(c) || matches!(c, b'.' | b'_' | b'-'))
                 && !component.contains("..")
                 && !component.contains("___")
         })
@@ -190,7 +230,8 @@ pub fn valid_tag(tag: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -199,7 +240,8 @@ mod tests {
 
     #[test]
     fn parses_registry_references() {
-        let r = Reference::parse("oci://127.0.0.1:5000/kaas/cluster-stacks:docker-ferrol-1-27-v1").unwrap();
+        let r = Reference::parse("oci://127.0.0.1:5000/kaas/cluster-stacks:docker-ferrol-1-27-v1")
+            .unwrap();
         assert_eq!(r.registry, "127.0.0.1:5000");
         assert_eq!(r.repository, "kaas/cluster-stacks");
         assert_eq!(r.tag.as_deref(), Some("docker-ferrol-1-27-v1"));
@@ -211,13 +253,23 @@ mod tests {
         let d = format!("sha256:{}", "a".repeat(64));
         let r = Reference::parse(&format!("oci://localhost/x@{d}")).unwrap();
         assert_eq!(r.digest.unwrap().as_str(), d);
-        assert!(Reference::parse("oci://[::1]:5000/a").unwrap().is_loopback());
+        assert!(
+            Reference::parse("oci://[::1]:5000/a")
+                .unwrap()
+                .is_loopback()
+        );
     }
 
     #[test]
     fn rejects_bad_references() {
-        for bad in ["oci://host", "oci://host/", "oci://host/UPPER", "oci://host/a:bad:tag:", "oci://host/a/../b", "oci://host/a:-x"]
-        {
+        for bad in [
+            "oci://host",
+            "oci://host/",
+            "oci://host/UPPER",
+            "oci://host/a:bad:tag:",
+            "oci://host/a/../b",
+            "oci://host/a:-x",
+        ] {
             assert!(Reference::parse(bad).is_err(), "{bad} should be rejected");
         }
     }
@@ -226,9 +278,18 @@ mod tests {
     fn parses_layout_locations() {
         assert_eq!(
             Location::parse("oci:/tmp/layout:tag-v1").unwrap(),
-            Location::Layout { dir: "/tmp/layout".into(), tag: Some("tag-v1".into()) }
+            Location::Layout {
+                dir: "/tmp/layout".into(),
+                tag: Some("tag-v1".into())
+            }
         );
-        assert_eq!(Location::parse("oci:dir").unwrap(), Location::Layout { dir: "dir".into(), tag: None });
+        assert_eq!(
+            Location::parse("oci:dir").unwrap(),
+            Location::Layout {
+                dir: "dir".into(),
+                tag: None
+            }
+        );
         assert!(Location::parse("http://x/y").is_err());
     }
 }

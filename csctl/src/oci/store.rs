@@ -7,8 +7,12 @@ use super::error::OciError;
 use super::layout::Layout;
 use super::manifest::{Descriptor, MANIFEST_MEDIA_TYPE};
 
+#[allow(clippy::large_enum_variant)] // one Store per command; boxing buys nothing
 pub enum Store {
-    Registry { client: RegistryClient, repository: String },
+    Registry {
+        client: RegistryClient,
+        repository: String,
+    },
     Layout(Layout),
 }
 
@@ -16,7 +20,9 @@ impl Store {
     /// `oci://host/repo` or `oci:DIR`, for messages.
     pub fn describe(&self) -> String {
         match self {
-            Store::Registry { client, repository } => format!("oci://{}/{repository}", client.registry()),
+            Store::Registry { client, repository } => {
+                format!("oci://{}/{repository}", client.registry())
+            }
             Store::Layout(l) => format!("oci:{}", l.dir().display()),
         }
     }
@@ -31,15 +37,18 @@ impl Store {
     /// Manifest bytes and digest for a tag or digest.
     pub async fn manifest(&self, reference: &str) -> Result<(Vec<u8>, Digest), OciError> {
         match self {
-            Store::Registry { client, repository } => {
-                client.fetch_manifest(repository, reference).await.map(|(b, d, _)| (b, d))
-            }
+            Store::Registry { client, repository } => client
+                .fetch_manifest(repository, reference)
+                .await
+                .map(|(b, d, _)| (b, d)),
             Store::Layout(l) => {
                 let digest = match reference.parse::<Digest>() {
                     Ok(d) => d,
                     Err(_) => {
                         l.resolve(reference)?
-                            .ok_or_else(|| OciError::ManifestNotFound { reference: format!("{}:{reference}", self.describe()) })?
+                            .ok_or_else(|| OciError::ManifestNotFound {
+                                reference: format!("{}:{reference}", self.describe()),
+                            })?
                             .digest
                     }
                 };
@@ -49,37 +58,62 @@ impl Store {
         }
     }
 
-    pub async fn push_blob(&self, path: &Path, digest: &Digest, size: u64, label: &str) -> Result<BlobPush, OciError> {
+    pub async fn push_blob(
+        &self,
+        path: &Path,
+        digest: &Digest,
+        size: u64,
+        label: &str,
+    ) -> Result<BlobPush, OciError> {
         match self {
-            Store::Registry { client, repository } => client.push_blob(repository, path, digest, size, label).await,
+            Store::Registry { client, repository } => {
+                client
+                    .push_blob(repository, path, digest, size, label)
+                    .await
+            }
             Store::Layout(l) => {
                 if l.has_blob(digest, size) {
                     return Ok(BlobPush::Existed);
                 }
                 l.put_blob_file(path, digest)?;
-                Ok(BlobPush::Uploaded { bytes_sent: size, resumed_at: 0 })
+                Ok(BlobPush::Uploaded {
+                    bytes_sent: size,
+                    resumed_at: 0,
+                })
             }
         }
     }
 
     pub async fn push_blob_bytes(&self, data: &[u8]) -> Result<BlobPush, OciError> {
         match self {
-            Store::Registry { client, repository } => client.push_blob_bytes(repository, data).await,
+            Store::Registry { client, repository } => {
+                client.push_blob_bytes(repository, data).await
+            }
             Store::Layout(l) => {
                 if l.has_blob(&Digest::of_bytes(data), data.len() as u64) {
                     return Ok(BlobPush::Existed);
                 }
                 l.put_blob_bytes(data)?;
-                Ok(BlobPush::Uploaded { bytes_sent: data.len() as u64, resumed_at: 0 })
+                Ok(BlobPush::Uploaded {
+                    bytes_sent: data.len() as u64,
+                    resumed_at: 0,
+                })
             }
         }
     }
 
     /// Stores the manifest and points `tag` at it.
-    pub async fn push_manifest(&self, tag: &str, bytes: &[u8], artifact_type: Option<&str>) -> Result<Digest, OciError> {
+    pub async fn push_manifest(
+        &self,
+        tag: &str,
+        bytes: &[u8],
+        artifact_type: Option<&str>,
+    ) -> Result<Digest, OciError> {
         match self {
             Store::Registry { client, repository } => {
-                client.push_manifest(repository, tag, bytes, MANIFEST_MEDIA_TYPE).await
+                client
+                    .push_manifest(repository, tag, bytes, MANIFEST_MEDIA_TYPE)
+                    .await
             }
             Store::Layout(l) => {
                 let digest = l.put_blob_bytes(bytes)?;
@@ -100,15 +134,26 @@ impl Store {
     }
 
     /// Writes a blob to `dest`, verified.
-    pub async fn fetch_blob(&self, digest: &Digest, size: u64, dest: &Path, label: &str) -> Result<(), OciError> {
+    pub async fn fetch_blob(
+        &self,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        label: &str,
+    ) -> Result<(), OciError> {
         match self {
-            Store::Registry { client, repository } => client.fetch_blob(repository, digest, size, dest, label).await,
+            Store::Registry { client, repository } => {
+                client
+                    .fetch_blob(repository, digest, size, dest, label)
+                    .await
+            }
             Store::Layout(l) => {
                 let src = l.blob_path(digest);
                 let (got, len) = Digest::of_file(&src).map_err(|e| match e.kind() {
-                    std::io::ErrorKind::NotFound => {
-                        OciError::BlobNotFound { location: self.describe(), digest: digest.clone() }
-                    }
+                    std::io::ErrorKind::NotFound => OciError::BlobNotFound {
+                        location: self.describe(),
+                        digest: digest.clone(),
+                    },
                     _ => OciError::io(&src, e),
                 })?;
                 if &got != digest || len != size {
@@ -126,7 +171,9 @@ impl Store {
 
     pub async fn fetch_blob_bytes(&self, digest: &Digest) -> Result<Vec<u8>, OciError> {
         match self {
-            Store::Registry { client, repository } => client.fetch_blob_bytes(repository, digest).await,
+            Store::Registry { client, repository } => {
+                client.fetch_blob_bytes(repository, digest).await
+            }
             Store::Layout(l) => l.read_blob(digest),
         }
     }
