@@ -875,3 +875,172 @@ fn diff_compares_a_published_release_with_a_directory() {
         out.stdout
     );
 }
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let dest = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_tree(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), &dest).unwrap();
+        }
+    }
+}
+
+#[test]
+fn create_stable_mode_reads_and_publishes_to_an_oci_remote() {
+    let reg = Registry::start();
+    let home = tempfile::tempdir().unwrap();
+    let seed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../providers/beowulf/hpc/1-33");
+    let stack = home.path().join("providers/beowulf/hpc/1-33");
+    copy_tree(&seed, &stack);
+    let repo = format!("oci://{}/kaas/stacks", reg.addr);
+    let create = |out: &str| {
+        let mut c = csctl(home.path());
+        c.args(["--format", "json", "create"]).arg(&stack).args([
+            "--mode",
+            "stable",
+            "--publish",
+            "--remote",
+            &repo,
+            "-o",
+            out,
+        ]);
+        run(c, None)
+    };
+    // First release: v1, published.
+    let first = json(&create("rel1"));
+    assert_eq!(
+        first["releases"][0]["release"], "beowulf-hpc-1-33-v1",
+        "{first}"
+    );
+    assert_eq!(first["published"][0]["status"], "published", "{first}");
+    // Nothing changed: stable mode sees v1 in the registry (not in the fresh output dir) and releases nothing.
+    let again = json(&create("rel2"));
+    assert_eq!(again["releases"][0]["status"], "no-change", "{again}");
+    assert!(again.get("published").is_none());
+    // A cluster-class-only change: v2 with the addon version kept, published next to v1.
+    let values = stack.join("cluster-class/templates/cluster-class.yaml");
+    let mut text = std::fs::read_to_string(&values).unwrap();
+    text.push_str("\n# changed by the test\n");
+    std::fs::write(&values, text).unwrap();
+    let third = json(&create("rel3"));
+    assert_eq!(
+        third["releases"][0]["release"], "beowulf-hpc-1-33-v2",
+        "{third}"
+    );
+    assert_eq!(
+        third["releases"][0]["versions"]["clusterAddon"], "v1",
+        "{third}"
+    );
+    assert_eq!(third["published"][0]["status"], "published");
+    let mut c = csctl(home.path());
+    c.args(["list", &repo]);
+    assert_eq!(
+        run(c, None).stdout.lines().collect::<Vec<_>>(),
+        ["beowulf-hpc-1-33-v1", "beowulf-hpc-1-33-v2"]
+    );
+}
+
+/// MOCK, because no peer here paginates tag lists (distribution 2.8 ignores `n`; distribution 3 and zot are
+/// not packaged for Debian 12): a tiny HTTP stub serving `/v2/` and a tag list in pages of two, linked with
+/// `Link: <…>; rel="next"` headers the way the distribution spec describes.
+#[test]
+fn list_follows_link_pagination() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let tags = [
+        "beowulf-hpc-1-33-v3",
+        "beowulf-hpc-1-33-v1",
+        "latest",
+        "beowulf-hpc-1-33-v2",
+        "beowulf-hpc-1-33-v10",
+    ];
+    let served = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let log = served.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { continue };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut w = conn;
+            loop {
+                let mut first = String::new();
+                if reader.read_line(&mut first).unwrap_or(0) == 0 {
+                    break;
+                }
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                }
+                let path = first.split(' ').nth(1).unwrap_or("").to_string();
+                log.lock().unwrap().push(path.clone());
+                let (body, link) = if path == "/v2/" {
+                    ("{}".to_string(), None)
+                } else {
+                    let last = path
+                        .split("last=")
+                        .nth(1)
+                        .map(|l| l.split('&').next().unwrap().to_string());
+                    let start = last
+                        .map(|l| tags.iter().position(|t| *t == l).unwrap() + 1)
+                        .unwrap_or(0);
+                    let page: Vec<&str> = tags.iter().skip(start).take(2).copied().collect();
+                    let next = (start + 2 < tags.len()).then(|| {
+                        format!(
+                            "</v2/kaas/cs/tags/list?n=2&last={}>; rel=\"next\"",
+                            page[page.len() - 1]
+                        )
+                    });
+                    (
+                        serde_json::json!({"name": "kaas/cs", "tags": page}).to_string(),
+                        next,
+                    )
+                };
+                let mut resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+                    body.len()
+                );
+                if let Some(l) = link {
+                    resp.push_str(&format!("Link: {l}\r\n"));
+                }
+                resp.push_str("\r\n");
+                resp.push_str(&body);
+                if w.write_all(resp.as_bytes()).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let home = tempfile::tempdir().unwrap();
+    let mut c = csctl(home.path());
+    c.args(["list", &format!("oci://{addr}/kaas/cs"), "--page-size", "2"]);
+    let out = run(c, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert_eq!(
+        out.stdout.lines().collect::<Vec<_>>(),
+        [
+            "beowulf-hpc-1-33-v1",
+            "beowulf-hpc-1-33-v2",
+            "beowulf-hpc-1-33-v3",
+            "beowulf-hpc-1-33-v10"
+        ]
+    );
+    assert!(
+        out.stderr.contains("1 of 5 tag(s) are not release names"),
+        "{}",
+        out.stderr
+    );
+    let pages = served
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.contains("/tags/list"))
+        .count();
+    assert_eq!(pages, 3);
+}

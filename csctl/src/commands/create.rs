@@ -11,6 +11,8 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 use metadata_schema::{CSCTL_CONFIG_FILES, Problem, Version};
 
+use super::publish;
+use super::remote::{self, RegistryArgs};
 use crate::build::{self, Built, StableDecision};
 use crate::error::{InvalidInput, UsageError};
 use crate::hash::sha256_hex;
@@ -58,14 +60,19 @@ pub struct CreateArgs {
     #[arg(long, value_name = "VERSION")]
     pub node_image_version: Option<String>,
 
-    /// Stable mode: where the previous releases are: a directory of release directories. Default: the
-    /// output directory.
-    #[arg(long, value_name = "DIR")]
+    /// Stable mode: where the previous releases are: a directory of release directories, or an OCI
+    /// repository (oci://HOST[:PORT]/REPOSITORY, or oci:DIR for a local layout). Default: the output
+    /// directory. With --publish, an OCI remote is also where the releases go.
+    #[arg(long, value_name = "DIR|oci://…")]
     pub remote: Option<String>,
 
-    /// Push the release to an OCI registry after building.
+    /// Publish the releases after building (like `csctl publish`): to --remote if it is an OCI repository,
+    /// else to $OCI_REPOSITORY, else to the local OCI layout.
     #[arg(long)]
     pub publish: bool,
+
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 /// Expands the command-line stack arguments (a parent directory stands for its stack subdirectories).
@@ -139,13 +146,11 @@ enum Outcome {
 }
 
 pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
-    if args.publish {
-        return Err(UsageError(
-            "--publish is not yet available in this build of csctl; build without it and push the release directory"
-                .into(),
-        )
-        .into());
-    }
+    let publish_target = match (&args.publish, &args.remote) {
+        (false, _) => None,
+        (true, Some(r)) if r.starts_with("oci:") => Some(remote::parse_location(r)?),
+        (true, _) => Some(remote::default_location()?),
+    };
     if args.mode != Mode::Custom
         && (args.cluster_stack_version.is_some()
             || args.cluster_addon_version.is_some()
@@ -189,13 +194,19 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     }
 
     // 2. Previous releases (stable mode).
+    // An OCI remote is materialised as a temporary directory holding the latest stable release of each
+    // stack (metadata.yaml and hashes.json only), so stable mode reads it like a directory remote.
+    let mut oci_previous: Option<tempfile::TempDir> = None;
     let previous: Vec<ReleaseDir> = if args.mode == Mode::Stable {
         let remote = match &args.remote {
-            Some(r) if r.starts_with("oci://") => {
-                return Err(UsageError(format!(
-                    "--remote {r}: OCI remotes are not yet available in this build; give a directory of releases"
-                ))
-                .into());
+            Some(r) if r.starts_with("oci:") => {
+                let location = remote::parse_location(r)?;
+                ctx.progress(format!("looking up the latest releases in {location}"));
+                let tmp = remote::latest_releases(&location, &args.registry)
+                    .with_context(|| format!("reading previous releases in {location}"))?;
+                let p = tmp.path().to_path_buf();
+                oci_previous = Some(tmp);
+                p
             }
             Some(r) => {
                 let p = PathBuf::from(r);
@@ -353,7 +364,23 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
             "next: `csctl validate <stack-dir>` checks a stack offline; push a release directory to an OCI registry to publish it\n",
         );
     }
-    ctx.emit(text, &serde_json::json!({ "releases": report }));
+    drop(oci_previous);
+    let mut json = serde_json::json!({ "releases": report });
+    if let Some(target) = &publish_target {
+        let dirs: Vec<PathBuf> = report
+            .iter()
+            .filter(|r| r["status"] != "no-change")
+            .filter_map(|r| r["path"].as_str().map(PathBuf::from))
+            .collect();
+        if !dirs.is_empty() {
+            let (published_text, published) = remote::runtime()?.block_on(
+                publish::publish_dirs(ctx, &dirs, target, &args.registry, false),
+            )?;
+            text.push_str(&published_text);
+            json["published"] = published;
+        }
+    }
+    ctx.emit(text, &json);
     Ok(())
 }
 

@@ -51,23 +51,26 @@ pub fn run(ctx: &Ctx, args: &PublishArgs) -> anyhow::Result<()> {
             target.tag().unwrap_or_default()
         );
     }
-    runtime()?.block_on(publish_dirs(
+    let (text, json) = runtime()?.block_on(publish_dirs(
         ctx,
         &args.releases,
         &target,
         &args.registry,
         args.force,
-    ))
+    ))?;
+    ctx.emit(text, &serde_json::json!({ "published": json }));
+    Ok(())
 }
 
-/// Publishes release directories to `target`; also used by `csctl create --publish`.
+/// Publishes release directories to `target`; also used by `csctl create --publish`. Returns the text
+/// report and the JSON array of results.
 pub async fn publish_dirs(
     ctx: &Ctx,
     dirs: &[PathBuf],
     target: &Location,
     registry: &RegistryArgs,
     force: bool,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(String, serde_json::Value)> {
     // Read and hash every release before talking to the target: a bad directory fails before any upload.
     let mut artifacts = Vec::new();
     for dir in dirs {
@@ -121,8 +124,7 @@ pub async fn publish_dirs(
             }
         }
     }
-    ctx.emit(text, &serde_json::json!({ "published": results }));
-    Ok(())
+    Ok((text, serde_json::Value::Array(results)))
 }
 
 fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {

@@ -176,6 +176,68 @@ impl RegistryArgs {
     }
 }
 
+/// The latest stable release of every stack in `location`, as release directories holding `metadata.yaml`
+/// and `hashes.json` (what stable mode compares), in a temporary directory. A repository or layout that
+/// does not exist yet has no releases.
+pub fn latest_releases(
+    location: &Location,
+    registry: &RegistryArgs,
+) -> anyhow::Result<tempfile::TempDir> {
+    use std::collections::BTreeMap;
+
+    use crate::oci::pull::{release_manifest, titled_layers};
+    use crate::release::ReleaseName;
+
+    let tmp = tempfile::Builder::new()
+        .prefix("csctl-remote-")
+        .tempdir()
+        .context("cannot create a temporary directory")?;
+    if let Location::Layout { dir, .. } = location
+        && !dir.join("oci-layout").is_file()
+    {
+        return Ok(tmp);
+    }
+    runtime()?.block_on(async {
+        let store = registry.open(location, false, false).await?;
+        let tags = match store.tags().await {
+            Ok(t) => t,
+            Err(crate::oci::OciError::RepositoryNotFound { .. }) => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
+        let mut latest: BTreeMap<String, ReleaseName> = BTreeMap::new();
+        for tag in tags {
+            let Ok(name) = tag.parse::<ReleaseName>() else {
+                continue;
+            };
+            if !name.version.is_stable() {
+                continue;
+            }
+            let entry = latest
+                .entry(name.stack_prefix())
+                .or_insert_with(|| name.clone());
+            if name.version.major > entry.version.major {
+                *entry = name;
+            }
+        }
+        for name in latest.values() {
+            let tag = name.to_string();
+            let (manifest, _) = release_manifest(&store, &tag).await?;
+            let dir = tmp.path().join(&tag);
+            std::fs::create_dir_all(&dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            for (title, layer) in titled_layers(&manifest) {
+                if title == "metadata.yaml" || title == "hashes.json" {
+                    store
+                        .fetch_blob(&layer.digest, layer.size, &dir.join(title), title)
+                        .await?;
+                }
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    Ok(tmp)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
