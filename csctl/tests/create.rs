@@ -610,9 +610,30 @@ fn existing_different_release_is_not_overwritten() {
     assert_eq!(subdirs(&out), [rel]);
 }
 
+/// `--publish` without an OCI `--remote` and without `$OCI_REPOSITORY` goes to the local OCI layout
+/// (registry publishing is covered in `oci_registry.rs`).
 #[test]
-fn publish_is_not_available_yet() {
+fn publish_without_registry_goes_to_the_local_layout() {
     let tmp = tempfile::tempdir().unwrap();
     let stack = golden_stack(&tmp.path().join("stack"));
-    assert_rejected(&stack, &["--publish"], 2, "not yet available");
+    let layout = tmp.path().join("layout");
+    let out = tmp.path().join("out");
+    csctl()
+        .env_remove("OCI_REPOSITORY")
+        .env("CSCTL_OCI_LAYOUT", &layout)
+        .env("XDG_STATE_HOME", tmp.path().join("state"))
+        .args(["create", "--mode", "hash", "--publish", "-o"])
+        .arg(&out)
+        .arg(&stack)
+        .assert()
+        .success()
+        .stdout(contains("published oci:"));
+    let index = std::fs::read_to_string(layout.join("index.json")).unwrap();
+    let release = subdirs(&out).remove(0);
+    assert!(
+        index.contains(&format!(
+            "\"org.opencontainers.image.ref.name\":\"{release}\""
+        )),
+        "{index}"
+    );
 }
