@@ -203,7 +203,8 @@ mod tests {
             "{}",
             problems[0].message
         );
-        assert_eq!(problems[1].line, 6);
+        // A missing key is reported at the key of the mapping that lacks it (`components:`, line 5).
+        assert_eq!((problems[1].line, problems[1].column), (5, 3));
         assert!(
             problems[1].message.contains("nodeImage"),
             "{}",
