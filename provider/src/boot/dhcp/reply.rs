@@ -543,7 +543,7 @@ fn add_lease_options(m: &mut Message, lease: &Lease, with_time: bool) {
     }
 }
 
-/// siaddr, sname/file and options 60/66/67 as PXE ROMs (which read the fixed fields) and iPXE (options) expect.
+/// siaddr, sname/file and options 66/67 as PXE ROMs (which read the fixed fields) and iPXE (options) expect.
 fn add_boot_options(
     r: &Responder,
     dir: &dyn BootDirectory,
@@ -565,10 +565,12 @@ fn add_boot_options(
     let opts = m.opts_mut();
     opts.insert(DhcpOption::TFTPServerName(next.into_bytes()));
     opts.insert(DhcpOption::BootfileName(target.file.into_bytes()));
+    // No `PXEClient` (option 60) in an address-carrying reply: EDK2 classifies a DHCP offer with `PXEClient` but no
+    // option 43 as a BINL offer and then asks port 4011 for the boot file; a plain offer with a boot file is
+    // booted directly, by EDK2 and legacy PXE ROMs alike (as ISC dhcpd and dnsmasq's `dhcp-boot` do). Tested
+    // with OVMF in `edk2_pxe_chains_to_ipxe_through_our_dhcp_and_tftp`. Proxy replies add it (see `proxy`).
     if target.http {
         opts.insert(DhcpOption::ClassIdentifier(b"HTTPClient".to_vec()));
-    } else if kind.pxe {
-        opts.insert(DhcpOption::ClassIdentifier(b"PXEClient".to_vec()));
     }
     // PXE ROMs match the reply to their UUID (option 97) when they sent one.
     if let Some(opt @ DhcpOption::ClientMachineIdentifier(_)) =

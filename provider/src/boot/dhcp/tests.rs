@@ -164,10 +164,8 @@ fn bios_pxe_discover_gets_the_reservation_and_undionly() {
         bytes_opt(m, OptionCode::BootfileName).unwrap(),
         "undionly.kpxe"
     );
-    assert_eq!(
-        bytes_opt(m, OptionCode::ClassIdentifier).unwrap(),
-        "PXEClient"
-    );
+    // No PXEClient in an address-carrying offer: EDK2 would take it for a BINL offer (see reply.rs).
+    assert!(opt(m, OptionCode::ClassIdentifier).is_none());
     assert_eq!(r.destination, Destination::Broadcast);
     assert_eq!(r.phase, Some(Phase::DhcpOffer));
 }
@@ -963,5 +961,140 @@ async fn per_host_script_url_never_reaches_the_logs() {
     assert!(
         !text.contains(token),
         "the boot token leaked into the logs:\n{text}"
+    );
+}
+
+/// Real firmware against both UDP services: OVMF's own (EDK2) PXE client asks our DHCP, fetches `snponly.efi`
+/// from our TFTP, iPXE starts, asks our DHCP again (user class iPXE) and fetches its script over TFTP.
+#[test]
+fn edk2_pxe_chains_to_ipxe_through_our_dhcp_and_tftp() {
+    let ns = NetNs::create("edk2");
+    ns.ip(&["link", "set", "lo", "up"]);
+    ns.ip(&["tuntap", "add", "dev", "bwtap0", "mode", "tap"]);
+    ns.ip(&["addr", "add", "10.99.0.1/24", "dev", "bwtap0"]);
+    ns.ip(&["link", "set", "bwtap0", "up"]);
+
+    let tftp_root = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        "/usr/lib/ipxe/snponly.efi",
+        tftp_root.path().join("snponly.efi"),
+    )
+    .expect("Debian's ipxe package (bash .ci/install)");
+    std::fs::write(
+        tftp_root.path().join("boot.ipxe"),
+        "#!ipxe\necho BEOWULF-NET-OK ${net0/ip} ${filename}\n",
+    )
+    .unwrap();
+    let mut dir = TestDirectory::one_host();
+    dir.scripts.insert(MAC, "tftp://10.99.0.1/boot.ipxe".into());
+    let dir = Arc::new(dir);
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let ns_path = format!("/var/run/netns/{}", ns.name);
+    let (server_dir, root) = (dir.clone(), tftp_root.path().to_path_buf());
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let servers = std::thread::spawn(move || {
+        let f = std::fs::File::open(&ns_path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut d = DhcpConfig::new(SERVER);
+            d.interface = Some("bwtap0".into());
+            let dhcp = DhcpServer::bind(d, server_dir.clone()).unwrap();
+            let mut t = crate::boot::tftp::TftpConfig::new(root);
+            t.interface = Some("bwtap0".into());
+            let tftp = crate::boot::tftp::TftpServer::bind(t, server_dir).unwrap();
+            ready_tx.send((dhcp.metrics(), tftp.metrics())).unwrap();
+            let dhcp = tokio::spawn(dhcp.run(std::future::pending()));
+            let tftp = tokio::spawn(tftp.run(std::future::pending()));
+            let _ = stop_rx.await;
+            dhcp.abort();
+            tftp.abort();
+        });
+    });
+    let (dhcp_metrics, tftp_metrics) = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("servers did not start");
+
+    let serial = tftp_root.path().join("serial.log");
+    let mut qemu = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "timeout",
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+        ])
+        .args([
+            "-smp",
+            "1",
+            "-nographic",
+            "-no-reboot",
+            "-bios",
+            "/usr/share/ovmf/OVMF.fd",
+        ])
+        .args(["-netdev", "tap,id=n0,ifname=bwtap0,script=no,downscript=no"])
+        .args([
+            "-device",
+            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+        ])
+        .args([
+            "-boot", "n", "-monitor", "none", "-display", "none", "-serial",
+        ])
+        .arg(format!("file:{}", serial.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (bash .ci/install)");
+    let deadline = std::time::Instant::now() + Duration::from_secs(110);
+    let log = loop {
+        let log = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        if log.contains("BEOWULF-NET-OK") || std::time::Instant::now() > deadline {
+            break log;
+        }
+        if let Ok(Some(_)) = qemu.try_wait() {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    stop_tx.send(()).unwrap();
+    servers.join().unwrap();
+    let counters: Vec<_> = dhcp_metrics
+        .samples()
+        .into_iter()
+        .chain(tftp_metrics.samples())
+        .filter(|s| s.value > 0)
+        .map(|s| (s.name, s.label, s.value))
+        .collect();
+    assert!(
+        log.contains("BEOWULF-NET-OK 10.99.0.10 tftp://10.99.0.1/boot.ipxe"),
+        "iPXE did not run its script; counters {counters:?}\nserial:\n{log}"
+    );
+    // Firmware retransmits DISCOVERs at will: compare the sequence of distinct consecutive phases.
+    let mut phases: Vec<Phase> = dir.phases().into_iter().map(|(_, p)| p).collect();
+    phases.dedup();
+    // EDK2 probes the size of snponly.efi first and aborts that transfer (counted, not a phase).
+    assert_eq!(tftp_metrics.transfers_aborted.get(), 1, "{counters:?}");
+    assert_eq!(tftp_metrics.transfers_completed.get(), 2, "{counters:?}");
+    assert_eq!(
+        phases,
+        vec![
+            Phase::DhcpOffer,
+            Phase::DhcpAck,
+            Phase::Tftp,
+            Phase::DhcpOffer,
+            Phase::DhcpAck,
+            Phase::Tftp
+        ]
     );
 }
