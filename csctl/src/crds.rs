@@ -109,6 +109,21 @@ fn strict(mut s: Value) -> Value {
     s
 }
 
+/// The API server accepts `apiVersion`, `kind` and `metadata` on every object even when a CRD's schema
+/// does not list them (schemars-generated schemas, e.g. the Beowulf provider's, do not).
+fn with_object_root(mut s: Value) -> Value {
+    if let Value::Object(m) = &mut s
+        && let Some(Value::Object(props)) = m.get_mut("properties")
+    {
+        props
+            .entry("apiVersion")
+            .or_insert(json!({"type": "string"}));
+        props.entry("kind").or_insert(json!({"type": "string"}));
+        props.entry("metadata").or_insert(json!({"type": "object"}));
+    }
+    s
+}
+
 impl CrdSet {
     /// The vendored CAPI CRDs.
     pub fn builtin() -> Self {
@@ -224,7 +239,8 @@ impl CrdSet {
         match crd.versions.get(version) {
             Some(v) if v.served => {
                 match v.compiled.get_or_init(|| {
-                    Schema::new(strict(v.raw.clone())).map_err(|e| format!("{}: {e}", crd.source))
+                    Schema::new(strict(with_object_root(v.raw.clone())))
+                        .map_err(|e| format!("{}: {e}", crd.source))
                 }) {
                     Ok(s) => Lookup::Schema(s),
                     Err(e) => Lookup::BadSchema(e.clone()),

@@ -276,3 +276,41 @@ fn vendored_crds_are_byte_identical_to_upstream() {
         assert_eq!(vendored, upstream, "{name}");
     }
 }
+
+#[test]
+fn seed_stack_validates_against_the_beowulf_provider_crds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let crds = tmp.path().join("beowulf-crds.yaml");
+    std::fs::write(&crds, beowulf::api::crds::to_yaml().unwrap()).unwrap();
+    let seed = tmp.path().join("1-33");
+    copy_tree(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../providers/beowulf/hpc/1-33"),
+        &seed,
+    );
+    csctl()
+        .arg("validate")
+        .arg("--crd-dir")
+        .arg(&crds)
+        .arg(&seed)
+        .assert()
+        .success()
+        .stdout(contains("0 error(s), 0 warning(s)"));
+    // A typo in a provider template is now an error (the `spec:` line is not unique in the template, so the
+    // position is the rendered one).
+    edit(
+        &seed.join("cluster-class/templates/beowulf-machine-templates.yaml"),
+        "imageRef:",
+        "imageRefs:",
+    );
+    csctl()
+        .arg("validate")
+        .arg("--crd-dir")
+        .arg(&crds)
+        .arg(&seed)
+        .assert()
+        .code(3)
+        .stdout(
+            contains("beowulf-machine-templates.yaml (rendered):10:5: error: BeowulfMachineTemplate beowulf-hpc-1-33-v1-control-plane: spec.template.spec: Additional properties are not allowed ('imageRefs' was unexpected)")
+                .and(contains("\"imageRef\" is a required property")),
+        );
+}

@@ -359,10 +359,13 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if report.iter().any(|r| r["status"] != "no-change") {
-        text.push_str(
-            "next: `csctl validate <stack-dir>` checks a stack offline; push a release directory to an OCI registry to publish it\n",
-        );
+    if !args.publish {
+        for r in report.iter().filter(|r| r["status"] != "no-change") {
+            text.push_str(&format!(
+                "next: csctl publish {} --to oci://<registry>/<repository>   (or: csctl inspect / csctl diff)\n",
+                r["path"].as_str().unwrap_or_default()
+            ));
+        }
     }
     drop(oci_previous);
     let mut json = serde_json::json!({ "releases": report });
