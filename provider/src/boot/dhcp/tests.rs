@@ -964,6 +964,22 @@ async fn per_host_script_url_never_reaches_the_logs() {
     );
 }
 
+/// A QEMU started as `ip netns exec NS timeout … qemu-system-x86_64 …` (`ip netns exec` execs, so the child is
+/// `timeout`). Dropping it sends SIGTERM, which `timeout` passes on to QEMU; SIGKILL would orphan QEMU.
+struct Qemu(std::process::Child);
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+        let _ = self.0.wait();
+    }
+}
+
 /// Real firmware against both UDP services: OVMF's own (EDK2) PXE client asks our DHCP, fetches `snponly.efi`
 /// from our TFTP, iPXE starts, asks our DHCP again (user class iPXE) and fetches its script over TFTP.
 #[test]
@@ -1020,53 +1036,54 @@ fn edk2_pxe_chains_to_ipxe_through_our_dhcp_and_tftp() {
         .expect("servers did not start");
 
     let serial = tftp_root.path().join("serial.log");
-    let mut qemu = std::process::Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns.name,
-            "timeout",
-            "120",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-        ])
-        .args([
-            "-smp",
-            "1",
-            "-nographic",
-            "-no-reboot",
-            "-bios",
-            "/usr/share/ovmf/OVMF.fd",
-        ])
-        .args(["-netdev", "tap,id=n0,ifname=bwtap0,script=no,downscript=no"])
-        .args([
-            "-device",
-            "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
-        ])
-        .args([
-            "-boot", "n", "-monitor", "none", "-display", "none", "-serial",
-        ])
-        .arg(format!("file:{}", serial.display()))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("qemu-system-x86_64 (bash .ci/install)");
+    let mut qemu = Qemu(
+        std::process::Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &ns.name,
+                "timeout",
+                "120",
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-m",
+                "512",
+            ])
+            .args([
+                "-smp",
+                "1",
+                "-nographic",
+                "-no-reboot",
+                "-bios",
+                "/usr/share/ovmf/OVMF.fd",
+            ])
+            .args(["-netdev", "tap,id=n0,ifname=bwtap0,script=no,downscript=no"])
+            .args([
+                "-device",
+                "virtio-net-pci,netdev=n0,mac=52:54:00:12:34:56,romfile=",
+            ])
+            .args([
+                "-boot", "n", "-monitor", "none", "-display", "none", "-serial",
+            ])
+            .arg(format!("file:{}", serial.display()))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("qemu-system-x86_64 (bash .ci/install)"),
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(110);
     let log = loop {
         let log = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
         if log.contains("BEOWULF-NET-OK") || std::time::Instant::now() > deadline {
             break log;
         }
-        if let Ok(Some(_)) = qemu.try_wait() {
+        if let Ok(Some(_)) = qemu.0.try_wait() {
             break log;
         }
         std::thread::sleep(Duration::from_millis(200));
     };
-    let _ = qemu.kill();
-    let _ = qemu.wait();
+    drop(qemu);
     stop_tx.send(()).unwrap();
     servers.join().unwrap();
     let counters: Vec<_> = dhcp_metrics
