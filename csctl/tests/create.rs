@@ -637,3 +637,25 @@ fn publish_without_registry_goes_to_the_local_layout() {
         "{index}"
     );
 }
+
+#[test]
+fn stable_after_upstream_releases_without_hashes_bumps_everything() {
+    // The upstream fixture releases v1..v3 (old convention, no hashes.json) as the remote: the latest is v3
+    // (stack v3, addon v2, node image v2); without hashes every component counts as changed.
+    let fixtures = fixtures_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = tmp.path().join("docker-ferrol-1-27");
+    copy_tree(&fixtures.join("stacks/docker-ferrol-1-27"), &stack);
+    let out = tmp.path().join("out");
+    csctl()
+        .args(["create", "--remote"])
+        .arg(fixtures.join("releases"))
+        .arg("-o")
+        .arg(&out)
+        .arg(&stack)
+        .assert()
+        .success()
+        .stdout(contains("after docker-ferrol-1-27-v3"));
+    assert_eq!(subdirs(&out), ["docker-ferrol-1-27-v4"]);
+    assert_eq!(versions(&out, "docker-ferrol-1-27-v4"), v("v4", "v3", "v3"));
+}
