@@ -964,3 +964,40 @@ async fn secrets_never_reach_logs_or_debug() {
     assert!(!format!("{t:?}").contains(BMC_PASSWORD));
     let _ = Secret::default();
 }
+
+#[tokio::test]
+async fn ready_transitions_publish_events_without_secrets() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    let mut ctx = Context::new(e.client.clone(), e.bmc.clone(), e.boot.clone());
+    let c = e.clock.clone();
+    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+    ctx.recorder = Some(kube::runtime::events::Recorder::new(
+        e.client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "beowulf-manager".into(),
+            instance: Some("test".into()),
+        },
+    ));
+    let ctx = Arc::new(ctx);
+    e.register_hosts(1).await;
+    let run = |ctx: Arc<Context>| async {
+        let m = e.machines().get("m0").await.unwrap();
+        machine::reconcile(Arc::new(m), ctx).await.unwrap();
+    };
+    run(ctx.clone()).await;
+    run(ctx.clone()).await; // no transition: no new event
+    let token = e.boot.token("hpc/node-0").unwrap();
+    assert!(e.boot.callback("hpc/node-0", &token));
+    run(ctx.clone()).await;
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), NS);
+    let list = events.list(&Default::default()).await.unwrap().items;
+    let mut reasons: Vec<String> = list.iter().filter_map(|ev| ev.reason.clone()).collect();
+    reasons.sort();
+    assert_eq!(reasons, ["Provisioned", "Provisioning"], "{list:?}");
+    let text = serde_json::to_string(&list).unwrap();
+    assert!(!text.contains(BMC_PASSWORD) && !text.contains("joined-with-token"));
+    assert!(
+        list.iter()
+            .all(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("m0"))
+    );
+}

@@ -95,11 +95,19 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (kubeconfig or in-cluster service account)")?;
-    let ctx = Arc::new(Context::new(
+    let mut ctx = Context::new(
         client.clone(),
         Arc::new(BmcPower::default()),
         Arc::new(ProfileRegistry::default()),
+    );
+    ctx.recorder = Some(kube::runtime::events::Recorder::new(
+        client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "beowulf-manager".into(),
+            instance: std::env::var("POD_NAME").ok(),
+        },
     ));
+    let ctx = Arc::new(ctx);
 
     let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);

@@ -386,9 +386,31 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         );
     }
     write_status(&api, &name, old.as_ref(), &status).await?;
+    announce(ctx, bm, old.as_ref(), &status).await;
     Ok(outcome
         .requeue
         .map_or_else(Action::await_change, Action::requeue))
+}
+
+/// An event when the `Ready` reason changed (claims, boots, retries, failures, provisioned).
+async fn announce(
+    ctx: &Context,
+    bm: &BeowulfMachine,
+    old: Option<&BeowulfMachineStatus>,
+    new: &BeowulfMachineStatus,
+) {
+    let before = old
+        .and_then(|o| conditions::get(&o.conditions, READY))
+        .map(|c| c.reason.clone());
+    let Some(now) = conditions::get(&new.conditions, READY) else {
+        return;
+    };
+    if before.as_deref() == Some(now.reason.as_str()) {
+        return;
+    }
+    let warning =
+        now.status != "True" && !matches!(now.reason.as_str(), "Provisioning" | "RetryBackoff");
+    ctx.event(bm, warning, &now.reason, &now.message).await;
 }
 
 /// Deletion: power the host off, release it, and only then drop the finalizer.

@@ -39,6 +39,8 @@ pub struct Context {
     /// Unix seconds now; injectable so tests control time.
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
     pub metrics: Arc<Metrics>,
+    /// Publishes Kubernetes Events on condition transitions; `None` in tests that do not look at events.
+    pub recorder: Option<kube::runtime::events::Recorder>,
 }
 
 impl Context {
@@ -50,6 +52,36 @@ impl Context {
             engine: EngineConfig::default(),
             clock: Arc::new(|| jiff::Timestamp::now().as_second()),
             metrics: Arc::new(Metrics::default()),
+            recorder: None,
+        }
+    }
+
+    /// Publishes an event about `obj`. Failures are logged, never fatal: events are best effort. Notes must
+    /// not contain secrets (they are condition messages, which never do).
+    pub async fn event<K: Resource<DynamicType = ()>>(
+        &self,
+        obj: &K,
+        warning: bool,
+        reason: &str,
+        note: &str,
+    ) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        use kube::runtime::events::{Event, EventType};
+        let ev = Event {
+            type_: if warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: reason.to_string(),
+            note: (!note.is_empty()).then(|| note.chars().take(1024).collect()),
+            action: "Reconcile".to_string(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &obj.object_ref(&())).await {
+            tracing::warn!(error = %e, reason, "publishing event failed");
         }
     }
 
