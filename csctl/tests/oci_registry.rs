@@ -943,6 +943,19 @@ fn create_stable_mode_reads_and_publishes_to_an_oci_remote() {
         run(c, None).stdout.lines().collect::<Vec<_>>(),
         ["beowulf-hpc-1-33-v1", "beowulf-hpc-1-33-v2"]
     );
+    // `csctl publish <stack-dir>` is the same flow: the next change becomes v3 in the registry.
+    let mut text = std::fs::read_to_string(&values).unwrap();
+    text.push_str("# changed again\n");
+    std::fs::write(&values, text).unwrap();
+    let mut c = csctl(home.path());
+    c.args(["--format", "json", "publish"])
+        .arg(&stack)
+        .args(["--to", &repo]);
+    let fourth = json(&run(c, None));
+    assert_eq!(
+        fourth["published"][0]["tag"], "beowulf-hpc-1-33-v3",
+        "{fourth}"
+    );
 }
 
 /// MOCK, because no peer here paginates tag lists (distribution 2.8 ignores `n`; distribution 3 and zot are
@@ -1043,4 +1056,45 @@ fn list_follows_link_pagination() {
         .filter(|p| p.contains("/tags/list"))
         .count();
     assert_eq!(pages, 3);
+}
+
+#[test]
+fn tls_with_a_custom_ca() {
+    let reg = Registry::start_tls();
+    let home = tempfile::tempdir().unwrap();
+    let release = make_release(home.path(), PREFIX, "v1", "a: 1\n", 0);
+    let repo = format!("oci://{}/kaas/tls", reg.addr);
+    // HTTPS forced on loopback, certificate unknown: a clear TLS failure, nothing published.
+    let out = publish(
+        home.path(),
+        &release,
+        &repo,
+        &["--plain-http=false", "--retries", "0"],
+    );
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("cannot reach registry")
+            && out.stderr.to_lowercase().contains("certificate"),
+        "{}",
+        out.stderr
+    );
+    // With the CA: published over HTTPS (--ca-file implies HTTPS), and pulled back.
+    let ca = reg.ca_file();
+    let ca = ca.to_str().unwrap();
+    let first = json(&publish(home.path(), &release, &repo, &["--ca-file", ca]));
+    assert_eq!(first["published"][0]["status"], "published");
+    let mut c = csctl(home.path());
+    c.args([
+        "pull",
+        &format!("{repo}:{PREFIX}-v1"),
+        "-o",
+        "tls-out",
+        "--ca-file",
+        ca,
+    ]);
+    assert_eq!(run(c, None).code, 0);
+    assert_eq!(
+        read_dir_files(&home.path().join("tls-out")),
+        read_dir_files(&release)
+    );
 }

@@ -23,8 +23,10 @@ that points to something else is refused unless --force.
 
 Exit codes: 0 published or already there; 1 failure (unreachable, credentials, tag conflict, ...).")]
 pub struct PublishArgs {
-    /// Release directories (as written by `csctl create`, e.g. .release/beowulf-hpc-1-33-v1).
-    #[arg(required = true, value_name = "RELEASE_DIR")]
+    /// Release directories (as written by `csctl create`, e.g. .release/beowulf-hpc-1-33-v1), or stack
+    /// directories: those are first built into ./.release in stable mode against the releases already in
+    /// the target (same as `csctl create --mode stable --remote <target> --publish`).
+    #[arg(required = true, value_name = "RELEASE_DIR|STACK_DIR")]
     pub releases: Vec<PathBuf>,
 
     /// Target repository: oci://HOST[:PORT]/REPOSITORY (a registry) or oci:DIR (a local OCI image layout).
@@ -50,6 +52,23 @@ pub fn run(ctx: &Ctx, args: &PublishArgs) -> anyhow::Result<()> {
             "--to names a repository; the tag is always the release name, so drop `:{}`",
             target.tag().unwrap_or_default()
         );
+    }
+    let is_stack = |d: &PathBuf| d.join("csctl.yaml").is_file() || d.join("csmctl.yaml").is_file();
+    if args.releases.iter().all(is_stack) {
+        // Stack directories: build the next stable release against what the target already holds, then
+        // publish it — exactly `csctl create --mode stable --remote <target> --publish`.
+        let create = super::create::CreateArgs {
+            stacks: args.releases.clone(),
+            mode: super::create::Mode::Stable,
+            output: PathBuf::from("./.release"),
+            cluster_stack_version: None,
+            cluster_addon_version: None,
+            node_image_version: None,
+            remote: Some(target.to_string()),
+            publish: true,
+            registry: args.registry.clone(),
+        };
+        return super::create::run(ctx, &create);
     }
     let (text, json) = runtime()?.block_on(publish_dirs(
         ctx,
@@ -130,8 +149,7 @@ pub async fn publish_dirs(
 fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {
     if dir.join("csctl.yaml").is_file() || dir.join("csmctl.yaml").is_file() {
         anyhow::bail!(
-            "{} is a stack directory; build a release first (`csctl create {} --publish --remote oci://…` builds and publishes in one go), then publish the release directory",
-            dir.display(),
+            "{} is a stack directory: give only stack directories (built into ./.release in stable mode, then published) or only release directories",
             dir.display()
         );
     }

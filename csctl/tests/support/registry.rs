@@ -19,6 +19,19 @@ impl Registry {
 
     /// With `Some((user, password))` the registry requires Basic auth (bcrypt htpasswd).
     pub fn start_with(auth: Option<(&str, &str)>) -> Self {
+        Self::start_full(auth, false)
+    }
+
+    /// HTTPS with a certificate for 127.0.0.1 from a fresh test CA (`ca_file()`).
+    pub fn start_tls() -> Self {
+        Self::start_full(None, true)
+    }
+
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    fn start_full(auth: Option<(&str, &str)>, tls: bool) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut config = format!(
             "version: 0.1\nlog:\n  level: info\n  accesslog:\n    disabled: false\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:0\n",
@@ -34,6 +47,93 @@ impl Registry {
             config.push_str(&format!(
                 "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
                 dir.path().join("htpasswd").display()
+            ));
+        }
+        if tls {
+            // A CA and a leaf for 127.0.0.1 signed by it (webpki refuses a CA certificate as the server's).
+            let d = dir.path();
+            std::fs::write(
+                d.join("leaf.ext"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+            )
+            .unwrap();
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            let steps: Vec<Vec<String>> = vec![
+                [
+                    &["req", "-x509"][..],
+                    &ec[..],
+                    &[
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=csctl test CA",
+                        "-keyout",
+                        "ca.key",
+                        "-out",
+                        "ca.crt",
+                    ][..],
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                [
+                    &["req"][..],
+                    &ec[..],
+                    &[
+                        "-subj",
+                        "/CN=127.0.0.1",
+                        "-keyout",
+                        "tls.key",
+                        "-out",
+                        "leaf.csr",
+                    ][..],
+                ]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+                [
+                    "x509",
+                    "-req",
+                    "-in",
+                    "leaf.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "leaf.ext",
+                    "-out",
+                    "tls.crt",
+                ]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ];
+            for args in steps {
+                let st = Command::new("openssl")
+                    .args(&args)
+                    .current_dir(d)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .expect("openssl");
+                assert!(st.success(), "openssl {args:?}");
+            }
+            config.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("tls.crt").display(),
+                dir.path().join("tls.key").display()
             ));
         }
         let config_path = dir.path().join("config.yml");

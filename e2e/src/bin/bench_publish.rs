@@ -1,7 +1,9 @@
-//! Benchmarks against named peers; each workload prints its numbers and the ratio to the peer.
-//! Not part of `cargo test`. Run: `cargo build --release -p csctl && cargo run --release -p e2e --bin bench -- publish`.
+//! Benchmark `publish` (not part of `cargo test`): prints its numbers and the ratio to the peer.
+//! Run: `cargo build --release -p csctl && cargo run --release -p e2e --bin bench_publish`.
+//! (A separate binary so it does not collide with the `bench` dispatcher other workloads are growing; it can
+//! become `bench publish` once that lands.)
 //!
-//! `publish`: the seed stack (`providers/beowulf/hpc/1-33`, built with `csctl create --mode hash`) plus a
+//! The seed stack (`providers/beowulf/hpc/1-33`, built with `csctl create --mode hash`) plus a
 //! 1 GiB node-image-sized blob, pushed to a fresh local distribution registry (Debian `docker-registry`) by
 //! csctl and by oras-py (the same files and media types), in the same run; then both republish unchanged.
 use std::io::Write;
@@ -10,29 +12,22 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
 #[derive(Parser)]
-#[command(about = "Beowulf/csctl benchmarks against real peers (prints ratios)")]
+#[command(
+    about = "csctl publish vs oras-py push: seed stack + a large blob to a local docker-registry (prints ratios)"
+)]
 struct Cli {
-    #[command(subcommand)]
-    workload: Workload,
-}
-
-#[derive(Subcommand)]
-enum Workload {
-    /// csctl publish vs oras-py push: seed stack + a large blob to a local docker-registry.
-    Publish {
-        /// Size of the extra blob in MiB.
-        #[arg(long, default_value_t = 1024)]
-        blob_mib: usize,
-        /// The csctl binary (default: next to this binary, i.e. the same target profile).
-        #[arg(long)]
-        csctl: Option<PathBuf>,
-        /// The Python with oras-py (default: $BEOWULF_PEERS_DIR/venv/bin/python).
-        #[arg(long)]
-        python: Option<PathBuf>,
-    },
+    /// Size of the extra blob in MiB.
+    #[arg(long, default_value_t = 1024)]
+    blob_mib: usize,
+    /// The csctl binary (default: next to this binary, i.e. the same target profile).
+    #[arg(long)]
+    csctl: Option<PathBuf>,
+    /// The Python with oras-py (default: $BEOWULF_PEERS_DIR/venv/bin/python).
+    #[arg(long)]
+    python: Option<PathBuf>,
 }
 
 struct Registry {
@@ -272,11 +267,6 @@ fn publish(blob_mib: usize, csctl: Option<PathBuf>, python: Option<PathBuf>) -> 
 }
 
 fn main() -> anyhow::Result<()> {
-    match Cli::parse().workload {
-        Workload::Publish {
-            blob_mib,
-            csctl,
-            python,
-        } => publish(blob_mib, csctl, python),
-    }
+    let cli = Cli::parse();
+    publish(cli.blob_mib, cli.csctl, cli.python)
 }
