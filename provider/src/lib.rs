@@ -9,4 +9,5 @@ pub mod cli;
 pub mod controllers;
 pub mod provisioning;
 pub mod release;
+pub mod inventory;
 pub mod telemetry;

@@ -6,9 +6,15 @@
 
 pub mod counters;
 pub mod dhcp;
+pub mod http;
+pub mod metrics;
+pub mod phases;
+pub mod plane;
+pub mod script;
 #[cfg(test)]
 pub(crate) mod testdir;
 pub mod tftp;
+pub mod tokens;
 
 use std::fmt;
 use std::net::Ipv4Addr;

@@ -1,5 +1,7 @@
 //! The `beowulf` command line: one module per subcommand.
 
+pub mod standalone;
+
 use clap::{Parser, Subcommand};
 
 pub mod bmc;
@@ -36,6 +38,8 @@ pub enum Command {
     Release(release::ReleaseArgs),
     /// Control one BMC directly: power status/on/off/cycle/reset and the next boot device.
     Bmc(bmc::BmcArgs),
+    /// Run the boot plane (DHCP, TFTP, HTTP) from an inventory file, without Kubernetes.
+    Standalone(standalone::StandaloneArgs),
 }
 
 /// Runs the parsed command line.
@@ -50,5 +54,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Crds(args) => crds::run(args),
         Command::Manager(args) => manager::run(args).await,
         Command::Release(args) => release::run(args),
+        Command::Standalone(args) => standalone::run(args).await,
     }
 }

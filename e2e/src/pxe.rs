@@ -1,0 +1,318 @@
+//! A PXE lab: a namespace with a bridge, `beowulf standalone` serving an inventory of QEMU machines, IPv6 RAs
+//! from dnsmasq (RA only: iPXE otherwise waits ~13 s for IPv6 autoconfiguration), and the test node image.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+use crate::{Netns, Proc, run, wait_for};
+
+pub const BOOT_SERVER: &str = "10.99.0.1";
+pub const HTTP_PORT: u16 = 8080;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS with QEMU's iPXE option ROM (iPXE does DHCP itself and asks for the script directly).
+    Bios,
+    /// OVMF with EDK2's own PXE (`romfile=` removes the iPXE ROM): DHCP → TFTP `snponly.efi` → iPXE → script.
+    UefiPxe,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub name: String,
+    pub mac: String,
+    pub ip: String,
+    pub firmware: Firmware,
+    pub user_data: String,
+}
+
+impl Node {
+    pub fn new(name: &str, n: u8, firmware: Firmware) -> Node {
+        Node {
+            name: name.to_string(),
+            mac: format!("52:54:00:00:00:{n:02x}"),
+            ip: format!("10.99.0.{}", 100 + n as u32),
+            firmware,
+            user_data: format!(
+                "#cloud-config\n# e2e user-data for {name}: marker-{name}-{}\nruncmd: [\"echo hello from {name}\"]\n",
+                std::process::id()
+            ),
+        }
+    }
+
+    pub fn user_data_sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.user_data.as_bytes()))
+    }
+}
+
+pub struct PxeLab {
+    // Field order is drop order: processes before the namespace.
+    pub beowulf: Proc,
+    _ra: Proc,
+    pub ns: Netns,
+    pub dir: tempfile::TempDir,
+    pub nodes: Vec<Node>,
+    taps: usize,
+}
+
+/// The command that runs `beowulf` (the e2e tests' copy of the CLI, or the demo re-executing itself).
+pub type BeowulfCmd = Vec<OsString>;
+
+impl PxeLab {
+    /// Builds the image, writes the inventory for `nodes`, creates the namespace and starts the servers.
+    pub fn start(test: &str, beowulf: BeowulfCmd, nodes: Vec<Node>) -> PxeLab {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("img");
+        run(Command::new("bash")
+            .arg(crate::repo_root().join("images/testnode/build.sh"))
+            .arg(&img)
+            .stdout(Stdio::null()));
+        let inventory = dir.path().join("hosts.yaml");
+        std::fs::write(&inventory, inventory_yaml(&img, &nodes)).unwrap();
+
+        let ns = Netns::new(test);
+        ns.ip(&["link", "add", "br0", "type", "bridge"]);
+        ns.ip(&["link", "set", "br0", "up"]);
+        ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
+        ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
+
+        let ra = Proc::spawn(
+            "dnsmasq (RA only)",
+            ns.cmd("dnsmasq")
+                .args([
+                    "--no-daemon",
+                    "--conf-file=/dev/null",
+                    "--port=0",
+                    "--interface=br0",
+                    "--bind-interfaces",
+                    "--enable-ra",
+                    "--dhcp-range=fd99::,ra-only,64",
+                    "--leasefile-ro",
+                ])
+                .arg(format!(
+                    "--pid-file={}",
+                    dir.path().join("dnsmasq.pid").display()
+                ))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+        );
+
+        let log = std::fs::File::create(dir.path().join("beowulf.log")).unwrap();
+        let (prog, args) = beowulf.split_first().expect("a beowulf command");
+        let mut cmd = ns.cmd(prog);
+        cmd.args(args)
+            .args(["standalone", "--inventory"])
+            .arg(&inventory)
+            .args(["--interface", "br0", "--http-port", &HTTP_PORT.to_string()])
+            .args(["--poll-interval", "200"])
+            .env("RUST_LOG", "debug")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        let mut beowulf = Proc::spawn("beowulf standalone", &mut cmd);
+        let lab_dir = dir.path().to_path_buf();
+        wait_for("beowulf's HTTP server", Duration::from_secs(30), || {
+            if let Some(st) = beowulf.exited() {
+                panic!(
+                    "beowulf standalone exited ({st}):\n{}",
+                    std::fs::read_to_string(lab_dir.join("beowulf.log")).unwrap_or_default()
+                );
+            }
+            let (status, _) = curl_in(
+                &ns,
+                None,
+                &format!("http://{BOOT_SERVER}:{HTTP_PORT}/api/hosts"),
+                &[],
+            );
+            (status == 200).then_some(())
+        });
+        PxeLab {
+            beowulf,
+            _ra: ra,
+            ns,
+            dir,
+            nodes,
+            taps: 0,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{BOOT_SERVER}:{HTTP_PORT}{path}")
+    }
+
+    /// Starts QEMU for `node` on a new tap (PXE boot, TCG, serial to a file, no reboot: `poweroff -f` ends it).
+    pub fn boot(&mut self, node: &Node) -> Machine {
+        let tap = format!("tap{}", self.taps);
+        self.taps += 1;
+        self.ns.ip(&["tuntap", "add", "dev", &tap, "mode", "tap"]);
+        self.ns.ip(&["link", "set", &tap, "master", "br0"]);
+        self.ns.ip(&["link", "set", &tap, "up"]);
+        let serial = self.dir.path().join(format!("serial-{}.log", node.name));
+        std::fs::write(&serial, b"").unwrap();
+        let mut device = format!("virtio-net-pci,netdev=n0,mac={}", node.mac);
+        let mut cmd = self.ns.cmd("timeout");
+        cmd.args([
+            "120",
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+        ])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-monitor",
+            "none",
+            "-display",
+            "none",
+        ])
+        .arg("-netdev")
+        .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+        .args(["-boot", "n", "-serial"])
+        .arg(format!("file:{}", serial.display()));
+        if node.firmware == Firmware::UefiPxe {
+            cmd.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
+            device.push_str(",romfile=");
+        }
+        cmd.arg("-device").arg(device);
+        cmd.stdout(Stdio::null()).stderr(Stdio::null());
+        Machine {
+            qemu: Proc::spawn(&format!("qemu {}", node.name), &mut cmd),
+            serial,
+            node: node.clone(),
+        }
+    }
+
+    /// `curl` inside the namespace, from source address `from`: (status, body).
+    pub fn curl(&self, from: Option<&str>, path: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+        curl_in(&self.ns, from, &self.url(path), extra)
+    }
+
+    pub fn api_hosts(&self) -> serde_json::Value {
+        let (status, body) = self.curl(None, "/api/hosts", &[]);
+        assert_eq!(status, 200);
+        serde_json::from_slice(&body).unwrap()
+    }
+
+    pub fn host_view(&self, name: &str) -> serde_json::Value {
+        self.api_hosts()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not in /api/hosts"))
+    }
+
+    pub fn metrics(&self) -> String {
+        String::from_utf8(self.curl(None, "/metrics", &[]).1).unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("beowulf.log")).unwrap_or_default()
+    }
+
+    pub fn inventory_path(&self) -> PathBuf {
+        self.dir.path().join("hosts.yaml")
+    }
+}
+
+pub struct Machine {
+    pub qemu: Proc,
+    pub serial: PathBuf,
+    pub node: Node,
+}
+
+impl Machine {
+    pub fn serial(&self) -> String {
+        let raw = std::fs::read(&self.serial).unwrap_or_default();
+        String::from_utf8_lossy(&raw).into_owned()
+    }
+
+    /// The value of a `TESTNODE: <key>...` line the node printed.
+    pub fn testnode_line(&self, prefix: &str) -> Option<String> {
+        let serial = self.serial();
+        serial.lines().find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("TESTNODE: {prefix}"))
+                .map(str::to_string)
+        })
+    }
+
+    /// The token the node booted with (from the seed URL it printed).
+    pub fn token(&self) -> Option<String> {
+        let seed = self.testnode_line("seed=")?;
+        let i = seed.find("/nocloud/")? + "/nocloud/".len();
+        seed.get(i..i + 64).map(str::to_string)
+    }
+}
+
+fn curl_in(ns: &Netns, from: Option<&str>, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
+    let mut cmd = ns.cmd("curl");
+    cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]);
+    if let Some(f) = from {
+        cmd.args(["--interface", f]);
+    }
+    let out = cmd.args(extra).arg(url).output().unwrap();
+    let mut body = out.stdout;
+    let Some(nl) = body.iter().rposition(|&b| b == b'\n') else {
+        return (0, body);
+    };
+    let status = std::str::from_utf8(&body[nl + 1..])
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    body.truncate(nl);
+    (status, body)
+}
+
+fn sha256_file(p: &Path) -> String {
+    hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
+}
+
+fn inventory_yaml(img: &Path, nodes: &[Node]) -> String {
+    let mut y = format!(
+        r#"namespace: e2e
+networks:
+  - name: lab
+    subnet: 10.99.0.0/24
+    gateway: {BOOT_SERVER}
+    dns: [{BOOT_SERVER}]
+    domain: lab.example
+    leaseSeconds: 600
+    bootServer: {BOOT_SERVER}
+images:
+  - name: testnode
+    format: live
+    kernel: {{ path: {img}/vmlinuz, sha256: {k} }}
+    initrds:
+      - {{ path: {img}/initrd.gz, sha256: {i} }}
+    rootfs: {{ path: {img}/rootfs.img, sha256: {r} }}
+    cmdline: >-
+      console=ttyS0,115200 quiet loglevel=3 panic=-1 BOOTIF={{{{ bootif }}}}
+      root=live:{{{{ rootfs_url }}}} rd.live.overlay.overlayfs=1
+      ds=nocloud;s={{{{ nocloud_url }}}} cb={{{{ callback_url }}}}
+hosts:
+"#,
+        img = img.display(),
+        k = sha256_file(&img.join("vmlinuz")),
+        i = sha256_file(&img.join("initrd.gz")),
+        r = sha256_file(&img.join("rootfs.img")),
+    );
+    for n in nodes {
+        y.push_str(&format!(
+            "  - name: {}\n    mac: \"{}\"\n    ip: {}\n    image: testnode\n    userData: {}\n",
+            n.name,
+            n.mac,
+            n.ip,
+            serde_json::to_string(&n.user_data).unwrap()
+        ));
+    }
+    y
+}

@@ -1,0 +1,464 @@
+//! The boot plane's HTTP server: per-host iPXE scripts, boot files, the NoCloud datasource, ignition, the
+//! completion callback, and the operator's views (`/`, `/api/hosts`, `/metrics`).
+//!
+//! Authentication (docs/architecture.md, "Boot plane authentication"):
+//! - the iPXE script URL (handed out by DHCP, which is broadcast) carries no secret; the request must come from
+//!   the address reserved for the MAC in its path. The script then carries a fresh per-boot token;
+//! - everything per host and secret (`/nocloud/<token>/…`, `/ignition/<token>`, `/callback/<token>`) needs that
+//!   token, and it must come from the token's host's address; anything else gets the same bare 403;
+//! - boot files (`/images/…`) are shared by every host of an image and hold no secrets.
+//!
+//! Nothing here logs a URL, a token or a response body: request paths contain tokens.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{any, get};
+use prometheus_client::registry::Registry;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
+
+use super::plane::{BootPlane, CallbackReport};
+use super::script::{BootContext, render_script};
+use super::tokens::TokenGrant;
+use super::{BootDirectory, Phase};
+use crate::inventory::{ArtifactSource, Host, Inventory};
+
+#[derive(Clone)]
+struct AppState {
+    plane: Arc<BootPlane>,
+    registry: Arc<Registry>,
+}
+
+/// The router; serve it with `into_make_service_with_connect_info::<SocketAddr>()` (handlers need the peer
+/// address).
+pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
+    Router::new()
+        .route("/", get(status_page))
+        .route("/api/hosts", get(api_hosts))
+        .route("/metrics", get(metrics))
+        .route("/boot/{file}", get(ipxe_script))
+        .route("/images/{image}/{file}", get(artifact))
+        .route("/nocloud/{token}/{item}", get(nocloud))
+        .route("/ignition/{token}", get(ignition))
+        .route("/callback/{token}", any(callback))
+        .with_state(AppState { plane, registry })
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    plane: Arc<BootPlane>,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router(plane, registry).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+fn forbidden() -> Response {
+    (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+}
+
+fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, "not found\n").into_response()
+}
+
+fn v4(addr: SocketAddr) -> Option<Ipv4Addr> {
+    match addr.ip() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(a) => a.to_ipv4_mapped(),
+    }
+}
+
+fn text(content_type: &'static str, body: String) -> Response {
+    ([(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// `GET /boot/<mac>.ipxe` (MAC with `-` or `:`): the host's script, if the request comes from its address.
+async fn ipxe_script(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(file): Path<String>,
+) -> Response {
+    let Some(mac) = file
+        .strip_suffix(".ipxe")
+        .and_then(|m| m.parse::<super::MacAddr>().ok())
+    else {
+        return not_found();
+    };
+    let inv = s.plane.inventory.get();
+    let host = v4(peer).and_then(|ip| inv.host_by_ip(ip));
+    let Some(host) = host.filter(|h| h.mac == mac) else {
+        s.plane.metrics.unknown_clients.inc();
+        tracing::warn!(peer = %peer.ip(), %mac, "iPXE script refused: the address does not hold this MAC's reservation");
+        return forbidden();
+    };
+    let Some(image) = inv.image_of(host) else {
+        return not_found();
+    };
+    s.plane.record(&host.mac, Phase::IpxeScript);
+    let token = s.plane.start_boot(host);
+    let server = s.plane.server_url(&inv, host);
+    let ctx = BootContext {
+        server: &server,
+        namespace: &inv.namespace,
+        token: token.expose(),
+    };
+    match render_script(host, image, &ctx) {
+        Ok(script) => {
+            tracing::info!(host = %host.name, image = %image.name, "iPXE script served");
+            text("text/plain; charset=utf-8", script)
+        }
+        Err(e) => {
+            // The template was checked at load; an error here is a bug, not user input: say so, no secrets.
+            tracing::error!(host = %host.name, error = %e, "rendering the iPXE script failed");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "script rendering failed\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// `GET|HEAD /images/<image>/<file>`: a boot file, with Range support. Records the kernel/initrd/rootfs phase
+/// for the host at the requesting address.
+async fn artifact(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((image_name, file)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let inv = s.plane.inventory.get();
+    let Some(image) = inv.images.get(&image_name) else {
+        return not_found();
+    };
+    let Some(art) = image.artifact(&file) else {
+        return not_found();
+    };
+    let ArtifactSource::File(path) = &art.source else {
+        return not_found();
+    };
+    let phase = if art.name == image.kernel.name {
+        Phase::Kernel
+    } else if image.rootfs.as_ref().is_some_and(|r| r.name == art.name) {
+        Phase::Rootfs
+    } else {
+        Phase::Initrd
+    };
+    if req.method() == Method::GET
+        && let Some(host) = v4(peer).and_then(|ip| inv.host_by_ip(ip))
+    {
+        s.plane.record(&host.mac, phase);
+    }
+    let path = path.clone();
+    match ServeFile::new(path).oneshot(req).await {
+        Ok(resp) => resp.map(Body::new),
+        Err(never) => match never {},
+    }
+}
+
+/// The host at the peer address, and its grant for `token`; `None`: answer 403.
+fn authorize<'a>(
+    s: &AppState,
+    inv: &'a Inventory,
+    peer: SocketAddr,
+    token: &str,
+) -> Option<(&'a Host, TokenGrant)> {
+    let host = v4(peer).and_then(|ip| inv.host_by_ip(ip));
+    let expected = host.map(|h| h.name.as_str()).unwrap_or("");
+    match s.plane.verify(token, Some(expected)) {
+        Ok(grant) => match host {
+            Some(h) if h.mac == grant.mac => Some((h, grant)),
+            _ => None,
+        },
+        Err(reason) => {
+            tracing::warn!(peer = %peer.ip(), host = expected, reason = reason.as_str(), "token refused");
+            None
+        }
+    }
+}
+
+/// Changes whenever the user-data does: cloud-init then treats the boot as a new instance.
+fn instance_id(inv: &Inventory, host: &Host) -> String {
+    let digest = Sha256::digest(host.user_data.expose().as_bytes());
+    format!(
+        "{}-{}-{}",
+        inv.namespace,
+        host.name,
+        &hex::encode(digest)[..12]
+    )
+}
+
+fn provider_id(inv: &Inventory, host: &Host) -> String {
+    format!("beowulf://{}/{}", inv.namespace, host.name)
+}
+
+/// `GET /nocloud/<token>/{meta-data,user-data,vendor-data,network-config}`.
+async fn nocloud(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((token, item)): Path<(String, String)>,
+) -> Response {
+    let inv = s.plane.inventory.get();
+    let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
+        return forbidden();
+    };
+    let body = match item.as_str() {
+        // Names are DNS labels (validated), so plain YAML needs no quoting.
+        "meta-data" => format!(
+            "instance-id: {}\nlocal-hostname: {}\nprovider-id: {}\n",
+            instance_id(&inv, host),
+            host.name,
+            provider_id(&inv, host)
+        ),
+        "user-data" => host.user_data.expose().to_string(),
+        "vendor-data" => match &host.vendor_data {
+            Some(v) => v.expose().to_string(),
+            // Our own vendor-data makes cloud-init call back when it is done, without the operator writing it.
+            None => {
+                let server = s.plane.server_url(&inv, host);
+                format!(
+                    "#cloud-config\nphone_home:\n  url: {}\n  post: [pub_key_rsa, pub_key_ecdsa, pub_key_ed25519, instance_id, hostname, fqdn]\n  tries: 10\n",
+                    super::script::callback_url(&server, &token)
+                )
+            }
+        },
+        "network-config" => match &host.network_config {
+            Some(n) => n.clone(),
+            None => format!(
+                "version: 2\nethernets:\n  boot:\n    match:\n      macaddress: \"{}\"\n    dhcp4: true\n",
+                host.mac
+            ),
+        },
+        _ => return not_found(),
+    };
+    s.plane.record(&grant.mac, Phase::Metadata);
+    tracing::info!(host = %host.name, item = %item, "NoCloud data served");
+    text("text/plain; charset=utf-8", body)
+}
+
+/// `GET /ignition/<token>`: the host's ignition config.
+async fn ignition(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+) -> Response {
+    let inv = s.plane.inventory.get();
+    let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
+        return forbidden();
+    };
+    let Some(ign) = &host.ignition else {
+        return not_found();
+    };
+    s.plane.record(&grant.mac, Phase::Metadata);
+    tracing::info!(host = %host.name, "ignition served");
+    text("application/json", ign.expose().to_string())
+}
+
+/// `POST|GET /callback/<token>`: the boot is done (cloud-init `phone_home`: form fields `instance_id`,
+/// `hostname`, `fqdn`, `pub_key_*`; GET with the same query parameters for minimal images). Consumes the token.
+async fn callback(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    req: Request,
+) -> Response {
+    let inv = s.plane.inventory.get();
+    let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
+        return forbidden();
+    };
+    let mut fields = query;
+    if req.method() == Method::POST {
+        // phone_home posts a small form; 64 KiB is plenty for a few public keys.
+        let Ok(bytes) = axum::body::to_bytes(req.into_body(), 64 * 1024).await else {
+            return (StatusCode::PAYLOAD_TOO_LARGE, "callback body too large\n").into_response();
+        };
+        if let Ok(form) = serde_urlencoded_pairs(&bytes) {
+            fields.extend(form);
+        }
+    } else if req.method() != Method::GET {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    }
+    let mut report = CallbackReport {
+        instance_id: fields.remove("instance_id"),
+        hostname: fields.remove("hostname"),
+        fqdn: fields.remove("fqdn"),
+        pub_keys: Vec::new(),
+        at: jiff::Timestamp::now().to_string(),
+    };
+    let mut keys: Vec<(String, String)> = fields
+        .into_iter()
+        .filter(|(k, _)| k.starts_with("pub_key_"))
+        .collect();
+    keys.sort();
+    report.pub_keys = keys;
+    s.plane.complete(&grant, report);
+    tracing::info!(host = %host.name, "boot completed (callback)");
+    text("text/plain; charset=utf-8", "ok\n".to_string())
+}
+
+/// Parses `application/x-www-form-urlencoded` with axum's own form support.
+fn serde_urlencoded_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, ()> {
+    let uri = format!("/?{}", String::from_utf8_lossy(bytes));
+    let uri: axum::http::Uri = uri.parse().map_err(|_| ())?;
+    Query::<HashMap<String, String>>::try_from_uri(&uri)
+        .map(|q| q.0)
+        .map_err(|_| ())
+}
+
+#[derive(Serialize)]
+struct HostView {
+    name: String,
+    mac: String,
+    ip: String,
+    image: String,
+    network: String,
+    provider_id: String,
+    /// `booted` (callback seen in the current boot), `booting`, or `idle` (never seen).
+    state: &'static str,
+    boot: u64,
+    /// Phase name → RFC 3339 time it was first reached in the current boot.
+    phases: serde_json::Value,
+    /// The last phase reached.
+    last_phase: Option<&'static str>,
+    callback: Option<CallbackReport>,
+}
+
+fn host_views(plane: &BootPlane) -> Vec<HostView> {
+    let inv = plane.inventory.get();
+    inv.hosts
+        .iter()
+        .map(|h| {
+            let rec = plane.boot_record(&h.mac).unwrap_or_default();
+            let state = if rec.completed() {
+                "booted"
+            } else if rec.phases.is_empty() {
+                "idle"
+            } else {
+                "booting"
+            };
+            HostView {
+                name: h.name.clone(),
+                mac: h.mac.to_string(),
+                ip: h.ip.to_string(),
+                image: h.image.clone(),
+                network: inv.network_of(h).name.clone(),
+                provider_id: provider_id(&inv, h),
+                state,
+                boot: rec.boot,
+                phases: serde_json::to_value(&rec)
+                    .ok()
+                    .and_then(|v| v.get("phases").cloned())
+                    .unwrap_or_default(),
+                last_phase: rec.latest().map(|p| p.as_str()),
+                callback: if rec.completed() {
+                    plane.callback_report(&h.name)
+                } else {
+                    None
+                },
+            }
+        })
+        .collect()
+}
+
+async fn api_hosts(State(s): State<AppState>) -> Response {
+    axum::Json(host_views(&s.plane)).into_response()
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, &s.registry).is_err() {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    let mut r = out.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    r
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// `GET /`: one row per host and a column per phase (seconds since the boot's first phase), refreshed every
+/// 2 s. Self-contained: no scripts, fonts or styles from elsewhere (boot networks are often offline).
+async fn status_page(State(s): State<AppState>) -> Html<String> {
+    let inv = s.plane.inventory.get();
+    let views = host_views(&s.plane);
+    let booted = views.iter().filter(|v| v.state == "booted").count();
+    let booting = views.iter().filter(|v| v.state == "booting").count();
+    let mut h = String::new();
+    let _ = write!(
+        h,
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+<title>beowulf boot plane: {booted}/{total} booted</title><style>\
+body{{font:14px/1.4 system-ui,sans-serif;background:#111;color:#ddd;margin:1.5em}}\
+h1{{font-size:1.3em}} table{{border-collapse:collapse}} th,td{{padding:.25em .6em;border-bottom:1px solid #333;text-align:left}}\
+td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{color:#555;text-align:right}}\
+.booted{{color:#4d4;font-weight:bold}} .booting{{color:#fc3}} .idle{{color:#777}}\
+</style></head><body><h1>beowulf boot plane &middot; namespace {ns} &middot; {booted} booted, {booting} booting, {total} hosts</h1>\
+<table><tr><th>host</th><th>MAC</th><th>address</th><th>image</th><th>state</th><th>boot</th>",
+        total = views.len(),
+        ns = esc(&inv.namespace),
+    );
+    for p in Phase::ALL {
+        let _ = write!(h, "<th>{}</th>", p.as_str());
+    }
+    h.push_str("</tr>");
+    for v in &views {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{st}\">{st}</td><td>{}</td>",
+            esc(&v.name),
+            esc(&v.mac),
+            esc(&v.ip),
+            esc(&v.image),
+            v.boot,
+            st = v.state,
+        );
+        let mac = v.mac.parse::<super::MacAddr>().ok();
+        let rec = mac
+            .and_then(|m| s.plane.boot_record(&m))
+            .unwrap_or_default();
+        let start = rec.started();
+        for p in Phase::ALL {
+            match (rec.phases.get(&p), start) {
+                (Some(t), Some(st)) => {
+                    let _ = write!(
+                        h,
+                        "<td class=\"p\" title=\"{t}\">+{:.1}s</td>",
+                        t.duration_since(st).as_secs_f64()
+                    );
+                }
+                _ => h.push_str("<td class=\"n\">&middot;</td>"),
+            }
+        }
+        h.push_str("</tr>");
+    }
+    h.push_str("</table><p>Times are seconds since the boot's first phase. JSON: <a href=\"/api/hosts\" style=\"color:#9cf\">/api/hosts</a>, metrics: <a href=\"/metrics\" style=\"color:#9cf\">/metrics</a>.</p></body></html>\n");
+    Html(h)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,368 @@
+//! The HTTP server on loopback, driven by curl (an independent client). Hosts get addresses in 127.0.0.0/8 so
+//! curl `--interface` can present each host's source address.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use prometheus_client::registry::Registry;
+
+use super::*;
+use crate::boot::metrics::BootMetrics;
+use crate::inventory::watch::InventoryHandle;
+
+const USER_DATA_0: &str = "#cloud-config\nruncmd: [\"echo node-0 secret 7f3a\"]\n";
+
+fn inventory_text() -> String {
+    format!(
+        r##"networks:
+  - name: lo
+    subnet: 127.0.0.0/8
+    bootServer: 127.0.0.1
+images:
+  - name: testnode
+    kernel: {{ path: vmlinuz }}
+    initrds: [{{ path: initrd.gz }}]
+    rootfs: {{ path: rootfs.img }}
+    cmdline: "console=ttyS0 BOOTIF={{{{ bootif }}}} root=live:{{{{ rootfs_url }}}} ds=nocloud;s={{{{ nocloud_url }}}}"
+hosts:
+  - name: node-0
+    mac: 52:54:00:00:00:10
+    ip: 127.0.0.10
+    image: testnode
+    userData: {ud}
+  - name: node-1
+    mac: 52:54:00:00:00:11
+    ip: 127.0.0.11
+    image: testnode
+    userData: "#cloud-config\n{{}}\n"
+"##,
+        ud = serde_json::to_string(USER_DATA_0).unwrap()
+    )
+}
+
+struct Server {
+    _dir: tempfile::TempDir,
+    dir: std::path::PathBuf,
+    port: u16,
+    plane: Arc<BootPlane>,
+}
+
+async fn start() -> Server {
+    let d = tempfile::tempdir().unwrap();
+    // A kernel-sized pseudo-random file, so ranges at odd offsets are meaningful.
+    let mut big = Vec::with_capacity(3 << 20);
+    let mut x: u32 = 12345;
+    for _ in 0..(3 << 20) {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        big.push((x >> 16) as u8);
+    }
+    std::fs::write(d.path().join("vmlinuz"), &big).unwrap();
+    std::fs::write(d.path().join("initrd.gz"), b"initrd").unwrap();
+    std::fs::write(d.path().join("rootfs.img"), b"rootfs").unwrap();
+    let path = d.path().join("hosts.yaml");
+    std::fs::write(&path, inventory_text()).unwrap();
+    let inv = crate::inventory::Inventory::load(&path).unwrap();
+    let mut registry = Registry::default();
+    let metrics = BootMetrics::register(&mut registry);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let plane = Arc::new(BootPlane::new(
+        Arc::new(InventoryHandle::new(path, inv)),
+        Duration::from_secs(600),
+        port,
+        metrics,
+    ));
+    let p = plane.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            router(p, Arc::new(registry)).into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .unwrap()
+    });
+    Server {
+        dir: d.path().to_path_buf(),
+        _dir: d,
+        port,
+        plane,
+    }
+}
+
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+}
+
+/// curl from `from` (a source address), returning status and body.
+async fn curl(from: &str, url: String, extra: &[&str]) -> Reply {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-sS",
+        "--interface",
+        from,
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+    ])
+    .args(extra)
+    .arg(&url);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("curl runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').unwrap();
+    let status = std::str::from_utf8(&body[nl + 1..])
+        .unwrap()
+        .parse()
+        .unwrap();
+    body.truncate(nl);
+    Reply { status, body }
+}
+
+fn token_from(script: &[u8]) -> String {
+    let s = std::str::from_utf8(script).unwrap();
+    let i = s.find("/nocloud/").expect("script has the seed URL") + "/nocloud/".len();
+    s[i..i + 64].to_string()
+}
+
+fn base(s: &Server) -> String {
+    format!("http://127.0.0.1:{}", s.port)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_only_to_the_reserved_address_with_its_mac() {
+    let s = start().await;
+    let url = format!("{}/boot/52-54-00-00-00-10.ipxe", base(&s));
+    let ok = curl("127.0.0.10", url.clone(), &[]).await;
+    assert_eq!(ok.status, 200);
+    let script = String::from_utf8(ok.body).unwrap();
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    assert!(script.contains(&format!(
+        "kernel http://127.0.0.1:{}/images/testnode/vmlinuz initrd=initrd.gz console=ttyS0 BOOTIF=01-52-54-00-00-00-10 root=live:http://127.0.0.1:{}/images/testnode/rootfs.img ds=nocloud;s=http://127.0.0.1:{}/nocloud/",
+        s.port, s.port, s.port
+    )), "{script}");
+    // Another host's address, an address with no reservation, or a MAC that is not the address's: 403.
+    for from in ["127.0.0.11", "127.0.0.99"] {
+        let r = curl(from, url.clone(), &[]).await;
+        assert_eq!(r.status, 403, "from {from}");
+        assert!(!String::from_utf8_lossy(&r.body).contains("ipxe"));
+    }
+    let r = curl(
+        "127.0.0.10",
+        format!("{}/boot/52-54-00-00-00-11.ipxe", base(&s)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 403);
+    let r = curl(
+        "127.0.0.10",
+        format!("{}/boot/not-a-mac.ipxe", base(&s)),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nocloud_needs_the_hosts_own_live_token() {
+    let s = start().await;
+    let b = base(&s);
+    let script = curl(
+        "127.0.0.10",
+        format!("{b}/boot/52-54-00-00-00-10.ipxe"),
+        &[],
+    )
+    .await;
+    let token = token_from(&script.body);
+
+    let ud = curl("127.0.0.10", format!("{b}/nocloud/{token}/user-data"), &[]).await;
+    assert_eq!(ud.status, 200);
+    assert_eq!(ud.body, USER_DATA_0.as_bytes());
+    let md = curl("127.0.0.10", format!("{b}/nocloud/{token}/meta-data"), &[]).await;
+    let md = String::from_utf8(md.body).unwrap();
+    assert!(md.contains("local-hostname: node-0\n"), "{md}");
+    assert!(
+        md.contains("provider-id: beowulf://standalone/node-0\n"),
+        "{md}"
+    );
+    assert!(md.starts_with("instance-id: standalone-node-0-"), "{md}");
+    let vd = curl(
+        "127.0.0.10",
+        format!("{b}/nocloud/{token}/vendor-data"),
+        &[],
+    )
+    .await;
+    let vd = String::from_utf8(vd.body).unwrap();
+    assert!(vd.contains(&format!("url: {b}/callback/{token}")), "{vd}");
+    let nc = curl(
+        "127.0.0.10",
+        format!("{b}/nocloud/{token}/network-config"),
+        &[],
+    )
+    .await;
+    assert!(
+        String::from_utf8(nc.body)
+            .unwrap()
+            .contains("macaddress: \"52:54:00:00:00:10\"")
+    );
+    assert_eq!(
+        curl("127.0.0.10", format!("{b}/nocloud/{token}/other"), &[])
+            .await
+            .status,
+        404
+    );
+
+    // node-1 presenting node-0's token, garbage, and a token one digit off: 403 and no data.
+    let wrong = format!("{}0", &token[..63]);
+    for (from, t) in [
+        ("127.0.0.11", token.as_str()),
+        ("127.0.0.10", "garbage"),
+        ("127.0.0.10", wrong.as_str()),
+    ] {
+        let r = curl(from, format!("{b}/nocloud/{t}/user-data"), &[]).await;
+        assert_eq!(r.status, 403, "{from}");
+        assert_eq!(r.body, b"forbidden\n");
+    }
+    assert_eq!(
+        curl("127.0.0.11", format!("{b}/callback/{token}"), &[])
+            .await
+            .status,
+        403
+    );
+
+    // The callback (cloud-init phone_home form) completes the boot and consumes the token.
+    let cb = curl(
+        "127.0.0.10",
+        format!("{b}/callback/{token}"),
+        &[
+            "-d",
+            "instance_id=i-1&hostname=node-0&pub_key_ed25519=ssh-ed25519+AAAA",
+        ],
+    )
+    .await;
+    assert_eq!(cb.status, 200);
+    for item in ["user-data", "meta-data"] {
+        let r = curl("127.0.0.10", format!("{b}/nocloud/{token}/{item}"), &[]).await;
+        assert_eq!(r.status, 403, "{item} after completion");
+    }
+    assert_eq!(
+        curl("127.0.0.10", format!("{b}/callback/{token}"), &[])
+            .await
+            .status,
+        403
+    );
+
+    // A new boot gets a new token; the old one stays dead.
+    let again = curl(
+        "127.0.0.10",
+        format!("{b}/boot/52-54-00-00-00-10.ipxe"),
+        &[],
+    )
+    .await;
+    let t2 = token_from(&again.body);
+    assert_ne!(t2, token);
+    assert_eq!(
+        curl(
+            "127.0.0.10",
+            format!("{b}/nocloud/{t2}/user-data"),
+            &["-X", "GET"]
+        )
+        .await
+        .status,
+        200
+    );
+
+    // The operator's views: the boot recorded, the callback's report, metrics.
+    let hosts: serde_json::Value =
+        serde_json::from_slice(&curl("127.0.0.1", format!("{b}/api/hosts"), &[]).await.body)
+            .unwrap();
+    let n0 = &hosts[0];
+    assert_eq!(n0["name"], "node-0");
+    assert_eq!(n0["boot"], 2, "{n0}");
+    assert_eq!(n0["state"], "booting");
+    let metrics =
+        String::from_utf8(curl("127.0.0.1", format!("{b}/metrics"), &[]).await.body).unwrap();
+    assert!(
+        metrics.contains("beowulf_boot_phase_total{phase=\"callback\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("beowulf_boot_token_rejections_total{reason=\"wrong-host\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("beowulf_boot_token_rejections_total{reason=\"unknown\"}"),
+        "{metrics}"
+    );
+    let page = String::from_utf8(curl("127.0.0.1", format!("{b}/"), &[]).await.body).unwrap();
+    assert!(
+        page.contains("<td>node-0</td>") && page.contains("http-equiv=\"refresh\""),
+        "{page}"
+    );
+    // Secrets are not on the operator's pages.
+    for text in [&hosts.to_string(), &metrics, &page] {
+        assert!(!text.contains(&token) && !text.contains(&t2) && !text.contains("secret 7f3a"));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_files_support_head_and_byte_identical_ranges() {
+    let s = start().await;
+    let url = format!("{}/images/testnode/vmlinuz", base(&s));
+    let file = std::fs::read(Path::new(&s.dir).join("vmlinuz")).unwrap();
+    for (from, to) in [
+        (0usize, 0usize),
+        (1, 4096),
+        (1_000_003, 2_500_000),
+        (file.len() - 10, file.len() - 1),
+    ] {
+        let r = curl("127.0.0.10", url.clone(), &["-r", &format!("{from}-{to}")]).await;
+        assert_eq!(r.status, 206);
+        assert_eq!(r.body, &file[from..=to], "range {from}-{to}");
+    }
+    let whole = curl("127.0.0.10", url.clone(), &[]).await;
+    assert_eq!(whole.status, 200);
+    assert_eq!(whole.body, file);
+    let head = curl("127.0.0.10", url.clone(), &["-I"]).await;
+    let head = String::from_utf8(head.body).unwrap().to_ascii_lowercase();
+    assert!(
+        head.contains(&format!("content-length: {}", file.len())),
+        "{head}"
+    );
+    assert!(head.contains("accept-ranges: bytes"), "{head}");
+    // Unknown files, images and escapes are 404, not a file from elsewhere.
+    for bad in [
+        "/images/testnode/hosts.yaml",
+        "/images/nope/vmlinuz",
+        "/images/testnode/..%2Fhosts.yaml",
+    ] {
+        assert_eq!(
+            curl("127.0.0.10", format!("{}{bad}", base(&s)), &[])
+                .await
+                .status,
+            404,
+            "{bad}"
+        );
+    }
+    // The GET recorded the kernel phase for the host at that address.
+    let rec = s
+        .plane
+        .boot_record(&"52:54:00:00:00:10".parse().unwrap())
+        .unwrap();
+    assert!(rec.phases.contains_key(&Phase::Kernel));
+    assert!(
+        s.plane
+            .boot_record(&"52:54:00:00:00:11".parse().unwrap())
+            .is_none()
+    );
+}

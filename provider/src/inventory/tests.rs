@@ -1,0 +1,333 @@
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::watch::{InventoryHandle, watch};
+use super::*;
+
+const GOOD: &str = r#"namespace: rack1
+networks:
+  - name: boot
+    subnet: 10.99.0.0/24
+    gateway: 10.99.0.1
+    dns: [10.99.0.1]
+    domain: rack1.example
+    mtu: 1500
+    leaseSeconds: 600
+    bootServer: 10.99.0.1
+images:
+  - name: testnode
+    kernel: { path: vmlinuz }
+    initrds:
+      - { path: initrd.gz }
+    rootfs: { url: "http://mirror.example/images/rootfs.squashfs" }
+    cmdline: "console=ttyS0 BOOTIF={{ bootif }} root=live:{{ rootfs_url }} ds=nocloud;s={{ nocloud_url }}"
+hosts:
+  - name: node-0
+    mac: "52:54:00:12:34:56"
+    ip: 10.99.0.157
+    image: testnode
+    userData: |
+      #cloud-config
+      runcmd: [echo hi]
+    bmc:
+      address: ipmi://127.0.0.1:6230
+      username: admin
+      passwordEnv: NODE0_BMC_PASSWORD
+  - name: node-1
+    mac: 52-54-00-12-34-57
+    ip: 10.99.0.158
+    network: boot
+    image: testnode
+    userDataFile: node-1.yaml
+"#;
+
+fn dir() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("vmlinuz"), b"kernel bytes").unwrap();
+    std::fs::write(d.path().join("initrd.gz"), b"initrd bytes").unwrap();
+    std::fs::write(d.path().join("node-1.yaml"), b"#cloud-config\n{}\n").unwrap();
+    d
+}
+
+fn parse(text: &str, base: &Path) -> Result<Inventory, Vec<Problem>> {
+    Inventory::parse(text, base)
+}
+
+/// Parses `text` and expects exactly one problem, at `line`, whose message contains `needle`.
+fn one_problem(text: &str, line: u64, needle: &str) -> Problem {
+    let d = dir();
+    let problems = parse(text, d.path()).expect_err("should be rejected");
+    assert_eq!(problems.len(), 1, "{problems:#?}");
+    let p = problems.into_iter().next().unwrap();
+    assert_eq!(p.line, line, "{p:?}");
+    assert!(p.column > 0, "{p:?}");
+    assert!(
+        p.message.contains(needle),
+        "{p:?} should mention {needle:?}"
+    );
+    p
+}
+
+#[test]
+fn good_inventory_loads() {
+    let d = dir();
+    let inv = parse(GOOD, d.path()).unwrap();
+    assert_eq!(inv.namespace, "rack1");
+    assert_eq!(inv.hosts.len(), 2);
+    let n0 = inv
+        .host_by_mac(&"52:54:00:12:34:56".parse().unwrap())
+        .unwrap();
+    assert_eq!(n0.name, "node-0");
+    assert_eq!(n0.user_data.expose(), "#cloud-config\nruncmd: [echo hi]\n");
+    assert_eq!(
+        n0.bmc.as_ref().unwrap().password,
+        Some(PasswordRef::Env("NODE0_BMC_PASSWORD".into()))
+    );
+    let n1 = inv.host_by_ip("10.99.0.158".parse().unwrap()).unwrap();
+    assert_eq!(n1.user_data.expose(), "#cloud-config\n{}\n");
+    let net = inv.network_of(n1);
+    assert_eq!(
+        (net.lease_secs, net.mtu, net.subnet.to_string()),
+        (600, Some(1500), "10.99.0.0/24".into())
+    );
+    let img = &inv.images["testnode"];
+    assert_eq!(img.kernel.name, "vmlinuz");
+    assert_eq!(img.rootfs.as_ref().unwrap().name, "rootfs.squashfs");
+    assert_eq!(
+        img.kernel.source,
+        ArtifactSource::File(d.path().join("vmlinuz"))
+    );
+    // The files the watcher polls: the user-data file and the local boot files.
+    let mut files = inv.referenced_files().to_vec();
+    files.sort();
+    assert_eq!(
+        files,
+        vec![
+            d.path().join("initrd.gz"),
+            d.path().join("node-1.yaml"),
+            d.path().join("vmlinuz")
+        ]
+    );
+}
+
+#[test]
+fn debug_output_hides_user_data() {
+    let d = dir();
+    let inv = parse(GOOD, d.path()).unwrap();
+    let dbg = format!("{inv:?}");
+    assert!(!dbg.contains("echo hi"), "{dbg}");
+}
+
+#[test]
+fn bad_mac_points_at_its_line() {
+    one_problem(
+        &GOOD.replace("\"52:54:00:12:34:56\"", "52:54:00:12:34"),
+        20,
+        "invalid MAC address",
+    );
+}
+
+#[test]
+fn unknown_image_reference() {
+    one_problem(
+        &GOOD.replacen(
+            "    image: testnode\n    userData",
+            "    image: nosuch\n    userData",
+            1,
+        ),
+        22,
+        "image \"nosuch\", which is not defined",
+    );
+}
+
+#[test]
+fn duplicate_address() {
+    one_problem(
+        &GOOD.replace("10.99.0.158", "10.99.0.157"),
+        32,
+        "already used by host \"node-0\"",
+    );
+}
+
+#[test]
+fn address_outside_the_network() {
+    one_problem(
+        &GOOD.replace("10.99.0.158", "10.98.0.158"),
+        32,
+        "outside network",
+    );
+}
+
+#[test]
+fn gateway_address_for_a_host() {
+    one_problem(
+        &GOOD.replace("10.99.0.158", "10.99.0.1"),
+        32,
+        "gateway or boot server",
+    );
+}
+
+#[test]
+fn unknown_field_is_rejected_with_position() {
+    let p = one_problem(
+        &GOOD.replace("    leaseSeconds: 600", "    leaseSecs: 600"),
+        9,
+        "leaseSecs",
+    );
+    assert_eq!(p.column, 5);
+}
+
+#[test]
+fn yaml_syntax_error_has_position() {
+    let d = dir();
+    let problems = parse(
+        &GOOD.replace("dns: [10.99.0.1]", "dns: [10.99.0.1"),
+        d.path(),
+    )
+    .unwrap_err();
+    assert_eq!(problems.len(), 1);
+    assert!(problems[0].line >= 7, "{problems:?}");
+}
+
+#[test]
+fn missing_user_data_file() {
+    one_problem(
+        &GOOD.replace("node-1.yaml", "missing.yaml"),
+        35,
+        "cannot read userData file",
+    );
+}
+
+#[test]
+fn checksum_mismatch_and_good_checksum() {
+    let d = dir();
+    let want = hex::encode(Sha256::digest(b"kernel bytes"));
+    let ok = GOOD.replace(
+        "{ path: vmlinuz }",
+        &format!("{{ path: vmlinuz, sha256: {want} }}"),
+    );
+    assert!(parse(&ok, d.path()).is_ok());
+    let bad = GOOD.replace(
+        "{ path: vmlinuz }",
+        &format!("{{ path: vmlinuz, sha256: {} }}", "0".repeat(64)),
+    );
+    let problems = parse(&bad, d.path()).unwrap_err();
+    assert_eq!(problems[0].line, 13);
+    assert!(problems[0].message.contains(&want), "{problems:?}");
+}
+
+#[test]
+fn template_with_unknown_variable() {
+    one_problem(
+        &GOOD.replace("{{ bootif }}", "{{ boot_if }}"),
+        17,
+        "undefined",
+    );
+}
+
+#[test]
+fn rootfs_variable_without_rootfs() {
+    let text = GOOD.replace(
+        "    rootfs: { url: \"http://mirror.example/images/rootfs.squashfs\" }\n",
+        "",
+    );
+    one_problem(&text, 16, "undefined");
+}
+
+#[test]
+fn several_problems_are_all_reported_in_order() {
+    let d = dir();
+    let text = GOOD
+        .replace("10.99.0.158", "10.99.0.999")
+        .replace("\"52:54:00:12:34:56\"", "nope");
+    let problems = parse(&text, d.path()).unwrap_err();
+    let lines: Vec<u64> = problems.iter().map(|p| p.line).collect();
+    assert_eq!(lines, vec![20, 32], "{problems:#?}");
+    let err = InventoryError {
+        path: "hosts.yaml".into(),
+        problems,
+    };
+    let shown = err.to_string();
+    assert!(shown.contains("hosts.yaml:20:"), "{shown}");
+    assert!(shown.contains("hosts.yaml:32:"), "{shown}");
+}
+
+#[test]
+fn missing_file_is_a_clear_error() {
+    let err = Inventory::load(Path::new("/nonexistent/hosts.yaml")).unwrap_err();
+    assert!(
+        err.to_string().contains("cannot read the inventory file"),
+        "{err}"
+    );
+}
+
+fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
+    let d = dir();
+    let path = d.path().join("hosts.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    let handle = Arc::new(InventoryHandle::new(
+        path.clone(),
+        Inventory::load(&path).unwrap(),
+    ));
+    let reloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r2 = reloads.clone();
+    let task = tokio::spawn(watch(
+        handle.clone(),
+        Duration::from_millis(50),
+        move |_| {
+            r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        },
+    ));
+
+    // A broken edit (different length, so the change is seen even within one mtime tick) is rejected.
+    std::fs::write(&path, GOOD.replace("10.99.0.158", "10.99.0.999")).unwrap();
+    let h2 = handle.clone();
+    tokio::task::spawn_blocking(move || {
+        // Nothing to wait for on a rejection except time passing: poll that the handle still serves node-1.
+        let until = Instant::now() + Duration::from_millis(300);
+        while Instant::now() < until {
+            assert!(h2.get().host("node-1").is_some());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 0);
+
+    // A good edit is picked up.
+    std::fs::write(&path, GOOD.replace("name: node-1", "name: node-9")).unwrap();
+    let h3 = handle.clone();
+    tokio::task::spawn_blocking(move || wait_for("reload", || h3.get().host("node-9").is_some()))
+        .await
+        .unwrap();
+    assert!(handle.get().host("node-1").is_none());
+    assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // So is a change to a referenced user-data file.
+    std::fs::write(
+        d.path().join("node-1.yaml"),
+        b"#cloud-config\nchanged: true\n",
+    )
+    .unwrap();
+    let h4 = handle.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_for("user-data reload", || {
+            h4.get()
+                .host("node-9")
+                .is_some_and(|h| h.user_data.expose().contains("changed"))
+        })
+    })
+    .await
+    .unwrap();
+    task.abort();
+}
