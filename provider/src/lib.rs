@@ -7,7 +7,7 @@ pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod controllers;
+pub mod inventory;
 pub mod provisioning;
 pub mod release;
-pub mod inventory;
 pub mod telemetry;
