@@ -262,6 +262,28 @@ fn republish_uploads_nothing_and_keeps_the_digest() {
         requests.iter().all(|r| r.body_len == 0),
         "no request body may be sent: {requests:?}"
     );
+    // The 2 MiB blob was not even read again: its digest came from the cache (inode, size, mtime, ctime).
+    assert!(
+        second["published"][0]["hashedBytes"].as_u64().unwrap() < 1 << 20,
+        "{second}"
+    );
+    // Same size, new bytes: the cache must notice (ctime changed) and the changed digest is a tag conflict.
+    let big = release.join("node-image.raw");
+    let mut data = std::fs::read(&big).unwrap();
+    data[12345] ^= 1;
+    std::fs::write(&big, &data).unwrap();
+    let changed = publish(home.path(), &release, &repo, &[]);
+    assert_ne!(
+        changed.code, 0,
+        "a changed file must not be mistaken for the cached one"
+    );
+    assert!(
+        changed.stderr.contains("already points to"),
+        "{}",
+        changed.stderr
+    );
+    data[12345] ^= 1;
+    std::fs::write(&big, &data).unwrap();
     // Human output says so, exit 0.
     let mut c = csctl(home.path());
     c.arg("publish").arg(&release).args(["--to", &repo]);

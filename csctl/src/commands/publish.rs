@@ -8,6 +8,8 @@ use clap::Args;
 use super::remote::{RegistryArgs, default_location, parse_location, runtime};
 use crate::oci::Location;
 use crate::oci::artifact::Artifact;
+use crate::oci::client::default_state_dir;
+use crate::oci::digest_cache::DigestCache;
 use crate::oci::push::{PublishOutcome, publish};
 use crate::output::Ctx;
 
@@ -91,10 +93,13 @@ pub async fn publish_dirs(
     force: bool,
 ) -> anyhow::Result<(String, serde_json::Value)> {
     // Read and hash every release before talking to the target: a bad directory fails before any upload.
+    let mut cache = DigestCache::open(default_state_dir().as_deref());
     let mut artifacts = Vec::new();
     for dir in dirs {
-        artifacts.push(read_release(ctx, dir)?);
+        artifacts.push(read_release(ctx, dir, &mut cache)?);
     }
+    cache.save();
+    let hashed_bytes = cache.hashed_bytes;
     let progress = !ctx.quiet && std::io::stderr().is_terminal();
     let store = registry
         .open(target, true, progress)
@@ -118,7 +123,7 @@ pub async fn publish_dirs(
                 text.push_str(&format!(
                     "{location} is already published with digest {digest}; nothing to do\n"
                 ));
-                results.push(serde_json::json!({"tag": artifact.tag, "reference": location.to_string(), "digest": digest, "status": "unchanged"}));
+                results.push(serde_json::json!({"tag": artifact.tag, "reference": location.to_string(), "digest": digest, "status": "unchanged", "hashedBytes": hashed_bytes}));
             }
             PublishOutcome::Published {
                 digest,
@@ -137,7 +142,7 @@ pub async fn publish_dirs(
                 results.push(serde_json::json!({
                     "tag": artifact.tag, "reference": location.to_string(), "digest": digest,
                     "status": if replaced.is_some() { "replaced" } else { "published" },
-                    "uploadedBlobs": report.uploaded, "uploadedBytes": report.uploaded_bytes,
+                    "uploadedBlobs": report.uploaded, "uploadedBytes": report.uploaded_bytes, "hashedBytes": hashed_bytes,
                     "existingBlobs": report.existed, "mountedBlobs": report.mounted, "resumedBlobs": report.resumed,
                 }));
             }
@@ -146,7 +151,7 @@ pub async fn publish_dirs(
     Ok((text, serde_json::Value::Array(results)))
 }
 
-fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {
+fn read_release(ctx: &Ctx, dir: &Path, cache: &mut DigestCache) -> anyhow::Result<Artifact> {
     if dir.join("csctl.yaml").is_file() || dir.join("csmctl.yaml").is_file() {
         anyhow::bail!(
             "{} is a stack directory: give only stack directories (built into ./.release in stable mode, then published) or only release directories",
@@ -154,6 +159,6 @@ fn read_release(ctx: &Ctx, dir: &Path) -> anyhow::Result<Artifact> {
         );
     }
     ctx.progress(format!("hashing {}", dir.display()));
-    Artifact::from_release_dir(dir)
+    Artifact::from_release_dir_cached(dir, cache)
         .with_context(|| format!("cannot read release {}", dir.display()))
 }

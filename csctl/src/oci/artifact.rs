@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::digest::Digest;
+use super::digest_cache::DigestCache;
 use super::manifest::{Descriptor, ImageManifest, TITLE_ANNOTATION, layer_media_type};
 use super::reference::valid_tag;
 
@@ -49,6 +50,14 @@ pub struct Artifact {
 impl Artifact {
     /// Reads a release directory (as written by `csctl create`); hashes every file.
     pub fn from_release_dir(dir: &Path) -> Result<Self, ArtifactError> {
+        Self::from_release_dir_cached(dir, &mut DigestCache::open(None))
+    }
+
+    /// Like `from_release_dir`, reusing digests of unchanged big files from `cache`.
+    pub fn from_release_dir_cached(
+        dir: &Path,
+        cache: &mut DigestCache,
+    ) -> Result<Self, ArtifactError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| ArtifactError::Io { path, source }
@@ -90,7 +99,7 @@ impl Artifact {
                     what: "a special file".into(),
                 });
             }
-            let (digest, size) = Digest::of_file(&path).map_err(io(&path))?;
+            let (digest, size) = cache.digest(&path).map_err(io(&path))?;
             files.push(ArtifactFile {
                 media_type: layer_media_type(&name).to_string(),
                 name,

@@ -3,6 +3,7 @@ pub mod artifact;
 pub mod client;
 pub mod credentials;
 pub mod digest;
+pub mod digest_cache;
 pub mod error;
 pub mod layout;
 pub mod manifest;
