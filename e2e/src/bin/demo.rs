@@ -78,12 +78,13 @@ fn main() -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("==> the node's console said:");
-    for line in machine
-        .serial()
-        .lines()
-        .filter(|l| l.contains("TESTNODE:") && !l.contains("seed="))
-    {
-        println!("    {}", line.trim());
+    // (The seed URL line carries the token: not printed.)
+    for line in machine.serial().lines() {
+        if let Some(i) = line.find("TESTNODE:")
+            && !line.contains("seed=")
+        {
+            println!("    {}", line[i..].trim());
+        }
     }
     Ok(())
 }

@@ -33,6 +33,7 @@ hosts:
     ip: 127.0.0.10
     image: testnode
     userData: {ud}
+    ignition: '{{"ignition": {{"version": "3.4.0"}}}}'
   - name: node-1
     mac: 52:54:00:00:00:11
     ip: 127.0.0.11
@@ -221,6 +222,17 @@ async fn nocloud_needs_the_hosts_own_live_token() {
             .status,
         404
     );
+    let ign = curl("127.0.0.10", format!("{b}/ignition/{token}"), &[]).await;
+    assert_eq!(
+        (ign.status, ign.body.as_slice()),
+        (200, &br#"{"ignition": {"version": "3.4.0"}}"#[..])
+    );
+    assert_eq!(
+        curl("127.0.0.11", format!("{b}/ignition/{token}"), &[])
+            .await
+            .status,
+        403
+    );
 
     // node-1 presenting node-0's token, garbage, and a token one digit off: 403 and no data.
     let wrong = format!("{}0", &token[..63]);
@@ -297,7 +309,7 @@ async fn nocloud_needs_the_hosts_own_live_token() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("beowulf_boot_token_rejections_total{reason=\"wrong-host\"} 2"),
+        metrics.contains("beowulf_boot_token_rejections_total{reason=\"wrong-host\"} 3"),
         "{metrics}"
     );
     assert!(
