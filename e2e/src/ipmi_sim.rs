@@ -21,7 +21,9 @@ case $op in
 get)
   for p in "$@"; do
     case $p in
-      power) echo "power:$(cat "$STATE/power" 2>/dev/null || echo 0)" ;;
+      power) if [ -f "$STATE/vm.pid" ]; then
+               if kill -0 "$(cat "$STATE/vm.pid")" 2>/dev/null; then echo "power:1"; else echo "power:0"; fi
+             else echo "power:$(cat "$STATE/power" 2>/dev/null || echo 0)"; fi ;;
       boot)  echo "boot:$(cat "$STATE/boot" 2>/dev/null || echo none)" ;;
       *) echo "$p:0" ;;
     esac
@@ -30,7 +32,15 @@ set)
   while [ $# -gt 1 ]; do
     p=$1; v=$2; shift 2
     case $p in
-      power) echo "$v" > "$STATE/power" ;;
+      power)
+        echo "$v" > "$STATE/power"
+        # With a machine command: power on starts it (detached, stdio closed so popen() returns), off kills it.
+        if [ "$v" = 1 ] && [ -f "$STATE/vmcmd" ] && ! { [ -f "$STATE/vm.pid" ] && kill -0 "$(cat "$STATE/vm.pid")" 2>/dev/null; }; then
+          setsid "$(cat "$STATE/vmcmd")" "$STATE" </dev/null >/dev/null 2>&1 &
+          echo $! > "$STATE/vm.pid"
+        elif [ "$v" = 0 ] && [ -f "$STATE/vm.pid" ]; then
+          kill "$(cat "$STATE/vm.pid")" 2>/dev/null; rm -f "$STATE/vm.pid"
+        fi ;;
       boot) echo "$v" > "$STATE/boot" ;;
       *) echo "$(date +%s.%N) $p $v" >> "$STATE/events" ;;
     esac
@@ -83,9 +93,29 @@ impl IpmiSim {
     }
 
     pub fn start_at(addr: SocketAddr) -> IpmiSim {
+        Self::start_full(addr, None, true)
+    }
+
+    /// A simulator without the chassis program: power status is ipmi_sim's own (always off) and power
+    /// changes are refused. Reads then cost the BMC no process spawn (used by the benchmark).
+    pub fn start_plain(addr: SocketAddr) -> IpmiSim {
+        Self::start_full(addr, None, false)
+    }
+
+    /// A simulator whose power-on runs `vmcmd STATE_DIR` detached (the "machine"), and whose power-off kills
+    /// it; power status is then "is that process alive".
+    pub fn start_with_machine(vmcmd: &Path) -> IpmiSim {
+        let ip = random_loopback();
+        Self::start_full(SocketAddr::from((ip, free_udp_port(ip))), Some(vmcmd), true)
+    }
+
+    fn start_full(addr: SocketAddr, vmcmd: Option<&Path>, chassis: bool) -> IpmiSim {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("state")).unwrap();
+        if let Some(v) = vmcmd {
+            std::fs::write(d.join("state/vmcmd"), v.as_os_str().as_encoded_bytes()).unwrap();
+        }
         std::fs::create_dir_all(d.join("simstate")).unwrap();
         let script = d.join("chassis.sh");
         std::fs::write(&script, CHASSIS_SH).unwrap();
@@ -104,14 +134,21 @@ set_working_mc 0x20
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
   endlan
-  chassis_control "{script} {state} 0x20"
+  {chassis_line}
   user 1 true  ""      "test" user  10 none md2 md5 straight
   user 2 true  "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
 "#,
             ip = addr.ip(),
             port = addr.port(),
-            script = script.display(),
-            state = d.join("state").display(),
+            chassis_line = if chassis {
+                format!(
+                    "chassis_control \"{} {} 0x20\"",
+                    script.display(),
+                    d.join("state").display()
+                )
+            } else {
+                String::new()
+            },
         );
         std::fs::write(d.join("lan.conf"), conf).unwrap();
         let log = std::fs::File::create(d.join("sim.out")).unwrap();
@@ -185,11 +222,14 @@ set_working_mc 0x20
         ipmitool_at(self.addr, args)
     }
 
-    /// Kills the simulator (and only it).
+    /// Kills the simulator (and only it), and the machine it started, if any.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        if let Some(pid) = read_state(&self.state_dir(), "vm.pid") {
+            let _ = Command::new("kill").arg(pid).status();
         }
     }
 }

@@ -25,11 +25,32 @@ pub struct Sushy {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub dir: tempfile::TempDir,
+    /// With TLS: the PEM of the CA that signed the emulator's certificate.
+    pub ca_pem: Option<PathBuf>,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 impl Sushy {
     /// Starts the emulator with two fake systems (`single`: only the first), both powered off.
     pub fn start(single: bool) -> Sushy {
+        Self::start_with(single, false)
+    }
+
+    /// With `tls`, the emulator serves HTTPS with a certificate for its IP address signed by a fresh CA
+    /// (`ca_pem`).
+    pub fn start_with(single: bool, tls: bool) -> Sushy {
         let ip = crate::ipmi_sim::random_loopback();
         let port = TcpListener::bind((ip, 0))
             .unwrap()
@@ -61,8 +82,77 @@ impl Sushy {
         } else {
             format!("{{'uuid': '{SYSTEM_1}', 'name': 'node-1', 'power_state': 'Off', 'nics': []}},")
         };
+        let mut tls_conf = String::new();
+        let mut ca_pem = None;
+        if tls {
+            let ec = [
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+            ];
+            openssl(
+                d,
+                &[
+                    &["req", "-x509"][..],
+                    &ec,
+                    &[
+                        "-keyout",
+                        "ca.key",
+                        "-out",
+                        "ca.pem",
+                        "-days",
+                        "2",
+                        "-subj",
+                        "/CN=beowulf-test-ca",
+                    ],
+                ]
+                .concat(),
+            );
+            openssl(
+                d,
+                &[
+                    &["req"][..],
+                    &ec,
+                    &["-keyout", "srv.key", "-out", "srv.csr", "-subj", "/CN=bmc"],
+                ]
+                .concat(),
+            );
+            std::fs::write(
+                d.join("ext.cnf"),
+                format!("subjectAltName=IP:{ip}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+            )
+            .unwrap();
+            openssl(
+                d,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "srv.csr",
+                    "-CA",
+                    "ca.pem",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "srv.pem",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ext.cnf",
+                ],
+            );
+            tls_conf = format!(
+                "SUSHY_EMULATOR_SSL_CERT = '{}'\nSUSHY_EMULATOR_SSL_KEY = '{}'\n",
+                d.join("srv.pem").display(),
+                d.join("srv.key").display()
+            );
+            ca_pem = Some(d.join("ca.pem"));
+        }
         let conf = format!(
-            "SUSHY_EMULATOR_LISTEN_IP = '{ip}'
+            "{tls_conf}SUSHY_EMULATOR_LISTEN_IP = '{ip}'
 SUSHY_EMULATOR_LISTEN_PORT = {port}
 SUSHY_EMULATOR_FAKE_DRIVER = True
 SUSHY_EMULATOR_STATE_DIR = '{state}'
@@ -89,6 +179,7 @@ SUSHY_EMULATOR_FAKE_SYSTEMS = [
             child: Some(child),
             addr,
             dir,
+            ca_pem,
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         while TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_err() {
@@ -102,11 +193,16 @@ SUSHY_EMULATOR_FAKE_SYSTEMS = [
         s
     }
 
-    /// `redfish+http://ip:port[/system]`.
+    /// `redfish+http://ip:port[/system]` (`redfish://…` with TLS).
     pub fn endpoint(&self, system: Option<&str>) -> String {
+        let scheme = if self.ca_pem.is_some() {
+            "redfish"
+        } else {
+            "redfish+http"
+        };
         match system {
-            Some(s) => format!("redfish+http://{}/{s}", self.addr),
-            None => format!("redfish+http://{}", self.addr),
+            Some(s) => format!("{scheme}://{}/{s}", self.addr),
+            None => format!("{scheme}://{}", self.addr),
         }
     }
 

@@ -170,3 +170,60 @@ async fn redfish_wrong_credentials_give_a_clear_auth_error() {
     assert!(!msg.contains("not-the-password"), "{msg}");
     assert!(t.elapsed() < Duration::from_secs(10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_tls_trusts_the_given_ca_or_explicit_insecure_only() {
+    let s = Sushy::start_with(true, true);
+    let ep = Endpoint::parse(&s.endpoint(None)).unwrap();
+    let make = |options: Options| {
+        RedfishClient::new(
+            ep.clone(),
+            Credentials::new(sushy::USER, sushy::PASSWORD),
+            options,
+            Limits::default(),
+        )
+        .unwrap()
+    };
+    // System roots: the test CA is unknown, so the connection is refused with a hint.
+    let err = make(Options::default()).power_state().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BmcError::Protocol { .. }), "{err:?}");
+    assert!(msg.contains("TLS") && msg.contains("--ca-cert"), "{msg}");
+    // The CA that signed the BMC's certificate.
+    let ca = std::fs::read(s.ca_pem.as_ref().unwrap()).unwrap();
+    let ok = make(Options {
+        ca_pem: Some(ca),
+        ..Options::default()
+    });
+    assert_eq!(ok.power_state().await.unwrap(), PowerState::Off);
+    // Explicitly insecure.
+    let insecure = make(Options {
+        insecure_tls: true,
+        ..Options::default()
+    });
+    assert_eq!(insecure.power_state().await.unwrap(), PowerState::Off);
+    // Some other CA: refused.
+    let other = Sushy::start_with(true, true);
+    let wrong = std::fs::read(other.ca_pem.as_ref().unwrap()).unwrap();
+    let err = make(Options {
+        ca_pem: Some(wrong),
+        ..Options::default()
+    })
+    .power_state()
+    .await
+    .unwrap_err();
+    assert!(matches!(err, BmcError::Protocol { .. }), "{err:?}");
+    // Garbage instead of a PEM: a clear error at construction.
+    let err = RedfishClient::new(
+        ep.clone(),
+        Credentials::new(sushy::USER, sushy::PASSWORD),
+        Options {
+            ca_pem: Some(b"not a pem".to_vec()),
+            ..Options::default()
+        },
+        Limits::default(),
+    )
+    .err()
+    .unwrap();
+    assert!(err.to_string().contains("PEM"), "{err}");
+}

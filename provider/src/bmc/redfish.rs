@@ -86,10 +86,17 @@ impl RedfishClient {
             .user_agent(concat!("beowulf/", env!("CARGO_PKG_VERSION")));
         if tls {
             if let Some(pem) = &options.ca_pem {
-                let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| BmcError::Unsupported {
+                let bad = |why: String| BmcError::Unsupported {
                     bmc: name.clone(),
-                    what: format!("the CA bundle given for it ({e}); give a PEM file with one or more certificates"),
-                })?;
+                    what: format!(
+                        "the CA bundle given for it ({why}); give a PEM file with one or more certificates"
+                    ),
+                };
+                let certs =
+                    reqwest::Certificate::from_pem_bundle(pem).map_err(|e| bad(e.to_string()))?;
+                if certs.is_empty() {
+                    return Err(bad("no certificate in it".into()));
+                }
                 b = b.tls_certs_only(certs);
             }
             if options.insecure_tls {
