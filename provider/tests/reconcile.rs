@@ -1001,3 +1001,43 @@ async fn ready_transitions_publish_events_without_secrets() {
             .all(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("m0"))
     );
 }
+
+#[tokio::test]
+async fn leader_election_has_one_winner_and_takes_over_expired_leases() {
+    use beowulf::controllers::leader::Elector;
+    use k8s_openapi::api::coordination::v1::Lease;
+    let client = kube_fake_client::ClientBuilder::new()
+        .build()
+        .await
+        .unwrap();
+    let api: Api<Lease> = Api::namespaced(client, "beowulf-system");
+    let elector = |id: &str| Elector {
+        api: api.clone(),
+        name: "beowulf-manager".into(),
+        identity: id.into(),
+        duration: std::time::Duration::from_secs(15),
+    };
+    let (a, b) = (elector("a"), elector("b"));
+    let t0 = jiff::Timestamp::from_second(1_000_000).unwrap();
+    let (ra, rb) = tokio::join!(a.try_acquire(t0), b.try_acquire(t0));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert!(ra ^ rb, "exactly one leader: a={ra} b={rb}");
+    let (leader, follower) = if ra { (&a, &b) } else { (&b, &a) };
+    // The leader renews; the follower cannot take a fresh lease.
+    let t1 = t0 + jiff::SignedDuration::from_secs(5);
+    assert!(leader.try_acquire(t1).await.unwrap());
+    assert!(!follower.try_acquire(t1).await.unwrap());
+    // Once the leader stops renewing and the lease expires, the follower takes over.
+    let t2 = t1 + jiff::SignedDuration::from_secs(16);
+    assert!(follower.try_acquire(t2).await.unwrap());
+    let lease = api.get("beowulf-manager").await.unwrap().spec.unwrap();
+    assert_eq!(
+        lease.holder_identity.as_deref(),
+        Some(follower.identity.as_str())
+    );
+    assert_eq!(lease.lease_transitions, Some(1));
+    assert!(
+        !leader.try_acquire(t2).await.unwrap(),
+        "the old leader is now a follower"
+    );
+}

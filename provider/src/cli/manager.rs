@@ -15,6 +15,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use crate::controllers::bootplane::ProfileRegistry;
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
+use crate::controllers::leader::Elector;
 use crate::controllers::power::BmcPower;
 use crate::controllers::{Context, cluster, host, machine};
 
@@ -34,6 +35,12 @@ pub struct ManagerArgs {
     /// Where to serve `/healthz` and `/readyz`.
     #[arg(long, default_value = ":9440")]
     pub health_bind_address: String,
+    /// Reconcile only while holding the Lease `beowulf-manager` (for more than one replica).
+    #[arg(long)]
+    pub leader_elect: bool,
+    /// Namespace of the leader Lease (default: `$POD_NAMESPACE`, else `beowulf-system`).
+    #[arg(long)]
+    pub leader_election_namespace: Option<String>,
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
@@ -109,9 +116,51 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     ));
     let ctx = Arc::new(ctx);
 
+    // Health and metrics answer while waiting for leadership (a follower is alive and ready).
     let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);
     let registry = Arc::new(registry);
+
+    let metrics = serve(
+        metrics_addr,
+        Arc::new(move |path: &str| {
+            (path == "/metrics").then(|| {
+                let mut out = String::new();
+                match prometheus_client::encoding::text::encode(&mut out, &registry) {
+                    Ok(()) => out,
+                    Err(e) => format!("# encoding failed: {e}\n"),
+                }
+            })
+        }),
+    );
+    let health = serve(
+        health_addr,
+        Arc::new(|path: &str| matches!(path, "/healthz" | "/readyz").then(|| "ok\n".to_string())),
+    );
+    let metrics = tokio::spawn(metrics);
+    let health = tokio::spawn(health);
+
+    // Controllers start only once this replica leads (health and metrics answer meanwhile).
+    let lost: std::pin::Pin<Box<dyn std::future::Future<Output = anyhow::Error> + Send>> =
+        if args.leader_elect {
+            let identity = std::env::var("POD_NAME")
+                .unwrap_or_else(|_| format!("beowulf-{}", std::process::id()));
+            let lease_ns = args
+                .leader_election_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| crate::release::NAMESPACE.to_string());
+            let elector = Elector {
+                api: Api::namespaced(client.clone(), &lease_ns),
+                name: "beowulf-manager".into(),
+                identity,
+                duration: std::time::Duration::from_secs(15),
+            };
+            let lost = elector.lead().await.context("leader election")?;
+            Box::pin(async move { anyhow::Error::new(lost.await).context("leader election") })
+        } else {
+            Box::pin(std::future::pending())
+        };
 
     let mut cfg = watcher::Config::default();
     if !args.watch_filter.is_empty() {
@@ -162,25 +211,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .run(host::reconcile, host::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    let metrics = serve(
-        metrics_addr,
-        Arc::new(move |path: &str| {
-            (path == "/metrics").then(|| {
-                let mut out = String::new();
-                match prometheus_client::encoding::text::encode(&mut out, &registry) {
-                    Ok(()) => out,
-                    Err(e) => format!("# encoding failed: {e}\n"),
-                }
-            })
-        }),
-    );
-    let health = serve(
-        health_addr,
-        Arc::new(|path: &str| matches!(path, "/healthz" | "/readyz").then(|| "ok\n".to_string())),
-    );
     tokio::select! {
         _ = async { tokio::join!(machines, clusters, hosts) } => Ok(()),
-        r = metrics => r.context("metrics server"),
-        r = health => r.context("health server"),
+        e = lost => Err(e),
+        r = metrics => r.context("metrics server task")?.context("metrics server"),
+        r = health => r.context("health server task")?.context("health server"),
     }
 }

@@ -10,6 +10,7 @@ pub mod capi;
 pub mod cluster;
 pub mod host;
 pub mod hostops;
+pub mod leader;
 pub mod machine;
 pub mod power;
 

@@ -149,6 +149,7 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
                         "command": ["/beowulf"],
                         "args": [
                             "manager",
+                            "--leader-elect",
                             "--namespace=${BEOWULF_WATCH_NAMESPACE:=}",
                             "--watch-filter=${BEOWULF_WATCH_FILTER:=}",
                             "--metrics-bind-address=${BEOWULF_METRICS_BIND_ADDRESS:=127.0.0.1:8080}",

@@ -122,6 +122,7 @@ fn deployment_container_is_named_manager_and_supports_namespace_flag() {
     assert_eq!(args[0], "manager");
     assert!(args.iter().any(|a| a.starts_with("--namespace=")));
     assert!(args.iter().any(|a| a.starts_with("--watch-filter=")));
+    assert!(args.contains(&"--leader-elect"));
     // The flags the Deployment passes exist on the real command line.
     let cli = <crate::cli::Cli as clap::Parser>::try_parse_from(
         std::iter::once("beowulf").chain(
