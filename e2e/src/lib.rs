@@ -5,6 +5,7 @@
 //! drop.
 #![allow(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod bench_bmc;
 pub mod bmc_proxy;
 pub mod ipmi_sim;

@@ -1,13 +1,66 @@
-//! Benchmarks against real peers, each printing a ratio against a named peer. Not part of `cargo test`.
+//! Benchmarks against named peers; not part of `cargo test`; needs root (network namespaces, raw peers).
+//! Run: `cargo run --release -p e2e --bin bench -- <workload>`. Workloads:
+//! - `dhcp [--quick]`: perfdhcp DORA for 1,200 reserved clients, ours vs dnsmasq vs kea-dhcp4 (module
+//!   `e2e::bench::dhcp`); prints a Markdown table and the last line `bench: dhcp=<ours/best peer> …`.
+//! - `bmc [N]`: power status of N (default 100) ipmi_sim BMCs, our native IPMI client vs a loop of
+//!   `ipmitool -I lanplus -C 3` calls (module `e2e::bench_bmc`).
 //!
-//! `cargo run --release -p e2e --bin bench -- <workload>`; workloads:
-//! - `bmc [N]`: power status of N (default 100) ipmi_sim BMCs on 127.0.x.y, read by our native IPMI client vs
-//!   a loop of `ipmitool -I lanplus -C 3` calls.
+//! csctl publish vs oras-py is the separate binary `bench_publish`.
+use clap::{Parser, Subcommand};
+use e2e::bench;
+
+#[derive(Parser)]
+#[command(about = "Beowulf benchmarks against real peers (prints ratios ours/peer)")]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+}
+
+#[derive(Subcommand)]
+enum Workload {
+    /// perfdhcp DORA exchanges for 1,200 reserved clients: ours vs dnsmasq vs kea-dhcp4, each in its own netns.
+    Dhcp {
+        /// One short round (a few hundred exchanges per server): checks that every server answers (CI).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A B C (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Offered rate of the capacity run, DORA exchanges per second.
+        #[arg(long)]
+        rate: Option<u32>,
+    },
+    /// Power status of N ipmi_sim BMCs: our native IPMI client vs an `ipmitool` loop.
+    Bmc {
+        /// Number of BMCs (1..=250).
+        #[arg(default_value_t = 100)]
+        n: usize,
+    },
+}
 
 fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("bmc") => e2e::bench_bmc::run(&args[1..]),
-        _ => anyhow::bail!("usage: bench <workload> [args]; workloads: bmc [N]"),
+    let cli = Cli::parse();
+    match cli.workload {
+        Workload::Dhcp {
+            quick,
+            rounds,
+            rate,
+        } => {
+            let mut opts = if quick {
+                bench::dhcp::Options::quick()
+            } else {
+                bench::dhcp::Options::full()
+            };
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            if let Some(r) = rate {
+                opts.capacity_rate = r.max(1);
+            }
+            let line = bench::dhcp::run(&opts)?;
+            println!("bench: {line}");
+        }
+        Workload::Bmc { n } => e2e::bench_bmc::run(&[n.to_string()])?,
     }
+    Ok(())
 }
