@@ -60,11 +60,19 @@ impl Drop for Netns {
 }
 
 /// A veth pair between two namespaces, each end with an address and up.
-pub fn veth(a: &Netns, a_if: &str, a_cidr: &str, b: &Netns, b_if: &str, b_cidr: &str) -> anyhow::Result<()> {
+pub fn veth(
+    a: &Netns,
+    a_if: &str,
+    a_cidr: &str,
+    b: &Netns,
+    b_if: &str,
+    b_cidr: &str,
+) -> anyhow::Result<()> {
     run(
         "ip",
         &[
-            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns", &b.name,
+            "link", "add", a_if, "netns", &a.name, "type", "veth", "peer", "name", b_if, "netns",
+            &b.name,
         ],
     )?;
     a.ip(&["addr", "add", a_cidr, "dev", a_if])?;
@@ -170,7 +178,9 @@ pub struct Metric {
 /// A Markdown table: one row per (metric, server) with median, min, max, and for peers the ratio ours/peer
 /// of each round (ours is server 0).
 pub fn table(servers: &[&str], metrics: &[Metric]) -> String {
-    let mut s = String::from("| metric | server | median | min | max | ours/peer per round |\n|---|---|---:|---:|---:|---|\n");
+    let mut s = String::from(
+        "| metric | server | median | min | max | ours/peer per round |\n|---|---|---:|---:|---:|---|\n",
+    );
     for m in metrics {
         for (i, name) in servers.iter().enumerate() {
             let (med, min, max) = summary(&m.values[i]);
@@ -189,7 +199,11 @@ pub fn table(servers: &[&str], metrics: &[Metric]) -> String {
                 "| {} ({}{}) | {} | {} | {} | {} | {} |",
                 m.name,
                 m.unit,
-                if m.higher_is_better { ", higher is better" } else { ", lower is better" },
+                if m.higher_is_better {
+                    ", higher is better"
+                } else {
+                    ", lower is better"
+                },
                 name,
                 fmt(med),
                 fmt(min),
