@@ -543,9 +543,13 @@ fn bad_input_unreadable_file() {
         m.uid() == 0
     });
     let mut cmd = if is_root.unwrap_or(false) {
+        // A copy in the world-readable temp dir: nobody may not be able to reach target/ (e.g. under /root).
+        let copy = tmp.path().join("csctl");
+        std::fs::copy(&bin, &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut c = assert_cmd::Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&bin);
+            .arg(&copy);
         c
     } else {
         assert_cmd::Command::new(&bin)
