@@ -219,13 +219,17 @@ async fn nocloud(
         return forbidden();
     };
     let body = match item.as_str() {
-        // Names are DNS labels (validated), so plain YAML needs no quoting.
-        "meta-data" => format!(
-            "instance-id: {}\nlocal-hostname: {}\nprovider-id: {}\n",
-            instance_id(&inv, host),
-            host.name,
-            provider_id(&inv, host)
-        ),
+        // Names are DNS labels (validated), so plain YAML needs no quoting. `provider_id` is what the cluster
+        // templates read (`{{ ds.meta_data.provider_id }}` for kubelet's `--provider-id`); `provider-id` is the
+        // spelling of the earlier releases, kept for inventories' own templates.
+        "meta-data" => {
+            let pid = provider_id(&inv, host);
+            format!(
+                "instance-id: {}\nlocal-hostname: {}\nprovider_id: {pid}\nprovider-id: {pid}\n",
+                instance_id(&inv, host),
+                host.name,
+            )
+        }
         "user-data" => host.user_data.expose().to_string(),
         "vendor-data" => match &host.vendor_data {
             Some(v) => v.expose().to_string(),

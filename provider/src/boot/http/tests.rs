@@ -191,12 +191,15 @@ async fn nocloud_needs_the_hosts_own_live_token() {
     assert_eq!(ud.body, USER_DATA_0.as_bytes());
     let md = curl("127.0.0.10", format!("{b}/nocloud/{token}/meta-data"), &[]).await;
     let md = String::from_utf8(md.body).unwrap();
-    assert!(md.contains("local-hostname: node-0\n"), "{md}");
+    // Parsed as cloud-init does (YAML): the keys the cluster templates' jinja reads must be there.
+    let meta: std::collections::BTreeMap<String, String> = serde_saphyr::from_str(&md).unwrap();
+    assert_eq!(meta["local-hostname"], "node-0", "{md}");
+    assert_eq!(meta["provider_id"], "beowulf://standalone/node-0", "{md}");
+    assert_eq!(meta["provider-id"], meta["provider_id"]);
     assert!(
-        md.contains("provider-id: beowulf://standalone/node-0\n"),
+        meta["instance-id"].starts_with("standalone-node-0-"),
         "{md}"
     );
-    assert!(md.starts_with("instance-id: standalone-node-0-"), "{md}");
     let vd = curl(
         "127.0.0.10",
         format!("{b}/nocloud/{token}/vendor-data"),
