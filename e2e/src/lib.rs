@@ -12,37 +12,22 @@ pub mod ipmi_sim;
 pub mod pxe;
 pub mod sushy;
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+pub mod harness;
 
-/// Polls `cond` every 50 ms until it returns `Some`, or fails after `timeout` with `what`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut cond: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = cond() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+pub use harness::{Netns, Proc, poll, try_run, veth};
+
+/// Polls `cond` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
+pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> T {
+    poll(what, timeout, cond).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// Runs a command to completion and fails with its output if it fails.
+/// Runs a command to completion and panics with its output if it fails; returns its stdout.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    try_run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// Where test peers live (`.ci/install`).
@@ -60,89 +45,23 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// A child process killed (and reaped) on drop.
-pub struct Proc {
-    pub name: String,
-    pub child: Child,
-}
-
+/// The panicking forms the tests use.
 impl Proc {
     pub fn spawn(name: &str, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
-        Proc {
-            name: name.to_string(),
-            child,
-        }
+        Proc::try_spawn(name, cmd).unwrap_or_else(|e| panic!("{e:#} ({cmd:?})"))
     }
-
-    /// The exit status if it has exited.
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
-    }
-
-    pub fn stop(&mut self) {
-        if self.exited().is_none() {
-            // SIGTERM first (beowulf shuts down cleanly), then SIGKILL.
-            let _ = Command::new("kill")
-                .arg(self.child.id().to_string())
-                .status();
-            let deadline = Instant::now() + Duration::from_secs(3);
-            while self.exited().is_none() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
-
-/// A network namespace, deleted on drop (with everything still running in it stopped first by its owners).
-pub struct Netns {
-    pub name: String,
 }
 
 impl Netns {
-    /// Creates `bw-<test>-<pid>`.
+    /// Creates `bw-<test>-<pid>` (panics on failure).
     pub fn new(test: &str) -> Netns {
-        let name = format!("bw-{test}-{}", std::process::id());
-        // A leftover from a crashed run of the same pid is ours to remove.
-        let _ = Command::new("ip")
-            .args(["netns", "del", &name])
-            .stderr(Stdio::null())
-            .status();
-        run(Command::new("ip").args(["netns", "add", &name]));
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
+        Netns::create(&format!("bw-{test}-{}", std::process::id()))
+            .unwrap_or_else(|e| panic!("{e:#}"))
     }
 
-    /// `ip -n <ns> <args>`.
+    /// `ip -n <ns> <args>`; panics on failure, returns stdout.
     pub fn ip(&self, args: &[&str]) -> String {
-        run(Command::new("ip").arg("-n").arg(&self.name).args(args))
-    }
-
-    /// A command that runs inside the namespace.
-    pub fn cmd(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.name]).arg(program);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        self.try_ip(args).unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use beowulf::boot::dhcp::{DhcpConfig, DhcpMetrics, DhcpServer};
 use beowulf::boot::{BootDirectory, Lease, MacAddr, Phase};
 
-use super::{Metric, Netns, Peer, percentile, summary, table, veth};
+use super::{Metric, Netns, Proc, percentile, summary, table, veth};
 
 /// What to run; `quick()` is the CI variant.
 #[derive(Debug, Clone)]
@@ -204,7 +204,7 @@ impl Drop for Ours {
     }
 }
 
-fn start_dnsmasq(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> anyhow::Result<Peer> {
+fn start_dnsmasq(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> anyhow::Result<Proc> {
     let mut hosts = String::new();
     for i in 0..clients {
         let (mac, ip) = reservation(1, i);
@@ -231,10 +231,10 @@ fn start_dnsmasq(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> any
     ]);
     // dnsmasq prints its start-up banner on stderr even with --log-facility.
     cmd.stderr(std::fs::File::create(dir.join("dnsmasq.stderr"))?);
-    Peer::spawn("dnsmasq", cmd)
+    Proc::try_spawn("dnsmasq", &mut cmd)
 }
 
-fn start_kea(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> anyhow::Result<Peer> {
+fn start_kea(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> anyhow::Result<Proc> {
     let reservations: Vec<_> = (0..clients)
         .map(|i| {
             let (mac, ip) = reservation(2, i);
@@ -273,7 +273,7 @@ fn start_kea(ns: &Netns, interface: &str, dir: &Path, clients: usize) -> anyhow:
     cmd.arg("-c").arg(&path);
     cmd.env("KEA_LOCKFILE_DIR", dir).env("KEA_PIDFILE_DIR", dir);
     cmd.stdout(std::process::Stdio::null());
-    Peer::spawn("kea-dhcp4", cmd)
+    Proc::try_spawn("kea-dhcp4", &mut cmd)
 }
 
 /// What one perfdhcp run reported.
@@ -377,7 +377,7 @@ fn wait_until_answering(
     ns: &Netns,
     k: usize,
     macs: &Path,
-    peer: Option<&mut Peer>,
+    peer: Option<&mut Proc>,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut peer = peer;
