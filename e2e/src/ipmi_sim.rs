@@ -17,12 +17,18 @@ const CHASSIS_SH: &str = r#"#!/bin/sh
 STATE=$1; shift
 echo "$(date +%s.%N) $*" >> "$STATE/calls.log"
 mc=$1; shift; op=$1; shift
+# The machine runs while its process lives and is not a zombie (a PID 1 that does not reap leaves those).
+running() {
+  [ -f "$STATE/vm.pid" ] || return 1
+  s=$(sed 's/.*) //' "/proc/$(cat "$STATE/vm.pid")/stat" 2>/dev/null) || return 1
+  [ -n "$s" ] && [ "${s%% *}" != Z ]
+}
 case $op in
 get)
   for p in "$@"; do
     case $p in
       power) if [ -f "$STATE/vm.pid" ]; then
-               if kill -0 "$(cat "$STATE/vm.pid")" 2>/dev/null; then echo "power:1"; else echo "power:0"; fi
+               if running; then echo "power:1"; else echo "power:0"; fi
              else echo "power:$(cat "$STATE/power" 2>/dev/null || echo 0)"; fi ;;
       boot)  echo "boot:$(cat "$STATE/boot" 2>/dev/null || echo none)" ;;
       *) echo "$p:0" ;;
@@ -35,7 +41,7 @@ set)
       power)
         echo "$v" > "$STATE/power"
         # With a machine command: power on starts it (detached, stdio closed so popen() returns), off kills it.
-        if [ "$v" = 1 ] && [ -f "$STATE/vmcmd" ] && ! { [ -f "$STATE/vm.pid" ] && kill -0 "$(cat "$STATE/vm.pid")" 2>/dev/null; }; then
+        if [ "$v" = 1 ] && [ -f "$STATE/vmcmd" ] && ! running; then
           setsid "$(cat "$STATE/vmcmd")" "$STATE" </dev/null >/dev/null 2>&1 &
           echo $! > "$STATE/vm.pid"
         elif [ "$v" = 0 ] && [ -f "$STATE/vm.pid" ]; then

@@ -10,6 +10,7 @@ pub mod bench_bmc;
 pub mod bmc_proxy;
 pub mod ipmi_sim;
 pub mod pxe;
+pub mod qemu_bmc;
 pub mod sushy;
 
 pub mod harness;

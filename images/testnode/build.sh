@@ -2,7 +2,8 @@
 # Builds the tiny test node image from Debian packages: the Debian kernel that .ci/install unpacks
 # ($BEOWULF_PEERS_DIR/kroot) and a busybox-static initramfs with the NIC drivers (virtio-net chain and e1000).
 # Its /init configures eth0 by DHCP, fetches its NoCloud data with the per-boot token from the kernel command
-# line, fetches the live rootfs, prints what it got (sizes and sha256), calls back, and powers off.
+# line, fetches the live rootfs, prints what it got (sizes and sha256), calls back, and powers off (unless its
+# user-data has the line `# testnode: stay on`: then it stays up until its BMC powers it off).
 #
 # usage: images/testnode/build.sh [OUT_DIR]     (default: $CARGO_TARGET_DIR or target/, then /testnode)
 # output: OUT_DIR/{vmlinuz,initrd.gz,rootfs.img}. Deterministic for a given kernel and busybox.
