@@ -1,22 +1,25 @@
 //! Reconcile tests against kube-fake-client (no API server can run here), with the CAPI objects validated
 //! against the real CAPI v1.14.0 CRD schemas from `$CAPI_CRDS_DIR`.
 //!
-//! The BMC and the boot plane are in-process fakes that implement the engine's I/O traits
-//! ([`PowerControl`], [`BootPlane`]) — MOCKS, standing in until the real `bmc` drivers and the boot plane's
-//! HTTP API are wired into these tests. The fake boot plane issues a per-boot token and accepts a callback
-//! only with it, like the real one.
+//! The boot plane is the real one: the controllers' `ProfileRegistry` served by the boot plane's HTTP server
+//! on loopback; the test acts as the node (from the host's reserved address, 127.0.0.x: all of 127/8 is
+//! local) and fetches its iPXE script, NoCloud data and calls back with the real per-boot token. The BMC is an
+//! in-process fake implementing the engine's [`PowerControl`] trait — a MOCK (the real drivers against a real
+//! ipmi_sim are in `e2e/tests/capi_ipmi.rs`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
 use beowulf::boot::Phase;
+use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::{self, Context, MACHINE_FINALIZER, cluster, host, machine};
-use beowulf::provisioning::io::{BmcTarget, BootPlane, BootProfile, IoError, PowerControl};
+use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -85,60 +88,6 @@ impl PowerControl for FakeBmc {
             self.op(t, "bootdev-pxe");
             Ok(())
         })
-    }
-}
-
-#[derive(Default)]
-struct FakeBootPlane {
-    clock: Arc<AtomicI64>,
-    /// host key → (profile, token, used)
-    profiles: Mutex<HashMap<String, (BootProfile, String, bool)>>,
-    phases: Mutex<HashMap<String, (Phase, i64)>>,
-    counter: AtomicI64,
-}
-
-impl FakeBootPlane {
-    fn token(&self, host: &str) -> Option<String> {
-        self.profiles.lock().unwrap().get(host).map(|p| p.1.clone())
-    }
-    fn profile(&self, host: &str) -> Option<BootProfile> {
-        self.profiles.lock().unwrap().get(host).map(|p| p.0.clone())
-    }
-    /// The node's phone-home: accepted once, with the host's current token only.
-    fn callback(&self, host: &str, token: &str) -> bool {
-        let mut profiles = self.profiles.lock().unwrap();
-        match profiles.get_mut(host) {
-            Some((_, t, used)) if t == token && !*used => {
-                *used = true;
-                let now = self.clock.load(Ordering::SeqCst);
-                self.phases
-                    .lock()
-                    .unwrap()
-                    .insert(host.to_string(), (Phase::Callback, now));
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl BootPlane for FakeBootPlane {
-    fn publish(&self, profile: BootProfile) -> Result<(), IoError> {
-        let n = self.counter.fetch_add(1, Ordering::SeqCst);
-        let token = format!("tok-{n:032x}");
-        self.phases.lock().unwrap().remove(&profile.host);
-        self.profiles
-            .lock()
-            .unwrap()
-            .insert(profile.host.clone(), (profile, token, false));
-        Ok(())
-    }
-    fn withdraw(&self, host: &str) {
-        self.profiles.lock().unwrap().remove(host);
-        self.phases.lock().unwrap().remove(host);
-    }
-    fn last_phase(&self, host: &str) -> Option<(Phase, i64)> {
-        self.phases.lock().unwrap().get(host).copied()
     }
 }
 
@@ -236,7 +185,7 @@ fn host_obj(name: &str, idx: u8) -> Value {
         "metadata": {"name": name, "namespace": NS, "uid": format!("uid-h-{name}"), "labels": {"role": "worker"}},
         "spec": {
             "bootMACAddress": format!("52:54:00:00:00:{idx:02x}"),
-            "interfaces": [{"macAddress": format!("52:54:00:00:00:{idx:02x}"), "address": format!("10.0.0.{}/24", 10 + idx), "gateway": "10.0.0.1"}],
+            "interfaces": [{"macAddress": format!("52:54:00:00:00:{idx:02x}"), "address": format!("127.0.0.{}/8", 10 + idx), "gateway": "127.0.0.1"}],
             "bmc": {"address": format!("ipmi://127.0.0.1:{}", 6230 + u16::from(idx)), "credentialsSecretRef": {"name": "bmc-creds"}},
             "failureDomain": "rack-1",
         },
@@ -276,7 +225,8 @@ fn image_obj() -> Value {
         "kind": "BeowulfImage",
         "metadata": {"name": "live", "namespace": NS},
         "spec": {"kernel": {"url": "http://boot/vmlinuz"}, "initrds": [{"url": "http://boot/initrd.img"}],
-                 "rootfs": {"url": "http://boot/root.squashfs"}, "cmdline": "console=ttyS0", "format": "live"},
+                 "rootfs": {"url": "http://boot/root.squashfs"},
+                 "cmdline": "console=ttyS0 ds=nocloud;s={{ nocloud_url }} cb={{ callback_url }}", "format": "live"},
     })
 }
 
@@ -284,8 +234,18 @@ struct Env {
     client: Client,
     ctx: Arc<Context>,
     bmc: Arc<FakeBmc>,
-    boot: Arc<FakeBootPlane>,
+    boot: Arc<ProfileRegistry>,
     clock: Arc<AtomicI64>,
+    /// The boot plane's HTTP server on loopback.
+    http: SocketAddr,
+}
+
+/// What the node got from the boot plane in one boot.
+struct NodeBoot {
+    script: String,
+    token: String,
+    meta_data: String,
+    user_data: String,
 }
 
 async fn env(objects: Vec<Value>) -> Env {
@@ -306,10 +266,25 @@ async fn env(objects: Vec<Value>) -> Env {
         .unwrap();
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let bmc = Arc::new(FakeBmc::default());
-    let boot = Arc::new(FakeBootPlane {
-        clock: clock.clone(),
-        ..Default::default()
-    });
+    // The real boot plane on the controllers' registry, its HTTP server on loopback (port 0).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let http = listener.local_addr().unwrap();
+    let c = clock.clone();
+    let boot = Arc::new(ProfileRegistry::new(
+        ServedConfig {
+            boot_server: Ipv4Addr::LOCALHOST,
+            http_port: http.port(),
+            ..Default::default()
+        },
+        Default::default(),
+        Arc::new(move || c.load(Ordering::SeqCst)),
+    ));
+    tokio::spawn(beowulf::boot::http::serve(
+        listener,
+        boot.plane(),
+        Arc::new(Default::default()),
+        std::future::pending(),
+    ));
     let mut ctx = Context::new(client.clone(), bmc.clone(), boot.clone());
     let c = clock.clone();
     ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
@@ -319,6 +294,7 @@ async fn env(objects: Vec<Value>) -> Env {
         bmc,
         boot,
         clock,
+        http,
     }
 }
 
@@ -370,6 +346,63 @@ impl Env {
         for i in 0..n {
             self.reconcile_host(&format!("node-{i}")).await;
         }
+    }
+    /// An HTTP client that talks from node `idx`'s reserved address.
+    fn node(&self, idx: u8) -> reqwest::Client {
+        reqwest::Client::builder()
+            .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 10 + idx)))
+            .no_proxy()
+            .build()
+            .unwrap()
+    }
+    async fn get(&self, idx: u8, path: &str) -> (u16, String) {
+        let r = self
+            .node(idx)
+            .get(format!("http://{}{path}", self.http))
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    }
+    /// Node `idx` network-boots as far as the boot plane sees it: its iPXE script (which mints the per-boot
+    /// token), then the NoCloud meta-data and user-data with that token.
+    async fn node_boots(&self, idx: u8) -> NodeBoot {
+        let (status, script) = self
+            .get(idx, &format!("/boot/52-54-00-00-00-{idx:02x}.ipxe"))
+            .await;
+        assert_eq!(status, 200, "iPXE script: {script}");
+        let token = script
+            .split("/nocloud/")
+            .nth(1)
+            .and_then(|t| t.split('/').next())
+            .expect("the script's command line carries the NoCloud seed URL")
+            .to_string();
+        let (status, meta_data) = self.get(idx, &format!("/nocloud/{token}/meta-data")).await;
+        assert_eq!(status, 200);
+        let (status, user_data) = self.get(idx, &format!("/nocloud/{token}/user-data")).await;
+        assert_eq!(status, 200);
+        NodeBoot {
+            script,
+            token,
+            meta_data,
+            user_data,
+        }
+    }
+    /// The node's phone-home (cloud-init `phone_home` posts a form); returns the HTTP status.
+    async fn node_calls_back(&self, idx: u8, token: &str) -> u16 {
+        self.node(idx)
+            .post(format!("http://{}/callback/{token}", self.http))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("instance_id=iid&hostname=node-{idx}"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+    async fn node_boots_and_calls_back(&self, idx: u8) {
+        let b = self.node_boots(idx).await;
+        assert_eq!(self.node_calls_back(idx, &b.token).await, 200);
     }
     fn advance(&self, secs: i64) {
         self.clock.fetch_add(secs, Ordering::SeqCst);
@@ -429,16 +462,49 @@ async fn happy_path_claims_boots_and_provisions_on_callback() {
     assert_eq!(profile.user_data, USER_DATA.as_bytes());
     assert_eq!(profile.provider_id, "beowulf://hpc/node-0");
     assert_eq!(profile.mac.to_string(), "52:54:00:00:00:00");
-    assert_eq!(profile.ip, Some(("10.0.0.10".parse().unwrap(), 24)));
+    assert_eq!(profile.ip, Some(("127.0.0.10".parse().unwrap(), 8)));
     assert_eq!(profile.kernel, "http://boot/vmlinuz");
 
-    // A wrong token is refused; the real one is accepted once.
+    // The node boots through the boot plane's HTTP API: the script (from the host's address only), then
+    // NoCloud data with the per-boot token the script carries.
     e.advance(60);
-    assert!(!e.boot.callback("hpc/node-0", "tok-wrong"));
-    let token = e.boot.token("hpc/node-0").unwrap();
-    assert!(e.boot.callback("hpc/node-0", &token));
+    let (status, _) = e.get(1, "/boot/52-54-00-00-00-00.ipxe").await;
+    assert_eq!(status, 403, "another address does not get node-0's script");
+    let boot = e.node_boots(0).await;
     assert!(
-        !e.boot.callback("hpc/node-0", &token),
+        boot.script.starts_with("#!ipxe\n") && boot.script.contains("kernel http://boot/vmlinuz"),
+        "{}",
+        boot.script
+    );
+    assert_eq!(boot.token.len(), 64, "a 256-bit token");
+    assert_eq!(
+        boot.user_data, USER_DATA,
+        "the bootstrap secret is the user-data"
+    );
+    let meta: BTreeMap<String, String> = serde_saphyr::from_str(&boot.meta_data).unwrap();
+    assert_eq!(meta["provider_id"], "beowulf://hpc/node-0");
+    assert_eq!(meta["local-hostname"], "node-0");
+    assert!(meta["instance-id"].starts_with("hpc-node-0-"), "{meta:?}");
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(ready(&bm).1, "Provisioning");
+
+    // A wrong token, or the right one from another address, is refused and changes nothing.
+    let wrong = "0".repeat(64);
+    assert_eq!(e.node_calls_back(0, &wrong).await, 403);
+    assert_eq!(e.node_calls_back(1, &boot.token).await, 403);
+    let (status, body) = e.get(0, &format!("/nocloud/{wrong}/user-data")).await;
+    assert_eq!((status, body.contains("joined")), (403, false));
+    e.reconcile_machine("m0").await;
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(
+        bm.spec.provider_id, None,
+        "no callback yet: not provisioned"
+    );
+    // The real token from the node's address is accepted once.
+    assert_eq!(e.node_calls_back(0, &boot.token).await, 200);
+    assert_eq!(
+        e.node_calls_back(0, &boot.token).await,
+        403,
         "a token is single-use"
     );
 
@@ -458,7 +524,7 @@ async fn happy_path_claims_boots_and_provisions_on_callback() {
         addrs,
         [
             ("Hostname".into(), "node-0".into()),
-            ("InternalIP".into(), "10.0.0.10".into())
+            ("InternalIP".into(), "127.0.0.10".into())
         ]
     );
     assert_eq!(st.failure_domain.as_deref(), Some("rack-1"));
@@ -489,8 +555,7 @@ async fn noop_reconcile_leaves_resource_versions_unchanged() {
     e.register_hosts(1).await;
     e.reconcile_machine("m0").await;
     e.advance(30);
-    let token = e.boot.token("hpc/node-0").unwrap();
-    assert!(e.boot.callback("hpc/node-0", &token));
+    e.node_boots_and_calls_back(0).await;
     e.reconcile_machine("m0").await;
     e.reconcile_machine("m0").await; // settle the providerID write
     let before = (
@@ -749,8 +814,7 @@ async fn deletion_powers_off_releases_then_drops_finalizer() {
     let e = env(standard(true, 1, &["m0"])).await;
     e.register_hosts(1).await;
     e.reconcile_machine("m0").await;
-    let token = e.boot.token("hpc/node-0").unwrap();
-    assert!(e.boot.callback("hpc/node-0", &token));
+    e.node_boots_and_calls_back(0).await;
     e.reconcile_machine("m0").await;
     let bm = e.machines().get("m0").await.unwrap();
     let host = e.hosts().get("node-0").await.unwrap();
@@ -874,9 +938,11 @@ async fn boot_timeout_power_cycles_and_reports_the_phase() {
     let e = env(standard(true, 1, &["m0"])).await;
     e.register_hosts(1).await;
     e.reconcile_machine("m0").await;
-    e.boot.phases.lock().unwrap().insert(
-        "hpc/node-0".into(),
-        (Phase::Kernel, e.clock.load(Ordering::SeqCst) + 5),
+    // The node got as far as its kernel (recorded as the boot plane's HTTP server does for a boot file).
+    e.boot.record(
+        "hpc/node-0",
+        Phase::Kernel,
+        e.clock.load(Ordering::SeqCst) + 5,
     );
     e.advance(5 + 301);
     e.reconcile_machine("m0").await;
@@ -986,8 +1052,7 @@ async fn ready_transitions_publish_events_without_secrets() {
     };
     run(ctx.clone()).await;
     run(ctx.clone()).await; // no transition: no new event
-    let token = e.boot.token("hpc/node-0").unwrap();
-    assert!(e.boot.callback("hpc/node-0", &token));
+    e.node_boots_and_calls_back(0).await;
     run(ctx.clone()).await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), NS);
     let list = events.list(&Default::default()).await.unwrap().items;

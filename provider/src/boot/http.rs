@@ -115,7 +115,7 @@ async fn ipxe_script(
     let server = s.plane.server_url(&inv, host);
     let ctx = BootContext {
         server: &server,
-        namespace: &inv.namespace,
+        namespace: &host.namespace,
         token: token.expose(),
     };
     match render_script(host, image, &ctx) {
@@ -194,18 +194,18 @@ fn authorize<'a>(
 }
 
 /// Changes whenever the user-data does: cloud-init then treats the boot as a new instance.
-fn instance_id(inv: &Inventory, host: &Host) -> String {
+fn instance_id(host: &Host) -> String {
     let digest = Sha256::digest(host.user_data.expose().as_bytes());
     format!(
         "{}-{}-{}",
-        inv.namespace,
+        host.namespace,
         host.name,
         &hex::encode(digest)[..12]
     )
 }
 
-fn provider_id(inv: &Inventory, host: &Host) -> String {
-    format!("beowulf://{}/{}", inv.namespace, host.name)
+fn provider_id(host: &Host) -> String {
+    format!("beowulf://{}/{}", host.namespace, host.name)
 }
 
 /// `GET /nocloud/<token>/{meta-data,user-data,vendor-data,network-config}`.
@@ -223,10 +223,10 @@ async fn nocloud(
         // templates read (`{{ ds.meta_data.provider_id }}` for kubelet's `--provider-id`); `provider-id` is the
         // spelling of the earlier releases, kept for inventories' own templates.
         "meta-data" => {
-            let pid = provider_id(&inv, host);
+            let pid = provider_id(host);
             format!(
                 "instance-id: {}\nlocal-hostname: {}\nprovider_id: {pid}\nprovider-id: {pid}\n",
-                instance_id(&inv, host),
+                instance_id(host),
                 host.name,
             )
         }
@@ -363,7 +363,7 @@ fn host_views(plane: &BootPlane) -> Vec<HostView> {
                 ip: h.ip.to_string(),
                 image: h.image.clone(),
                 network: inv.network_of(h).name.clone(),
-                provider_id: provider_id(&inv, h),
+                provider_id: provider_id(h),
                 state,
                 boot: rec.boot,
                 phases: serde_json::to_value(&rec)

@@ -24,6 +24,9 @@ pub struct CallbackReport {
     pub at: String,
 }
 
+/// Told about every phase any host reaches (the controllers map it back to their BeowulfHost).
+pub type PhaseObserver = Box<dyn Fn(&MacAddr, Phase) + Send + Sync>;
+
 pub struct BootPlane {
     pub inventory: Arc<InventoryHandle>,
     pub tokens: TokenStore,
@@ -32,6 +35,7 @@ pub struct BootPlane {
     /// The HTTP port hosts reach the boot plane on (the address is each network's `bootServer`).
     pub http_port: u16,
     callbacks: Mutex<std::collections::HashMap<String, CallbackReport>>,
+    observer: std::sync::OnceLock<PhaseObserver>,
 }
 
 impl BootPlane {
@@ -51,6 +55,7 @@ impl BootPlane {
             metrics,
             http_port,
             callbacks: Mutex::new(Default::default()),
+            observer: std::sync::OnceLock::new(),
         }
     }
 
@@ -65,6 +70,11 @@ impl BootPlane {
         self.tokens.retain_hosts(|h| inv.host(h).is_some());
         self.metrics.inventory_reloads.inc();
         self.metrics.inventory_hosts.set(inv.hosts.len() as i64);
+    }
+
+    /// Calls `observer` for every phase recorded from now on (once per plane; a second observer is ignored).
+    pub fn observe_phases(&self, observer: PhaseObserver) {
+        let _ = self.observer.set(observer);
     }
 
     /// A new boot of `host` reached its script: mint its token (revoking any older one).
@@ -147,6 +157,9 @@ impl BootDirectory for BootPlane {
 
     fn record(&self, mac: &MacAddr, phase: Phase) {
         let r = self.phases.record(*mac, phase);
+        if let Some(observe) = self.observer.get() {
+            observe(mac, phase);
+        }
         if r.new_boot {
             self.metrics.boots_started.inc();
         }

@@ -172,6 +172,7 @@ mod tests {
     fn host() -> Host {
         Host {
             name: "node-0".into(),
+            namespace: "standalone".into(),
             mac: "52:54:00:12:34:56".parse().unwrap(),
             ip: "10.99.0.157".parse().unwrap(),
             network: 0,

@@ -1,4 +1,4 @@
-//! `beowulf manager`: the Cluster API controllers in one process.
+//! `beowulf manager`: the Cluster API controllers and the boot plane (DHCP, TFTP, HTTP) in one process.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +12,10 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::boot_services::{Services, ServicesConfig, terminated};
 use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
-use crate::controllers::bootplane::ProfileRegistry;
+use crate::boot::metrics::BootMetrics;
+use crate::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
 use crate::controllers::leader::Elector;
 use crate::controllers::power::BmcPower;
@@ -41,6 +43,85 @@ pub struct ManagerArgs {
     /// Namespace of the leader Lease (default: `$POD_NAMESPACE`, else `beowulf-system`).
     #[arg(long)]
     pub leader_election_namespace: Option<String>,
+
+    /// The boot network's interface: DHCP and TFTP bind to it (SO_BINDTODEVICE, needs CAP_NET_RAW). Empty:
+    /// all interfaces.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "IF",
+        help_heading = "Boot plane"
+    )]
+    pub boot_interface: String,
+    /// The manager's address on the boot network (DHCP server identifier, next-server, and the address in the
+    /// URLs hosts fetch scripts and data from). Empty: the first IPv4 address of --boot-interface, else
+    /// `$HOST_IP` (the node's address; the Deployment sets it).
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "ADDR",
+        help_heading = "Boot plane"
+    )]
+    pub boot_server_ip: String,
+    /// TCP port of the boot plane's HTTP server (iPXE scripts, boot files, NoCloud, callbacks, status page).
+    #[arg(
+        long,
+        default_value_t = 8081,
+        value_name = "PORT",
+        help_heading = "Boot plane"
+    )]
+    pub boot_http_port: u16,
+    /// Directory the TFTP server serves: the iPXE binaries (`undionly.kpxe`, `snponly.efi`, `ipxe.efi`).
+    #[arg(
+        long,
+        default_value = "/usr/lib/ipxe",
+        value_name = "DIR",
+        help_heading = "Boot plane"
+    )]
+    pub tftp_root: std::path::PathBuf,
+    /// Directory BeowulfImage artifacts given as relative paths are served from (`/images/...`); images with
+    /// `http(s)://` artifacts need none.
+    #[arg(long, value_name = "DIR", help_heading = "Boot plane")]
+    pub artifact_root: Option<std::path::PathBuf>,
+    /// proxyDHCP: the boot network already has a DHCP server; send boot options only (ports 67 and 4011).
+    #[arg(long, help_heading = "Boot plane")]
+    pub proxy_dhcp: bool,
+    /// How long a per-boot token stays valid (from the iPXE script to the callback), in seconds.
+    #[arg(
+        long,
+        default_value_t = 1800,
+        value_name = "SECONDS",
+        help_heading = "Boot plane"
+    )]
+    pub token_ttl: u64,
+    /// Run the controllers without the boot plane (another process serves the boot network). Hosts then only
+    /// provision if something else reports their boot phases.
+    #[arg(long, help_heading = "Boot plane")]
+    pub no_boot_plane: bool,
+}
+
+/// The boot plane's address: the flag, else the interface's, else the node's (`$HOST_IP`).
+fn boot_server_ip(args: &ManagerArgs) -> anyhow::Result<std::net::Ipv4Addr> {
+    if !args.boot_server_ip.is_empty() {
+        return args.boot_server_ip.parse().with_context(|| {
+            format!(
+                "--boot-server-ip {:?} is not an IPv4 address",
+                args.boot_server_ip
+            )
+        });
+    }
+    if !args.boot_interface.is_empty() {
+        return super::boot_services::interface_ipv4(&args.boot_interface);
+    }
+    match std::env::var("HOST_IP") {
+        Ok(ip) => ip.parse().with_context(|| {
+            format!("$HOST_IP {ip:?} is not an IPv4 address: pass --boot-server-ip")
+        }),
+        Err(_) => anyhow::bail!(
+            "cannot tell the boot plane's address on the boot network: pass --boot-server-ip or \
+             --boot-interface (or --no-boot-plane to run the controllers only)"
+        ),
+    }
 }
 
 fn parse_addr(s: &str) -> anyhow::Result<SocketAddr> {
@@ -99,14 +180,54 @@ async fn serve(addr: SocketAddr, handler: Handler) -> anyhow::Result<()> {
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let metrics_addr = parse_addr(&args.metrics_bind_address)?;
     let health_addr = parse_addr(&args.health_bind_address)?;
+    // The boot plane's settings are checked before anything connects: a typo fails fast.
+    let server_ip = if args.no_boot_plane {
+        None
+    } else {
+        Some(boot_server_ip(&args)?)
+    };
     let client = Client::try_default()
         .await
         .context("connecting to Kubernetes (kubeconfig or in-cluster service account)")?;
-    let mut ctx = Context::new(
-        client.clone(),
-        Arc::new(BmcPower::default()),
-        Arc::new(ProfileRegistry::default()),
-    );
+    let mut registry = prometheus_client::registry::Registry::default();
+    let boot_metrics = BootMetrics::register(&mut registry);
+    let profiles = Arc::new(ProfileRegistry::new(
+        ServedConfig {
+            boot_server: server_ip.unwrap_or(std::net::Ipv4Addr::LOCALHOST),
+            http_port: args.boot_http_port,
+            artifact_root: args.artifact_root.clone(),
+            token_ttl: std::time::Duration::from_secs(args.token_ttl),
+            ..Default::default()
+        },
+        boot_metrics,
+        Arc::new(|| jiff::Timestamp::now().as_second()),
+    ));
+    // The boot plane serves from the start (a follower serves no profiles: its registry stays empty).
+    let services = match server_ip {
+        Some(server_ip) => Some(
+            Services::bind(
+                profiles.plane(),
+                &ServicesConfig {
+                    interface: (!args.boot_interface.is_empty())
+                        .then(|| args.boot_interface.clone()),
+                    server_ip,
+                    http_listen: SocketAddr::new(
+                        std::net::Ipv4Addr::UNSPECIFIED.into(),
+                        args.boot_http_port,
+                    ),
+                    tftp_root: args.tftp_root.clone(),
+                    proxy_dhcp: args.proxy_dhcp,
+                },
+                &mut registry,
+            )
+            .await?,
+        ),
+        None => {
+            tracing::warn!("--no-boot-plane: DHCP, TFTP and HTTP are not served by this process");
+            None
+        }
+    };
+    let mut ctx = Context::new(client.clone(), Arc::new(BmcPower::default()), profiles);
     ctx.recorder = Some(kube::runtime::events::Recorder::new(
         client.clone(),
         kube::runtime::events::Reporter {
@@ -117,9 +238,14 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(ctx);
 
     // Health and metrics answer while waiting for leadership (a follower is alive and ready).
-    let mut registry = prometheus_client::registry::Registry::default();
     ctx.metrics.register(&mut registry);
     let registry = Arc::new(registry);
+    let boot_plane: std::pin::Pin<
+        Box<dyn std::future::Future<Output = anyhow::Result<()>> + Send>,
+    > = match services {
+        Some(s) => Box::pin(s.run(registry.clone(), terminated())),
+        None => Box::pin(std::future::pending()),
+    };
 
     let metrics = serve(
         metrics_addr,
@@ -216,5 +342,6 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         e = lost => Err(e),
         r = metrics => r.context("metrics server task")?.context("metrics server"),
         r = health => r.context("health server task")?.context("health server"),
+        r = boot_plane => r.context("boot plane"),
     }
 }

@@ -5,6 +5,7 @@ pub mod standalone;
 use clap::{Parser, Subcommand};
 
 pub mod bmc;
+pub mod boot_services;
 pub mod crds;
 pub mod manager;
 pub mod release;
@@ -30,7 +31,7 @@ pub enum Command {
     Version,
     /// Print the provider's CustomResourceDefinitions as YAML.
     Crds(crds::CrdsArgs),
-    /// Run the Cluster API controllers (BeowulfCluster, BeowulfMachine, BeowulfHost).
+    /// Run the Cluster API controllers (BeowulfCluster, BeowulfMachine, BeowulfHost) and the boot plane.
     Manager(manager::ManagerArgs),
     /// Write the clusterctl provider repository for one version.
     // `--version` here is the release's version, not "print beowulf's version".

@@ -8,11 +8,9 @@ use std::time::Duration;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 
-use crate::boot::BootDirectory;
-use crate::boot::dhcp::{DhcpConfig, DhcpMode, DhcpServer};
-use crate::boot::metrics::{BootMetrics, SampleCollector};
+use super::boot_services::{Services, ServicesConfig, terminated};
+use crate::boot::metrics::BootMetrics;
 use crate::boot::plane::BootPlane;
-use crate::boot::tftp::{TftpConfig, TftpServer};
 use crate::inventory::Inventory;
 use crate::inventory::watch::{InventoryHandle, watch};
 
@@ -108,31 +106,15 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             )?
         }
     };
-    let directory: Arc<dyn BootDirectory> = plane.clone();
-    let mut dhcp_config = DhcpConfig::new(server_ip);
-    dhcp_config.interface = Some(args.interface.clone());
-    if args.proxy_dhcp {
-        dhcp_config.mode = DhcpMode::Proxy;
-    }
-    let dhcp =
-        DhcpServer::bind(dhcp_config, directory.clone()).context("starting the DHCP server")?;
-    let mut tftp_config = TftpConfig::new(&args.tftp_root);
-    tftp_config.interface = Some(args.interface.clone());
-    let tftp = TftpServer::bind(tftp_config, directory).context("starting the TFTP server")?;
-    let (dhcp_metrics, tftp_metrics) = (dhcp.metrics(), tftp.metrics());
-    registry.register_collector(Box::new(SampleCollector(move || {
-        let mut s = dhcp_metrics.samples();
-        s.extend(tftp_metrics.samples());
-        s
-    })));
-    let registry = Arc::new(registry);
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|v| *v).await;
+    let config = ServicesConfig {
+        interface: Some(args.interface.clone()),
+        server_ip,
+        http_listen: SocketAddr::new(args.http_listen, args.http_port),
+        tftp_root: args.tftp_root.clone(),
+        proxy_dhcp: args.proxy_dhcp,
     };
-    let dhcp_task = tokio::spawn(dhcp.run(stopped(stop_rx.clone())));
-    let tftp_task = tokio::spawn(tftp.run(stopped(stop_rx.clone())));
-    tracing::info!(%server_ip, interface = %args.interface, tftp_root = %args.tftp_root.display(), proxy = args.proxy_dhcp, "DHCP and TFTP servers running");
+    let services = Services::bind(plane.clone(), &config, &mut registry).await?;
+    let registry = Arc::new(registry);
 
     let p2 = plane.clone();
     let watcher = tokio::spawn(watch(
@@ -140,25 +122,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         Duration::from_millis(args.poll_interval.max(50)),
         move |inv| p2.inventory_reloaded(inv),
     ));
-
-    let addr = SocketAddr::new(args.http_listen, args.http_port);
-    let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
-        format!("cannot listen on {addr} for HTTP (is the port in use? try --http-port)")
-    })?;
-    tracing::info!(%addr, interface = %args.interface, "boot plane HTTP server listening");
-
-    let shutdown = async move {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
-        }
-        tracing::info!("shutting down");
-        let _ = stop_tx.send(true);
-    };
-    let served = crate::boot::http::serve(listener, plane, registry, shutdown).await;
+    let served = services.run(registry, terminated()).await;
     watcher.abort();
-    let _ = tokio::join!(dhcp_task, tftp_task);
-    served.context("HTTP server failed")
+    served
 }

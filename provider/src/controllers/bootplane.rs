@@ -1,64 +1,454 @@
-//! The controllers' side of the boot plane: the boot profiles the engine publishes, with their per-boot
-//! tokens, and the phases recorded per host.
+//! The controllers' side of the boot plane: the boot profiles the engine publishes, served by the real boot
+//! plane (DHCP, TFTP, HTTP in [`crate::boot`]), and the phases its services record per host.
 //!
-//! This is the in-process index the boot plane's services read (they key phases by `<namespace>/<host>`).
-//! Until `beowulf manager` starts those services on it (open, see docs/architecture.md), nothing
-//! records phases here in production and hosts time out into retries.
+//! [`ProfileRegistry`] turns the published profiles into the boot plane's in-memory inventory (one host per
+//! profile, a network per subnet, an image per distinct kernel/initrds/rootfs/command line) and swaps it into
+//! the [`crate::boot::plane::BootPlane`] that `beowulf manager` serves. The services then work exactly as in
+//! standalone mode: the iPXE script mints the per-boot token, NoCloud data and the callback need it, and every
+//! phase they record (by MAC) comes back here, keyed by `<namespace>/<host>`, for the engine.
+//!
+//! One boot network serves every namespace, so host names, MACs and addresses must be unique across the
+//! published profiles; a profile that would clash is refused (the engine reports `BootPlaneError`).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use crate::boot::Phase;
-use crate::provisioning::io::{BootPlane, BootProfile, IoError};
+use ipnet::Ipv4Net;
+use sha2::{Digest, Sha256};
 
-/// Profiles and phases by host key.
-#[derive(Default)]
-pub struct ProfileRegistry {
-    inner: Mutex<Inner>,
+use crate::boot::metrics::BootMetrics;
+use crate::boot::plane::BootPlane as ServedPlane;
+use crate::boot::{MacAddr, Phase};
+use crate::inventory::watch::InventoryHandle;
+use crate::inventory::{
+    Artifact, ArtifactSource, Host, Image, ImageFormat, Inventory, Network, Secret,
+};
+use crate::provisioning::io::{BootPlane, BootProfile, IoError, UserDataFormat};
+
+/// Unix seconds now (the controllers' injectable clock).
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The namespace shown for the served inventory (hosts carry their own).
+const SERVED_NAMESPACE: &str = "beowulf-manager";
+
+/// How the boot plane serves the profiles.
+#[derive(Debug, Clone)]
+pub struct ServedConfig {
+    /// The boot plane's address on the boot network (DHCP server id, next-server, HTTP URLs).
+    pub boot_server: Ipv4Addr,
+    /// The HTTP port hosts fetch scripts, boot files and NoCloud data from.
+    pub http_port: u16,
+    /// Where image artifacts given as relative paths live; `None`: only `http(s)://` artifacts.
+    pub artifact_root: Option<PathBuf>,
+    /// How long a per-boot token stays valid.
+    pub token_ttl: Duration,
+    pub lease_secs: u32,
+}
+
+impl Default for ServedConfig {
+    fn default() -> Self {
+        ServedConfig {
+            boot_server: Ipv4Addr::LOCALHOST,
+            http_port: 8081,
+            artifact_root: None,
+            token_ttl: Duration::from_secs(1800),
+            lease_secs: 3600,
+        }
+    }
+}
+
+/// One profile as the boot plane serves it, built once at publish.
+struct Served {
+    profile: BootProfile,
+    host: Host,
+    subnet: Ipv4Net,
+    image: Image,
 }
 
 #[derive(Default)]
 struct Inner {
-    profiles: HashMap<String, BootProfile>,
+    served: BTreeMap<String, Served>,
     phases: HashMap<String, (Phase, i64)>,
+    by_mac: HashMap<MacAddr, String>,
 }
 
-impl ProfileRegistry {
-    /// Records that `host` reached `phase` at `at` (Unix seconds); later phases only move forward.
-    pub fn record(&self, host: &str, phase: Phase, at: i64) {
-        if let Ok(mut g) = self.inner.lock()
-            && g.profiles.contains_key(host)
-        {
-            let e = g.phases.entry(host.to_string()).or_insert((phase, at));
+impl Inner {
+    fn record(&mut self, host: &str, phase: Phase, at: i64) {
+        if self.served.contains_key(host) {
+            let e = self.phases.entry(host.to_string()).or_insert((phase, at));
             if phase >= e.0 {
                 *e = (phase, at);
             }
         }
     }
+}
+
+struct Shared {
+    inner: Mutex<Inner>,
+    clock: Clock,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // Every update is a few map operations that cannot be left half-done: recover from a poisoned lock.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Profiles and phases by host key (`<namespace>/<host>`), and the boot plane that serves them.
+pub struct ProfileRegistry {
+    shared: Arc<Shared>,
+    plane: Arc<ServedPlane>,
+    config: ServedConfig,
+}
+
+impl Default for ProfileRegistry {
+    fn default() -> Self {
+        ProfileRegistry::new(
+            ServedConfig::default(),
+            BootMetrics::default(),
+            Arc::new(|| jiff::Timestamp::now().as_second()),
+        )
+    }
+}
+
+impl ProfileRegistry {
+    pub fn new(config: ServedConfig, metrics: BootMetrics, clock: Clock) -> Self {
+        let handle = Arc::new(InventoryHandle::new(
+            PathBuf::from("<BeowulfHosts>"),
+            Inventory::empty(SERVED_NAMESPACE.into()),
+        ));
+        let plane = Arc::new(ServedPlane::new(
+            handle,
+            config.token_ttl,
+            config.http_port,
+            metrics,
+        ));
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner::default()),
+            clock,
+        });
+        let s2 = shared.clone();
+        plane.observe_phases(Box::new(move |mac, phase| {
+            let now = (s2.clock)();
+            let mut g = s2.lock();
+            if let Some(key) = g.by_mac.get(mac).cloned() {
+                g.record(&key, phase, now);
+            }
+        }));
+        ProfileRegistry {
+            shared,
+            plane,
+            config,
+        }
+    }
+
+    /// The boot plane to serve (DHCP, TFTP, HTTP) on these profiles.
+    pub fn plane(&self) -> Arc<ServedPlane> {
+        self.plane.clone()
+    }
+
+    /// Records that `host` reached `phase` at `at` (Unix seconds); later phases only move forward. The served
+    /// boot plane records through this too; tests and benchmarks without a network call it directly.
+    pub fn record(&self, host: &str, phase: Phase, at: i64) {
+        self.shared.lock().record(host, phase, at);
+    }
 
     /// The published profile of `host`.
     pub fn profile(&self, host: &str) -> Option<BootProfile> {
-        self.inner.lock().ok()?.profiles.get(host).cloned()
+        self.shared
+            .lock()
+            .served
+            .get(host)
+            .map(|s| s.profile.clone())
+    }
+
+    /// Rebuilds the served inventory from `served` and puts it in service.
+    fn serve(&self, served: &BTreeMap<String, Served>) -> Result<(), IoError> {
+        let mut networks: Vec<Network> = Vec::new();
+        let mut images = BTreeMap::new();
+        let mut hosts = Vec::with_capacity(served.len());
+        for s in served.values() {
+            let network = match networks.iter().position(|n| n.subnet == s.subnet) {
+                Some(i) => i,
+                None => {
+                    networks.push(Network {
+                        name: s.subnet.to_string(),
+                        subnet: s.subnet,
+                        gateway: s.profile.gateway,
+                        dns: Vec::new(),
+                        domain: None,
+                        mtu: None,
+                        lease_secs: self.config.lease_secs,
+                        boot_server: self.config.boot_server,
+                    });
+                    networks.len() - 1
+                }
+            };
+            images
+                .entry(s.image.name.clone())
+                .or_insert_with(|| s.image.clone());
+            hosts.push(Host {
+                network,
+                ..s.host.clone()
+            });
+        }
+        let inv = Inventory::from_parts(SERVED_NAMESPACE.into(), networks, images, hosts)
+            .map_err(IoError)?;
+        self.plane.inventory.set(inv);
+        self.plane.inventory_reloaded(&self.plane.inventory.get());
+        Ok(())
+    }
+}
+
+/// `namespace` of a `<namespace>/<host>` key.
+fn namespace_of(key: &str) -> &str {
+    key.split_once('/').map(|(ns, _)| ns).unwrap_or("")
+}
+
+/// An image artifact as the boot plane serves it: `http(s)://` URLs are fetched by the host from there;
+/// relative paths are files under the artifact root, served at `/images/<image>/<file>`.
+fn artifact(url: &str, root: Option<&Path>, host: &str) -> Result<Artifact, IoError> {
+    let name = |path: &str| {
+        path.rsplit('/')
+            .next()
+            .filter(|n| !n.is_empty())
+            .map(str::to_string)
+            .ok_or_else(|| IoError(format!("host {host}: artifact {url:?} has no file name")))
+    };
+    if url.starts_with("http://") || url.starts_with("https://") {
+        let path = url.split(['?', '#']).next().unwrap_or(url);
+        return Ok(Artifact {
+            name: name(path)?,
+            source: ArtifactSource::Url(url.to_string()),
+            sha256: None,
+        });
+    }
+    let rel = Path::new(url);
+    if rel.components().any(|c| !matches!(c, Component::Normal(_))) {
+        return Err(IoError(format!(
+            "host {host}: artifact {url:?} must be an http(s):// URL or a relative path without `..` under the \
+             artifact root"
+        )));
+    }
+    let Some(root) = root else {
+        return Err(IoError(format!(
+            "host {host}: artifact {url:?} is a path, but the manager has no --artifact-root: give an http(s):// \
+             URL or start the manager with --artifact-root"
+        )));
+    };
+    Ok(Artifact {
+        name: name(url)?,
+        source: ArtifactSource::File(root.join(rel)),
+        sha256: None,
+    })
+}
+
+impl ProfileRegistry {
+    /// Checks `p` and builds what the boot plane serves for it.
+    fn prepare(&self, p: BootProfile) -> Result<Served, IoError> {
+        let key = p.host.clone();
+        let Some((ip, prefix)) = p.ip else {
+            return Err(IoError(format!(
+                "host {key}: no static address on its boot interface (spec.interfaces[].address): the boot \
+                 plane answers DHCP from reservations only"
+            )));
+        };
+        let subnet = Ipv4Net::new(ip, prefix)
+            .map_err(|e| IoError(format!("host {key}: address {ip}/{prefix}: {e}")))?
+            .trunc();
+        let root = self.config.artifact_root.as_deref();
+        let kernel = artifact(&p.kernel, root, &key)?;
+        let initrds = p
+            .initrds
+            .iter()
+            .map(|u| artifact(u, root, &key))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rootfs = p
+            .rootfs
+            .as_deref()
+            .map(|u| artifact(u, root, &key))
+            .transpose()?;
+        // Hosts booting the same artifacts with the same command line share one served image.
+        let mut h = Sha256::new();
+        for part in std::iter::once(&p.kernel)
+            .chain(&p.initrds)
+            .chain(&p.rootfs)
+            .chain(std::iter::once(&p.cmdline))
+        {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let image = Image {
+            name: format!("img-{}", &hex::encode(h.finalize())[..16]),
+            format: ImageFormat::Live,
+            kernel,
+            initrds,
+            rootfs,
+            cmdline: p.cmdline.clone(),
+        };
+        crate::boot::script::check_cmdline(&image).map_err(|e| {
+            IoError(format!(
+                "host {key}: the image's kernel command line template does not render: {e}"
+            ))
+        })?;
+        let text = String::from_utf8_lossy(&p.user_data).into_owned();
+        let (user_data, ignition) = match p.format {
+            UserDataFormat::CloudConfig => (Secret::new(text), None),
+            UserDataFormat::Ignition => (Secret::default(), Some(Secret::new(text))),
+        };
+        let host = Host {
+            name: p.hostname.clone(),
+            namespace: namespace_of(&key).to_string(),
+            mac: p.mac,
+            ip,
+            network: 0,
+            image: image.name.clone(),
+            user_data,
+            vendor_data: None,
+            network_config: None,
+            ignition,
+            bmc: None,
+        };
+        Ok(Served {
+            profile: p,
+            host,
+            subnet,
+            image,
+        })
     }
 }
 
 impl BootPlane for ProfileRegistry {
     fn publish(&self, profile: BootProfile) -> Result<(), IoError> {
-        let mut g = self
-            .inner
-            .lock()
-            .map_err(|_| IoError("boot profile registry poisoned".into()))?;
-        g.phases.remove(&profile.host);
-        g.profiles.insert(profile.host.clone(), profile);
+        let served = self.prepare(profile)?;
+        let key = served.profile.host.clone();
+        let mut g = self.shared.lock();
+        let old = g.served.insert(key.clone(), served);
+        if let Err(e) = self.serve(&g.served) {
+            // Nothing changes for anyone else: put the previous profile (or none) back.
+            match old {
+                Some(o) => g.served.insert(key, o),
+                None => g.served.remove(&key),
+            };
+            return Err(e);
+        }
+        if let Some(o) = &old {
+            g.by_mac.remove(&o.profile.mac);
+            self.plane.tokens.consume(&o.host.name);
+        }
+        let (mac, name) = {
+            let s = &g.served[&key];
+            (s.profile.mac, s.host.name.clone())
+        };
+        g.by_mac.insert(mac, key.clone());
+        g.phases.remove(&key);
+        // A fresh boot: any token of an earlier one stops working.
+        self.plane.tokens.consume(&name);
         Ok(())
     }
+
     fn withdraw(&self, host: &str) {
-        if let Ok(mut g) = self.inner.lock() {
-            g.profiles.remove(host);
-            g.phases.remove(host);
+        let mut g = self.shared.lock();
+        g.phases.remove(host);
+        if let Some(old) = g.served.remove(host) {
+            g.by_mac.remove(&old.profile.mac);
+            self.plane.tokens.consume(&old.host.name);
+            if let Err(e) = self.serve(&g.served) {
+                // A subset of a consistent inventory is consistent; say so loudly if that ever breaks.
+                tracing::error!(host, error = %e, "rebuilding the served inventory failed");
+            }
         }
     }
+
     fn last_phase(&self, host: &str) -> Option<(Phase, i64)> {
-        self.inner.lock().ok()?.phases.get(host).copied()
+        self.shared.lock().phases.get(host).copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(ns: &str, name: &str, last: u8) -> BootProfile {
+        BootProfile {
+            host: format!("{ns}/{name}"),
+            hostname: name.into(),
+            mac: MacAddr([0x52, 0x54, 0, 0, 0, last]),
+            ip: Some((Ipv4Addr::new(10, 0, 0, last), 24)),
+            gateway: None,
+            provider_id: format!("beowulf://{ns}/{name}"),
+            kernel: "http://boot/vmlinuz".into(),
+            initrds: vec!["http://boot/initrd.img".into()],
+            rootfs: None,
+            cmdline: "console=ttyS0 ds=nocloud;s={{ nocloud_url }}".into(),
+            user_data: b"#cloud-config\n".to_vec(),
+            format: UserDataFormat::CloudConfig,
+        }
+    }
+
+    #[test]
+    fn profiles_become_the_served_inventory_and_leave_it() {
+        let r = ProfileRegistry::default();
+        r.publish(profile("a", "n1", 1)).unwrap();
+        r.publish(profile("b", "n2", 2)).unwrap();
+        let inv = r.plane().inventory.get();
+        assert_eq!(inv.hosts.len(), 2);
+        assert_eq!(inv.networks.len(), 1, "one network per subnet");
+        assert_eq!(inv.images.len(), 1, "same artifacts: one image");
+        let h = inv.host_by_mac(&MacAddr([0x52, 0x54, 0, 0, 0, 2])).unwrap();
+        assert_eq!((h.namespace.as_str(), h.name.as_str()), ("b", "n2"));
+        assert_eq!(inv.network_of(h).boot_server, Ipv4Addr::LOCALHOST);
+        r.withdraw("a/n1");
+        let inv = r.plane().inventory.get();
+        assert_eq!(inv.hosts.len(), 1);
+        assert!(inv.host("n1").is_none());
+    }
+
+    #[test]
+    fn clashing_or_unservable_profiles_are_refused_and_change_nothing() {
+        let r = ProfileRegistry::default();
+        r.publish(profile("a", "n1", 1)).unwrap();
+        // Same host name in another namespace: one boot network, names must be unique on it.
+        let e = r.publish(profile("b", "n1", 3)).unwrap_err();
+        assert!(e.0.contains("host name is already used"), "{e}");
+        let e = r.publish(profile("b", "n4", 1)).unwrap_err();
+        assert!(e.0.contains("MAC 52:54:00:00:00:01"), "{e}");
+        let mut p = profile("b", "n5", 5);
+        p.ip = None;
+        assert!(r.publish(p).unwrap_err().0.contains("no static address"));
+        let mut p = profile("b", "n6", 6);
+        p.kernel = "../../etc/shadow".into();
+        assert!(r.publish(p).unwrap_err().0.contains("without `..`"));
+        let mut p = profile("b", "n7", 7);
+        p.kernel = "images/vmlinuz".into();
+        assert!(r.publish(p).unwrap_err().0.contains("--artifact-root"));
+        let mut p = profile("b", "n8", 8);
+        p.cmdline = "{{ no_such_variable }}".into();
+        assert!(r.publish(p).unwrap_err().0.contains("does not render"));
+        assert_eq!(r.plane().inventory.get().hosts.len(), 1);
+        assert!(r.profile("b/n1").is_none());
+    }
+
+    #[test]
+    fn phases_recorded_by_the_services_reach_the_engine_by_host_key() {
+        use crate::boot::BootDirectory;
+        let r = ProfileRegistry::new(
+            ServedConfig::default(),
+            BootMetrics::default(),
+            Arc::new(|| 4242),
+        );
+        r.publish(profile("a", "n1", 1)).unwrap();
+        let plane = r.plane();
+        plane.record(&MacAddr([0x52, 0x54, 0, 0, 0, 1]), Phase::DhcpOffer);
+        assert_eq!(r.last_phase("a/n1"), Some((Phase::DhcpOffer, 4242)));
+        plane.record(&MacAddr([0x52, 0x54, 0, 0, 0, 9]), Phase::DhcpOffer);
+        assert_eq!(r.last_phase("a/n9"), None, "unknown MACs are ignored");
+        // Republishing starts a fresh boot: phases are forgotten.
+        r.publish(profile("a", "n1", 1)).unwrap();
+        assert_eq!(r.last_phase("a/n1"), None);
     }
 }

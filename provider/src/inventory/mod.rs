@@ -98,6 +98,9 @@ pub enum ArtifactSource {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     pub name: String,
+    /// The namespace of its provider ID (`beowulf://<namespace>/<name>`): the inventory's own in a file; the
+    /// BeowulfHost's in `beowulf manager`, where one boot plane serves hosts of several namespaces.
+    pub namespace: String,
     pub mac: MacAddr,
     pub ip: Ipv4Addr,
     /// Index into [`Inventory::networks`].
@@ -228,6 +231,69 @@ impl Inventory {
         }
     }
 
+    /// No hosts, images or networks.
+    pub fn empty(namespace: String) -> Inventory {
+        Inventory {
+            namespace,
+            networks: Vec::new(),
+            images: BTreeMap::new(),
+            hosts: Vec::new(),
+            by_mac: HashMap::new(),
+            by_ip: HashMap::new(),
+            by_name: HashMap::new(),
+            files: Vec::new(),
+        }
+    }
+
+    /// An inventory assembled in memory (the controllers' boot profiles), indexed like a loaded one. Every
+    /// host's network index and image must exist; names, MACs and addresses must be unique.
+    pub fn from_parts(
+        namespace: String,
+        networks: Vec<Network>,
+        images: BTreeMap<String, Image>,
+        hosts: Vec<Host>,
+    ) -> Result<Inventory, String> {
+        let (mut by_mac, mut by_ip, mut by_name) = (HashMap::new(), HashMap::new(), HashMap::new());
+        for (i, h) in hosts.iter().enumerate() {
+            if h.network >= networks.len() {
+                return Err(format!("host {:?}: no network {}", h.name, h.network));
+            }
+            if !images.contains_key(&h.image) {
+                return Err(format!("host {:?}: no image {:?}", h.name, h.image));
+            }
+            let clash = |what: &str, other: usize| {
+                format!(
+                    "host {:?} ({}/{}): {what} is already used by host {:?} ({}/{})",
+                    h.name,
+                    h.namespace,
+                    h.name,
+                    hosts[other].name,
+                    hosts[other].namespace,
+                    hosts[other].name
+                )
+            };
+            if let Some(o) = by_name.insert(h.name.clone(), i) {
+                return Err(clash("the host name", o));
+            }
+            if let Some(o) = by_mac.insert(h.mac, i) {
+                return Err(clash(&format!("MAC {}", h.mac), o));
+            }
+            if let Some(o) = by_ip.insert(h.ip, i) {
+                return Err(clash(&format!("address {}", h.ip), o));
+            }
+        }
+        Ok(Inventory {
+            namespace,
+            networks,
+            images,
+            hosts,
+            by_mac,
+            by_ip,
+            by_name,
+            files: Vec::new(),
+        })
+    }
+
     pub fn host_by_mac(&self, mac: &MacAddr) -> Option<&Host> {
         self.by_mac.get(mac).map(|&i| &self.hosts[i])
     }
@@ -260,6 +326,7 @@ fn first_line(s: &str) -> String {
 }
 
 struct Known<'a> {
+    namespace: &'a str,
     networks: &'a [Network],
     net_names: &'a HashMap<String, usize>,
     images: &'a BTreeMap<String, Image>,
@@ -383,6 +450,7 @@ impl Validator<'_> {
         for h in raw.hosts {
             let (name_at, mac_at, ip_at) = (h.name.referenced, h.mac.referenced, h.ip.referenced);
             let known = Known {
+                namespace: &namespace,
                 networks: &networks,
                 net_names: &net_names,
                 images: &images,
@@ -859,6 +927,7 @@ impl Validator<'_> {
         }
         Some(Host {
             name: h.name.value,
+            namespace: known.namespace.to_string(),
             mac: mac?,
             ip: ip?,
             network: network?,

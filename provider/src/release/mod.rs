@@ -154,10 +154,15 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
                             "--watch-filter=${BEOWULF_WATCH_FILTER:=}",
                             "--metrics-bind-address=${BEOWULF_METRICS_BIND_ADDRESS:=127.0.0.1:8080}",
                             "--health-bind-address=${BEOWULF_HEALTH_BIND_ADDRESS:=:9440}",
+                            // Empty: the boot plane's address is the node's ($HOST_IP below).
+                            "--boot-interface=${BEOWULF_BOOT_INTERFACE:=}",
+                            "--boot-server-ip=${BEOWULF_BOOT_SERVER_IP:=}",
+                            "--boot-http-port=${BEOWULF_BOOT_HTTP_PORT:=8081}",
                         ],
                         "env": [
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
                             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+                            {"name": "HOST_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.hostIP"}}},
                         ],
                         "ports": [{"name": "healthz", "containerPort": 9440, "protocol": "TCP"}],
                         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}},
