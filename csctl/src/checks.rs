@@ -13,15 +13,6 @@ use crate::render::{self, Chart, ReleaseInfo};
 use crate::stack::{Convention, Stack};
 use crate::substitute::{ReleaseVersions, substitute};
 
-/// Kinds that come with Kubernetes itself (no CRD needed, not validated here).
-const CORE_GROUPS: [&str; 6] = [
-    "",
-    "apps",
-    "batch",
-    "rbac.authorization.k8s.io",
-    "policy",
-    "networking.k8s.io",
-];
 
 /// The versions used to render the charts for validation (what a first stable release gets).
 fn placeholder_versions() -> ReleaseVersions {
@@ -242,6 +233,7 @@ pub fn check_stack(stack: &Stack, crds: &CrdSet) -> Vec<Problem> {
         ));
     }
     check_cluster_class(stack, crds, &mut problems);
+    check_addons(stack, crds, &mut problems);
 
     // Cluster addons.
     match &stack.convention {
@@ -341,17 +333,43 @@ fn check_stages(
     }
 }
 
-fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>) {
+/// One object of a rendered chart, with where it came from.
+struct Doc {
+    /// The template, for messages.
+    file: String,
+    /// The template source and its rendered text (positions are mapped between them).
+    source: String,
+    text: String,
+    doc: Node,
+    json: Value,
+}
+
+impl Doc {
+    fn at(&self, line: u64, column: u64) -> (String, u64, u64) {
+        source_position(&self.file, &self.source, &self.text, line, column)
+    }
+}
+
+/// Renders the chart in `dir` (a stack-relative directory) the way csctl would package it (.helmignore
+/// applied, release markers substituted, `version:` set to `chart_version`) and parses every rendered
+/// document. Render and YAML problems are added to `problems`.
+fn render_docs(
+    stack: &Stack,
+    dir: &str,
+    chart_version: &str,
+    release: &ReleaseInfo,
+    problems: &mut Vec<Problem>,
+) -> Vec<Doc> {
     let v = placeholder_versions();
     // What `helm package` would ship: .helmignore applies.
     let ignore = stack
         .files
-        .get("cluster-class/.helmignore")
+        .get(&format!("{dir}/.helmignore"))
         .map(|d| HelmIgnore::parse(&String::from_utf8_lossy(d)))
         .unwrap_or_default();
     for line in &ignore.unsupported {
         problems.push(Problem::warning(
-            stack.display("cluster-class/.helmignore"),
+            stack.display(&format!("{dir}/.helmignore")),
             0,
             0,
             format!(
@@ -360,52 +378,44 @@ fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>
         ));
     }
     let substituted: BTreeMap<String, Vec<u8>> = stack
-        .under("cluster-class")
+        .under(dir)
         .filter(|(rel, _)| !ignore.ignored(rel))
         .map(|(rel, d)| (rel.to_string(), substitute(d, &v)))
         .collect();
     let mut files: BTreeMap<&str, &[u8]> = substituted
         .iter()
+        // Subcharts under charts/ are not rendered (see check_addon_chart).
+        .filter(|(k, _)| !k.starts_with("charts/"))
         .map(|(k, v)| (k.as_str(), v.as_slice()))
         .collect();
-    // Render with the chart version csctl would set.
     let chart_yaml = files
         .get("Chart.yaml")
-        .map(|d| crate::substitute::set_chart_version(d, &v.cluster_stack.dot()));
+        .map(|d| crate::substitute::set_chart_version(d, chart_version));
     if let Some(c) = &chart_yaml {
         files.insert("Chart.yaml", c.as_slice());
     }
-    let k = stack.config.config.kubernetes_version;
-    let release = ReleaseInfo {
-        name: stack.prefix(),
-        namespace: "default".into(),
-        kube_version: k.to_string(),
-    };
-    let rendered = match render::render_chart(&Chart { files }, &release) {
+    let rendered = match render::render_chart(&Chart { files }, release) {
         Ok(r) => r,
         Err(errs) => {
             for e in errs {
                 problems.push(Problem::error(
-                    stack.display(&format!("cluster-class/{}", e.file)),
+                    stack.display(&format!("{dir}/{}", e.file)),
                     e.line as u64,
                     0,
                     format!("cannot render: {}", e.message),
                 ));
             }
-            return;
+            return Vec::new();
         }
     };
-
-    let mut objects: Vec<Rendered> = Vec::new();
-    let mut classes: Vec<(String, String, String, Node, Value)> = Vec::new();
-    for (tpl, text) in &rendered {
-        let file = stack.display(&format!("cluster-class/{tpl}"));
+    let mut out = Vec::new();
+    for (tpl, text) in rendered {
+        let file = stack.display(&format!("{dir}/{tpl}"));
         let source = String::from_utf8_lossy(&substituted[tpl.as_str()]).into_owned();
-        let at = |line: u64, col: u64| source_position(&file, &source, text, line, col);
-        let docs = match yaml::parse_documents(text) {
+        let docs = match yaml::parse_documents(&text) {
             Ok(d) => d,
             Err(e) => {
-                let (f, l, c) = at(e.line, e.column);
+                let (f, l, c) = source_position(&file, &source, &text, e.line, e.column);
                 problems.push(Problem::error(
                     f,
                     l,
@@ -416,93 +426,215 @@ fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>
             }
         };
         for doc in docs {
-            let j = doc.to_json();
-            let (Some(api_version), Some(kind)) = (j["apiVersion"].as_str(), j["kind"].as_str())
-            else {
-                let (f, l, c) = at(doc.line, doc.column);
-                problems.push(Problem::error(
-                    f,
-                    l,
-                    c,
-                    "rendered object has no apiVersion or kind",
-                ));
+            let json = doc.to_json();
+            // An empty document (e.g. a template whose `if` was false) is not an object.
+            if json.is_null() {
                 continue;
-            };
-            let name = j["metadata"]["name"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            if name.is_empty() {
-                let (f, l, c) = at(doc.line, doc.column);
-                problems.push(Problem::error(
-                    f,
-                    l,
-                    c,
-                    format!("{kind} has no metadata.name"),
-                ));
             }
-            match crds.lookup(api_version, kind) {
-                Lookup::Schema(schema) => {
-                    for p in schema.check(&doc, &file) {
-                        let (f, l, c) = at(p.line, p.column);
-                        problems.push(Problem::error(
-                            f,
-                            l,
-                            c,
-                            format!("{kind} {name}: {}", p.message),
-                        ));
-                    }
-                }
-                Lookup::VersionNotServed { served } => {
-                    let n = doc.get("apiVersion").unwrap_or(&doc);
-                    let (f, l, c) = at(n.line, n.column);
+            out.push(Doc {
+                file: file.clone(),
+                source: source.clone(),
+                text: text.clone(),
+                doc,
+                json,
+            });
+        }
+    }
+    out
+}
+
+/// Checks every rendered object against the schema of its kind: CRDs shipped in the stack's own charts
+/// (`local`) first, then the built-in CRDs and Kubernetes kinds (`crds`). Returns the objects found.
+fn check_objects(
+    docs: &[Doc],
+    crds: &CrdSet,
+    local: &CrdSet,
+    unknown_is_error: bool,
+    problems: &mut Vec<Problem>,
+) -> Vec<Rendered> {
+    let mut objects = Vec::new();
+    for d in docs {
+        let j = &d.json;
+        let (Some(api_version), Some(kind)) = (j["apiVersion"].as_str(), j["kind"].as_str())
+        else {
+            let (f, l, c) = d.at(d.doc.line, d.doc.column);
+            problems.push(Problem::error(
+                f,
+                l,
+                c,
+                "rendered object has no apiVersion or kind",
+            ));
+            continue;
+        };
+        let name = j["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if name.is_empty() {
+            let (f, l, c) = d.at(d.doc.line, d.doc.column);
+            problems.push(Problem::error(
+                f,
+                l,
+                c,
+                format!("{kind} has no metadata.name"),
+            ));
+        }
+        let lookup = match local.lookup(api_version, kind) {
+            Lookup::Unknown => crds.lookup(api_version, kind),
+            found => found,
+        };
+        match lookup {
+            Lookup::Schema(schema) => {
+                for p in schema.check(&d.doc, &d.file) {
+                    let (f, l, c) = d.at(p.line, p.column);
                     problems.push(Problem::error(
                         f,
                         l,
                         c,
-                        format!(
-                            "{kind} is not served as {api_version}; served versions: {}",
-                            served.join(", ")
-                        ),
+                        format!("{kind} {name}: {}", p.message),
                     ));
                 }
-                Lookup::BadSchema(e) => problems.push(Problem::error(
-                    &file,
-                    0,
-                    0,
-                    format!("CRD schema for {kind} does not compile: {e}"),
-                )),
-                Lookup::Unknown => {
-                    let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
-                    if !CORE_GROUPS.contains(&group) {
-                        let n = doc.get("kind").unwrap_or(&doc);
-                        let (f, l, c) = at(n.line, n.column);
-                        problems.push(Problem::warning(
-                            f,
-                            l,
-                            c,
-                            format!("no CRD known for {kind} ({api_version}): not validated; add its CRD with --crd-dir"),
-                        ));
-                    }
-                }
             }
-            if kind == "ClusterClass" {
-                classes.push((
-                    file.clone(),
-                    source.clone(),
-                    text.clone(),
-                    doc.clone(),
-                    j.clone(),
+            Lookup::VersionNotServed { served } => {
+                let n = d.doc.get("apiVersion").unwrap_or(&d.doc);
+                let (f, l, c) = d.at(n.line, n.column);
+                problems.push(Problem::error(
+                    f,
+                    l,
+                    c,
+                    format!(
+                        "{kind} is not served as {api_version}; served versions: {}",
+                        served.join(", ")
+                    ),
                 ));
             }
-            objects.push(Rendered {
-                api_version: api_version.to_string(),
-                kind: kind.to_string(),
-                name,
-            });
+            Lookup::BadSchema(e) => problems.push(Problem::error(
+                &d.file,
+                0,
+                0,
+                format!("schema for {kind} does not compile: {e}"),
+            )),
+            Lookup::UnknownBuiltin { versions, kinds } => {
+                let group = api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
+                let message = if versions.is_empty() {
+                    format!(
+                        "unknown kind {kind} in {api_version}: not a Kubernetes {} kind of group {:?}; known kinds there: {}",
+                        crate::kube_schemas::KUBERNETES_VERSION,
+                        group,
+                        kinds.join(", ")
+                    )
+                } else {
+                    format!(
+                        "{kind} is not served as {api_version} in Kubernetes {}; use version {}",
+                        crate::kube_schemas::KUBERNETES_VERSION,
+                        versions.join(" or ")
+                    )
+                };
+                let n = d.doc.get("kind").unwrap_or(&d.doc);
+                let (f, l, c) = d.at(n.line, n.column);
+                problems.push(Problem::error(f, l, c, message));
+            }
+            Lookup::Unknown => {
+                let n = d.doc.get("kind").unwrap_or(&d.doc);
+                let (f, l, c) = d.at(n.line, n.column);
+                let message = format!(
+                    "no CRD known for {kind} ({api_version}): not validated; ship its CRD in the chart or add it with --crd-dir"
+                );
+                problems.push(if unknown_is_error {
+                    Problem::error(f, l, c, message)
+                } else {
+                    Problem::warning(f, l, c, message)
+                });
+            }
+        }
+        objects.push(Rendered {
+            api_version: api_version.to_string(),
+            kind: kind.to_string(),
+            name,
+        });
+    }
+    objects
+}
+
+/// The addon charts: each stage's subchart (multi-stage) or the umbrella chart, rendered with its own
+/// values as `helm template cluster-addon <chart> --namespace kube-system` would, and every object checked:
+/// CRDs that the charts ship are collected first, so their custom resources are validated against them.
+fn check_addons(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>) {
+    let dirs: Vec<String> = match &stack.convention {
+        Convention::Umbrella => vec!["cluster-addon".to_string()],
+        Convention::MultiStage(cfg) => {
+            let mut names: Vec<String> = cfg.stage_names().into_iter().collect();
+            names.sort();
+            names.dedup();
+            names
+                .into_iter()
+                .map(|n| format!("cluster-addon/{n}"))
+                .filter(|d| stack.files.contains_key(&format!("{d}/Chart.yaml")))
+                .collect()
+        }
+    };
+    let v = placeholder_versions();
+    let release = ReleaseInfo {
+        name: "cluster-addon".into(),
+        namespace: "kube-system".into(),
+        kube_version: stack.config.config.kubernetes_version.to_string(),
+    };
+    let mut all = Vec::new();
+    for dir in &dirs {
+        let has_subcharts = stack.under(dir).any(|(rel, _)| rel.starts_with("charts/"));
+        let declares = stack
+            .files
+            .get(&format!("{dir}/Chart.yaml"))
+            .and_then(|d| yaml::parse_one(&String::from_utf8_lossy(d)).ok())
+            .is_some_and(|doc| doc.get("dependencies").is_some());
+        if has_subcharts || declares {
+            problems.push(Problem::warning(
+                stack.display(&format!("{dir}/Chart.yaml")),
+                0,
+                0,
+                "chart has dependencies (`dependencies:` or charts/): csctl renders and validates only the chart's own templates",
+            ));
+        }
+        all.extend(render_docs(
+            stack,
+            dir,
+            &v.cluster_addon.dot(),
+            &release,
+            problems,
+        ));
+    }
+    let mut local = CrdSet::default();
+    for d in all.iter().filter(|d| {
+        d.json["kind"] == "CustomResourceDefinition"
+            && d.json["apiVersion"] == "apiextensions.k8s.io/v1"
+    }) {
+        // A malformed CRD is reported by the schema check below; here it only does not count.
+        if let Ok(text) = serde_json::to_string(&d.json) {
+            let _ = local.add_text(&d.file, &text);
         }
     }
+    check_objects(&all, crds, &local, true, problems);
+}
 
+fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>) {
+    let v = placeholder_versions();
+    let release = ReleaseInfo {
+        name: stack.prefix(),
+        namespace: "default".into(),
+        kube_version: stack.config.config.kubernetes_version.to_string(),
+    };
+    let docs = render_docs(
+        stack,
+        "cluster-class",
+        &v.cluster_stack.dot(),
+        &release,
+        problems,
+    );
+    let objects = check_objects(&docs, crds, &CrdSet::default(), false, problems);
+    let classes: Vec<&Doc> = docs
+        .iter()
+        .filter(|d| d.json["kind"] == "ClusterClass")
+        .collect();
     match classes.len() {
         0 => problems.push(Problem::error(
             stack.display("cluster-class/templates"),
@@ -519,10 +651,11 @@ fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>
         )),
     }
     let expected_name = format!("{}-{}", stack.prefix(), v.cluster_stack.dot());
-    for (file, source, text, doc, j) in &classes {
+    for d in &classes {
+        let j = &d.json;
         let at = |ptr: &str| {
-            let n = doc.locate(ptr);
-            source_position(file, source, text, n.line, n.column)
+            let n = d.doc.locate(ptr);
+            d.at(n.line, n.column)
         };
         let name = j["metadata"]["name"].as_str().unwrap_or_default();
         if name != expected_name {

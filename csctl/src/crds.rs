@@ -1,5 +1,6 @@
-//! CustomResourceDefinitions the rendered cluster-class objects are validated against: the CAPI v1.14.0
-//! CRDs vendored in `csctl/crds/capi-v1.14.0/` (embedded), plus any given with `--crd-dir`.
+//! CustomResourceDefinitions the rendered objects are validated against: the CAPI v1.14.0 CRDs vendored in
+//! `csctl/crds/capi-v1.14.0/` and the Beowulf provider's CRDs in `csctl/crds/beowulf-v1alpha1.yaml` (both
+//! embedded), plus any given with `--crd-dir`; and the built-in Kubernetes kinds ([`crate::kube_schemas`]).
 //!
 //! A CRD's `openAPIV3Schema` is made strict before use: objects with `properties` reject unknown fields
 //! (what `kubectl --validate=strict` and the API server's field validation report), unless they say
@@ -9,10 +10,19 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use metadata_schema::validate::Schema;
+
+use crate::kube_schemas::{CoreKinds, CoreLookup};
 use metadata_schema::{Problem, yaml};
 use serde_json::{Value, json};
 
-/// The vendored CRDs: (file name, contents).
+/// The Beowulf provider's CRDs (`beowulf crds`), vendored so that csctl needs no provider at run time; a test
+/// keeps the file equal to what the provider generates.
+pub const BEOWULF: (&str, &str) = (
+    "beowulf-v1alpha1.yaml",
+    include_str!("../crds/beowulf-v1alpha1.yaml"),
+);
+
+/// The vendored CAPI CRDs: (file name, contents).
 pub const VENDORED: [(&str, &str); 3] = [
     (
         "cluster.x-k8s.io_clusterclasses.yaml",
@@ -41,10 +51,11 @@ struct Crd {
     versions: BTreeMap<String, VersionEntry>,
 }
 
-/// Known CRDs by (group, kind).
+/// Known CRDs by (group, kind), and the built-in Kubernetes kinds.
 #[derive(Default)]
 pub struct CrdSet {
     kinds: HashMap<(String, String), Crd>,
+    core: CoreKinds,
 }
 
 /// What is known about an object's kind.
@@ -56,11 +67,18 @@ pub enum Lookup<'a> {
     },
     /// The CRD's schema does not compile.
     BadSchema(String),
+    /// A kind of a built-in Kubernetes group that csctl does not know in this version; the versions it
+    /// knows (empty: not a kind csctl knows at all) and the kinds it knows in the group.
+    UnknownBuiltin {
+        versions: Vec<&'static str>,
+        kinds: Vec<&'static str>,
+    },
+    /// No CRD and not a built-in group.
     Unknown,
 }
 
 /// Makes a structural schema strict (see module docs).
-fn strict(mut s: Value) -> Value {
+pub(crate) fn strict(mut s: Value) -> Value {
     if let Value::Object(m) = &mut s {
         for key in ["properties", "patternProperties"] {
             if let Some(Value::Object(props)) = m.get_mut(key) {
@@ -125,10 +143,10 @@ fn with_object_root(mut s: Value) -> Value {
 }
 
 impl CrdSet {
-    /// The vendored CAPI CRDs.
+    /// The vendored CAPI and Beowulf CRDs.
     pub fn builtin() -> Self {
         let mut set = Self::default();
-        for (name, text) in VENDORED {
+        for (name, text) in VENDORED.into_iter().chain([BEOWULF]) {
             // The vendored files are covered by tests; a failure here would be a build defect.
             let _ = set.add_text(&format!("(built in) {name}"), text);
         }
@@ -234,7 +252,19 @@ impl CrdSet {
             None => ("", api_version),
         };
         let Some(crd) = self.kinds.get(&(group.to_string(), kind.to_string())) else {
-            return Lookup::Unknown;
+            return match self.core.lookup(api_version, kind) {
+                CoreLookup::Schema(s) => Lookup::Schema(s),
+                CoreLookup::BadSchema(e) => Lookup::BadSchema(e),
+                CoreLookup::OtherVersions(versions) => Lookup::UnknownBuiltin {
+                    versions,
+                    kinds: Vec::new(),
+                },
+                CoreLookup::UnknownKind(kinds) => Lookup::UnknownBuiltin {
+                    versions: Vec::new(),
+                    kinds,
+                },
+                CoreLookup::NotBuiltin => Lookup::Unknown,
+            };
         };
         match crd.versions.get(version) {
             Some(v) if v.served => {
@@ -296,7 +326,15 @@ mod tests {
                 "infrastructure.cluster.x-k8s.io/v1alpha1",
                 "BeowulfMachineTemplate"
             ),
+            Lookup::Schema(_)
+        ));
+        assert!(matches!(
+            set.lookup("metallb.io/v1beta1", "IPAddressPool"),
             Lookup::Unknown
+        ));
+        assert!(matches!(
+            set.lookup("apps/v1", "StatefulSet"),
+            Lookup::Schema(_)
         ));
     }
 }

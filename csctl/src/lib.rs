@@ -8,6 +8,7 @@ pub mod crds;
 pub mod error;
 pub mod hash;
 pub mod helmignore;
+pub mod kube_schemas;
 pub mod oci;
 pub mod output;
 pub mod release;

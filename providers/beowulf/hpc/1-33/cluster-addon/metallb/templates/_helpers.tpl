@@ -1,0 +1,8 @@
+{{/* repository[:tag]@digest, or repository:tag when no digest is known. */}}
+{{- define "metallb.image" -}}
+{{- if .digest -}}
+{{ .repository }}{{ if .tag }}:{{ .tag }}{{ end }}@{{ .digest }}
+{{- else -}}
+{{ .repository }}:{{ .tag }}
+{{- end -}}
+{{- end }}
