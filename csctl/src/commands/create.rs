@@ -370,16 +370,33 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     drop(oci_previous);
     let mut json = serde_json::json!({ "releases": report });
     if let Some(target) = &publish_target {
+        // New releases, and unchanged ones whose release directory is here (publishing is idempotent: a
+        // release already at the target is a no-op), so that running the same command again after a
+        // `create` without `--publish` still publishes.
         let dirs: Vec<PathBuf> = report
             .iter()
-            .filter(|r| r["status"] != "no-change")
-            .filter_map(|r| r["path"].as_str().map(PathBuf::from))
+            .filter_map(|r| match r["path"].as_str() {
+                Some(p) => Some(PathBuf::from(p)),
+                None => r["latest"]
+                    .as_str()
+                    .map(|l| args.output.join(l))
+                    .filter(|d| d.join("metadata.yaml").is_file()),
+            })
             .collect();
         if !dirs.is_empty() {
             let (published_text, published) = remote::runtime()?.block_on(
                 publish::publish_dirs(ctx, &dirs, target, &args.registry, false),
             )?;
             text.push_str(&published_text);
+            if let Some(list) = published.as_array() {
+                for p in list {
+                    if let Some(reference) = p["reference"].as_str() {
+                        text.push_str(&format!(
+                            "next: csctl inspect {reference}   (to a registry the cluster-stack-operator reads: csctl publish <release dir> --to oci://<registry>/<repository>)\n"
+                        ));
+                    }
+                }
+            }
             json["published"] = published;
         }
     }
