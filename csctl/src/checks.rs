@@ -13,7 +13,6 @@ use crate::render::{self, Chart, ReleaseInfo};
 use crate::stack::{Convention, Stack};
 use crate::substitute::{ReleaseVersions, substitute};
 
-
 /// The versions used to render the charts for validation (what a first stable release gets).
 fn placeholder_versions() -> ReleaseVersions {
     ReleaseVersions {
@@ -455,8 +454,7 @@ fn check_objects(
     let mut objects = Vec::new();
     for d in docs {
         let j = &d.json;
-        let (Some(api_version), Some(kind)) = (j["apiVersion"].as_str(), j["kind"].as_str())
-        else {
+        let (Some(api_version), Some(kind)) = (j["apiVersion"].as_str(), j["kind"].as_str()) else {
             let (f, l, c) = d.at(d.doc.line, d.doc.column);
             problems.push(Problem::error(
                 f,

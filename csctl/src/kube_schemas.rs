@@ -253,15 +253,19 @@ mod tests {
         assert_eq!(problems(&kinds, ok), Vec::<String>::new());
         let bad = ok
             .replace("containerPort: 80", "containerPort: eighty")
-            .replace("image: busybox", "imagePullPolicy: Always\n          imag: busybox");
+            .replace(
+                "image: busybox",
+                "imagePullPolicy: Always\n          imag: busybox",
+            );
         let p = problems(&kinds, &bad);
         assert!(
-            p.iter().any(|p| p.starts_with("t.yaml:13:")
-                && p.contains("'imag' was unexpected")),
+            p.iter()
+                .any(|p| p.starts_with("t.yaml:13:") && p.contains("'imag' was unexpected")),
             "{p:?}"
         );
         assert!(
-            p.iter().any(|p| p.contains("\"eighty\" is not of type \"integer\"")),
+            p.iter()
+                .any(|p| p.contains("\"eighty\" is not of type \"integer\"")),
             "{p:?}"
         );
     }
@@ -279,7 +283,10 @@ mod tests {
         let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata: {name: as.x.io}\nspec:\n  group: x.io\n  names: {kind: A, plural: as}\n  scope: Namespaced\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n        openAPIV3Schema:\n          type: object\n          properties:\n            on: {type: boolean, default: true}\n            mode: {type: string, enum: [a, b]}\n";
         assert_eq!(problems(&kinds, crd), Vec::<String>::new());
         let p = problems(&kinds, &crd.replace("served: true", "serve: true"));
-        assert!(p.iter().any(|p| p.contains("'serve' was unexpected")), "{p:?}");
+        assert!(
+            p.iter().any(|p| p.contains("'serve' was unexpected")),
+            "{p:?}"
+        );
     }
 
     #[test]

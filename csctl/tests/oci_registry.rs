@@ -1120,3 +1120,74 @@ fn tls_with_a_custom_ca() {
         read_dir_files(&release)
     );
 }
+
+/// The HPC stack end to end against a real registry: `csctl create`, then `csctl publish`; the published
+/// manifest lists every file of the release by title with its digest, and `create --publish` of the same
+/// stack is a no-op that reports the same digest.
+#[test]
+fn hpc_stack_is_created_and_published_with_every_file_titled() {
+    let reg = Registry::start();
+    let home = tempfile::tempdir().unwrap();
+    let stack =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../providers/beowulf/hpc/1-33");
+    let mut c = csctl(home.path());
+    c.args(["--format", "json", "create", "-o", "rel"])
+        .arg(&stack);
+    let created = json(&run(c, None));
+    let release = std::path::PathBuf::from(created["releases"][0]["path"].as_str().unwrap());
+    let release = home.path().join(release);
+    assert_eq!(release.file_name().unwrap(), "beowulf-hpc-1-33-v1");
+    let files = read_dir_files(&release);
+    assert!(files.contains_key("beowulf-hpc-1-33-cluster-class-v1.tgz"));
+    assert!(files.contains_key("beowulf-hpc-1-33-cluster-addon-v1.tgz"));
+
+    let repo = format!("oci://{}/kaas/cluster-stacks", reg.addr);
+    let out = json(&publish(home.path(), &release, &repo, &[]));
+    let digest = out["published"][0]["digest"].as_str().unwrap().to_string();
+    let raw = skopeo_raw(&format!(
+        "docker://{}/kaas/cluster-stacks:beowulf-hpc-1-33-v1",
+        reg.addr
+    ));
+    assert_eq!(digest_of(&raw), digest);
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let layers: BTreeMap<String, String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["annotations"]["org.opencontainers.image.title"]
+                    .as_str()
+                    .unwrap()
+                    .to_string(),
+                l["digest"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: BTreeMap<String, String> = files
+        .iter()
+        .map(|(name, data)| (name.clone(), digest_of(data)))
+        .collect();
+    assert_eq!(
+        layers, expected,
+        "every file of the release, by title and digest"
+    );
+
+    // The README's main command with a registry: nothing new to build, the release is already there.
+    let mut c = csctl(home.path());
+    c.args([
+        "--format",
+        "json",
+        "create",
+        "-o",
+        "rel",
+        "--publish",
+        "--remote",
+    ])
+    .arg(&repo)
+    .arg(&stack);
+    let again = json(&run(c, None));
+    assert_eq!(again["releases"][0]["status"], "no-change");
+    assert_eq!(again["published"][0]["status"], "unchanged");
+    assert_eq!(again["published"][0]["digest"], digest.as_str());
+}

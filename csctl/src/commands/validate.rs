@@ -17,9 +17,10 @@ pub struct ValidateArgs {
     #[arg(required = true, value_name = "STACK_DIR")]
     pub stacks: Vec<PathBuf>,
 
-    /// Extra CRDs: a YAML file or a directory of them (repeatable), e.g. the infrastructure provider's own
-    /// CRDs. The CAPI v1.14.0 CRDs (ClusterClass, KubeadmControlPlaneTemplate, KubeadmConfigTemplate) are
-    /// built in.
+    /// Extra CRDs: a YAML file or a directory of them (repeatable), e.g. another infrastructure provider's
+    /// CRDs. Built in: the CAPI v1.14.0 CRDs (ClusterClass, KubeadmControlPlaneTemplate,
+    /// KubeadmConfigTemplate), the Beowulf provider's CRDs and the Kubernetes 1.33 kinds; CRDs that addon
+    /// charts ship are used for their custom resources.
     #[arg(long, value_name = "PATH")]
     pub crd_dir: Vec<PathBuf>,
 }
