@@ -49,6 +49,41 @@ impl Node {
     }
 }
 
+/// The image every host of a lab boots: its files and the command line template the inventory gives it.
+#[derive(Debug, Clone)]
+pub struct LabImage {
+    pub name: String,
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+    pub rootfs: PathBuf,
+    pub cmdline: String,
+    /// QEMU's memory (MiB) and the `timeout` around QEMU (seconds) for machines booting this image.
+    pub memory_mib: u32,
+    pub qemu_timeout_s: u32,
+}
+
+impl LabImage {
+    /// Builds the tiny test node image (`images/testnode`) into `dir`.
+    pub fn testnode(dir: &Path) -> LabImage {
+        run(Command::new("bash")
+            .arg(crate::repo_root().join("images/testnode/build.sh"))
+            .arg(dir)
+            .stdout(Stdio::null()));
+        LabImage {
+            name: "testnode".into(),
+            kernel: dir.join("vmlinuz"),
+            initrd: dir.join("initrd.gz"),
+            rootfs: dir.join("rootfs.img"),
+            cmdline: "console=ttyS0,115200 quiet loglevel=3 panic=-1 BOOTIF={{ bootif }} \
+                root=live:{{ rootfs_url }} rd.live.overlay.overlayfs=1 \
+                ds=nocloud;s={{ nocloud_url }} cb={{ callback_url }}"
+                .into(),
+            memory_mib: 512,
+            qemu_timeout_s: 120,
+        }
+    }
+}
+
 pub struct PxeLab {
     // Field order is drop order: processes before the namespace.
     pub beowulf: Proc,
@@ -56,6 +91,7 @@ pub struct PxeLab {
     pub ns: Netns,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
+    pub image: LabImage,
     taps: usize,
 }
 
@@ -63,16 +99,33 @@ pub struct PxeLab {
 pub type BeowulfCmd = Vec<OsString>;
 
 impl PxeLab {
-    /// Builds the image, writes the inventory for `nodes`, creates the namespace and starts the servers.
+    /// Builds the test node image, writes the inventory for `nodes`, creates the namespace and starts the
+    /// servers.
     pub fn start(test: &str, beowulf: BeowulfCmd, nodes: Vec<Node>) -> PxeLab {
         let dir = tempfile::tempdir().unwrap();
-        let img = dir.path().join("img");
-        run(Command::new("bash")
-            .arg(crate::repo_root().join("images/testnode/build.sh"))
-            .arg(&img)
-            .stdout(Stdio::null()));
+        let image = LabImage::testnode(&dir.path().join("img"));
+        Self::start_in(dir, test, beowulf, nodes, image)
+    }
+
+    /// Like [`PxeLab::start`], with every host booting `image`.
+    pub fn start_with_image(
+        test: &str,
+        beowulf: BeowulfCmd,
+        nodes: Vec<Node>,
+        image: LabImage,
+    ) -> PxeLab {
+        Self::start_in(tempfile::tempdir().unwrap(), test, beowulf, nodes, image)
+    }
+
+    fn start_in(
+        dir: tempfile::TempDir,
+        test: &str,
+        beowulf: BeowulfCmd,
+        nodes: Vec<Node>,
+        image: LabImage,
+    ) -> PxeLab {
         let inventory = dir.path().join("hosts.yaml");
-        std::fs::write(&inventory, inventory_yaml(&img, &nodes)).unwrap();
+        std::fs::write(&inventory, inventory_yaml(&image, &nodes)).unwrap();
 
         let ns = Netns::new(test);
         ns.ip(&["link", "add", "br0", "type", "bridge"]);
@@ -135,6 +188,7 @@ impl PxeLab {
             ns,
             dir,
             nodes,
+            image,
             taps: 0,
         }
     }
@@ -154,28 +208,22 @@ impl PxeLab {
         std::fs::write(&serial, b"").unwrap();
         let mut device = format!("virtio-net-pci,netdev=n0,mac={}", node.mac);
         let mut cmd = self.ns.cmd("timeout");
-        cmd.args([
-            "120",
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-smp",
-            "1",
-        ])
-        .args([
-            "-nographic",
-            "-no-reboot",
-            "-monitor",
-            "none",
-            "-display",
-            "none",
-        ])
-        .arg("-netdev")
-        .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
-        .args(["-boot", "n", "-serial"])
-        .arg(format!("file:{}", serial.display()));
+        cmd.arg(self.image.qemu_timeout_s.to_string())
+            .args(["qemu-system-x86_64", "-accel", "tcg", "-m"])
+            .arg(self.image.memory_mib.to_string())
+            .args(["-smp", "1"])
+            .args([
+                "-nographic",
+                "-no-reboot",
+                "-monitor",
+                "none",
+                "-display",
+                "none",
+            ])
+            .arg("-netdev")
+            .arg(format!("tap,id=n0,ifname={tap},script=no,downscript=no"))
+            .args(["-boot", "n", "-serial"])
+            .arg(format!("file:{}", serial.display()));
         if node.firmware == Firmware::UefiPxe {
             cmd.args(["-bios", "/usr/share/ovmf/OVMF.fd"]);
             device.push_str(",romfile=");
@@ -276,7 +324,7 @@ fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-fn inventory_yaml(img: &Path, nodes: &[Node]) -> String {
+fn inventory_yaml(img: &LabImage, nodes: &[Node]) -> String {
     let mut y = format!(
         r#"namespace: e2e
 networks:
@@ -288,29 +336,31 @@ networks:
     leaseSeconds: 600
     bootServer: {BOOT_SERVER}
 images:
-  - name: testnode
+  - name: {name}
     format: live
-    kernel: {{ path: {img}/vmlinuz, sha256: {k} }}
+    kernel: {{ path: {kp}, sha256: {k} }}
     initrds:
-      - {{ path: {img}/initrd.gz, sha256: {i} }}
-    rootfs: {{ path: {img}/rootfs.img, sha256: {r} }}
-    cmdline: >-
-      console=ttyS0,115200 quiet loglevel=3 panic=-1 BOOTIF={{{{ bootif }}}}
-      root=live:{{{{ rootfs_url }}}} rd.live.overlay.overlayfs=1
-      ds=nocloud;s={{{{ nocloud_url }}}} cb={{{{ callback_url }}}}
+      - {{ path: {ip}, sha256: {i} }}
+    rootfs: {{ path: {rp}, sha256: {r} }}
+    cmdline: {cmdline}
 hosts:
 "#,
-        img = img.display(),
-        k = sha256_file(&img.join("vmlinuz")),
-        i = sha256_file(&img.join("initrd.gz")),
-        r = sha256_file(&img.join("rootfs.img")),
+        name = img.name,
+        kp = img.kernel.display(),
+        ip = img.initrd.display(),
+        rp = img.rootfs.display(),
+        k = sha256_file(&img.kernel),
+        i = sha256_file(&img.initrd),
+        r = sha256_file(&img.rootfs),
+        cmdline = serde_json::to_string(&img.cmdline).unwrap(),
     );
     for n in nodes {
         y.push_str(&format!(
-            "  - name: {}\n    mac: \"{}\"\n    ip: {}\n    image: testnode\n    userData: {}\n",
+            "  - name: {}\n    mac: \"{}\"\n    ip: {}\n    image: {}\n    userData: {}\n",
             n.name,
             n.mac,
             n.ip,
+            img.name,
             serde_json::to_string(&n.user_data).unwrap()
         ));
     }
