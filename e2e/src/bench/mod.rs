@@ -4,10 +4,122 @@
 //! `cargo test`.
 
 pub mod dhcp;
+pub mod tftp;
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use anyhow::Context;
 
 pub use crate::harness::{Netns, Proc, veth};
+
+/// The first argument with which the `bench` binary runs as `beowulf` (our server under test is the shipped
+/// CLI, `beowulf standalone`, in a process of its own like every peer).
+pub const BEOWULF_ARG: &str = "__beowulf";
+
+/// `beowulf standalone` (this binary re-executed) in `ns` on `interface`, logging to `log`; bounded by
+/// `limit`.
+pub fn start_beowulf(
+    ns: &Netns,
+    limit: Duration,
+    inventory: &Path,
+    interface: &str,
+    tftp_root: &Path,
+    http_port: u16,
+    log: &Path,
+) -> anyhow::Result<Proc> {
+    let exe = std::env::current_exe().context("locating the bench binary")?;
+    let log = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let mut cmd = ns.command(limit, exe);
+    cmd.args([BEOWULF_ARG, "standalone", "--inventory"])
+        .arg(inventory)
+        .args(["--interface", interface, "--tftp-root"])
+        .arg(tftp_root)
+        .args(["--http-port", &http_port.to_string()])
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    Proc::try_spawn("beowulf standalone", &mut cmd)
+}
+
+/// Deterministic incompressible-looking content (xorshift), so that a transfer that reorders, drops or
+/// repeats blocks cannot match.
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Writes `data` to `path` readable by everyone (peers drop privileges to `nobody`).
+pub fn write_public(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, data).with_context(|| format!("writing {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
+    Ok(())
+}
+
+/// A temporary directory on tmpfs (`/dev/shm`) traversable by everyone: served files and downloads stay in
+/// memory so the disk does not take part in the measurement.
+pub fn shm_dir(prefix: &str) -> anyhow::Result<tempfile::TempDir> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let base = if Path::new("/dev/shm").is_dir() {
+        Path::new("/dev/shm").to_path_buf()
+    } else {
+        std::env::temp_dir()
+    };
+    let d = tempfile::Builder::new().prefix(prefix).tempdir_in(base)?;
+    std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755))?;
+    Ok(d)
+}
+
+/// Fails with the log's tail when `proc` has exited.
+pub fn alive(proc: &mut Proc, log: &Path) -> anyhow::Result<()> {
+    proc.check_alive().with_context(|| {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(15).collect();
+        format!(
+            "log {}:\n{}",
+            log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    })
+}
+
+/// Runs `f` on a thread that has entered `ns` (its sockets live there), on a current-thread runtime.
+pub fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce(&tokio::runtime::Runtime) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let path = ns.path();
+    std::thread::spawn(move || -> anyhow::Result<T> {
+        let file = std::fs::File::open(&path).with_context(|| format!("opening {path}"))?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).context("setns")?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        f(&rt)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("a benchmark client thread panicked"))?
+}
+
+/// Is `program` on PATH?
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
 
 /// Median, min and max of a sample (empty → NaN).
 pub fn summary(values: &[f64]) -> (f64, f64, f64) {

@@ -30,6 +30,16 @@ enum Workload {
         #[arg(long)]
         rate: Option<u32>,
     },
+    /// Concurrent atftp downloads (64 × 1 MiB, 8 × 64 MiB; blksize 1468 ± windowsize): ours vs tftpd-hpa vs
+    /// dnsmasq, each in its own netns.
+    Tftp {
+        /// One short round with smaller files (a smoke test of the harness).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A B C (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
     /// Power status of N ipmi_sim BMCs: our native IPMI client vs an `ipmitool` loop.
     Bmc {
         /// Number of BMCs (1..=250).
@@ -39,6 +49,13 @@ enum Workload {
 }
 
 fn main() -> anyhow::Result<()> {
+    // Our server under test is this binary re-executed as `beowulf` inside the server's namespace.
+    let mut args = std::env::args_os();
+    let _ = args.next();
+    if args.next().is_some_and(|a| a == bench::BEOWULF_ARG) {
+        let cli = beowulf::cli::Cli::parse_from(std::iter::once("beowulf".into()).chain(args));
+        return tokio::runtime::Runtime::new()?.block_on(beowulf::cli::run(cli));
+    }
     let cli = Cli::parse();
     match cli.workload {
         Workload::Dhcp {
@@ -59,6 +76,17 @@ fn main() -> anyhow::Result<()> {
             }
             let line = bench::dhcp::run(&opts)?;
             println!("bench: {line}");
+        }
+        Workload::Tftp { quick, rounds } => {
+            let mut opts = if quick {
+                bench::tftp::Options::quick()
+            } else {
+                bench::tftp::Options::full()
+            };
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            println!("bench: {}", bench::tftp::run(&opts)?);
         }
         Workload::Bmc { n } => e2e::bench_bmc::run(&[n.to_string()])?,
     }
