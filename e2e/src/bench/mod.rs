@@ -4,6 +4,7 @@
 //! `cargo test`.
 
 pub mod dhcp;
+pub mod http;
 pub mod tftp;
 
 use std::fmt::Write as _;

@@ -254,7 +254,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let inv = work.path().join("inventory.yaml");
     std::fs::write(&inv, inventory(&served.path().join("small.bin")))?;
     let log = work.path().join("beowulf.log");
-    let mut procs = vec![
+    let mut procs = [
         start_beowulf(
             &server_ns[0],
             Duration::from_secs(3600),

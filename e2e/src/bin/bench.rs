@@ -40,6 +40,16 @@ enum Workload {
         #[arg(long)]
         rounds: Option<usize>,
     },
+    /// HTTP file serving: 64 concurrent 64 MiB downloads and Range requests on a 1 GiB file, ours (the boot
+    /// plane's /images/) vs nginx.
+    Http {
+        /// One short round with smaller files (a smoke test of the harness).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A B (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+    },
     /// Power status of N ipmi_sim BMCs: our native IPMI client vs an `ipmitool` loop.
     Bmc {
         /// Number of BMCs (1..=250).
@@ -87,6 +97,17 @@ fn main() -> anyhow::Result<()> {
                 opts.rounds = r.max(1);
             }
             println!("bench: {}", bench::tftp::run(&opts)?);
+        }
+        Workload::Http { quick, rounds } => {
+            let mut opts = if quick {
+                bench::http::Options::quick()
+            } else {
+                bench::http::Options::full()
+            };
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            println!("bench: {}", bench::http::run(&opts)?);
         }
         Workload::Bmc { n } => e2e::bench_bmc::run(&[n.to_string()])?,
     }
