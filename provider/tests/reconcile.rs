@@ -18,12 +18,14 @@ use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use beowulf::controllers::capi::{Cluster, Machine};
+use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{self, Context, MACHINE_FINALIZER, cluster, host, machine};
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action;
+use kube::runtime::{reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
@@ -781,6 +783,102 @@ async fn two_machines_racing_for_one_host_only_one_wins() {
     e.register_hosts(1).await;
     let (r0, r1) = tokio::join!(e.reconcile_machine("m0"), e.reconcile_machine("m1"));
     let _ = (r0, r1);
+    let bm0 = e.machines().get("m0").await.unwrap();
+    let bm1 = e.machines().get("m1").await.unwrap();
+    let holders: Vec<&str> = [&bm0, &bm1]
+        .iter()
+        .filter_map(|m| m.spec.host_ref.as_ref().map(|r| r.name.as_str()))
+        .collect();
+    assert_eq!(holders, ["node-0"], "one machine holds the host");
+    let holder = e
+        .hosts()
+        .get("node-0")
+        .await
+        .unwrap()
+        .spec
+        .consumer_ref
+        .unwrap()
+        .name;
+    let loser = if holder == "m0" { &bm1 } else { &bm0 };
+    assert_eq!(ready(loser).1, "NoHostAvailable");
+}
+
+/// A host store filled from one API list: what the host controller's reflector holds after its first list
+/// (it is not updated afterwards, so it lags behind every later write, the worst case for claims).
+async fn host_cache(e: &Env) -> Arc<HostCache> {
+    let (store, mut writer) = reflector::store::<BeowulfHost>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for h in e.hosts().list(&Default::default()).await.unwrap() {
+        writer.apply_watcher_event(&watcher::Event::InitApply(h));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    Arc::new(HostCache::new(store))
+}
+
+impl Env {
+    /// This environment's context, claiming from `cache` (as `beowulf manager` does).
+    fn ctx_with(&self, cache: Arc<HostCache>) -> Arc<Context> {
+        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), self.boot.clone());
+        let c = self.clock.clone();
+        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        ctx.hosts = Some(cache);
+        Arc::new(ctx)
+    }
+    async fn reconcile_machine_with(&self, name: &str, ctx: Arc<Context>) {
+        let m = self.machines().get(name).await.unwrap();
+        machine::reconcile(Arc::new(m), ctx).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn claims_from_a_lagging_host_cache_never_share_a_host() {
+    let e = env(standard(true, 3, &["m0", "m1", "m2", "m3"])).await;
+    e.register_hosts(3).await;
+    let cache = host_cache(&e).await;
+    assert_eq!(cache.hosts(NS).await.unwrap().len(), 3);
+    let ctx = e.ctx_with(cache.clone());
+    for m in ["m0", "m1", "m2", "m3"] {
+        e.reconcile_machine_with(m, ctx.clone()).await;
+    }
+    let mut held: Vec<(String, String)> = Vec::new();
+    for m in ["m0", "m1", "m2"] {
+        let bm = e.machines().get(m).await.unwrap();
+        let host = bm.spec.host_ref.expect("claimed").name;
+        let h = e.hosts().get(&host).await.unwrap();
+        assert_eq!(h.spec.consumer_ref.unwrap().name, m);
+        held.push((m.to_string(), host));
+    }
+    assert_eq!(
+        held,
+        [("m0", "node-0"), ("m1", "node-1"), ("m2", "node-2")]
+            .map(|(a, b)| (a.to_string(), b.to_string())),
+        "in name order, one host each"
+    );
+    let bm3 = e.machines().get("m3").await.unwrap();
+    assert_eq!(bm3.spec.host_ref, None);
+    assert_eq!(ready(&bm3).1, "NoHostAvailable");
+    // The store still shows all three free; the cache knows they were claimed at those versions.
+    assert!(cache.hosts(NS).await.unwrap().is_empty());
+    // Once the store catches up (newer resourceVersions), it is the store that is believed again.
+    let fresh = host_cache(&e).await;
+    let seen = fresh.hosts(NS).await.unwrap();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|h| h.spec.consumer_ref.is_some()));
+}
+
+#[tokio::test]
+async fn two_managers_with_stale_caches_racing_for_one_host_only_one_wins() {
+    let e = env(standard(true, 1, &["m0", "m1"])).await;
+    e.register_hosts(1).await;
+    // Two processes (two caches), both sure node-0 is free: the guarded patch decides.
+    let (c0, c1) = (
+        e.ctx_with(host_cache(&e).await),
+        e.ctx_with(host_cache(&e).await),
+    );
+    tokio::join!(
+        e.reconcile_machine_with("m0", c0),
+        e.reconcile_machine_with("m1", c1)
+    );
     let bm0 = e.machines().get("m0").await.unwrap();
     let bm1 = e.machines().get("m1").await.unwrap();
     let holders: Vec<&str> = [&bm0, &bm1]

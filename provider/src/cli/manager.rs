@@ -17,6 +17,7 @@ use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use crate::boot::metrics::BootMetrics;
 use crate::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
+use crate::controllers::hostcache::HostCache;
 use crate::controllers::leader::Elector;
 use crate::controllers::power::BmcPower;
 use crate::controllers::{Context, cluster, host, machine};
@@ -235,6 +236,14 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             instance: std::env::var("POD_NAME").ok(),
         },
     ));
+    let mut cfg = watcher::Config::default();
+    if !args.watch_filter.is_empty() {
+        cfg = cfg.labels(&format!("{WATCH_FILTER_LABEL}={}", args.watch_filter));
+    }
+    // Claims read free hosts from the host controller's store instead of listing them per claim.
+    let host_controller =
+        Controller::new(api::<BeowulfHost>(&client, &args.namespace), cfg.clone());
+    ctx.hosts = Some(Arc::new(HostCache::new(host_controller.store())));
     let ctx = Arc::new(ctx);
 
     // Health and metrics answer while waiting for leadership (a follower is alive and ready).
@@ -288,10 +297,6 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             Box::pin(std::future::pending())
         };
 
-    let mut cfg = watcher::Config::default();
-    if !args.watch_filter.is_empty() {
-        cfg = cfg.labels(&format!("{WATCH_FILTER_LABEL}={}", args.watch_filter));
-    }
     let ns = args.namespace.as_str();
     tracing::info!(namespace = ns, watch_filter = %args.watch_filter, "starting controllers");
 
@@ -332,7 +337,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let hosts = Controller::new(api::<BeowulfHost>(&client, ns), cfg)
+    let hosts = host_controller
         .shutdown_on_signal()
         .run(host::reconcile, host::error_policy, ctx.clone())
         .for_each(|_| async {});

@@ -134,15 +134,35 @@ async fn find_or_claim(
         }
         return Ok(Some(host));
     }
-    let mut hosts = api.list(&ListParams::default()).await?.items;
+    // Candidates from the host controller's store (in memory); an API list only without one (tests) or
+    // before its first list completed.
+    let cached = match &ctx.hosts {
+        Some(cache) => cache.hosts(&ns).await,
+        None => None,
+    };
+    let mut hosts: Vec<Arc<BeowulfHost>> = match cached {
+        Some(h) => h,
+        None => api
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    };
     // A claim whose hostRef write was lost (crash between the two writes) is picked up again.
     if let Some(h) = hosts.iter().find(|h| held_by(h, bm)) {
-        return Ok(Some(h.clone()));
+        return Ok(Some((**h).clone()));
     }
-    hosts.sort_by_key(|h| h.name_any());
     let fd = machine.spec.failure_domain.as_deref();
-    for host in hosts.iter().filter(|h| selectable(h, bm, fd)) {
-        if let Some(claimed) = claim(&api, host, bm).await? {
+    hosts.retain(|h| selectable(h, bm, fd));
+    hosts.sort_by_key(|h| h.name_any());
+    for host in &hosts {
+        let result = claim(&api, host, bm).await?;
+        if let Some(cache) = &ctx.hosts {
+            cache.attempted(host);
+        }
+        if let Some(claimed) = result {
             tracing::info!(machine = %bm.name_any(), host = %host.name_any(), "claimed host");
             return Ok(Some(claimed));
         }

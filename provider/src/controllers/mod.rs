@@ -9,6 +9,7 @@ pub mod bootplane;
 pub mod capi;
 pub mod cluster;
 pub mod host;
+pub mod hostcache;
 pub mod hostops;
 pub mod leader;
 pub mod machine;
@@ -42,6 +43,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Publishes Kubernetes Events on condition transitions; `None` in tests that do not look at events.
     pub recorder: Option<kube::runtime::events::Recorder>,
+    /// Where claims find free hosts (the host controller's store); `None`: an API list per claim.
+    pub hosts: Option<Arc<hostcache::HostCache>>,
 }
 
 impl Context {
@@ -54,6 +57,7 @@ impl Context {
             clock: Arc::new(|| jiff::Timestamp::now().as_second()),
             metrics: Arc::new(Metrics::default()),
             recorder: None,
+            hosts: None,
         }
     }
 
