@@ -3,7 +3,14 @@
 //! provisioned. The BMC and the node callbacks are in-memory stand-ins, so this measures the controllers, the
 //! engine and the API round trips. Prints reconciles per second per phase and the process's peak RSS.
 //!
-//! Run: `cargo bench -p e2e --bench capi_reconcile`
+//! Claims read free hosts from a host cache (`controllers::hostcache`, what `beowulf manager` uses), filled
+//! from one list after registration and never refreshed — the worst case of a lagging reflector. With
+//! `BEOWULF_BENCH_CLAIM=list` they list all hosts through the API per claim instead (the earlier behaviour),
+//! for a before/after comparison. The boot profiles go to the real `ProfileRegistry` (its served inventory is
+//! rebuilt on every publish).
+//!
+//! Run: `cargo bench -p e2e --bench capi_reconcile` (release) or `cargo test -p e2e --bench capi_reconcile`
+//! (debug).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashSet;
@@ -15,10 +22,12 @@ use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::bootplane::ProfileRegistry;
 use beowulf::controllers::capi::{Cluster, Machine};
+use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{Context, host, machine};
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
 use futures::future::BoxFuture;
 use kube::api::Api;
+use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
 
 const NS: &str = "bench";
@@ -113,14 +122,27 @@ fn main() {
             .unwrap();
         let boot = Arc::new(ProfileRegistry::default());
         let clock = Arc::new(AtomicI64::new(5_000_000));
-        let mut ctx = Context::new(client.clone(), Arc::new(MemBmc::default()), boot.clone());
-        let c = clock.clone();
-        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
-        let ctx = Arc::new(ctx);
+        let bmc = Arc::new(MemBmc::default());
+        let make_ctx = |cache: Option<Arc<HostCache>>| {
+            let mut ctx = Context::new(client.clone(), bmc.clone(), boot.clone());
+            let c = clock.clone();
+            ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+            ctx.hosts = cache;
+            Arc::new(ctx)
+        };
+        let mut ctx = make_ctx(None);
         let hosts: Api<BeowulfHost> = Api::namespaced(client.clone(), NS);
         let machines: Api<BeowulfMachine> = Api::namespaced(client.clone(), NS);
+        let use_cache = std::env::var("BEOWULF_BENCH_CLAIM").as_deref() != Ok("list");
 
-        println!("capi_reconcile: {n} hosts, {n} machines, fake API, in-memory BMC");
+        println!(
+            "capi_reconcile: {n} hosts, {n} machines, fake API, in-memory BMC, claims from {}",
+            if use_cache {
+                "the host cache"
+            } else {
+                "an API list per claim"
+            }
+        );
         let total = Instant::now();
         let mut count = 0usize;
 
@@ -130,6 +152,17 @@ fn main() {
         }
         report("register hosts", n, t);
         count += n;
+
+        if use_cache {
+            // The reflector's first list, after registration; never refreshed (the worst case).
+            let (store, mut writer) = reflector::store::<BeowulfHost>();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for h in hosts.list(&Default::default()).await.unwrap() {
+                writer.apply_watcher_event(&watcher::Event::InitApply(h));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            ctx = make_ctx(Some(Arc::new(HostCache::new(store))));
+        }
 
         let t = Instant::now();
         for m in machines.list(&Default::default()).await.unwrap() {

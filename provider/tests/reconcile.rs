@@ -19,7 +19,10 @@ use beowulf::boot::Phase;
 use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::hostcache::HostCache;
-use beowulf::controllers::{self, Context, MACHINE_FINALIZER, cluster, host, machine};
+use beowulf::controllers::{
+    self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
+};
+use beowulf::provisioning::io::BootPlane as _;
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
@@ -975,6 +978,105 @@ async fn deletion_powers_off_releases_then_drops_finalizer() {
         d.machines().get_opt("m0").await.unwrap().is_none(),
         "finalizer removed, object gone"
     );
+}
+
+/// `obj` after a DELETE, to seed a fresh environment with (the fake client deletes at once; the API server
+/// would keep it with a deletionTimestamp until its finalizers are gone).
+fn without_rv<T: serde::Serialize>(obj: &T) -> Value {
+    let mut v = serde_json::to_value(obj).unwrap();
+    v["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    v
+}
+
+fn deleted<T: serde::Serialize>(obj: &T) -> Value {
+    let mut v = serde_json::to_value(obj).unwrap();
+    v["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("resourceVersion");
+    // Deleted: the API server keeps the object while it has finalizers (ours among them).
+    v["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    v
+}
+
+#[tokio::test]
+async fn deleting_a_provisioned_host_deprovisions_it_before_the_finalizer_goes() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.node_boots_and_calls_back(0).await;
+    e.reconcile_machine("m0").await;
+    let host = e.hosts().get("node-0").await.unwrap();
+    assert!(host.finalizers().contains(&HOST_FINALIZER.to_string()));
+    assert_eq!(
+        host.status.as_ref().unwrap().state,
+        beowulf::api::host::HostStateName::Provisioned
+    );
+    let bm = e.machines().get("m0").await.unwrap();
+    let profile = e.boot.profile("hpc/node-0").unwrap();
+
+    // The host is deleted while its machine holds it (the API server keeps it: finalizer).
+    let mut objs = standard(true, 0, &[]);
+    objs.push(machine_obj("m0", Some("boot-data")));
+    objs.push(without_rv(&bm));
+    objs.push(deleted(&host));
+    let d = env(objs).await;
+    d.boot.publish(profile).unwrap();
+    d.bmc
+        .power
+        .lock()
+        .unwrap()
+        .insert("ipmi://127.0.0.1:6230".into(), true);
+
+    // The machine reports it and leaves the host to the host controller (one writer).
+    d.reconcile_machine("m0").await;
+    let bm = d.machines().get("m0").await.unwrap();
+    assert_eq!(ready(&bm), ("False".into(), "HostDeleted".into()));
+    assert!(d.bmc.ops().is_empty(), "{:?}", d.bmc.ops());
+
+    // An unreachable BMC keeps the host: nothing is released blind.
+    d.bmc.unreachable.store(true, Ordering::SeqCst);
+    d.reconcile_host("node-0").await;
+    let h = d.hosts().get("node-0").await.unwrap();
+    assert!(h.finalizers().contains(&HOST_FINALIZER.to_string()));
+    d.bmc.unreachable.store(false, Ordering::SeqCst);
+
+    // Step 1: boot profile withdrawn, power off requested; the finalizer stays until the BMC says off.
+    d.reconcile_host("node-0").await;
+    assert_eq!(d.bmc.ops(), ["ipmi://127.0.0.1:6230 off"]);
+    assert!(d.boot.profile("hpc/node-0").is_none(), "profile withdrawn");
+    assert!(
+        d.boot.plane().inventory.get().host("node-0").is_none(),
+        "the boot plane no longer serves it"
+    );
+    let h = d.hosts().get("node-0").await.unwrap();
+    assert!(h.finalizers().contains(&HOST_FINALIZER.to_string()));
+    assert_eq!(
+        h.status.unwrap().state,
+        beowulf::api::host::HostStateName::Deprovisioning
+    );
+    // Step 2: off → the finalizer goes (and with it the object).
+    d.reconcile_host("node-0").await;
+    assert!(d.hosts().get_opt("node-0").await.unwrap().is_none());
+    assert!(!d.bmc.is_on("ipmi://127.0.0.1:6230"));
+}
+
+#[tokio::test]
+async fn deleting_an_idle_host_needs_no_bmc() {
+    let e = env(standard(true, 1, &[])).await;
+    e.register_hosts(1).await;
+    let host = e.hosts().get("node-0").await.unwrap();
+    assert!(host.finalizers().contains(&HOST_FINALIZER.to_string()));
+    let mut objs = standard(true, 0, &[]);
+    objs.push(deleted(&host));
+    let d = env(objs).await;
+    d.bmc.unreachable.store(true, Ordering::SeqCst);
+    d.reconcile_host("node-0").await;
+    assert!(d.hosts().get_opt("node-0").await.unwrap().is_none());
+    assert!(d.bmc.ops().is_empty());
 }
 
 #[tokio::test]

@@ -11,11 +11,15 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 
 use super::hostops::{self, ProvisionInput};
-use super::{Context, Error, has_paused_annotation, write_status};
+use super::{
+    Context, Error, HOST_FINALIZER, add_finalizer, has_paused_annotation, remove_finalizer,
+    write_status,
+};
 use crate::api::conditions::{self, PAUSED};
+use crate::api::host::HostStateName;
 use crate::api::{BeowulfHost, BeowulfImage};
-use crate::provisioning::Goal;
 use crate::provisioning::io::UserDataFormat;
+use crate::provisioning::{Goal, HostState};
 
 /// How often an idle host's BMC is checked.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(300);
@@ -46,6 +50,10 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
         write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
         return Ok(Action::await_change());
     }
+    if host.metadata.deletion_timestamp.is_some() {
+        return reconcile_delete(host, ctx, &api).await;
+    }
+    let host = &add_finalizer(&api, host, HOST_FINALIZER).await?;
     if host.spec.consumer_ref.is_some() {
         // The consumer's controller drives it; a second writer would race on the status.
         return Ok(Action::await_change());
@@ -86,6 +94,38 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
     };
     let outcome = hostops::drive(ctx, host, goal, input.as_ref()).await?;
     Ok(Action::requeue(outcome.requeue.unwrap_or(IDLE_RECHECK)))
+}
+
+/// Deletion: a host that is (or was being) provisioned is deprovisioned first — boot profile withdrawn, powered
+/// off through its BMC, confirmed off — and only then is the finalizer removed. This holds whether a machine
+/// claims it or not (the machine then reports `HostDeleted` and leaves the host alone). A BMC that stays
+/// unreachable keeps the host (condition `BMCReachable=False`); removing the finalizer by hand is the escape.
+async fn reconcile_delete(
+    host: &BeowulfHost,
+    ctx: &Context,
+    api: &Api<BeowulfHost>,
+) -> Result<Action, Error> {
+    if !host.finalizers().iter().any(|f| f == HOST_FINALIZER) {
+        return Ok(Action::await_change());
+    }
+    let idle = matches!(
+        host.status.as_ref().map(|s| s.state),
+        None | Some(HostStateName::Registering) | Some(HostStateName::Available)
+    );
+    if idle {
+        ctx.boot.withdraw(&hostops::host_key(host));
+    } else {
+        let outcome = hostops::drive(ctx, host, Goal::Release, None).await?;
+        if outcome.state != HostState::Available {
+            return Ok(Action::requeue(outcome.requeue.unwrap_or(ctx.engine.poll)));
+        }
+    }
+    tracing::info!(host = %hostops::host_key(host), "host deprovisioned; removing its finalizer");
+    // Re-read: the drive above may have written the status (a newer resourceVersion).
+    if let Some(fresh) = api.get_opt(&host.name_any()).await? {
+        remove_finalizer(api, &fresh, HOST_FINALIZER).await?;
+    }
+    Ok(Action::await_change())
 }
 
 /// Retry failed reconciles after a pause.

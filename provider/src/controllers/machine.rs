@@ -41,6 +41,9 @@ pub mod reason {
     pub const BOOTSTRAP_SECRET_INVALID: &str = "BootstrapSecretInvalid";
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     pub const DELETING: &str = "Deleting";
+    /// The claimed BeowulfHost is being deleted (its controller deprovisions it) or is gone. `hostRef` is
+    /// immutable: the machine needs remediation (a new Machine), as CAPI expects of lost infrastructure.
+    pub const HOST_DELETED: &str = "HostDeleted";
 }
 
 /// The owner `Machine`'s name: group `cluster.x-k8s.io`, kind `Machine`, any version.
@@ -116,7 +119,8 @@ fn selectable(host: &BeowulfHost, bm: &BeowulfMachine, failure_domain: Option<&s
     }
 }
 
-/// The host `bm` holds, claiming a free one if it holds none. `None`: no host is free.
+/// For a machine without `spec.hostRef`: the host it holds (a lost hostRef write), else a freshly claimed one.
+/// `None`: no host is free.
 async fn find_or_claim(
     ctx: &Context,
     bm: &BeowulfMachine,
@@ -124,16 +128,6 @@ async fn find_or_claim(
 ) -> Result<Option<BeowulfHost>, Error> {
     let ns = bm.namespace().unwrap_or_default();
     let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
-    if let Some(r) = &bm.spec.host_ref {
-        let host = api.get(&r.name).await?;
-        if !held_by(&host, bm) {
-            return Err(Error::Invalid(format!(
-                "host {ns}/{} in spec.hostRef is not claimed by this machine",
-                r.name
-            )));
-        }
-        return Ok(Some(host));
-    }
     // Candidates from the host controller's store (in memory); an API list only without one (tests) or
     // before its first list completed.
     let cached = match &ctx.hosts {
@@ -318,7 +312,41 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         return Ok(Action::await_change());
     };
 
-    let Some(host) = find_or_claim(ctx, bm, &machine).await? else {
+    let mut held = None;
+    if let Some(r) = &bm.spec.host_ref {
+        let host = Api::<BeowulfHost>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&r.name)
+            .await?;
+        let gone = match &host {
+            None => Some(format!("BeowulfHost {ns}/{} no longer exists", r.name)),
+            Some(h) if h.metadata.deletion_timestamp.is_some() => Some(format!(
+                "BeowulfHost {ns}/{} is being deleted; its controller deprovisions it",
+                r.name
+            )),
+            Some(_) => None,
+        };
+        if let Some(message) = gone {
+            // The host controller is the only writer of a deleting host; nothing to drive from here.
+            wait(&mut status, reason::HOST_DELETED, &message);
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            announce(ctx, bm, old.as_ref(), &status).await;
+            return Ok(Action::await_change());
+        }
+        match host {
+            Some(h) if held_by(&h, bm) => held = Some(h),
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "host {ns}/{} in spec.hostRef is not claimed by this machine",
+                    r.name
+                )));
+            }
+        }
+    }
+    let host = match held {
+        Some(h) => Some(h),
+        None => find_or_claim(ctx, bm, &machine).await?,
+    };
+    let Some(host) = host else {
         wait(
             &mut status,
             reason::NO_HOST_AVAILABLE,
@@ -452,8 +480,19 @@ async fn reconcile_delete(
             .into_iter()
             .find(|h| held_by(h, bm)),
     };
+    // A host that is itself being deleted is deprovisioned by the host controller: just let go of it.
     if let Some(host) = host.filter(|h| held_by(h, bm)) {
-        let outcome = hostops::drive(ctx, &host, Goal::Release, None).await?;
+        let outcome = if host.metadata.deletion_timestamp.is_some() {
+            hostops::Outcome {
+                state: HostState::Available,
+                reason: String::new(),
+                message: String::new(),
+                requeue: None,
+                last_phase: None,
+            }
+        } else {
+            hostops::drive(ctx, &host, Goal::Release, None).await?
+        };
         if outcome.state != HostState::Available {
             let now = ctx.now_ts();
             conditions::set(

@@ -27,6 +27,8 @@ use crate::provisioning::io::{BootPlane, PowerControl};
 
 /// Finalizer on BeowulfMachines (held until the host is powered off and released).
 pub const MACHINE_FINALIZER: &str = "beowulfmachine.infrastructure.cluster.x-k8s.io";
+/// Finalizer on BeowulfHosts (held until a provisioned host is deprovisioned: profile withdrawn, powered off).
+pub const HOST_FINALIZER: &str = "beowulfhost.infrastructure.cluster.x-k8s.io";
 /// Finalizer on BeowulfClusters.
 pub const CLUSTER_FINALIZER: &str = "beowulfcluster.infrastructure.cluster.x-k8s.io";
 /// Field manager of every write.
