@@ -1,6 +1,7 @@
 //! Benchmark workload `bmc`: read the power status of N ipmi_sim BMCs with our client (all BMCs at once,
 //! within the global concurrency limit; one session per BMC) and with a loop of ipmitool calls, in the same
-//! run against the same simulators, and print the ratio. Both must read the same states.
+//! run against the same simulators, and print the ratio. Both must read the same states. Prints a Markdown
+//! table (reads/s per round, median/min/max, ours/ipmitool per round) and returns the `bench: bmc=…` line.
 #![allow(clippy::unwrap_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,9 +12,14 @@ use anyhow::{Context, bail};
 use beowulf::bmc::ipmi::{CipherChoice, IpmiClient};
 use beowulf::bmc::{BmcDriver, Credentials, Endpoint, Limits, Options, PowerState};
 
+use crate::bench::{Metric, summary, table};
 use crate::ipmi_sim::{self, IpmiSim};
 
-pub fn run(args: &[String]) -> anyhow::Result<()> {
+/// Rounds per scenario (each: our cold read, our warm read, the ipmitool loop; the order alternates).
+const ROUNDS: usize = 3;
+
+/// Runs both scenarios and returns the `bench:` line's content (`bmc=<ratio> …`, ratios ipmitool time / ours).
+pub fn run(args: &[String]) -> anyhow::Result<String> {
     let n: usize = match args.first() {
         Some(a) => a.parse().context("N must be a number of BMCs")?,
         None => 100,
@@ -22,21 +28,65 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         bail!("N must be between 1 and 250");
     }
     println!(
-        "bmc: power status of {n} ipmi_sim BMCs, our native client vs a loop of `ipmitool -I lanplus -C 3`"
+        "bmc: power status of {n} ipmi_sim BMCs, our native client vs a loop of `ipmitool -I lanplus -C 3`, \
+         {ROUNDS} rounds per scenario"
     );
-    let with = measure(n, true)?;
-    let without = measure(n, false)?;
+    let chassis = measure(n, true)?;
+    let plain = measure(n, false)?;
+    let metric = |name: &str, ours: &[f64], ipmitool: &[f64]| Metric {
+        name: name.to_string(),
+        unit: "reads/s",
+        higher_is_better: true,
+        values: vec![ours.to_vec(), ipmitool.to_vec()],
+    };
+    let metrics = [
+        metric(
+            "chassis program, new sessions",
+            &chassis.cold,
+            &chassis.ipmitool,
+        ),
+        metric(
+            "chassis program, reused sessions",
+            &chassis.warm,
+            &chassis.ipmitool,
+        ),
+        metric("ipmi_sim state, new sessions", &plain.cold, &plain.ipmitool),
+        metric(
+            "ipmi_sim state, reused sessions",
+            &plain.warm,
+            &plain.ipmitool,
+        ),
+    ];
+    println!("\n{}", table(&["beowulf", "ipmitool loop"], &metrics));
+    let ratio = |m: &Metric| summary(&m.values[0]).0 / summary(&m.values[1]).0;
+    let line = format!(
+        "bmc={:.1} bmc_reused={:.1} bmc_nofork={:.1} bmc_nofork_reused={:.1}",
+        ratio(&metrics[0]),
+        ratio(&metrics[1]),
+        ratio(&metrics[2]),
+        ratio(&metrics[3])
+    );
     println!(
-        "  target: >= 20x (new sessions, chassis program)  ->  {}",
-        if with >= 20.0 { "met" } else { "NOT met" }
+        "target >= 20x (chassis program, new sessions): {}",
+        if ratio(&metrics[0]) >= 20.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
-    let _ = without;
-    Ok(())
+    Ok(line)
 }
 
-/// One scenario; returns the cold ratio. `chassis`: the BMCs run the chassis program (a shell per read, as
-/// in the tests); otherwise ipmi_sim answers from its own state (the BMC's cost is then only the protocol).
-fn measure(n: usize, chassis: bool) -> anyhow::Result<f64> {
+/// Reads per second of each round.
+struct Scenario {
+    cold: Vec<f64>,
+    warm: Vec<f64>,
+    ipmitool: Vec<f64>,
+}
+
+/// One scenario. `chassis`: the BMCs run the chassis program (ipmi_sim forks a shell per read, as in the
+/// tests); otherwise ipmi_sim answers from its own state (the BMC's cost is then only the protocol).
+fn measure(n: usize, chassis: bool) -> anyhow::Result<Scenario> {
     // One third octet for this run, the BMCs on .1 … .N of it.
     let base = ipmi_sim::random_loopback().octets()[2];
     eprintln!("starting {n} ipmi_sim BMCs on 127.0.{base}.1-{n} …");
@@ -71,21 +121,23 @@ fn measure(n: usize, chassis: bool) -> anyhow::Result<f64> {
         .enable_all()
         .build()?;
     let limits = Limits::default();
-    let clients: Vec<Arc<IpmiClient>> = sims
-        .iter()
-        .map(|s| {
-            Arc::new(IpmiClient::new(
-                Endpoint::parse(&s.endpoint()).unwrap(),
-                Credentials::new(ipmi_sim::USER, ipmi_sim::PASSWORD),
-                Options {
-                    cipher_suite: CipherChoice::Suite3,
-                    ..Options::default()
-                },
-                limits.clone(),
-            ))
-        })
-        .collect();
-    let read_all = |clients: &[Arc<IpmiClient>]| -> anyhow::Result<(Duration, Vec<PowerState>)> {
+    let new_clients = || -> Vec<Arc<IpmiClient>> {
+        sims.iter()
+            .map(|s| {
+                Arc::new(IpmiClient::new(
+                    Endpoint::parse(&s.endpoint()).unwrap(),
+                    Credentials::new(ipmi_sim::USER, ipmi_sim::PASSWORD),
+                    Options {
+                        cipher_suite: CipherChoice::Suite3,
+                        ..Options::default()
+                    },
+                    limits.clone(),
+                ))
+            })
+            .collect()
+    };
+    // All BMCs at once (within the global limit); each client keeps its session.
+    let read_all = |clients: &[Arc<IpmiClient>]| -> anyhow::Result<Duration> {
         rt.block_on(async {
             let t = Instant::now();
             let tasks: Vec<_> = clients
@@ -95,69 +147,68 @@ fn measure(n: usize, chassis: bool) -> anyhow::Result<f64> {
                     tokio::spawn(async move { c.power_state().await })
                 })
                 .collect();
-            let mut out = Vec::with_capacity(tasks.len());
+            let mut states = Vec::with_capacity(tasks.len());
             for t in tasks {
-                out.push(t.await??);
+                states.push(t.await??);
             }
-            Ok((t.elapsed(), out))
+            let took = t.elapsed();
+            if states != expected {
+                bail!("our client read wrong power states: {states:?}");
+            }
+            Ok(took)
         })
     };
-    // Cold: includes opening a session with every BMC (what ipmitool does on every call).
-    let (ours_cold, states) = read_all(&clients)?;
-    if states != expected {
-        bail!("our client read wrong power states: {states:?}");
-    }
-    // Warm: the sessions are reused, as the provider does when it watches BMCs.
-    let (ours_warm, states) = read_all(&clients)?;
-    if states != expected {
-        bail!("our client read wrong power states on reused sessions");
-    }
-    rt.block_on(async {
-        for c in &clients {
-            c.close().await;
+    let ipmitool_loop = || -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        for (i, s) in sims.iter().enumerate() {
+            let out = s.ipmitool(&["chassis", "power", "status"]);
+            let want = if expected[i] == PowerState::On {
+                "Chassis Power is on"
+            } else {
+                "Chassis Power is off"
+            };
+            if !out.contains(want) {
+                bail!(
+                    "ipmitool read {out:?} from {}, expected {want:?}",
+                    s.endpoint()
+                );
+            }
         }
-    });
-
-    let t = Instant::now();
-    for (i, s) in sims.iter().enumerate() {
-        let out = s.ipmitool(&["chassis", "power", "status"]);
-        let want = if expected[i] == PowerState::On {
-            "Chassis Power is on"
-        } else {
-            "Chassis Power is off"
-        };
-        if !out.contains(want) {
-            bail!(
-                "ipmitool read {out:?} from {}, expected {want:?}",
-                s.endpoint()
-            );
+        Ok(t.elapsed())
+    };
+    let rate = |d: Duration| n as f64 / d.as_secs_f64();
+    let mut sc = Scenario {
+        cold: Vec::new(),
+        warm: Vec::new(),
+        ipmitool: Vec::new(),
+    };
+    for round in 0..ROUNDS {
+        // Alternate who goes first, so drifting background load is spread over both.
+        let ipmitool_first = round % 2 == 1;
+        if ipmitool_first {
+            sc.ipmitool.push(rate(ipmitool_loop()?));
         }
+        // Fresh clients: the cold read opens a session with every BMC (what ipmitool does on every call);
+        // the warm read reuses them, as the provider does when it watches BMCs.
+        let clients = new_clients();
+        sc.cold.push(rate(read_all(&clients)?));
+        sc.warm.push(rate(read_all(&clients)?));
+        rt.block_on(async {
+            for c in &clients {
+                c.close().await;
+            }
+        });
+        if !ipmitool_first {
+            sc.ipmitool.push(rate(ipmitool_loop()?));
+        }
+        eprintln!(
+            "  round {}: ipmitool {:.0}/s, ours new sessions {:.0}/s, reused {:.0}/s",
+            round + 1,
+            sc.ipmitool[round],
+            sc.cold[round],
+            sc.warm[round]
+        );
     }
-    let ipmitool = t.elapsed();
-
-    let ratio = |d: Duration| ipmitool.as_secs_f64() / d.as_secs_f64();
-    println!(
-        "- BMCs {} (all reads agree):",
-        if chassis {
-            "with the chassis program (a shell per read)"
-        } else {
-            "answering from ipmi_sim's own state"
-        }
-    );
-    println!(
-        "  ipmitool loop:                       {:>9.1} ms",
-        ipmitool.as_secs_f64() * 1e3
-    );
-    println!(
-        "  beowulf, new sessions (cold):        {:>9.1} ms   ratio {:.1}x",
-        ours_cold.as_secs_f64() * 1e3,
-        ratio(ours_cold)
-    );
-    println!(
-        "  beowulf, reused sessions (warm):     {:>9.1} ms   ratio {:.1}x",
-        ours_warm.as_secs_f64() * 1e3,
-        ratio(ours_warm)
-    );
     drop(sims);
-    Ok(ratio(ours_cold))
+    Ok(sc)
 }

@@ -3,7 +3,8 @@
 //! - `dhcp [--quick]`: perfdhcp DORA for 1,200 reserved clients, ours vs dnsmasq vs kea-dhcp4 (module
 //!   `e2e::bench::dhcp`); prints a Markdown table and the last line `bench: dhcp=<ours/best peer> …`.
 //! - `bmc [N]`: power status of N (default 100) ipmi_sim BMCs, our native IPMI client vs a loop of
-//!   `ipmitool -I lanplus -C 3` calls (module `e2e::bench_bmc`).
+//!   `ipmitool -I lanplus -C 3` calls (module `e2e::bench_bmc`); prints a Markdown table and the last line
+//!   `bench: bmc=<ipmitool time / ours> …`.
 //!
 //! csctl publish vs oras-py is the separate binary `bench_publish`.
 use clap::{Parser, Subcommand};
@@ -109,7 +110,10 @@ fn main() -> anyhow::Result<()> {
             }
             println!("bench: {}", bench::http::run(&opts)?);
         }
-        Workload::Bmc { n } => e2e::bench_bmc::run(&[n.to_string()])?,
+        Workload::Bmc { n } => {
+            let line = e2e::bench_bmc::run(&[n.to_string()])?;
+            println!("bench: {line}");
+        }
     }
     Ok(())
 }
