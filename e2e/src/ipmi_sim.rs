@@ -19,7 +19,8 @@ const CHASSIS_SH: &str = r#"#!/bin/sh
 STATE=$1; shift
 echo "$*" >> "$STATE/calls.log"
 mc=$1; shift; op=$1; shift
-val() { v=$2; [ -f "$STATE/$1" ] && read -r v < "$STATE/$1"; echo "$v"; }
+# "KEY:VALUE" from STATE/KEY, or the default (no command substitution: that would fork a subshell).
+val() { v=$2; [ -f "$STATE/$1" ] && read -r v < "$STATE/$1"; echo "$1:$v"; }
 # The machine runs while its process lives and is not a zombie (a PID 1 that does not reap leaves those).
 running() {
   [ -f "$STATE/vm.pid" ] || return 1
@@ -34,8 +35,8 @@ get)
     case $p in
       power) if [ -f "$STATE/vm.pid" ]; then
                if running; then echo "power:1"; else echo "power:0"; fi
-             else echo "power:$(val power 0)"; fi ;;
-      boot)  echo "boot:$(val boot none)" ;;
+             else val power 0; fi ;;
+      boot)  val boot none ;;
       *) echo "$p:0" ;;
     esac
   done ;;
