@@ -260,7 +260,7 @@ mod tests {
         let p = problems(&kinds, &bad);
         assert!(
             p.iter()
-                .any(|p| p.starts_with("t.yaml:13:") && p.contains("'imag' was unexpected")),
+                .any(|p| p.starts_with("t.yaml:15:11:") && p.contains("'imag' was unexpected")),
             "{p:?}"
         );
         assert!(

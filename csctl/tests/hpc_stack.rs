@@ -627,11 +627,230 @@ fn broken_addon_manifests_fail_with_their_file_and_line() {
         .assert()
         .code(3)
         .stdout(
-            // `spec:` occurs twice in that template: the position is the rendered one.
-            contains(format!("{s}/cluster-addon/slurm/templates/slurmctld.yaml (rendered):24:1: error: StatefulSet slurmctld: spec: Additional properties are not allowed ('serviceNam' was unexpected)"))
+            // An unknown field is reported at its key, at the template's line.
+            contains(format!("{s}/cluster-addon/slurm/templates/slurmctld.yaml:25:3: error: StatefulSet slurmctld: spec: Additional properties are not allowed ('serviceNam' was unexpected)"))
                 .and(contains(format!("{s}/cluster-addon/metallb-config/templates/pool.yaml:9:15: error: IPAddressPool hpc: spec.autoAssign: \"sometimes\" is not of type \"boolean\"")))
                 .and(contains(format!("{s}/cluster-addon/cvmfs/templates/proxy.yaml:57:7: error: unknown kind StatefullSet in apps/v1")))
                 .and(contains(format!("{s}/cluster-addon/cni/templates/flannel.yaml (rendered):12:2: error: renders to malformed YAML")))
                 .and(contains("4 error(s)")),
         );
+}
+
+/// RFC 6902 `add`/`replace` on a JSON pointer (with `-` for appending), what CAPI's topology controller does
+/// with a ClusterClass's jsonPatches.
+fn json_patch(doc: &mut Value, op: &str, path: &str, value: Value) {
+    let tokens: Vec<String> = path
+        .split('/')
+        .skip(1)
+        .map(|t| t.replace("~1", "/").replace("~0", "~"))
+        .collect();
+    let (last, parents) = tokens.split_last().unwrap();
+    let mut at = doc;
+    for t in parents {
+        at = match at {
+            Value::Object(m) => m.get_mut(t).unwrap_or_else(|| panic!("{path}: no {t}")),
+            Value::Array(a) => &mut a[t.parse::<usize>().unwrap()],
+            _ => panic!("{path}: {t} is not in a container"),
+        };
+    }
+    match (at, op) {
+        (Value::Array(a), "add") if last == "-" => a.push(value),
+        (Value::Array(a), "add") => a.insert(last.parse().unwrap(), value),
+        (Value::Array(a), "replace") => a[last.parse::<usize>().unwrap()] = value,
+        (Value::Object(m), "add") => {
+            m.insert(last.clone(), value);
+        }
+        (Value::Object(m), "replace") => {
+            assert!(m.contains_key(last), "{path}: replace of a missing member");
+            m.insert(last.clone(), value);
+        }
+        (_, op) => panic!("{path}: cannot {op}"),
+    }
+}
+
+/// Applies the ClusterClass's patches to its templates with `vars` (declared defaults, overridden by the
+/// Cluster's values) and returns the patched templates by kind and name.
+fn apply_class_patches(objects: &[Value], cluster_vars: &[Value]) -> BTreeMap<String, Value> {
+    let class = objects
+        .iter()
+        .find(|o| o["kind"] == "ClusterClass")
+        .unwrap();
+    let mut vars = serde_json::Map::new();
+    for d in class["spec"]["variables"].as_array().unwrap() {
+        vars.insert(
+            d["name"].as_str().unwrap().into(),
+            d["schema"]["openAPIV3Schema"]["default"].clone(),
+        );
+    }
+    for v in cluster_vars {
+        vars.insert(v["name"].as_str().unwrap().into(), v["value"].clone());
+    }
+    let vars = Value::Object(vars);
+    let mut templates: BTreeMap<String, Value> = objects
+        .iter()
+        .filter(|o| o["kind"] != "ClusterClass")
+        .map(|o| {
+            (
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap(),
+                    o["metadata"]["name"].as_str().unwrap()
+                ),
+                o.clone(),
+            )
+        })
+        .collect();
+    let spec = &class["spec"];
+    let name_of = |r: &Value| {
+        format!(
+            "{}/{}",
+            r["kind"].as_str().unwrap(),
+            r["name"].as_str().unwrap()
+        )
+    };
+    for patch in spec["patches"].as_array().unwrap() {
+        if let Some(cond) = patch["enabledIf"].as_str() {
+            let out = csctl::render::render_str(cond, &vars).unwrap();
+            if out.trim() != "true" {
+                continue;
+            }
+        }
+        for def in patch["definitions"].as_array().unwrap() {
+            let sel = &def["selector"];
+            let kind = sel["kind"].as_str().unwrap();
+            let m = &sel["matchResources"];
+            let mut targets = Vec::new();
+            if m["infrastructureCluster"] == true {
+                targets.push(name_of(&spec["infrastructure"]["templateRef"]));
+            }
+            if m["controlPlane"] == true {
+                targets.push(name_of(&spec["controlPlane"]["templateRef"]));
+                targets.push(name_of(
+                    &spec["controlPlane"]["machineInfrastructure"]["templateRef"],
+                ));
+            }
+            for class_name in m["machineDeploymentClass"]["names"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                let md = spec["workers"]["machineDeployments"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|md| md["class"] == *class_name)
+                    .unwrap();
+                targets.push(name_of(&md["bootstrap"]["templateRef"]));
+                targets.push(name_of(&md["infrastructure"]["templateRef"]));
+            }
+            let targets: Vec<String> = targets
+                .into_iter()
+                .filter(|t| t.starts_with(&format!("{kind}/")))
+                .collect();
+            assert!(
+                !targets.is_empty(),
+                "patch {} selects nothing",
+                patch["name"]
+            );
+            for t in targets {
+                for jp in def["jsonPatches"].as_array().unwrap() {
+                    let value = if let Some(v) = jp.get("value") {
+                        v.clone()
+                    } else if let Some(var) = jp["valueFrom"]["variable"].as_str() {
+                        vars[var].clone()
+                    } else {
+                        let tpl = jp["valueFrom"]["template"].as_str().unwrap();
+                        let out = csctl::render::render_str(tpl, &vars).unwrap();
+                        yaml::parse_one(&out).unwrap().to_json()
+                    };
+                    let obj = templates.get_mut(&t).unwrap();
+                    json_patch(
+                        obj,
+                        jp["op"].as_str().unwrap(),
+                        jp["path"].as_str().unwrap(),
+                        value,
+                    );
+                }
+            }
+        }
+    }
+    templates
+}
+
+#[test]
+fn class_patches_apply_to_the_templates_and_the_results_validate() {
+    let crds = CrdSet::builtin();
+    for stack in stacks() {
+        let objects = render(
+            &stack.join("cluster-class"),
+            None,
+            "beowulf-hpc-1-33",
+            "hpc",
+        );
+        let cluster = yaml_file(&stack.join("examples/cluster.yaml"));
+        let check = |templates: &BTreeMap<String, Value>| {
+            for (name, o) in templates {
+                let Lookup::Schema(s) = crds.lookup(
+                    o["apiVersion"].as_str().unwrap(),
+                    o["kind"].as_str().unwrap(),
+                ) else {
+                    panic!("no schema for {name}");
+                };
+                let node = yaml::parse_one(&serde_json::to_string(o).unwrap()).unwrap();
+                let problems = s.check(&node, name);
+                assert!(problems.is_empty(), "{name} after patching: {problems:?}");
+            }
+        };
+        // With the defaults only: the optional patches stay off, the rest apply.
+        let defaults = apply_class_patches(&objects, &[]);
+        check(&defaults);
+        let kcp = &defaults["KubeadmControlPlaneTemplate/beowulf-hpc-1-33-v1-control-plane"]["spec"]
+            ["template"]["spec"]["kubeadmConfigSpec"];
+        assert!(kcp.get("users").is_none(), "no SSH keys, no users");
+        assert!(defaults["BeowulfClusterTemplate/beowulf-hpc-1-33-v1-cluster"]["spec"]["template"]["spec"].get("controlPlaneEndpoint").is_none());
+        // With the example Cluster's variables.
+        let patched = apply_class_patches(
+            &objects,
+            cluster["spec"]["topology"]["variables"].as_array().unwrap(),
+        );
+        check(&patched);
+        let infra = &patched["BeowulfClusterTemplate/beowulf-hpc-1-33-v1-cluster"]["spec"]["template"]
+            ["spec"];
+        assert_eq!(
+            infra["controlPlaneEndpoint"],
+            serde_json::json!({"host": "10.10.0.100", "port": 6443})
+        );
+        let kcp = &patched["KubeadmControlPlaneTemplate/beowulf-hpc-1-33-v1-control-plane"]["spec"]
+            ["template"]["spec"]["kubeadmConfigSpec"];
+        assert_eq!(kcp["users"][0]["name"], "hpcadmin");
+        assert_eq!(
+            kcp["users"][0]["sshAuthorizedKeys"][0],
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIExampleKeyReplaceMeWithYourOwnPublicKey admin@example"
+        );
+        let cm_args = kcp["clusterConfiguration"]["controllerManager"]["extraArgs"]
+            .as_array()
+            .unwrap();
+        assert!(
+            cm_args
+                .contains(&serde_json::json!({"name": "cluster-cidr", "value": "10.244.0.0/16"})),
+            "{cm_args:?}"
+        );
+        assert_eq!(
+            kcp["clusterConfiguration"]["apiServer"]["extraArgs"][0],
+            serde_json::json!({"name": "service-cluster-ip-range", "value": "10.96.0.0/12"})
+        );
+        let workers = &patched["BeowulfMachineTemplate/beowulf-hpc-1-33-v1-compute"]["spec"]["template"]
+            ["spec"];
+        assert_eq!(
+            workers["hostSelector"]["matchLabels"],
+            serde_json::json!({"beowulf.io/role": "k8s-worker"})
+        );
+        assert_eq!(workers["imageRef"]["name"], "beowulf-hpc-1-33-v1-hpc-node");
+        let join = &patched["KubeadmConfigTemplate/beowulf-hpc-1-33-v1-compute"]["spec"]["template"]
+            ["spec"]["joinConfiguration"]["nodeRegistration"]["kubeletExtraArgs"];
+        assert!(
+            join.as_array().unwrap().contains(&serde_json::json!({"name": "node-labels", "value": "slurm.beowulf.io/partition=compute"})),
+            "{join}"
+        );
+    }
 }

@@ -116,7 +116,7 @@ fn all_problems_are_reported_at_once_with_positions() {
             "{s}/cluster-class/templates/kcp.yaml:9:17: error: KubeadmControlPlaneTemplate test-golden-1-33-v1-cp: spec.template.spec.kubeadmConfigSpec.format: \"yaml\" is not one of"
         ),
         format!(
-            "{s}/cluster-class/templates/kcp.yaml:8:7: error: KubeadmControlPlaneTemplate test-golden-1-33-v1-cp: spec.template.spec.kubeadmConfigSpec: Additional properties are not allowed ('preKubeadmCommandz' was unexpected)"
+            "{s}/cluster-class/templates/kcp.yaml:10:9: error: KubeadmControlPlaneTemplate test-golden-1-33-v1-cp: spec.template.spec.kubeadmConfigSpec: Additional properties are not allowed ('preKubeadmCommandz' was unexpected)"
         ),
     ] {
         assert!(stdout.contains(&want), "missing:\n{want}\nin:\n{stdout}");
@@ -302,8 +302,7 @@ fn seed_stack_validates_against_the_beowulf_provider_crds() {
         .assert()
         .success()
         .stdout(contains("0 error(s), 0 warning(s)"));
-    // A typo in a provider template is now an error (the `spec:` line is not unique in the template, so the
-    // position is the rendered one).
+    // A typo in a provider template is an error, reported at the unknown key's template line.
     edit(
         &seed.join("cluster-class/templates/beowulf-machine-templates.yaml"),
         "imageRef:",
@@ -317,7 +316,7 @@ fn seed_stack_validates_against_the_beowulf_provider_crds() {
         .assert()
         .code(3)
         .stdout(
-            contains("beowulf-machine-templates.yaml (rendered):10:5: error: BeowulfMachineTemplate beowulf-hpc-1-33-v1-control-plane: spec.template.spec: Additional properties are not allowed ('imageRefs' was unexpected)")
+            contains("beowulf-machine-templates.yaml:13:7: error: BeowulfMachineTemplate beowulf-hpc-1-33-v1-control-plane: spec.template.spec: Additional properties are not allowed ('imageRefs' was unexpected)")
                 .and(contains("\"imageRef\" is a required property")),
         );
 }

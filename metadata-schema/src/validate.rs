@@ -41,7 +41,16 @@ impl Schema {
             .iter_errors(&instance)
             .map(|err| {
                 let pointer = err.instance_path().as_str().to_string();
-                let at = node.locate_for_report(&pointer);
+                // An unexpected key is reported at the key itself, not at the object holding it.
+                let unexpected_key = match err.kind() {
+                    jsonschema::error::ValidationErrorKind::AdditionalProperties { unexpected } => {
+                        unexpected
+                            .first()
+                            .and_then(|k| node.locate(&pointer).get_key(k))
+                    }
+                    _ => None,
+                };
+                let at = unexpected_key.unwrap_or_else(|| node.locate_for_report(&pointer));
                 let schema_ptr = err.schema_path().as_str().to_string();
                 let expected = expected_hint(&self.raw, &schema_ptr);
                 let path = if pointer.is_empty() {
