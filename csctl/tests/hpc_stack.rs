@@ -554,12 +554,16 @@ fn node_image_reference_is_one_image_by_url_and_checksum() {
             image["spec"]["kernel"].get("sha256").is_none(),
             "empty checksum rendered"
         );
-        assert!(
-            image["spec"]["cmdline"]
-                .as_str()
-                .unwrap()
-                .contains("root=live:{{ rootfs_url }}")
-        );
+        // The command line images/hpc-node needs (its README): live root over HTTP, NoCloud over HTTP.
+        let cmdline = image["spec"]["cmdline"].as_str().unwrap();
+        for want in [
+            "root=live:{{ rootfs_url }}",
+            "ds=nocloud-net;s={{ nocloud_url }}",
+            "rd.neednet=1",
+            "BOOTIF={{ bootif }}",
+        ] {
+            assert!(cmdline.contains(want), "{want} not in {cmdline}");
+        }
         // Machines boot it by default.
         let class = objects
             .iter()
