@@ -1191,3 +1191,74 @@ fn hpc_stack_is_created_and_published_with_every_file_titled() {
     assert_eq!(again["published"][0]["status"], "unchanged");
     assert_eq!(again["published"][0]["digest"], digest.as_str());
 }
+
+/// README's main command, as written there: it builds the HPC stack into ./.release and publishes it to the
+/// local OCI layout (no registry, no $OCI_REPOSITORY), then says what to run next; run again, it changes
+/// nothing and publishes nothing new.
+#[test]
+fn readme_main_command_builds_and_publishes_to_the_local_layout() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let command = "cargo run --release -p csctl -- create --publish providers/beowulf/hpc/1-33";
+    assert!(
+        readme.contains(command),
+        "README's main command changed: update this test"
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mut c = csctl(home.path());
+    c.args(["create", "--publish"])
+        .arg(root.join("providers/beowulf/hpc/1-33"));
+    let out = run(c, None);
+    assert_eq!(out.code, 0, "{}\n{}", out.stdout, out.stderr);
+    let layout = home.path().join("layout"); // CSCTL_OCI_LAYOUT, as ~/.local/share/csctl/oci by default
+    assert!(
+        out.stdout.contains(&format!(
+            "published oci:{}:beowulf-hpc-1-33-v1@sha256:",
+            layout.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "next: csctl inspect oci:{}:beowulf-hpc-1-33-v1",
+            layout.display()
+        )),
+        "{}",
+        out.stdout
+    );
+    let release = home.path().join(".release/beowulf-hpc-1-33-v1");
+    let raw = skopeo_raw(&format!("oci:{}:beowulf-hpc-1-33-v1", layout.display()));
+    let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    let titles: Vec<String> = m["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            l["annotations"]["org.opencontainers.image.title"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        titles,
+        read_dir_files(&release).into_keys().collect::<Vec<_>>()
+    );
+    // Again: no change, already published.
+    let mut c = csctl(home.path());
+    c.args(["create", "--publish"])
+        .arg(root.join("providers/beowulf/hpc/1-33"));
+    let again = run(c, None);
+    assert_eq!(again.code, 0);
+    assert!(
+        again.stdout.contains("nothing to release"),
+        "{}",
+        again.stdout
+    );
+    assert!(
+        again.stdout.contains("is already published"),
+        "{}",
+        again.stdout
+    );
+}
