@@ -105,23 +105,46 @@ impl IpmiSim {
     }
 
     pub fn start_at(addr: SocketAddr) -> IpmiSim {
-        Self::start_full(addr, None, true)
+        Self::start_full(addr, None, true, None)
+    }
+
+    /// A simulator with an IPMI v2.0 BMC key (Kg): ASCII, at most 19 characters, no spaces (ipmi_sim's
+    /// config takes keys as quoted ASCII, zero-padded to 20 bytes). Clients need it to open a session.
+    pub fn start_with_bmc_key(key: &str) -> IpmiSim {
+        assert!(key.len() < 20 && key.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
+        let ip = random_loopback();
+        Self::start_full(
+            SocketAddr::from((ip, free_udp_port(ip))),
+            None,
+            true,
+            Some(key),
+        )
     }
 
     /// A simulator without the chassis program: power status is ipmi_sim's own (always off) and power
     /// changes are refused. Reads then cost the BMC no process spawn (used by the benchmark).
     pub fn start_plain(addr: SocketAddr) -> IpmiSim {
-        Self::start_full(addr, None, false)
+        Self::start_full(addr, None, false, None)
     }
 
     /// A simulator whose power-on runs `vmcmd STATE_DIR` detached (the "machine"), and whose power-off kills
     /// it; power status is then "is that process alive".
     pub fn start_with_machine(vmcmd: &Path) -> IpmiSim {
         let ip = random_loopback();
-        Self::start_full(SocketAddr::from((ip, free_udp_port(ip))), Some(vmcmd), true)
+        Self::start_full(
+            SocketAddr::from((ip, free_udp_port(ip))),
+            Some(vmcmd),
+            true,
+            None,
+        )
     }
 
-    fn start_full(addr: SocketAddr, vmcmd: Option<&Path>, chassis: bool) -> IpmiSim {
+    fn start_full(
+        addr: SocketAddr,
+        vmcmd: Option<&Path>,
+        chassis: bool,
+        bmc_key: Option<&str>,
+    ) -> IpmiSim {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("state")).unwrap();
@@ -145,6 +168,7 @@ set_working_mc 0x20
     allowed_auths_operator none md2 md5 straight
     allowed_auths_admin none md2 md5 straight
     guid a123456789abcdefa123456789abcdef
+    {key_line}
   endlan
   {chassis_line}
   user 1 true  ""      "test" user  10 none md2 md5 straight
@@ -152,6 +176,9 @@ set_working_mc 0x20
 "#,
             ip = addr.ip(),
             port = addr.port(),
+            key_line = bmc_key
+                .map(|k| format!("bmc_key \"{k}\""))
+                .unwrap_or_default(),
             chassis_line = if chassis {
                 format!(
                     "chassis_control \"{} {} 0x20\"",

@@ -79,3 +79,35 @@ fn bmc_cli_power_and_bootdev_against_ipmi_sim() {
     let err = format!("{:#}", cli(&sim, &pw, &["bootdev", "http"]).unwrap_err());
     assert!(err.contains("does not support"), "{err}");
 }
+
+#[test]
+fn bmc_cli_takes_the_ipmi_bmc_key_from_a_file() {
+    let sim = IpmiSim::start_with_bmc_key("cli-kg-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, format!("{}\n", ipmi_sim::PASSWORD)).unwrap();
+    let key = dir.path().join("kg");
+    let hex: String = "cli-kg-secret"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(&key, format!("0x{hex}\n")).unwrap();
+    let k = key.to_str().unwrap();
+
+    cli(&sim, &pw, &["--bmc-key-file", k, "power", "on"]).unwrap();
+    assert!(
+        sim.ipmitool(&["-y", &hex, "chassis", "power", "status"])
+            .contains("Chassis Power is on")
+    );
+    // Without the key: an authentication error that names it.
+    let err = format!("{:#}", cli(&sim, &pw, &["power", "status"]).unwrap_err());
+    assert!(err.contains("BMC key (Kg)"), "{err}");
+    // A malformed key file: what the format is, without the file's contents.
+    std::fs::write(&key, "cli-kg-secret\n").unwrap();
+    let err = format!(
+        "{:#}",
+        cli(&sim, &pw, &["--bmc-key-file", k, "power", "status"]).unwrap_err()
+    );
+    assert!(err.contains("hex digits") && err.contains(k), "{err}");
+    assert!(!err.contains("cli-kg-secret"), "{err}");
+}

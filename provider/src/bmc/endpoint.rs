@@ -146,6 +146,8 @@ impl std::str::FromStr for Endpoint {
 pub struct Credentials {
     pub username: String,
     password: String,
+    /// IPMI v2.0 BMC key (Kg), up to 20 bytes; keys the session integrity key instead of the password.
+    bmc_key: Option<Vec<u8>>,
 }
 
 impl Credentials {
@@ -153,21 +155,62 @@ impl Credentials {
         Credentials {
             username: username.into(),
             password: password.into(),
+            bmc_key: None,
         }
+    }
+
+    /// With the BMC's IPMI key (Kg, `ipmitool -y`); ignored by Redfish.
+    pub fn with_bmc_key(mut self, key: Vec<u8>) -> Self {
+        self.bmc_key = Some(key);
+        self
     }
 
     /// The password; only the protocol code should call this.
     pub fn password(&self) -> &str {
         &self.password
     }
+
+    /// The IPMI BMC key (Kg), if one is set; only the protocol code should call this.
+    pub fn bmc_key(&self) -> Option<&[u8]> {
+        self.bmc_key.as_deref()
+    }
+}
+
+/// Parses a BMC key (Kg) as `ipmitool -y` takes it: up to 40 hex digits (20 bytes), optional `0x`, surrounding
+/// whitespace ignored; shorter keys are padded with zeros as IPMI stores them.
+pub fn parse_bmc_key(text: &str) -> Result<Vec<u8>, String> {
+    let t = text.trim();
+    let t = t
+        .strip_prefix("0x")
+        .or_else(|| t.strip_prefix("0X"))
+        .unwrap_or(t);
+    if t.is_empty()
+        || t.len() > 40
+        || !t.len().is_multiple_of(2)
+        || !t.bytes().all(|b| b.is_ascii_hexdigit())
+    {
+        return Err(
+            "a BMC key (Kg) is 2 to 40 hex digits (an even number, at most 20 bytes), as for `ipmitool -y`"
+                .into(),
+        );
+    }
+    let mut key: Vec<u8> = (0..t.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&t[i..i + 2], 16).ok())
+        .collect();
+    key.resize(20, 0);
+    Ok(key)
 }
 
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Credentials")
-            .field("username", &self.username)
-            .field("password", &"<redacted>")
-            .finish()
+        let mut d = f.debug_struct("Credentials");
+        d.field("username", &self.username)
+            .field("password", &"<redacted>");
+        if self.bmc_key.is_some() {
+            d.field("bmc_key", &"<redacted>");
+        }
+        d.finish()
     }
 }
 
@@ -197,6 +240,27 @@ mod tests {
             Endpoint::parse("ipmi://h:624").unwrap().to_string(),
             "ipmi://h:624"
         );
+    }
+
+    #[test]
+    fn bmc_keys_parse_like_ipmitool_y_and_stay_redacted() {
+        let k = parse_bmc_key(" 0x0102ff\n").unwrap();
+        assert_eq!(k.len(), 20);
+        assert_eq!(&k[..4], &[1, 2, 0xff, 0]);
+        assert_eq!(parse_bmc_key(&"ab".repeat(20)).unwrap(), vec![0xab; 20]);
+        for bad in ["", "0x", "abc", "zz", &"00".repeat(21), "secret key"] {
+            let e = parse_bmc_key(bad).unwrap_err();
+            assert!(e.contains("40 hex digits"), "{bad:?}: {e}");
+            assert!(
+                bad.is_empty() || !e.contains(bad),
+                "the input is not echoed"
+            );
+        }
+        let c = Credentials::new("admin", "pw").with_bmc_key(vec![0x5a; 20]);
+        assert_eq!(c.bmc_key(), Some(&[0x5a; 20][..]));
+        let dbg = format!("{c:?}");
+        assert!(dbg.contains("bmc_key: \"<redacted>\""), "{dbg}");
+        assert!(!dbg.contains("90") && !dbg.contains("5a"), "{dbg}");
     }
 
     #[test]

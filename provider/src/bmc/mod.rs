@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
-pub use endpoint::{Credentials, Endpoint, Protocol};
+pub use endpoint::{Credentials, Endpoint, Protocol, parse_bmc_key};
 pub use error::{BmcError, Result};
 
 /// Chassis power as the BMC reports it.

@@ -11,7 +11,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use crate::bmc::ipmi::CipherChoice;
 use crate::bmc::{
     Bmc, BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
-    PowerAction,
+    PowerAction, parse_bmc_key,
 };
 
 /// Environment variable holding the BMC password when no `--password-file` is given.
@@ -22,7 +22,8 @@ pub const PASSWORD_ENV: &str = "BEOWULF_BMC_PASSWORD";
     after_help = "Addresses:\n  ipmi://HOST[:PORT]                     IPMI v2.0 lanplus (UDP, port 623)\n  \
 redfish://HOST[:PORT][/SYSTEM-ID]      Redfish over HTTPS (without SYSTEM-ID the BMC must have exactly one system)\n  \
 redfish+http://HOST[:PORT][/SYSTEM-ID] Redfish over plain HTTP (emulators only)\n\n\
-The password is read from --password-file or from $BEOWULF_BMC_PASSWORD; there is no flag that takes it.\n\n\
+The password is read from --password-file or from $BEOWULF_BMC_PASSWORD; there is no flag that takes it\n\
+(nor the IPMI BMC key: --bmc-key-file).\n\n\
 Examples:\n  beowulf bmc --address ipmi://10.0.0.21 --username admin --password-file pw power status\n  \
 beowulf bmc --address redfish://bmc21/System.Embedded.1 --username root --password-file pw bootdev pxe --once --uefi"
 )]
@@ -36,6 +37,9 @@ pub struct BmcArgs {
     /// File whose first line is the password (otherwise $BEOWULF_BMC_PASSWORD is used).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
+    /// IPMI: file holding the BMC key (Kg) in hex, as `ipmitool -y` takes it (only for BMCs that have one set).
+    #[arg(long, value_name = "FILE")]
+    pub bmc_key_file: Option<PathBuf>,
     /// IPMI cipher suite: auto (17, falling back to 3), 3 or 17.
     #[arg(long, default_value = "auto", value_parser = ["auto", "3", "17"])]
     pub cipher_suite: String,
@@ -142,12 +146,16 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
         http_timeout: timeout * 10,
         ..Options::default()
     };
-    let bmc = Bmc::new(
-        endpoint.clone(),
-        Credentials::new(args.username, password),
-        options,
-        Limits::new(1),
-    )?;
+    let mut credentials = Credentials::new(args.username, password);
+    if let Some(p) = &args.bmc_key_file {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading the BMC key file {}", p.display()))?;
+        let key = parse_bmc_key(&text)
+            .map_err(anyhow::Error::msg)
+            .with_context(|| format!("BMC key file {}", p.display()))?;
+        credentials = credentials.with_bmc_key(key);
+    }
+    let bmc = Bmc::new(endpoint.clone(), credentials, options, Limits::new(1))?;
     let result = act(&bmc, args.action).await;
     bmc.close().await;
     result.with_context(|| format!("BMC {endpoint}"))

@@ -141,7 +141,8 @@ impl Exchange<'_> {
         )
     }
 
-    /// The session integrity key, keyed with Kg (the BMC key, or Kuid when the BMC has none).
+    /// The session integrity key, keyed with Kg (the BMC key, or Kuid when the BMC has none: see
+    /// [`sik_key`]).
     pub fn sik(&self, kg: &[u8]) -> Vec<u8> {
         hmac(
             self.suite.hash(),
@@ -164,6 +165,15 @@ impl Exchange<'_> {
         );
         v.truncate(self.suite.icv_len());
         v
+    }
+}
+
+/// The key the SIK is keyed with: the BMC key (Kg) when one is set and not all zeros (IPMI v2.0 §13.31: a
+/// zero Kg means "none"), otherwise the user's password (Kuid).
+pub fn sik_key<'a>(kuid: &'a [u8], kg: Option<&'a [u8]>) -> &'a [u8] {
+    match kg {
+        Some(k) if k.iter().any(|&b| b != 0) => k,
+        _ => kuid,
     }
 }
 
@@ -266,18 +276,19 @@ mod tests {
     }
 
     /// Runs an independent implementation (Python's hmac/hashlib) of the same derivations.
-    fn python_reference(suite: Suite, ex: &Exchange, password: &[u8]) -> Vec<String> {
+    fn python_reference(suite: Suite, ex: &Exchange, password: &[u8], kg: &[u8]) -> Vec<String> {
         let script = r#"
 import hmac, hashlib, sys
 h = {'sha1': hashlib.sha1, 'sha256': hashlib.sha256}[sys.argv[1]]
-sid_m, sid_c, rm, rc, guid, role, user, kuid = [bytes.fromhex(a) for a in sys.argv[2:10]]
+sid_m, sid_c, rm, rc, guid, role, user, kuid, kg = [bytes.fromhex(a) for a in sys.argv[2:11]]
+kg = kg if any(kg) else kuid
 n = h().digest_size
 icv = 12 if n == 20 else 16
 mac = lambda k, m: hmac.new(k, m, h).digest()
 ul = bytes([len(user)])
 rakp2 = mac(kuid, sid_m + sid_c + rm + rc + guid + role + ul + user)
 rakp3 = mac(kuid, rc + sid_m + role + ul + user)
-sik = mac(kuid, rm + rc + role + ul + user)
+sik = mac(kg, rm + rc + role + ul + user)
 rakp4 = mac(sik, rm + sid_c + guid)[:icv]
 k1 = mac(sik, b'\x01' * n)
 k2 = mac(sik, b'\x02' * n)
@@ -301,6 +312,7 @@ for v in (rakp2, rakp3, sik, rakp4, k1, k2, auth):
             .arg(hex(&[ex.role]))
             .arg(hex(ex.username))
             .arg(hex(password))
+            .arg(hex(kg))
             .output()
             .expect("python3 runs (it is part of the test peers)");
         assert!(
@@ -315,7 +327,8 @@ for v in (rakp2, rakp3, sik, rakp4, k1, k2, auth):
             .collect()
     }
 
-    fn known_answer(suite: Suite) {
+    /// `kg`: the BMC key (empty or all zeros: none, the password keys the SIK).
+    fn known_answer(suite: Suite, kg: &[u8]) {
         let ex = Exchange {
             suite,
             sid_m: 0xa0a1_a2a3,
@@ -330,8 +343,8 @@ for v in (rakp2, rakp3, sik, rakp4, k1, k2, auth):
             username: b"admin",
         };
         let password = b"password";
-        let want = python_reference(suite, &ex, password);
-        let sik = ex.sik(password);
+        let want = python_reference(suite, &ex, password, kg);
+        let sik = ex.sik(sik_key(password, Some(kg)));
         let keys = SessionKeys::derive(suite, &sik);
         let pkt: Vec<u8> = (0..40).collect();
         let got = [
@@ -358,12 +371,24 @@ for v in (rakp2, rakp3, sik, rakp4, k1, k2, auth):
 
     #[test]
     fn suite3_key_derivation_and_rakp_codes_match_python() {
-        known_answer(Suite::S3);
+        known_answer(Suite::S3, &[]);
     }
 
     #[test]
     fn suite17_key_derivation_and_rakp_codes_match_python() {
-        known_answer(Suite::S17);
+        known_answer(Suite::S17, &[]);
+    }
+
+    #[test]
+    fn bmc_key_kg_keys_the_sik_in_both_suites_as_python_does() {
+        let kg: Vec<u8> = (0x41..0x41 + 20).collect();
+        known_answer(Suite::S3, &kg);
+        known_answer(Suite::S17, &kg);
+        // An all-zero Kg is "no Kg": the password keys the SIK.
+        known_answer(Suite::S3, &[0; 20]);
+        assert_eq!(sik_key(b"pw", Some(&[0; 20])), b"pw");
+        assert_eq!(sik_key(b"pw", None), b"pw");
+        assert_eq!(sik_key(b"pw", Some(&kg)), &kg[..]);
     }
 
     #[test]

@@ -133,6 +133,7 @@ impl IpmiClient {
                         self.params().await?,
                         &self.credentials.username,
                         self.credentials.password(),
+                        self.credentials.bmc_key(),
                     )
                     .await?,
                 ),

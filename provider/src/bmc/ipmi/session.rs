@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::super::error::{BmcError, Result};
 use super::commands::{self, NETFN_APP, PRIV_ADMIN};
-use super::crypto::{Exchange, SessionKeys, Suite, codes_match};
+use super::crypto::{Exchange, SessionKeys, Suite, codes_match, sik_key};
 use super::packet::{self, Datagram, payload};
 
 /// How a session is opened.
@@ -130,7 +130,13 @@ fn rmcp_status_error(bmc: &str, step: &str, status: u8) -> BmcError {
 impl Session {
     /// Opens a session: Get Channel Authentication Capabilities, Open Session (falling back through
     /// `params.suites`), RAKP 1–4, then raises the privilege to Administrator.
-    pub async fn open(params: SessionParams, username: &str, password: &str) -> Result<Session> {
+    /// `kg`: the BMC key, when the BMC has one (it then keys the SIK instead of the password).
+    pub async fn open(
+        params: SessionParams,
+        username: &str,
+        password: &str,
+        kg: Option<&[u8]>,
+    ) -> Result<Session> {
         let bmc = params.bmc.clone();
         let user = username.as_bytes();
         let kuid = password.as_bytes();
@@ -138,6 +144,12 @@ impl Session {
             return Err(BmcError::Unsupported {
                 bmc,
                 what: "IPMI user names longer than 16 bytes".into(),
+            });
+        }
+        if kg.is_some_and(|k| k.len() > 20) {
+            return Err(BmcError::Unsupported {
+                bmc,
+                what: "IPMI BMC keys (Kg) longer than 20 bytes".into(),
             });
         }
         if kuid.len() > 20 {
@@ -334,13 +346,23 @@ impl Session {
             if rakp4[1] != 0 {
                 return Err(rmcp_status_error(&bmc, "RAKP 4", rakp4[1]));
             }
-            let sik = ex.sik(kuid);
-            if rakp4.len() < 8 + suite.icv_len()
-                || !codes_match(&ex.rakp4_icv(&sik), &rakp4[8..8 + suite.icv_len()])
-            {
+            let sik = ex.sik(sik_key(kuid, kg));
+            if rakp4.len() < 8 + suite.icv_len() {
                 return Err(BmcError::Protocol {
                     bmc,
-                    detail: "RAKP 4 integrity check value does not match".into(),
+                    detail: "malformed RAKP message 4".into(),
+                });
+            }
+            if !codes_match(&ex.rakp4_icv(&sik), &rakp4[8..8 + suite.icv_len()]) {
+                // RAKP 2 proved the password; the SIK differs only through the BMC key.
+                return Err(BmcError::Auth {
+                    bmc,
+                    detail: if kg.is_some() {
+                        "the BMC key (Kg) does not match the BMC's (RAKP 4 check failed)".into()
+                    } else {
+                        "the BMC uses a BMC key (Kg) and none was given (RAKP 4 check failed)"
+                            .into()
+                    },
                 });
             }
             let keys = SessionKeys::derive(suite, &sik);
