@@ -31,8 +31,10 @@ pub struct RegistryArgs {
     #[arg(long, value_name = "PEM_FILE")]
     pub ca_file: Vec<PathBuf>,
 
-    /// Upload chunk size for large blobs, e.g. 16MiB (GHCR accepts at most 4MiB per request).
-    #[arg(long, value_parser = parse_size, default_value = "16MiB", value_name = "SIZE")]
+    /// Upload chunk size: blobs up to this size go in one PUT, bigger ones in PATCH requests of this size,
+    /// streamed from the file. Bigger is faster; smaller loses less when a push is interrupted (the rerun
+    /// resumes after the last complete chunk). GHCR accepts at most 4MiB per request.
+    #[arg(long, value_parser = parse_size, default_value = "256MiB", value_name = "SIZE")]
     pub chunk_size: u64,
 
     /// Retries after transient registry errors (connection reset, 5xx, 429), with exponential backoff.
@@ -72,7 +74,9 @@ fn parse_size(s: &str) -> Result<u64, String> {
         "g" | "gib" | "gb" => 1 << 30,
         other => return Err(format!("unknown size unit {other:?}: use KiB, MiB or GiB")),
     };
-    let v = n * mult;
+    let v = n
+        .checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))?;
     if v < 1024 {
         Err("chunk size must be at least 1KiB".into())
     } else {

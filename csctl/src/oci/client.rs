@@ -11,6 +11,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use futures::StreamExt as _;
 use reqwest::header::{
     ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, LOCATION, WWW_AUTHENTICATE,
 };
@@ -24,9 +25,13 @@ use super::manifest::{DOCKER_MANIFEST_MEDIA_TYPE, INDEX_MEDIA_TYPE, MANIFEST_MED
 use super::progress::Progress;
 use super::reference::Reference;
 
-/// Default upload chunk: big enough that a GiB is ~64 requests, small enough for registries that cap
-/// request bodies (GHCR takes 4 MiB per PATCH: use `--chunk-size 4MiB` there).
-pub const DEFAULT_CHUNK_SIZE: u64 = 16 << 20;
+/// Default upload chunk. Every chunk is one PATCH streamed from the file (memory use does not depend on it).
+/// Fewer chunks are faster: distribution syncs the upload file to disk at the end of every PATCH and the next
+/// chunk cannot start before the answer (16 MiB chunks made a 1 GiB push ~30% slower than one PATCH on a
+/// local registry). More chunks lose less on an interruption: distribution drops a session whose last PATCH
+/// was cut, so a rerun resumes from the last complete chunk. 256 MiB: a GiB in 4 requests, at most 256 MiB
+/// sent again. Registries that cap request bodies need less (GHCR: `--chunk-size 4MiB`).
+pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 20;
 
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
@@ -112,6 +117,8 @@ pub struct RegistryClient {
     credential: ResolvedCredential,
     auth: Mutex<AuthState>,
     opts: ClientOptions,
+    /// One progress bar per blob in flight, drawn together.
+    bars: indicatif::MultiProgress,
 }
 
 /// `scope` strings for the token service: space-separated `repository:NAME:ACTIONS`.
@@ -166,6 +173,7 @@ impl RegistryClient {
             credential,
             auth: Mutex::new(AuthState::default()),
             opts,
+            bars: indicatif::MultiProgress::new(),
         })
     }
 
@@ -530,8 +538,15 @@ impl RegistryClient {
                     .await;
             }
         }
-        let progress = Progress::bytes(self.opts.progress && size >= 8 << 20, size, label);
-        let result = self.upload(repo, path, digest, size, &progress).await;
+        let progress = Progress::bytes(
+            &self.bars,
+            self.opts.progress && size >= 8 << 20,
+            size,
+            label,
+        );
+        let result = self
+            .upload(repo, path, digest, size, label, &progress)
+            .await;
         progress.finish();
         let pushed = result?;
         self.remember_blob(repo, digest);
@@ -643,11 +658,13 @@ impl RegistryClient {
         path: &Path,
         digest: &Digest,
         size: u64,
+        label: &str,
         progress: &Progress,
     ) -> Result<BlobPush, OciError> {
         let scope = scope_push(repo);
         let state_file = self.upload_state_file(repo, digest);
-        let mut file = std::fs::File::open(path).map_err(|e| OciError::io(path, e))?;
+        // Fail early and clearly if the file is gone; the body streams open it again.
+        std::fs::File::open(path).map_err(|e| OciError::io(path, e))?;
         // Resume a session an earlier run left behind, if the registry still has it.
         let mut session: Option<(String, u64)> = None;
         if let Some(sf) = &state_file
@@ -674,11 +691,7 @@ impl RegistryClient {
         let mut sent = 0u64;
 
         if offset == 0 && size <= self.opts.chunk_size {
-            // Small blob: one monolithic PUT.
-            let mut data = Vec::with_capacity(size as usize);
-            file.read_to_end(&mut data)
-                .map_err(|e| OciError::io(path, e))?;
-            let data = Bytes::from(data);
+            // Small enough for one request: a monolithic PUT, streamed from the file.
             let url = with_digest(&location, digest);
             let resp = self
                 .send(
@@ -686,8 +699,10 @@ impl RegistryClient {
                     &url,
                     Some(&scope),
                     |rb| {
+                        progress.set(0);
                         rb.header(CONTENT_TYPE, "application/octet-stream")
-                            .body(data.clone())
+                            .header(CONTENT_LENGTH, size)
+                            .body(file_body(path, 0, size, progress))
                     },
                     true,
                 )
@@ -705,14 +720,9 @@ impl RegistryClient {
         let mut failures = 0u32;
         while offset < size {
             let end = (offset + self.opts.chunk_size).min(size);
-            let mut chunk = vec![0u8; (end - offset) as usize];
-            file.seek(SeekFrom::Start(offset))
-                .map_err(|e| OciError::io(path, e))?;
-            file.read_exact(&mut chunk)
-                .map_err(|e| OciError::io(path, e))?;
-            let chunk = Bytes::from(chunk);
             let range = format!("{}-{}", offset, end - 1);
             let before = offset;
+            // The chunk streams from the file (read ahead on a blocking thread), so its size costs no memory.
             // No automatic retry here: after a failed PATCH the registry may hold part of the chunk, so we
             // ask it where it stands instead.
             let result = self
@@ -721,19 +731,21 @@ impl RegistryClient {
                     &location,
                     Some(&scope),
                     |rb| {
+                        progress.set(before);
                         rb.header(CONTENT_TYPE, "application/octet-stream")
                             .header("Content-Range", range.clone())
-                            .body(chunk.clone())
+                            .header(CONTENT_LENGTH, end - before)
+                            .body(file_body(path, before, end - before, progress))
                     },
                     false,
                 )
                 .await;
-            let ok = match result {
+            let failure = match result {
                 Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
                     location = self.location(&resp, "PATCH", &location)?;
                     offset = range_end(resp.headers()).unwrap_or(end);
                     sent += offset.saturating_sub(before);
-                    true
+                    None
                 }
                 Ok(resp)
                     if resp.status().is_client_error()
@@ -753,14 +765,14 @@ impl RegistryClient {
                 }
                 Ok(resp) => {
                     tracing::warn!(status = resp.status().as_u16(), "chunk upload failed");
-                    false
+                    Some(format!("HTTP {}", resp.status()))
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "chunk upload failed");
-                    false
+                    Some(e.to_string())
                 }
             };
-            if ok {
+            let Some(why) = failure else {
                 progress.set(offset);
                 if let Some(sf) = &state_file {
                     save_state(
@@ -773,14 +785,14 @@ impl RegistryClient {
                     );
                 }
                 continue;
-            }
+            };
             failures += 1;
             if failures > self.opts.retries {
                 return Err(OciError::Unreachable {
                     registry: self.registry.clone(),
                     url: location.clone(),
                     detail: format!(
-                        "upload of {digest} failed {failures} times; run the same command again to resume at byte {offset}"
+                        "upload of {label} ({digest}) failed {failures} times, last: {why}; run the same command again to resume at byte {offset}"
                     ),
                 });
             }
@@ -891,7 +903,12 @@ impl RegistryClient {
             });
         }
         let mut resp = self.check("GET", &url, repo, resp).await?;
-        let progress = Progress::bytes(self.opts.progress && size >= 8 << 20, size, label);
+        let progress = Progress::bytes(
+            &self.bars,
+            self.opts.progress && size >= 8 << 20,
+            size,
+            label,
+        );
         let result: Result<(), OciError> = async {
             use std::io::Write;
             let mut out = std::fs::File::create(dest).map_err(|e| OciError::io(dest, e))?;
@@ -1112,6 +1129,49 @@ impl RegistryClient {
         }
         Ok(tags)
     }
+}
+
+/// Bytes per read of a streamed upload, and how many read blocks may wait for the socket.
+const READ_BLOCK: u64 = 1 << 20;
+const READ_AHEAD: usize = 8;
+
+/// A request body with `len` bytes of `path` from `offset`. A blocking thread reads ahead while earlier
+/// blocks are on the wire (disk and network overlap; memory stays at a few MiB whatever the chunk size);
+/// every block handed to the connection advances `progress`. A read error (the file shrank, an I/O error)
+/// aborts the request.
+fn file_body(path: &Path, offset: u64, len: u64, progress: &Progress) -> reqwest::Body {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(READ_AHEAD);
+    let path = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let read = || -> std::io::Result<()> {
+            let mut file = std::fs::File::open(&path)?;
+            file.seek(SeekFrom::Start(offset))?;
+            let mut left = len;
+            while left > 0 {
+                let n = left.min(READ_BLOCK);
+                let mut block = vec![0u8; n as usize];
+                file.read_exact(&mut block).map_err(|e| {
+                    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+                })?;
+                left -= n;
+                if tx.blocking_send(Ok(Bytes::from(block))).is_err() {
+                    // The request was dropped (failed or cancelled): stop reading.
+                    return Ok(());
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = read() {
+            let _ = tx.blocking_send(Err(e));
+        }
+    });
+    let progress = progress.clone();
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).inspect(move |block| {
+        if let Ok(b) = block {
+            progress.inc(b.len() as u64);
+        }
+    });
+    reqwest::Body::wrap_stream(stream)
 }
 
 async fn backoff(attempt: u32) {

@@ -1,13 +1,15 @@
 //! Progress bars for long transfers: only on a terminal, never in logs or pipes.
 use std::io::IsTerminal;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
+#[derive(Clone)]
 pub struct Progress(Option<ProgressBar>);
 
 impl Progress {
-    /// A byte-counting bar, shown only if `enabled` and stderr is a terminal.
-    pub fn bytes(enabled: bool, total: u64, label: &str) -> Self {
+    /// A byte-counting bar in `bars` (several blobs move at once), shown only if `enabled` and stderr is a
+    /// terminal.
+    pub fn bytes(bars: &MultiProgress, enabled: bool, total: u64, label: &str) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
             return Progress(None);
         }
@@ -19,7 +21,7 @@ impl Progress {
         .progress_chars("=> ");
         bar.set_style(style);
         bar.set_message(label.to_string());
-        Progress(Some(bar))
+        Progress(Some(bars.add(bar)))
     }
 
     pub fn set(&self, pos: u64) {

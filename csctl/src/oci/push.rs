@@ -1,11 +1,16 @@
 //! Publishing an artifact: tag check first (same digest → nothing to do; other digest → refuse unless
 //! forced), then blobs (skip what is there, mount, upload), then the manifest.
+use futures::StreamExt as _;
+
 use super::artifact::Artifact;
 use super::client::BlobPush;
 use super::digest::Digest;
 use super::error::OciError;
 use super::manifest::{ARTIFACT_TYPE, EMPTY_CONFIG};
 use super::store::Store;
+
+/// Blobs uploaded at the same time.
+const BLOBS_IN_FLIGHT: usize = 3;
 
 #[derive(Debug)]
 pub enum PublishOutcome {
@@ -78,12 +83,19 @@ pub async fn publish(
         }
     };
     count(store.push_blob_bytes(EMPTY_CONFIG).await?);
-    // Small files first: an interruption during a big node image then leaves all small layers done.
+    // Small files first: an interruption during a big node image then leaves all small layers done. A few
+    // distinct blobs move at once (latency of many small requests, several node images on a fast link); on
+    // the first error the others stop where they are, and their sessions are resumed by the next run.
     let mut order: Vec<_> = artifact.files.iter().collect();
     order.sort_by_key(|f| (f.size, f.name.clone()));
-    for f in order {
-        tracing::debug!(file = %f.name, digest = %f.digest, size = f.size, "pushing layer");
-        count(store.push_blob(&f.path, &f.digest, f.size, &f.name).await?);
+    let mut uploads = futures::stream::iter(order)
+        .map(|f| async move {
+            tracing::debug!(file = %f.name, digest = %f.digest, size = f.size, "pushing layer");
+            store.push_blob(&f.path, &f.digest, f.size, &f.name).await
+        })
+        .buffer_unordered(BLOBS_IN_FLIGHT);
+    while let Some(pushed) = uploads.next().await {
+        count(pushed?);
     }
     let digest = store
         .push_manifest(&artifact.tag, &manifest, Some(ARTIFACT_TYPE))
