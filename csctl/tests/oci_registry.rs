@@ -485,6 +485,83 @@ fn interrupted_push_resumes_and_equals_an_uninterrupted_push() {
     );
 }
 
+/// A file rewritten between hashing and upload (same size, other bytes) must not be committed under the old
+/// digest, nor reported as a network problem: the registry refuses the commit (DIGEST_INVALID) and csctl says
+/// which file changed. Both upload paths: one PUT, and PATCH chunks. A file that shrank is caught before any
+/// byte is sent.
+#[test]
+fn a_file_that_changes_during_the_push_is_refused_clearly() {
+    let reg = Registry::start();
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reference =
+        csctl::oci::Reference::parse(&format!("oci://{}/kaas/changed", reg.addr)).unwrap();
+    let client = csctl::oci::RegistryClient::new(
+        &reference,
+        csctl::oci::credentials::ResolvedCredential {
+            credential: csctl::oci::credentials::Credential::Anonymous,
+            source: "test".into(),
+        },
+        csctl::oci::ClientOptions {
+            state_dir: Some(dir.path().join("state")),
+            chunk_size: 1 << 20,
+            retries: 1,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    for (name, size) in [("small", 1000usize), ("big", (3 << 20) + 17)] {
+        let path = dir.path().join(name);
+        std::fs::write(&path, vec![b'b'; size]).unwrap();
+        // The digest of what was there when it was hashed.
+        let hashed = csctl::oci::Digest::of_bytes(&vec![b'a'; size]);
+        let err = rt
+            .block_on(client.push_blob("kaas/changed", &path, &hashed, size as u64, name))
+            .unwrap_err();
+        assert!(
+            matches!(err, csctl::oci::OciError::FileChanged { .. }),
+            "{name}: {err}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&path.display().to_string())
+                && msg.contains("changed while it was being published"),
+            "{name}: {msg}"
+        );
+        assert_eq!(
+            rt.block_on(client.blob_size("kaas/changed", &hashed))
+                .unwrap(),
+            None,
+            "{name}: nothing may be committed under the old digest"
+        );
+    }
+    assert!(
+        std::fs::read_dir(dir.path().join("state/uploads"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+            == 0,
+        "no stale upload session may be kept for a digest that will never be uploaded"
+    );
+    // Shrank since hashing: refused before any upload.
+    let path = dir.path().join("small");
+    let err = rt
+        .block_on(client.push_blob(
+            "kaas/changed",
+            &path,
+            &csctl::oci::Digest::of_bytes(&[b'a'; 2000]),
+            2000,
+            "small",
+        ))
+        .unwrap_err();
+    assert!(
+        matches!(err, csctl::oci::OciError::FileChanged { .. }),
+        "{err}"
+    );
+}
+
 #[test]
 fn credentials_wrong_missing_and_right() {
     let reg = Registry::start_with(Some(("capi", "secret")));

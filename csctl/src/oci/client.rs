@@ -27,8 +27,8 @@ use super::reference::Reference;
 
 /// Default upload chunk. Every chunk is one PATCH streamed from the file (memory use does not depend on it).
 /// Fewer chunks are faster: distribution syncs the upload file to disk at the end of every PATCH and the next
-/// chunk cannot start before the answer (16 MiB chunks made a 1 GiB push ~30% slower than one PATCH on a
-/// local registry). More chunks lose less on an interruption: distribution drops a session whose last PATCH
+/// chunk cannot start before the answer (a 1 GiB push to a local registry: 9–15 s in 16 MiB chunks, 8–12 s
+/// in one PATCH). More chunks lose less on an interruption: distribution drops a session whose last PATCH
 /// was cut, so a rerun resumes from the last complete chunk. 256 MiB: a GiB in 4 requests, at most 256 MiB
 /// sent again. Registries that cap request bodies need less (GHCR: `--chunk-size 4MiB`).
 pub const DEFAULT_CHUNK_SIZE: u64 = 256 << 20;
@@ -663,8 +663,18 @@ impl RegistryClient {
     ) -> Result<BlobPush, OciError> {
         let scope = scope_push(repo);
         let state_file = self.upload_state_file(repo, digest);
-        // Fail early and clearly if the file is gone; the body streams open it again.
-        std::fs::File::open(path).map_err(|e| OciError::io(path, e))?;
+        // Fail early and clearly if the file is gone or no longer what was hashed; the bodies open it again.
+        let len = std::fs::metadata(path)
+            .map_err(|e| OciError::io(path, e))?
+            .len();
+        let changed = || OciError::FileChanged {
+            path: path.to_path_buf(),
+            digest: digest.clone(),
+        };
+        if len != size {
+            return Err(changed());
+        }
+        let still_same_size = || std::fs::metadata(path).is_ok_and(|m| m.len() == size);
         // Resume a session an earlier run left behind, if the registry still has it.
         let mut session: Option<(String, u64)> = None;
         if let Some(sf) = &state_file
@@ -706,10 +716,13 @@ impl RegistryClient {
                     },
                     true,
                 )
-                .await?;
-            self.check("PUT", &url, repo, resp)
                 .await
-                .map(|r| verify_returned_digest(&r, digest))??;
+                .map_err(|e| if still_same_size() { e } else { changed() })?;
+            let resp = self
+                .check("PUT", &url, repo, resp)
+                .await
+                .map_err(|e| if digest_invalid(&e) { changed() } else { e })?;
+            verify_returned_digest(&resp, digest)?;
             progress.set(size);
             return Ok(BlobPush::Uploaded {
                 bytes_sent: size,
@@ -786,6 +799,9 @@ impl RegistryClient {
                 }
                 continue;
             };
+            if !still_same_size() {
+                return Err(changed());
+            }
             failures += 1;
             if failures > self.opts.retries {
                 return Err(OciError::Unreachable {
@@ -823,7 +839,8 @@ impl RegistryClient {
         if let Some(sf) = &state_file {
             let _ = std::fs::remove_file(sf);
         }
-        verify_returned_digest(&resp?, digest)?;
+        let resp = resp.map_err(|e| if digest_invalid(&e) { changed() } else { e })?;
+        verify_returned_digest(&resp, digest)?;
         Ok(BlobPush::Uploaded {
             bytes_sent: sent.min(size),
             resumed_at,
@@ -1182,6 +1199,11 @@ async fn backoff(attempt: u32) {
 fn with_digest(location: &str, digest: &Digest) -> String {
     let sep = if location.contains('?') { '&' } else { '?' };
     format!("{location}{sep}digest={digest}")
+}
+
+/// The registry refused to commit because the bytes it received do not hash to the digest we named.
+fn digest_invalid(e: &OciError) -> bool {
+    matches!(e, OciError::Protocol { status: 400, detail, .. } if detail.contains("DIGEST_INVALID"))
 }
 
 fn verify_returned_digest(resp: &reqwest::Response, expected: &Digest) -> Result<(), OciError> {

@@ -53,6 +53,10 @@ pub enum OciError {
         expected: String,
         actual: String,
     },
+    #[error(
+        "{path} changed while it was being published: its bytes no longer match the digest computed before the upload ({digest}). Nothing was tagged; run the command again once the file is final"
+    )]
+    FileChanged { path: PathBuf, digest: Digest },
     #[error("registry {registry} answered {method} {url} with HTTP {status}: {detail}")]
     Protocol {
         registry: String,

@@ -125,10 +125,9 @@ impl Layout {
         }
         let (got, _) = hasher.finish();
         if &got != digest {
-            return Err(OciError::DigestMismatch {
-                what: format!("{} (changed while publishing?)", src.display()),
-                expected: digest.to_string(),
-                actual: got.to_string(),
+            return Err(OciError::FileChanged {
+                path: src.to_path_buf(),
+                digest: digest.clone(),
             });
         }
         tmp.as_file()

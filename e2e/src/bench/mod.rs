@@ -5,6 +5,7 @@
 
 pub mod dhcp;
 pub mod http;
+pub mod publish;
 pub mod tftp;
 
 use std::fmt::Write as _;

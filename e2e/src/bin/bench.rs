@@ -5,8 +5,10 @@
 //! - `bmc [N]`: power status of N (default 100) ipmi_sim BMCs, our native IPMI client vs a loop of
 //!   `ipmitool -I lanplus -C 3` calls (module `e2e::bench_bmc`); prints a Markdown table and the last line
 //!   `bench: bmc=<ipmitool time / ours> …`.
-//!
-//! csctl publish vs oras-py is the separate binary `bench_publish`.
+//! - `publish [--quick]`: `csctl publish` of the seed stack + a 1 GiB blob vs oras-py pushing the same files
+//!   to a local docker-registry, first push and republish (module `e2e::bench::publish`); prints a Markdown
+//!   table and the last line `bench: publish=<oras-py/csctl time> publish_republish=<…>`. Build csctl first:
+//!   `cargo build --release -p csctl`.
 use clap::{Parser, Subcommand};
 use e2e::bench;
 
@@ -50,6 +52,25 @@ enum Workload {
         /// Rounds of A B (default 5; 1 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
+    },
+    /// csctl publish vs oras-py push (seed stack + a big blob) to a local docker-registry: first push and
+    /// republish, alternating per round. Needs `cargo build --release -p csctl` first.
+    Publish {
+        /// One round with a 64 MiB blob: checks that the harness and both clients work (CI).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A B (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Size of the extra blob in MiB (default 1024; 64 with --quick).
+        #[arg(long)]
+        blob_mib: Option<usize>,
+        /// The csctl to measure (default: `csctl` beside this binary).
+        #[arg(long)]
+        csctl: Option<std::path::PathBuf>,
+        /// A Python with oras-py (default: $BEOWULF_PEERS_DIR/venv/bin/python).
+        #[arg(long)]
+        python: Option<std::path::PathBuf>,
     },
     /// Power status of N ipmi_sim BMCs: our native IPMI client vs an `ipmitool` loop.
     Bmc {
@@ -109,6 +130,28 @@ fn main() -> anyhow::Result<()> {
                 opts.rounds = r.max(1);
             }
             println!("bench: {}", bench::http::run(&opts)?);
+        }
+        Workload::Publish {
+            quick,
+            rounds,
+            blob_mib,
+            csctl,
+            python,
+        } => {
+            let mut opts = if quick {
+                bench::publish::Options::quick()
+            } else {
+                bench::publish::Options::full()
+            };
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            if let Some(m) = blob_mib {
+                opts.blob_mib = m.max(1);
+            }
+            opts.csctl = csctl;
+            opts.python = python;
+            println!("bench: {}", bench::publish::run(&opts)?);
         }
         Workload::Bmc { n } => {
             let line = e2e::bench_bmc::run(&[n.to_string()])?;

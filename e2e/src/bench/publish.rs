@@ -1,0 +1,520 @@
+//! `bench publish`: `csctl publish` against oras-py pushing the same files, to a local distribution registry
+//! (Debian `docker-registry`) on loopback.
+//!
+//! The release is the seed stack (`providers/beowulf/hpc/1-33`, built by `csctl create --mode hash`) plus a
+//! node-image-sized blob of incompressible bytes (1 GiB by default). Per round, in alternation: csctl's first
+//! push, oras-py's first push (each to a registry of its own, started empty for the round, and csctl with an
+//! empty state directory: no digest cache, no mount candidates), then csctl's republish, oras-py's republish
+//! of the unchanged files to the same registries. Wall time of each client process, start to exit. The
+//! benchmark checks what it measures: csctl's first push must upload every byte, its republish must report
+//! "unchanged" and upload nothing.
+//!
+//! Nothing here listens beyond 127.0.0.1; the registries are stopped and their storage deleted every round.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+use super::{Metric, summary, table};
+
+/// What to run; `quick()` checks that the harness still works in seconds.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub rounds: usize,
+    /// Size of the extra blob, MiB.
+    pub blob_mib: usize,
+    /// The csctl binary (default: `csctl` beside the running benchmark, i.e. the same target profile).
+    pub csctl: Option<PathBuf>,
+    /// The Python with oras-py (default: `$BEOWULF_PEERS_DIR/venv/bin/python`).
+    pub python: Option<PathBuf>,
+}
+
+impl Options {
+    pub fn full() -> Self {
+        Options {
+            rounds: 5,
+            blob_mib: 1024,
+            csctl: None,
+            python: None,
+        }
+    }
+
+    /// One round with a 64 MiB blob.
+    pub fn quick() -> Self {
+        Options {
+            rounds: 1,
+            blob_mib: 64,
+            ..Options::full()
+        }
+    }
+}
+
+const CLIENTS: [&str; 2] = ["csctl", "oras-py"];
+
+/// A docker-registry on a free loopback port, with its own storage; killed on drop.
+struct Registry {
+    child: Child,
+    addr: String,
+}
+
+impl Registry {
+    fn start(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let config = dir.join("config.yml");
+        // Level info: the registry prints the address it bound ("listening on 127.0.0.1:PORT").
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n",
+                dir.join("data").display()
+            ),
+        )?;
+        let log_path = dir.join("registry.log");
+        let log = std::fs::File::create(&log_path)?;
+        let mut child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("docker-registry not found: run `bash .ci/install`")?;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            if let Some(at) = text.find("listening on ") {
+                let rest = &text[at + "listening on ".len()..];
+                let end = rest
+                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
+                    .unwrap_or(rest.len());
+                return Ok(Registry {
+                    child,
+                    addr: rest[..end].to_string(),
+                });
+            }
+            if let Some(status) = child.try_wait()? {
+                bail!("docker-registry exited ({status}): {text}");
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("docker-registry did not start within 20 s: {text}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// CPU seconds (user + system) the registry has used so far, from /proc.
+    fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.split_whitespace().collect())
+            .unwrap_or_default();
+        let ticks: f64 = fields
+            .get(11..13)
+            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+            .unwrap_or(f64::NAN);
+        ticks / clock_ticks_per_second()
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // `getconf CLK_TCK`; 100 on every Linux this runs on, asked anyway.
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// Runs `cmd` to completion; its wall time and stdout. Fails with both outputs if it fails.
+fn timed(what: &str, cmd: &mut Command) -> anyhow::Result<(f64, Vec<u8>)> {
+    let start = Instant::now();
+    let out = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .with_context(|| format!("running {what}"))?;
+    let took = start.elapsed().as_secs_f64();
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok((took, out.stdout))
+}
+
+/// Incompressible, deterministic bytes (xorshift64), so nothing along the way can cheat by compressing.
+fn write_blob(path: &Path, mib: usize) -> anyhow::Result<()> {
+    let mut f = std::io::BufWriter::with_capacity(8 << 20, std::fs::File::create(path)?);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = vec![0u8; 1 << 20];
+    for _ in 0..mib {
+        for chunk in buf.chunks_exact_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            chunk.copy_from_slice(&x.to_le_bytes());
+        }
+        f.write_all(&buf)?;
+    }
+    f.flush()?;
+    Ok(())
+}
+
+/// oras-py's push of a directory's files with the given media types (`name=type` arguments): the same
+/// layers csctl pushes. oras-py hashes each file, HEADs it, and uploads what is missing in one PUT.
+const ORAS_PUSH: &str = r#"
+import sys, os, oras.client
+host, repo, tag, d = sys.argv[1:5]
+types = dict(a.split("=", 1) for a in sys.argv[5:])
+c = oras.client.OrasClient(hostname=host, insecure=True, tls_verify=False)
+os.chdir(d)
+files = [f"{n}:{types[n]}" for n in sorted(os.listdir("."))]
+r = c.push(target=f"{host}/{repo}:{tag}", files=files, disable_path_validation=True,
+           manifest_annotations={"kubernetesVersion": "bench"})
+assert r.status_code in (200, 201), r.status_code
+"#;
+
+/// The upstream layer media types (as csctl assigns them).
+fn media_type(name: &str) -> &'static str {
+    match name {
+        "clusteraddon.yaml" => "application/vnd.scs.cluster-addon.config.layer.v1+yaml",
+        "metadata.yaml" => "application/vnd.scs.metadata.layer.v1+yaml",
+        "hashes.json" => "application/vnd.scs.hashes.layer.v1+yaml",
+        n if n.ends_with(".tgz") && n.contains("cluster-addon") => {
+            "application/vnd.scs.cluster-addon.layer.v1.tar+gzip"
+        }
+        n if n.ends_with(".tgz") && n.contains("cluster-class") => {
+            "application/vnd.scs.cluster-class.v1.tar+gzip"
+        }
+        _ => "application/vnd.oci.image.layer.v1.tar",
+    }
+}
+
+/// The newest modification time of the files under `dir` (recursively).
+fn newest_mtime(dir: &Path) -> Option<std::time::SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).ok()?.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else if let Ok(t) = m.modified() {
+                newest = newest.max(Some(t));
+            }
+        }
+    }
+    newest
+}
+
+/// Finds the csctl to measure and refuses one older than its sources (a stale binary measures old code).
+fn csctl_binary(given: Option<&Path>, root: &Path) -> anyhow::Result<PathBuf> {
+    if let Some(p) = given {
+        anyhow::ensure!(p.is_file(), "--csctl {}: no such file", p.display());
+        return Ok(p.to_path_buf());
+    }
+    let here = std::env::current_exe()?;
+    let csctl = here.with_file_name("csctl");
+    if !csctl.is_file() {
+        bail!(
+            "{} not found: build it first with `cargo build --release -p csctl` (or pass --csctl)",
+            csctl.display()
+        );
+    }
+    let built = std::fs::metadata(&csctl)?.modified()?;
+    if let Some(src) = newest_mtime(&root.join("csctl/src"))
+        && src > built
+    {
+        bail!(
+            "{} is older than csctl/src: rebuild it with `cargo build --release -p csctl` (or pass --csctl)",
+            csctl.display()
+        );
+    }
+    Ok(csctl)
+}
+
+/// One client's registry, state and timings for a round.
+struct Side {
+    registry: Registry,
+    repo: String,
+}
+
+/// Runs the benchmark; returns the summary line (without the `bench: ` prefix):
+/// `publish=<oras-py time / csctl time, first push> publish_republish=<same for the republish>` (medians;
+/// above 1 means csctl is faster).
+pub fn run(opts: &Options) -> anyhow::Result<String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let csctl = csctl_binary(opts.csctl.as_deref(), &root)?;
+    let python = opts.python.clone().unwrap_or_else(|| {
+        let peers =
+            std::env::var("BEOWULF_PEERS_DIR").unwrap_or_else(|_| "/opt/beowulf-peers".into());
+        PathBuf::from(peers).join("venv/bin/python")
+    });
+    let oras_version = Command::new(&python)
+        .args([
+            "-c",
+            "import importlib.metadata as m; print(m.version('oras'))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .with_context(|| {
+            format!(
+                "{} has no oras-py: run `bash .ci/install` (or pass --python)",
+                python.display()
+            )
+        })?;
+    let work = tempfile::tempdir()?;
+
+    // The release: the seed stack, built by csctl, plus the big blob.
+    let created = Command::new(&csctl)
+        .args(["--format", "json", "create", "--mode", "hash", "-o"])
+        .arg(work.path().join("release"))
+        .arg(root.join("providers/beowulf/hpc/1-33"))
+        .output()
+        .context("running csctl create")?;
+    if !created.status.success() {
+        bail!(
+            "csctl create failed: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    let v: serde_json::Value = serde_json::from_slice(&created.stdout)?;
+    let release = PathBuf::from(
+        v["releases"][0]["path"]
+            .as_str()
+            .context("csctl create printed no release path")?,
+    );
+    let tag = release
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("release directory without a name")?
+        .to_string();
+    eprintln!("bench publish: writing a {} MiB blob ...", opts.blob_mib);
+    write_blob(&release.join("node-image.raw"), opts.blob_mib)?;
+    let mut names: Vec<String> = std::fs::read_dir(&release)?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<Result<_, _>>()?;
+    names.sort();
+    let total: u64 = names
+        .iter()
+        .map(|n| std::fs::metadata(release.join(n)).map(|m| m.len()))
+        .sum::<Result<u64, _>>()?;
+    let mib = total as f64 / f64::from(1 << 20);
+    eprintln!(
+        "bench publish: {tag}, {} files, {total} bytes; csctl {} vs oras-py {oras_version}; {} round(s)",
+        names.len(),
+        csctl.display(),
+        opts.rounds
+    );
+
+    let ours_cmd = |side: &Side, state: &Path| {
+        let mut c = Command::new(&csctl);
+        c.args(["--format", "json", "publish"])
+            .arg(&release)
+            .args([
+                "--to",
+                &format!("oci://{}/{}", side.registry.addr, side.repo),
+            ])
+            .env("HOME", state)
+            .env("XDG_STATE_HOME", state.join("state"))
+            .env_remove("OCI_REPOSITORY")
+            .env_remove("OCI_USERNAME")
+            .env_remove("OCI_PASSWORD")
+            .env_remove("OCI_ACCESS_TOKEN")
+            .env_remove("DOCKER_CONFIG");
+        c
+    };
+    let oras_cmd = |side: &Side, state: &Path| {
+        let mut c = Command::new(&python);
+        c.arg("-c")
+            .arg(ORAS_PUSH)
+            .args([
+                side.registry.addr.as_str(),
+                side.repo.as_str(),
+                tag.as_str(),
+            ])
+            .arg(&release)
+            .env("HOME", state);
+        for n in &names {
+            c.arg(format!("{n}={}", media_type(n)));
+        }
+        c
+    };
+
+    let n = CLIENTS.len();
+    let mut first = vec![Vec::new(); n];
+    let mut again = vec![Vec::new(); n];
+    let mut throughput = vec![Vec::new(); n];
+    let mut registry_cpu = vec![Vec::new(); n];
+    for round in 1..=opts.rounds {
+        let dir = work.path().join(format!("round-{round}"));
+        let sides: Vec<Side> = CLIENTS
+            .iter()
+            .map(|name| {
+                Ok(Side {
+                    registry: Registry::start(&dir.join(format!("registry-{name}")))?,
+                    repo: format!("bench/{name}"),
+                })
+            })
+            .collect::<anyhow::Result<_>>()?;
+        let states: Vec<PathBuf> = CLIENTS
+            .iter()
+            .map(|name| dir.join(format!("home-{name}")))
+            .collect();
+        for s in &states {
+            std::fs::create_dir_all(s)?;
+        }
+        // First pushes, A B.
+        for k in 0..n {
+            let cpu_before = sides[k].registry.cpu_seconds();
+            let (t, out) = if k == 0 {
+                timed("csctl publish", &mut ours_cmd(&sides[k], &states[k]))?
+            } else {
+                timed("oras-py push", &mut oras_cmd(&sides[k], &states[k]))?
+            };
+            if k == 0 {
+                let v: serde_json::Value = serde_json::from_slice(&out)?;
+                let p = &v["published"][0];
+                let uploaded = p["uploadedBytes"].as_u64().unwrap_or(0);
+                anyhow::ensure!(
+                    p["status"] == "published" && uploaded >= total,
+                    "csctl's first push must upload all {total} bytes: {v}"
+                );
+            }
+            registry_cpu[k].push(sides[k].registry.cpu_seconds() - cpu_before);
+            first[k].push(t);
+            throughput[k].push(mib / t);
+        }
+        // Republish of the unchanged release, A B.
+        for k in 0..n {
+            let (t, out) = if k == 0 {
+                timed(
+                    "csctl publish (unchanged)",
+                    &mut ours_cmd(&sides[k], &states[k]),
+                )?
+            } else {
+                timed(
+                    "oras-py push (unchanged)",
+                    &mut oras_cmd(&sides[k], &states[k]),
+                )?
+            };
+            if k == 0 {
+                let v: serde_json::Value = serde_json::from_slice(&out)?;
+                anyhow::ensure!(
+                    v["published"][0]["status"] == "unchanged",
+                    "csctl's republish must find the release unchanged: {v}"
+                );
+            }
+            again[k].push(t);
+        }
+        eprintln!(
+            "round {round}: first push csctl {:.2} s, oras-py {:.2} s (oras-py/csctl {:.2}); republish csctl {:.3} s, oras-py {:.3} s",
+            first[0][round - 1],
+            first[1][round - 1],
+            first[1][round - 1] / first[0][round - 1],
+            again[0][round - 1],
+            again[1][round - 1],
+        );
+        drop(sides);
+        // Two copies of the blob per round; do not let them pile up.
+        std::fs::remove_dir_all(&dir)?;
+    }
+
+    let metrics = [
+        Metric {
+            name: format!("first push, {mib:.0} MiB"),
+            unit: "s",
+            higher_is_better: false,
+            values: first.clone(),
+        },
+        Metric {
+            name: "first push throughput".into(),
+            unit: "MiB/s",
+            higher_is_better: true,
+            values: throughput,
+        },
+        Metric {
+            name: "registry CPU during the first push".into(),
+            unit: "s",
+            higher_is_better: false,
+            values: registry_cpu,
+        },
+        Metric {
+            name: "republish, unchanged".into(),
+            unit: "s",
+            higher_is_better: false,
+            values: again.clone(),
+        },
+    ];
+    println!("\n{}", table(&CLIENTS, &metrics));
+    println!(
+        "(ours = csctl; ratios per round are csctl/oras-py: below 1 is better for times, above 1 for throughput)"
+    );
+    let median = |v: &[f64]| summary(v).0;
+    Ok(format!(
+        "publish={:.2} publish_republish={:.2}",
+        median(&first[1]) / median(&first[0]),
+        median(&again[1]) / median(&again[0])
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_match_the_upstream_names() {
+        assert_eq!(
+            media_type("hashes.json"),
+            "application/vnd.scs.hashes.layer.v1+yaml"
+        );
+        assert_eq!(
+            media_type("beowulf-hpc-1-33-cluster-class-v1.tgz"),
+            "application/vnd.scs.cluster-class.v1.tar+gzip"
+        );
+        assert_eq!(
+            media_type("node-image.raw"),
+            "application/vnd.oci.image.layer.v1.tar"
+        );
+    }
+
+    #[test]
+    fn blob_is_deterministic_and_incompressible() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        write_blob(&a, 1).unwrap();
+        write_blob(&b, 1).unwrap();
+        let (a, b) = (std::fs::read(a).unwrap(), std::fs::read(b).unwrap());
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 1 << 20);
+        // No byte value dominates: roughly uniform, as random data is.
+        let mut counts = [0usize; 256];
+        for x in &a {
+            counts[*x as usize] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 3000 && c < 5200), "{counts:?}");
+    }
+}
