@@ -275,3 +275,24 @@ async fn ipmi_bmc_key_kg_keys_the_session_and_a_missing_or_wrong_one_is_an_auth_
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::On);
     bmc.close().await;
 }
+
+/// RMCP presence ping: ipmi_sim answers with a pong that announces IPMI, without a session (its chassis
+/// program is never asked anything); nothing listening is a quick Unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_presence_ping_finds_the_bmc_without_a_session() {
+    let sim = IpmiSim::start();
+    let bmc = client(&sim.endpoint(), "not-needed", Options::default());
+    let pong = bmc.ping().await.unwrap();
+    assert!(pong.ipmi, "{pong:?}");
+    assert!(pong.rtt < Duration::from_secs(2), "{pong:?}");
+    assert_eq!(bmc.session_suite().await, None, "a ping opens no session");
+    assert_eq!(sim.calls(), "", "a ping reaches no chassis command");
+
+    let ip = ipmi_sim::random_loopback();
+    let port = ipmi_sim::free_udp_port(ip);
+    let nobody = client(&format!("ipmi://{ip}:{port}"), "x", Options::default());
+    let t = Instant::now();
+    let err = nobody.ping().await.unwrap_err();
+    assert!(matches!(err, BmcError::Unreachable { .. }), "{err}");
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+}

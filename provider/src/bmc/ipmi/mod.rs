@@ -11,6 +11,7 @@
 pub mod commands;
 pub mod crypto;
 pub mod packet;
+pub mod ping;
 pub mod session;
 
 use std::time::Duration;
@@ -89,6 +90,14 @@ impl IpmiClient {
 
     pub fn endpoint(&self) -> &Endpoint {
         &self.endpoint
+    }
+
+    /// RMCP presence ping: does something answer as a management controller at this address (no session,
+    /// no credentials; does not count against the BMC's sessions)?
+    pub async fn ping(&self) -> Result<ping::Pong> {
+        let _permit = self.limits.acquire().await;
+        let p = self.params().await?;
+        ping::ping(&self.name, p.addr, p.timeout, p.retries).await
     }
 
     /// The cipher suite of the open session, if one is open.
