@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Metric, Netns, Proc, alive, have, in_netns, shm_dir, start_beowulf, table, veth};
+use super::{Metric, Netns, alive, have, in_netns, shm_dir, start_beowulf, table, veth};
 
 const SERVERS: [&str; 2] = ["beowulf", "nginx"];
 const MIB: u64 = 1 << 20;
@@ -230,36 +230,10 @@ fn client() -> anyhow::Result<reqwest::Client> {
         .build()?)
 }
 
-fn start_nginx(ns: &Netns, k: usize, served: &Path, work: &Path) -> anyhow::Result<Proc> {
-    // Debian's defaults where they matter (sendfile, tcp_nopush, worker_processes auto, keepalive), logs off
-    // (ours logs nothing per request either).
-    let conf = work.join("nginx.conf");
-    let w = work.display();
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nmaster_process on;\nuser root;\nworker_processes auto;\npid {w}/nginx.pid;\nerror_log {w}/nginx.err warn;\n\
-             events {{ worker_connections 1024; }}\n\
-             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_timeout 65;\n  keepalive_requests 100000;\n  default_type application/octet-stream;\n\
-               client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n  fastcgi_temp_path {w}/fastcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
-               server {{\n    listen {ip}:{PORT};\n    location /images/bench/ {{ alias {s}/; }}\n  }}\n}}\n",
-            ip = server_ip(k),
-            s = served.display(),
-        ),
-    )?;
-    let mut cmd = ns.command(Duration::from_secs(3600), "nginx");
-    cmd.arg("-c")
-        .arg(&conf)
-        .args(["-e", &format!("{w}/nginx.err")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    Proc::try_spawn("nginx", &mut cmd)
-}
-
 fn inventory(served: &Path) -> String {
     format!(
         "namespace: bench\nnetworks:\n  - name: bench\n    subnet: 10.213.0.0/24\n    gateway: {gw}\n    bootServer: {gw}\n\
-         images:\n  - name: bench\n    kernel: {{ path: {s}/initrd.img }}\n    rootfs: {{ path: {s}/root.squashfs }}\n    cmdline: \"console=ttyS0\"\nhosts: []\n",
+         images:\n  - name: bench\n    kernel: {{ path: {s}/images/bench/initrd.img }}\n    rootfs: {{ path: {s}/images/bench/root.squashfs }}\n    cmdline: \"console=ttyS0\"\nhosts: []\n",
         gw = server_ip(0),
         s = served.display(),
     )
@@ -275,8 +249,17 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let served = shm_dir("bench-http-root")?;
     let work = shm_dir("bench-http-work")?;
     let (n, len) = opts.download;
-    write_file(&served.path().join("initrd.img"), 1, len)?;
-    write_file(&served.path().join("root.squashfs"), 2, opts.range_file)?;
+    // nginx serves `served` as its root; ours names the same files in its inventory.
+    let files = served.path().join("images/bench");
+    std::fs::create_dir_all(&files)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        for d in [served.path().join("images"), files.clone()] {
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755))?;
+        }
+    }
+    write_file(&files.join("initrd.img"), 1, len)?;
+    write_file(&files.join("root.squashfs"), 2, opts.range_file)?;
 
     let mut server_ns = Vec::new();
     let mut client_ns = Vec::new();
@@ -313,7 +296,12 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             PORT,
             &logs[0],
         )?,
-        start_nginx(&server_ns[1], 1, served.path(), work.path())?,
+        super::start_nginx(
+            &server_ns[1],
+            &format!("{}:{PORT}", server_ip(1)),
+            served.path(),
+            work.path(),
+        )?,
     ];
     let url = |k: usize, file: &str| format!("http://{}:{PORT}/images/bench/{file}", server_ip(k));
 

@@ -6,6 +6,7 @@
 pub mod dhcp;
 pub mod http;
 pub mod publish;
+pub mod storm;
 pub mod tftp;
 
 use std::fmt::Write as _;
@@ -44,6 +45,33 @@ pub fn start_beowulf(
         .stdout(log.try_clone()?)
         .stderr(log);
     Proc::try_spawn("beowulf standalone", &mut cmd)
+}
+
+/// nginx (Debian) serving `root` on `listen` (`ip:port`), with Debian's defaults where they matter
+/// (sendfile, tcp_nopush, worker_processes auto, keep-alive) and no access log (ours logs nothing per request
+/// either). Its error log is `work/nginx.err`.
+pub fn start_nginx(ns: &Netns, listen: &str, root: &Path, work: &Path) -> anyhow::Result<Proc> {
+    let conf = work.join("nginx.conf");
+    let w = work.display();
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nmaster_process on;\nuser root;\nworker_processes auto;\nworker_rlimit_nofile 16384;\npid {w}/nginx.pid;\n\
+             error_log {w}/nginx.err warn;\nevents {{ worker_connections 8192; }}\n\
+             http {{\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n  keepalive_timeout 65;\n  keepalive_requests 100000;\n\
+               default_type application/octet-stream;\n  client_body_temp_path {w}/body;\n  proxy_temp_path {w}/proxy;\n\
+               fastcgi_temp_path {w}/fastcgi;\n  uwsgi_temp_path {w}/uwsgi;\n  scgi_temp_path {w}/scgi;\n\
+               server {{\n    listen {listen};\n    root {r};\n  }}\n}}\n",
+            r = root.display(),
+        ),
+    )?;
+    let mut cmd = ns.command(Duration::from_secs(3600), "nginx");
+    cmd.arg("-c")
+        .arg(&conf)
+        .args(["-e", &format!("{w}/nginx.err")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Proc::try_spawn("nginx", &mut cmd)
 }
 
 /// Deterministic incompressible-looking content (xorshift), so that a transfer that reorders, drops or

@@ -9,6 +9,11 @@
 //!   to a local docker-registry, first push and republish (module `e2e::bench::publish`); prints a Markdown
 //!   table and the last line `bench: publish=<oras-py/csctl time> publish_republish=<…>`. Build csctl first:
 //!   `cargo build --release -p csctl`.
+//! - `tftp [--quick]`: atftp downloads, ours vs tftpd-hpa vs dnsmasq (module `e2e::bench::tftp`).
+//! - `http [--quick]`: 64 MiB downloads and Range requests, ours vs nginx (module `e2e::bench::http`).
+//! - `storm [--quick] [--sizes 100,500,1000]`: a simulated rack booting at once, our boot plane vs dnsmasq +
+//!   nginx (module `e2e::bench::storm`).
+//! - `all`: every workload, then one `bench:` line with every ratio and the total seconds.
 use clap::{Parser, Subcommand};
 use e2e::bench;
 
@@ -72,6 +77,22 @@ enum Workload {
         #[arg(long)]
         python: Option<std::path::PathBuf>,
     },
+    /// A simulated rack booting at once (DHCP → TFTP → DHCP as iPXE → HTTP script → kernel + initrd) for
+    /// N = 100, 500, 1000 clients: our boot plane vs dnsmasq + nginx; time until 99% have their initrd.
+    Storm {
+        /// One short round with N = 20, 50 (a smoke test of the harness).
+        #[arg(long)]
+        quick: bool,
+        /// Rounds of A B (default 5; 1 with --quick).
+        #[arg(long)]
+        rounds: Option<usize>,
+        /// Comma-separated client counts (default 100,500,1000; at most 4000).
+        #[arg(long, value_delimiter = ',')]
+        sizes: Option<Vec<usize>>,
+    },
+    /// Every workload in one go (dhcp, tftp, http, bmc, publish, storm), each printing its table and `bench:`
+    /// line, then one final `bench:` line with all ratios and the total time.
+    All,
     /// Power status of N ipmi_sim BMCs: our native IPMI client vs an `ipmitool` loop.
     Bmc {
         /// Number of BMCs (1..=250).
@@ -153,10 +174,82 @@ fn main() -> anyhow::Result<()> {
             opts.python = python;
             println!("bench: {}", bench::publish::run(&opts)?);
         }
+        Workload::Storm {
+            quick,
+            rounds,
+            sizes,
+        } => {
+            let mut opts = if quick {
+                bench::storm::Options::quick()
+            } else {
+                bench::storm::Options::full()
+            };
+            if let Some(r) = rounds {
+                opts.rounds = r.max(1);
+            }
+            if let Some(s) = sizes.filter(|s| !s.is_empty()) {
+                opts.sizes = s;
+            }
+            println!("bench: {}", bench::storm::run(&opts)?);
+        }
+        Workload::All => all()?,
         Workload::Bmc { n } => {
             let line = e2e::bench_bmc::run(&[n.to_string()])?;
             println!("bench: {line}");
         }
+    }
+    Ok(())
+}
+
+/// One workload of `all`: its table goes to stdout as it runs; its `bench:` fields are collected.
+fn section(
+    name: &str,
+    lines: &mut Vec<String>,
+    failed: &mut Vec<String>,
+    f: impl FnOnce() -> anyhow::Result<String>,
+) {
+    let t0 = std::time::Instant::now();
+    println!("\n## {name}\n");
+    match f() {
+        Ok(line) => {
+            println!("bench: {line}");
+            eprintln!("bench all: {name} took {:.0} s", t0.elapsed().as_secs_f64());
+            lines.push(line);
+        }
+        Err(e) => {
+            eprintln!("bench all: {name} failed: {e:#}");
+            lines.push(format!("{name}=failed"));
+            failed.push(name.to_string());
+        }
+    }
+}
+
+fn all() -> anyhow::Result<()> {
+    let t0 = std::time::Instant::now();
+    let mut lines = Vec::new();
+    let mut failed = Vec::new();
+    section("dhcp", &mut lines, &mut failed, || {
+        bench::dhcp::run(&bench::dhcp::Options::full())
+    });
+    section("tftp", &mut lines, &mut failed, || {
+        bench::tftp::run(&bench::tftp::Options::full())
+    });
+    section("http", &mut lines, &mut failed, || {
+        bench::http::run(&bench::http::Options::full())
+    });
+    section("bmc", &mut lines, &mut failed, || {
+        e2e::bench_bmc::run(&["100".to_string()])
+    });
+    section("publish", &mut lines, &mut failed, || {
+        bench::publish::run(&bench::publish::Options::full())
+    });
+    section("storm", &mut lines, &mut failed, || {
+        bench::storm::run(&bench::storm::Options::full())
+    });
+    let secs = t0.elapsed().as_secs_f64();
+    println!("\nbench: {} all_seconds={secs:.0}", lines.join(" "));
+    if !failed.is_empty() {
+        anyhow::bail!("failed workloads: {}", failed.join(", "));
     }
     Ok(())
 }
