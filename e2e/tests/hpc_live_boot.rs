@@ -92,7 +92,7 @@ runcmd:
     - -c
     - >-
       m=$(cat /etc/beowulf-e2e/marker);
-      q="marker=$m&iid=$(cat /var/lib/cloud/data/instance-id)&root=$(findmnt -no FSTYPE /)&host=$(hostname)";
+      q="marker=$m&iid=$(cat /var/lib/cloud/data/instance-id)&root=$(findmnt -no FSTYPE /)&host=$(hostname)&pkgs=$(dpkg-query -W -f='${{Package}}=${{Version}},' cloud-init sssd-ldap munge slurmd)";
       echo "HPCNODE: report $q" > /dev/console;
       curl -sS --retry 5 --retry-connrefused -o /dev/null "http://{BOOT_SERVER}:{REPORT_PORT}/report?$q"
 "#
@@ -183,6 +183,14 @@ runcmd:
     assert_eq!(field("marker"), marker, "{report}");
     assert_eq!(field("root"), "overlay", "{report}");
     assert_eq!(field("host"), node.name, "{report}");
+    // The HPC packages are in the image the node runs (installed versions, from dpkg on the node).
+    let pkgs = field("pkgs");
+    for p in ["cloud-init=", "sssd-ldap=", "munge=", "slurmd="] {
+        assert!(
+            pkgs.split(',').any(|e| e.starts_with(p) && e.len() > p.len()),
+            "{p} missing in {pkgs}"
+        );
+    }
 
     // The callback came with the boot's token (nothing else is accepted) and carries the same instance id.
     let view = lab.host_view(&node.name);

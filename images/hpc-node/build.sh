@@ -138,7 +138,7 @@ cp "$root/boot/vmlinuz-$kver" "$out.tmp/vmlinuz"
 cp "$root/boot/initrd.img-$kver" "$out.tmp/initrd.img"
 # The running node never needs these: the initrd already booted, and kernels are replaced by a new image.
 rm -rf "$root"/boot/* "$root/usr/lib/dracut" "$root/usr/share/doc" "$root/usr/share/man" "$root/usr/share/info"
-env -u SOURCE_DATE_EPOCH mksquashfs "$root" "$out.tmp/rootfs.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 15 \
+env -u SOURCE_DATE_EPOCH mksquashfs "$root" "$out.tmp/rootfs.squashfs" -noappend -quiet -no-progress -comp zstd -Xcompression-level 6 \
   -b 1M -all-time "$SOURCE_DATE_EPOCH" -mkfs-time "$SOURCE_DATE_EPOCH" -wildcards -e 'proc/*' 'sys/*' 'dev/*' 'run/*' 'tmp/*' \
   >/dev/null
 

@@ -69,7 +69,10 @@ package_upgrade: false
 # Built in, nothing to generate; no SSH server in the CI variant (the full one brings its own keys per boot).
 locale: C.UTF-8
 no_ssh_fingerprints: true
+ssh_genkeytypes: []
 CFG
+# Servers have no floppy drive; on QEMU, cloud-init's search for a NoCloud disk otherwise waits on fd0's I/O errors.
+echo "blacklist floppy" >"$root/etc/modprobe.d/beowulf-live.conf"
 # sssd's socket-activated responders fail their dependency while sssd.service waits for its configuration.
 for s in nss pam pam-priv autofs ssh sudo pac; do
   rm -f "$root/etc/systemd/system/sockets.target.wants/sssd-$s.socket"
