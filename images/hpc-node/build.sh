@@ -12,8 +12,9 @@
 # output: OUT_DIR/{vmlinuz,initrd.img,rootfs.squashfs,SHA256SUMS,image.yaml}
 #         (default OUT_DIR: ${CARGO_TARGET_DIR:-target}/images/hpc-node-$VARIANT)
 #
-# A finished build records the hash of this recipe (every file in images/hpc-node/ plus the variables below);
-# running again with the same recipe and an intact output reuses it ("up to date"). FORCE=1 rebuilds.
+# A finished build records the hash of this recipe (the files in images/hpc-node/ except *.md, plus the
+# variables below); running again with the same recipe and an intact output reuses it ("up to date").
+# FORCE=1 rebuilds.
 # Deterministic where practical: SOURCE_DATE_EPOCH fixes every mtime in the squashfs and the initrd, file order
 # is sorted, machine-id, logs, apt lists and caches are removed. The package versions are whatever the mirror
 # serves on the day (pin a snapshot.debian.org mirror for bit-identical rebuilds).
@@ -48,10 +49,10 @@ die() { echo "hpc-node build: $*" >&2; exit 1; }
 step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
 t0=$(date +%s)
 
-# The recipe's identity: every file of the recipe, the variant and the sources.
+# The recipe's identity: every file of the recipe but its documentation, the variant and the sources.
 recipe_hash=$(
   {
-    (cd "$here" && find . -type f ! -name '*~' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+    (cd "$here" && find . -type f ! -name '*~' ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
     echo "$VARIANT $SUITE $IMAGE_VERSION $SOURCE_DATE_EPOCH $K8S_APT_URL $CVMFS_APT_URL $SLURM_APT_URL $SLURM_APT_SUITE"
   } | sha256sum | cut -d' ' -f1
 )

@@ -57,6 +57,7 @@ UNIT
 in_root systemctl enable systemd-networkd.service >/dev/null 2>&1
 
 install -D -m 0644 /dev/stdin "$root/etc/cloud/cloud.cfg.d/90-beowulf.cfg" <<'CFG'
+#cloud-config
 # Beowulf live node: data comes from the boot plane's NoCloud seed (ds=nocloud-net;s=<url> on the kernel
 # command line: cloud-init 22.4 only fetches http seeds for nocloud-net).
 datasource_list: [NoCloud, None]
@@ -69,14 +70,12 @@ package_upgrade: false
 # Built in, nothing to generate; no SSH server in the CI variant (the full one brings its own keys per boot).
 locale: C.UTF-8
 no_ssh_fingerprints: true
-ssh_genkeytypes: []
 CFG
 # Servers have no floppy drive; on QEMU, cloud-init's search for a NoCloud disk otherwise waits on fd0's I/O errors.
 echo "blacklist floppy" >"$root/etc/modprobe.d/beowulf-live.conf"
-# sssd's socket-activated responders fail their dependency while sssd.service waits for its configuration.
-for s in nss pam pam-priv autofs ssh sudo pac; do
-  rm -f "$root/etc/systemd/system/sockets.target.wants/sssd-$s.socket"
-done
+# sssd's socket-activated responders fail their dependency while sssd.service waits for its configuration;
+# sssd.conf's `services =` starts the responders it needs.
+rm -rf "$root/etc/systemd/system/sssd.service.wants"
 
 # Units that cost boot time and do nothing on a stateless node.
 for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service fstrim.timer \
