@@ -187,7 +187,8 @@ runcmd:
     let pkgs = field("pkgs");
     for p in ["cloud-init=", "sssd-ldap=", "munge=", "slurmd="] {
         assert!(
-            pkgs.split(',').any(|e| e.starts_with(p) && e.len() > p.len()),
+            pkgs.split(',')
+                .any(|e| e.starts_with(p) && e.len() > p.len()),
             "{p} missing in {pkgs}"
         );
     }
