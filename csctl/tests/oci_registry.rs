@@ -485,6 +485,59 @@ fn interrupted_push_resumes_and_equals_an_uninterrupted_push() {
     );
 }
 
+/// On a terminal, a big blob gets a progress bar (its title, a bar, bytes of total) for push and pull; piped
+/// output gets none. The terminal is a real pseudo-terminal from util-linux `script`.
+#[test]
+fn big_blobs_show_a_progress_bar_on_a_terminal_only() {
+    let reg = Registry::start();
+    let home = tempfile::tempdir().unwrap();
+    let release = make_release(home.path(), PREFIX, "v1", "a: 1\n", 12 << 20);
+    let repo = format!("oci://{}/kaas/progress", reg.addr);
+    let on_tty = |args: &str| {
+        let mut c = std::process::Command::new("script");
+        c.args(["-qefc", args, "/dev/null"])
+            .env("HOME", home.path())
+            .env("XDG_STATE_HOME", home.path().join("state"))
+            .env("COLUMNS", "160")
+            .env_remove("OCI_REPOSITORY")
+            .env_remove("DOCKER_CONFIG");
+        let out = c.output().expect("util-linux script");
+        assert!(out.status.success(), "{args}: {out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let bin = env!("CARGO_BIN_EXE_csctl");
+    let shown = on_tty(&format!(
+        "{bin} publish {} --to {repo} --chunk-size 4MiB",
+        release.display()
+    ));
+    assert!(
+        shown.contains("node-image.raw") && shown.contains("12.00 MiB") && shown.contains("[="),
+        "no progress bar on a terminal: {shown:?}"
+    );
+    let pulled = on_tty(&format!(
+        "{bin} pull {repo}:{PREFIX}-v1 -o {}",
+        home.path().join("pulled").display()
+    ));
+    assert!(
+        pulled.contains("node-image.raw") && pulled.contains("12.00 MiB"),
+        "no progress bar for the pull: {pulled:?}"
+    );
+    assert_eq!(
+        read_dir_files(&home.path().join("pulled")),
+        read_dir_files(&release)
+    );
+    // Piped: no bar, no carriage returns.
+    let mut c = csctl(home.path());
+    c.args(["pull", &format!("{repo}:{PREFIX}-v1"), "-o", "piped"]);
+    let out = run(c, None);
+    assert_eq!(out.code, 0, "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("MiB") && !out.stderr.contains('\r'),
+        "{:?}",
+        out.stderr
+    );
+}
+
 /// A file rewritten between hashing and upload (same size, other bytes) must not be committed under the old
 /// digest, nor reported as a network problem: the registry refuses the commit (DIGEST_INVALID) and csctl says
 /// which file changed. Both upload paths: one PUT, and PATCH chunks. A file that shrank is caught before any
