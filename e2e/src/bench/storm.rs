@@ -248,10 +248,9 @@ async fn dispatch(socket: Rc<UdpSocket>, waiters: Waiters) {
 /// Error message prefix of a TFTP ERROR packet, so that "server busy" can be retried.
 const TFTP_ERROR: &str = "TFTP error:";
 
-/// A PXE ROM's TFTP read, retried after 1 s when the server answers with an error that says it is busy (our
-/// server refuses transfers above its limit with "server busy, try again"; dnsmasq stays silent above
-/// `--tftp-max`, which a client's RRQ retransmission covers). Real ROMs differ here: many abort the boot on
-/// any TFTP error and retry the whole PXE sequence later; retrying at once is the lenient reading.
+/// A PXE ROM's TFTP read, retried after 1 s when the server answers with an error that says it is busy. Ours
+/// and dnsmasq both stay silent above their transfer limit, which the RRQ retransmission in `tftp_once`
+/// covers; the busy retry is kept for servers that answer with an error (real ROMs often abort on one).
 async fn tftp_get(from: Ipv4Addr, server: Ipv4Addr, file: &str) -> anyhow::Result<Vec<u8>> {
     let mut busy = 0;
     loop {
@@ -288,7 +287,8 @@ async fn tftp_once(from: Ipv4Addr, server: Ipv4Addr, file: &str) -> anyhow::Resu
                 Ok(r) => r?,
                 Err(_) => {
                     tries += 1;
-                    if tries > 10 {
+                    // A server at its transfer limit drops the RRQ (ours, dnsmasq): keep asking, like a ROM.
+                    if tries > if tid.is_none() { 60 } else { 10 } {
                         bail!("TFTP {file} from {server}: timed out at block {expect}");
                     }
                     continue;

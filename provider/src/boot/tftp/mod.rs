@@ -53,7 +53,7 @@ pub struct TftpConfig {
     pub timeout: Duration,
     /// Retransmissions of one window before the transfer is abandoned.
     pub retries: u32,
-    /// Transfers served at once; further requests get "server busy" and retry.
+    /// Transfers served at once; further requests are dropped unanswered, so clients retransmit them.
     pub max_transfers: usize,
 }
 
@@ -334,10 +334,10 @@ impl TftpServer {
             return None;
         }
         let Ok(permit) = self.shared.slots.clone().try_acquire_owned() else {
+            // Dropped, not answered: PXE ROMs abort the boot on a TFTP ERROR, but retransmit an unanswered
+            // RRQ, which is then served once a transfer has finished.
             m.busy.inc();
-            warn!(%src, "TFTP transfer limit reached; refusing a request");
-            self.reply_error(src, ErrorCode::NotDefined, "server busy, try again")
-                .await;
+            warn!(%src, "TFTP transfer limit reached; dropping the request (the client retransmits it)");
             return None;
         };
         let shared = self.shared.clone();

@@ -392,20 +392,51 @@ async fn lost_window_is_resent_and_silent_client_times_out() {
 }
 
 #[tokio::test]
-async fn transfer_limit_answers_busy() {
+async fn transfer_limit_drops_requests_until_a_slot_frees() {
     let f = start(|c| c.max_transfers = 1).await;
     let a = client().await;
     a.send_to(&rrq(b"big.bin", "octet", &[("tsize", "0")]), f.addr)
         .await
         .unwrap();
-    let (p, _) = recv(&a).await;
+    let (p, a_tid) = recv(&a).await;
     assert_eq!(opcode(&p), OACK);
+    // Over the limit: no answer at all (an ERROR would make a PXE ROM give up), only the counter moves.
     let b = client().await;
     b.send_to(&rrq(b"small.txt", "octet", &[]), f.addr)
         .await
         .unwrap();
-    assert_eq!(error_code(&recv(&b).await.0), 0);
-    assert_eq!(f.metrics.busy.get(), 1);
+    eventually("busy counted", || f.metrics.busy.get() == 1).await;
+    let mut buf = [0u8; 2048];
+    let quiet = tokio::time::timeout(Duration::from_millis(300), b.recv_from(&mut buf)).await;
+    assert!(
+        quiet.is_err(),
+        "a request over the limit must not be answered"
+    );
+    // The first transfer ends; the client's retransmitted request is then served.
+    a.send_to(
+        &packet::error_packet(packet::ErrorCode::NotDefined, "done"),
+        a_tid,
+    )
+    .await
+    .unwrap();
+    eventually("abort counted", || f.metrics.transfers_aborted.get() == 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let data = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "retransmitted RRQ never served"
+        );
+        b.send_to(&rrq(b"small.txt", "octet", &[]), f.addr)
+            .await
+            .unwrap();
+        if let Ok(Ok((n, _))) =
+            tokio::time::timeout(Duration::from_millis(200), b.recv_from(&mut buf)).await
+        {
+            break buf[..n].to_vec();
+        }
+    };
+    assert_eq!(&data[..4], &[0, 3, 0, 1]);
+    assert_eq!(&data[4..], b"hello, firmware\n");
 }
 
 #[tokio::test]
