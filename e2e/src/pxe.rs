@@ -127,32 +127,7 @@ impl PxeLab {
         let inventory = dir.path().join("hosts.yaml");
         std::fs::write(&inventory, inventory_yaml(&image, &nodes)).unwrap();
 
-        let ns = Netns::new(test);
-        ns.ip(&["link", "add", "br0", "type", "bridge"]);
-        ns.ip(&["link", "set", "br0", "up"]);
-        ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
-        ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
-
-        let ra = Proc::spawn(
-            "dnsmasq (RA only)",
-            ns.cmd("dnsmasq")
-                .args([
-                    "--no-daemon",
-                    "--conf-file=/dev/null",
-                    "--port=0",
-                    "--interface=br0",
-                    "--bind-interfaces",
-                    "--enable-ra",
-                    "--dhcp-range=fd99::,ra-only,64",
-                    "--leasefile-ro",
-                ])
-                .arg(format!(
-                    "--pid-file={}",
-                    dir.path().join("dnsmasq.pid").display()
-                ))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null()),
-        );
+        let (ns, ra) = boot_network(test, dir.path());
 
         let log = std::fs::File::create(dir.path().join("beowulf.log")).unwrap();
         let (prog, args) = beowulf.split_first().expect("a beowulf command");
@@ -365,4 +340,32 @@ hosts:
         ));
     }
     y
+}
+
+/// The boot network of a lab: a namespace for `test` with bridge `br0` holding [`BOOT_SERVER`] and an IPv6
+/// router (dnsmasq sending RAs only: iPXE otherwise waits for them). `dir` holds dnsmasq's pid file.
+pub fn boot_network(test: &str, dir: &Path) -> (Netns, Proc) {
+    let ns = Netns::new(test);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
+    ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
+    let ra = Proc::spawn(
+        "dnsmasq (RA only)",
+        ns.cmd("dnsmasq")
+            .args([
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--interface=br0",
+                "--bind-interfaces",
+                "--enable-ra",
+                "--dhcp-range=fd99::,ra-only,64",
+                "--leasefile-ro",
+            ])
+            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+    (ns, ra)
 }

@@ -11,7 +11,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,7 +24,7 @@ use beowulf::controllers::power::BmcPower;
 use beowulf::controllers::{Context, host, machine};
 use e2e::pxe::{BOOT_SERVER, HTTP_PORT, LabImage, Node};
 use e2e::qemu_bmc::{QemuBmc, alive};
-use e2e::{Netns, Proc, ipmi_sim, require_root_and_peers};
+use e2e::{Netns, ipmi_sim, require_root_and_peers};
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
@@ -132,31 +131,7 @@ async fn machine_goes_to_provisioned_with_ipmi_sim_and_a_qemu_pxe_boot() {
     node.user_data.push_str("# testnode: stay on\n");
 
     // The boot network: a bridge in our namespace, IPv6 RAs only (iPXE otherwise waits for them).
-    let ns = Netns::new("capiqemu");
-    ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    ns.ip(&["link", "set", "br0", "up"]);
-    ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
-    ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
-    let _ra = Proc::spawn(
-        "dnsmasq (RA only)",
-        ns.cmd("dnsmasq")
-            .args([
-                "--no-daemon",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--interface=br0",
-                "--bind-interfaces",
-                "--enable-ra",
-                "--dhcp-range=fd99::,ra-only,64",
-                "--leasefile-ro",
-            ])
-            .arg(format!(
-                "--pid-file={}",
-                dir.path().join("dnsmasq.pid").display()
-            ))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    );
+    let (ns, _ra) = e2e::pxe::boot_network("capiqemu", dir.path());
     let bmc = QemuBmc::start(&ns.name, "br0", &node.mac);
 
     // The manager's boot plane: the controllers' registry, served on br0.
