@@ -18,10 +18,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::bootplane::ProfileRegistry;
-use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{Context, host, machine};
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
@@ -29,6 +28,10 @@ use futures::future::BoxFuture;
 use kube::api::Api;
 use kube::runtime::{reflector, watcher};
 use serde_json::{Value, json};
+
+#[path = "../tests/support/fake_api.rs"]
+mod fake_api;
+use fake_api::fake_api;
 
 const NS: &str = "bench";
 
@@ -107,19 +110,7 @@ fn main() {
         .build()
         .unwrap();
     rt.block_on(async move {
-        let client = kube_fake_client::ClientBuilder::new()
-            .with_resource::<BeowulfHost>()
-            .with_resource::<BeowulfImage>()
-            .with_resource::<BeowulfMachine>()
-            .with_resource::<BeowulfCluster>()
-            .with_resource::<Cluster>()
-            .with_resource::<Machine>()
-            .with_status_subresource::<BeowulfHost>()
-            .with_status_subresource::<BeowulfMachine>()
-            .with_runtime_objects(objects(n))
-            .build()
-            .await
-            .unwrap();
+        let client = fake_api(objects(n)).await;
         let boot = Arc::new(ProfileRegistry::default());
         let clock = Arc::new(AtomicI64::new(5_000_000));
         let bmc = Arc::new(MemBmc::default());

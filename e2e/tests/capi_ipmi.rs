@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use beowulf::api::host::HostStateName;
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::bootplane::ProfileRegistry;
-use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::power::BmcPower;
 use beowulf::controllers::{Context, MACHINE_FINALIZER, host, machine};
 use e2e::ipmi_sim::{self, IpmiSim};
@@ -19,26 +18,11 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const NS: &str = "hpc";
+#[path = "support/fake_api.rs"]
+mod fake_api;
+use fake_api::{b64, fake_api};
 
-fn b64(s: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
+const NS: &str = "hpc";
 
 fn objects(bmc: &str) -> Vec<Value> {
     vec![
@@ -68,22 +52,6 @@ fn objects(bmc: &str) -> Vec<Value> {
     ]
 }
 
-async fn client(objects: Vec<Value>) -> Client {
-    kube_fake_client::ClientBuilder::new()
-        .with_resource::<BeowulfHost>()
-        .with_resource::<BeowulfImage>()
-        .with_resource::<BeowulfMachine>()
-        .with_resource::<BeowulfCluster>()
-        .with_resource::<Cluster>()
-        .with_resource::<Machine>()
-        .with_status_subresource::<BeowulfHost>()
-        .with_status_subresource::<BeowulfMachine>()
-        .with_runtime_objects(objects)
-        .build()
-        .await
-        .unwrap()
-}
-
 fn context(client: &Client, boot: Arc<ProfileRegistry>, clock: Arc<AtomicI64>) -> Arc<Context> {
     let mut ctx = Context::new(client.clone(), Arc::new(BmcPower::default()), boot);
     ctx.clock = Arc::new(move || clock.load(Ordering::SeqCst));
@@ -99,7 +67,7 @@ async fn machine_provisions_and_deprovisions_through_ipmi_sim() {
     let sim = IpmiSim::start();
     let clock = Arc::new(AtomicI64::new(2_000_000));
     let boot = Arc::new(ProfileRegistry::default());
-    let c = client(objects(&sim.endpoint())).await;
+    let c = fake_api(objects(&sim.endpoint())).await;
     let ctx = context(&c, boot.clone(), clock.clone());
     let hosts: Api<BeowulfHost> = Api::namespaced(c.clone(), NS);
     let machines: Api<BeowulfMachine> = Api::namespaced(c.clone(), NS);
@@ -165,7 +133,7 @@ async fn machine_provisions_and_deprovisions_through_ipmi_sim() {
         .unwrap()
         .remove("resourceVersion");
     objs.push(hv);
-    let c = client(objs).await;
+    let c = fake_api(objs).await;
     let ctx = context(&c, boot.clone(), clock.clone());
     let hosts: Api<BeowulfHost> = Api::namespaced(c.clone(), NS);
     let machines: Api<BeowulfMachine> = Api::namespaced(c.clone(), NS);

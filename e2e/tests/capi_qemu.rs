@@ -15,40 +15,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use beowulf::api::host::HostStateName;
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::metrics::BootMetrics;
 use beowulf::cli::boot_services::{Services, ServicesConfig};
 use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
-use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::power::BmcPower;
 use beowulf::controllers::{Context, host, machine};
 use e2e::pxe::{BOOT_SERVER, HTTP_PORT, LabImage, Node};
 use e2e::qemu_bmc::{QemuBmc, alive};
 use e2e::{Netns, ipmi_sim, require_root_and_peers};
+use kube::ResourceExt;
 use kube::api::Api;
-use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-const NS: &str = "hpc";
+#[path = "support/fake_api.rs"]
+mod fake_api;
+use fake_api::{b64, fake_api};
 
-fn b64(s: &str) -> String {
-    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let b = s.as_bytes();
-    let mut out = String::new();
-    for c in b.chunks(3) {
-        let n = (u32::from(c[0]) << 16)
-            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*c.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            out.push(if i <= c.len() {
-                A[((n >> (18 - 6 * i)) & 63) as usize] as char
-            } else {
-                '='
-            });
-        }
-    }
-    out
-}
+const NS: &str = "hpc";
 
 fn objects(bmc: &str, node: &Node, image: &LabImage) -> Vec<Value> {
     let file = |p: &std::path::Path| p.file_name().unwrap().to_string_lossy().into_owned();
@@ -81,22 +65,6 @@ fn objects(bmc: &str, node: &Node, image: &LabImage) -> Vec<Value> {
                         "interfaces": [{"macAddress": node.mac, "address": format!("{}/24", node.ip)}],
                         "bmc": {"address": bmc, "cipherSuite": 3, "credentialsSecretRef": {"name": "bmc-creds"}}}}),
     ]
-}
-
-async fn client(objects: Vec<Value>) -> Client {
-    kube_fake_client::ClientBuilder::new()
-        .with_resource::<BeowulfHost>()
-        .with_resource::<BeowulfImage>()
-        .with_resource::<BeowulfMachine>()
-        .with_resource::<BeowulfCluster>()
-        .with_resource::<Cluster>()
-        .with_resource::<Machine>()
-        .with_status_subresource::<BeowulfHost>()
-        .with_status_subresource::<BeowulfMachine>()
-        .with_runtime_objects(objects)
-        .build()
-        .await
-        .unwrap()
 }
 
 /// Binds the boot plane's sockets from a thread inside `ns` (sockets keep their namespace), registered with
@@ -165,7 +133,7 @@ async fn machine_goes_to_provisioned_with_ipmi_sim_and_a_qemu_pxe_boot() {
         let _ = stop_rx.await;
     }));
 
-    let c = client(objects(&bmc.endpoint(), &node, &image)).await;
+    let c = fake_api(objects(&bmc.endpoint(), &node, &image)).await;
     let ctx = Arc::new(Context::new(
         c.clone(),
         Arc::new(BmcPower::default()),

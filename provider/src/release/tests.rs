@@ -386,11 +386,20 @@ fn schema_for(api_version: &str, kind: &str) -> Value {
         .collect();
     if group != crate::api::GROUP {
         let dir = capi_crds_dir();
-        for entry in std::fs::read_dir(&dir).unwrap() {
+        let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| {
+            panic!(
+                "cannot read CAPI_CRDS_DIR {}: {e} (it must hold the CAPI v1.14.0 CRD YAMLs; README, \"Test data\")",
+                dir.display()
+            )
+        });
+        for entry in entries {
             let path = entry.unwrap().path();
             if path.extension().is_some_and(|e| e == "yaml") {
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
                 crds.push(
-                    serde_saphyr::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap(),
+                    serde_saphyr::from_str(&text)
+                        .unwrap_or_else(|e| panic!("{} is not a CRD YAML: {e}", path.display())),
                 );
             }
         }
