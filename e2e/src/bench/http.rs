@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
-use super::{Metric, Netns, alive, have, in_netns, shm_dir, start_beowulf, table, veth};
+use super::{Metric, Netns, alive, have, in_netns, netns_pairs, shm_dir, start_beowulf, table};
 
 const SERVERS: [&str; 2] = ["beowulf", "nginx"];
 const MIB: u64 = 1 << 20;
@@ -245,7 +245,6 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             bail!("{tool} is missing: run `bash .ci/install`");
         }
     }
-    let pid = std::process::id();
     let served = shm_dir("bench-http-root")?;
     let work = shm_dir("bench-http-work")?;
     let (n, len) = opts.download;
@@ -261,25 +260,12 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     write_file(&files.join("initrd.img"), 1, len)?;
     write_file(&files.join("root.squashfs"), 2, opts.range_file)?;
 
-    let mut server_ns = Vec::new();
-    let mut client_ns = Vec::new();
-    let mut ifaces = Vec::new();
-    for k in 0..SERVERS.len() {
-        let s = Netns::create(&format!("bwb-http-{pid}-s{k}"))?;
-        let c = Netns::create(&format!("bwb-http-{pid}-c{k}"))?;
-        let (s_if, c_if) = (format!("bh{pid}s{k}"), format!("bh{pid}c{k}"));
-        veth(
-            &s,
-            &s_if,
-            &format!("{}/24", server_ip(k)),
-            &c,
-            &c_if,
-            &format!("{}/24", client_ip(k)),
-        )?;
-        server_ns.push(s);
-        client_ns.push(c);
-        ifaces.push(s_if);
-    }
+    let pairs = netns_pairs("http", "bh", SERVERS.len(), |k| {
+        (
+            format!("{}/24", server_ip(k)),
+            format!("{}/24", client_ip(k)),
+        )
+    })?;
     let inv = work.path().join("inventory.yaml");
     std::fs::write(&inv, inventory(served.path()))?;
     let logs = [
@@ -288,16 +274,16 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     ];
     let mut procs = [
         start_beowulf(
-            &server_ns[0],
+            &pairs[0].server,
             Duration::from_secs(3600),
             &inv,
-            &ifaces[0],
+            &pairs[0].server_if,
             served.path(),
             PORT,
             &logs[0],
         )?,
         super::start_nginx(
-            &server_ns[1],
+            &pairs[1].server,
             &format!("{}:{PORT}", server_ip(1)),
             served.path(),
             work.path(),
@@ -313,7 +299,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         loop {
             alive(&mut procs[k], &logs[k])?;
             let u2 = u.clone();
-            let probe = in_netns(&client_ns[k], move |rt| {
+            let probe = in_netns(&pairs[k].client, move |rt| {
                 rt.block_on(
                     async move { fetch(&client()?, &u2, 2, Some((4096, 100)), total).await },
                 )
@@ -342,9 +328,9 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     for round in 1..=opts.rounds {
         for k in 0..SERVERS.len() {
             alive(&mut procs[k], &logs[k])?;
-            let t = downloads(&client_ns[k], url(k, "initrd.img"), n, len)?;
+            let t = downloads(&pairs[k].client, url(k, "initrd.img"), n, len)?;
             let mibs = (n as u64 * len) as f64 / MIB as f64 / t.as_secs_f64();
-            let t2 = ranges(&client_ns[k], url(k, "root.squashfs"), opts, round)?;
+            let t2 = ranges(&pairs[k].client, url(k, "root.squashfs"), opts, round)?;
             let rps = (opts.range_conns * opts.range_requests) as f64 / t2.as_secs_f64();
             eprintln!(
                 "round {round} {:>8}: downloads {mibs:>8.1} MiB/s ({:.2} s); ranges {rps:>8.0} req/s ({:.2} s)",

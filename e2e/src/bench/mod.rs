@@ -22,6 +22,46 @@ pub use crate::harness::{Netns, Proc, veth};
 /// CLI, `beowulf standalone`, in a process of its own like every peer).
 pub const BEOWULF_ARG: &str = "__beowulf";
 
+/// A server namespace and a client namespace joined by a veth pair (`server_if` in `server`, `client_if` in
+/// `client`), each end with its address and up. Dropping it deletes both namespaces (and the pair with them):
+/// declare it before the processes that run in it, so they are stopped first.
+pub struct NetnsPair {
+    pub server: Netns,
+    pub client: Netns,
+    pub server_if: String,
+    pub client_if: String,
+}
+
+/// `count` [`NetnsPair`]s for workload `bench`, pair `k` with the veth addresses `addrs(k)` = (server CIDR,
+/// client CIDR). Namespaces are named `bwb-<bench>-<pid>-{s,c}<k>` and interfaces `<tag><pid>{s,c}<k>` (`tag`
+/// short: an interface name has at most 15 bytes), so concurrent runs and other tests never collide.
+pub fn netns_pairs(
+    bench: &str,
+    tag: &str,
+    count: usize,
+    addrs: impl Fn(usize) -> (String, String),
+) -> anyhow::Result<Vec<NetnsPair>> {
+    let pid = std::process::id();
+    (0..count)
+        .map(|k| {
+            let server = Netns::create(&format!("bwb-{bench}-{pid}-s{k}"))?;
+            let client = Netns::create(&format!("bwb-{bench}-{pid}-c{k}"))?;
+            let (server_if, client_if) = (format!("{tag}{pid}s{k}"), format!("{tag}{pid}c{k}"));
+            if server_if.len() > 15 {
+                anyhow::bail!("interface name {server_if} is longer than 15 bytes");
+            }
+            let (s_cidr, c_cidr) = addrs(k);
+            veth(&server, &server_if, &s_cidr, &client, &client_if, &c_cidr)?;
+            Ok(NetnsPair {
+                server,
+                client,
+                server_if,
+                client_if,
+            })
+        })
+        .collect()
+}
+
 /// `beowulf standalone` (this binary re-executed) in `ns` on `interface`, logging to `log`; bounded by
 /// `limit`.
 pub fn start_beowulf(
@@ -231,5 +271,54 @@ fn fmt(x: f64) -> String {
         format!("{x:.0}")
     } else {
         format!("{x:.3}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root (network namespaces), like every bench.
+    #[test]
+    fn netns_pairs_join_each_server_to_its_client_and_clean_up() {
+        let pairs = netns_pairs("unit", "bu", 2, |k| {
+            (format!("10.219.{k}.1/24"), format!("10.219.{k}.2/24"))
+        })
+        .unwrap();
+        let names: Vec<String> = pairs
+            .iter()
+            .flat_map(|p| [p.server.name.clone(), p.client.name.clone()])
+            .collect();
+        for (k, p) in pairs.iter().enumerate() {
+            assert!(
+                p.server
+                    .try_ip(&["addr", "show", &p.server_if])
+                    .unwrap()
+                    .contains(&format!("10.219.{k}.1/24"))
+            );
+            // A datagram from the client end reaches a socket bound in the server namespace.
+            let server = in_netns(&p.server, move |_| {
+                Ok(std::net::UdpSocket::bind(format!("10.219.{k}.1:9"))?)
+            })
+            .unwrap();
+            server
+                .set_read_timeout(Some(Duration::from_secs(5)))
+                .unwrap();
+            in_netns(&p.client, move |_| {
+                let c = std::net::UdpSocket::bind(format!("10.219.{k}.2:0"))?;
+                c.send_to(b"hello", format!("10.219.{k}.1:9"))?;
+                Ok(())
+            })
+            .unwrap();
+            let mut buf = [0u8; 16];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], b"hello");
+            assert_eq!(from.ip().to_string(), format!("10.219.{k}.2"));
+        }
+        drop(pairs);
+        let list = crate::harness::try_run(Command::new("ip").args(["netns", "list"])).unwrap();
+        for n in names {
+            assert!(!list.contains(&n), "{n} left behind:\n{list}");
+        }
     }
 }

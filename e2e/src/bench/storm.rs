@@ -30,8 +30,8 @@ use tokio::net::{TcpSocket, UdpSocket};
 use tokio::sync::mpsc;
 
 use super::{
-    Metric, Netns, Proc, alive, have, in_netns, pattern, shm_dir, start_beowulf, table, veth,
-    write_public,
+    Metric, Netns, Proc, alive, have, in_netns, netns_pairs, pattern, shm_dir, start_beowulf,
+    table, write_public,
 };
 
 const SERVERS: [&str; 2] = ["beowulf", "dnsmasq+nginx"];
@@ -620,7 +620,6 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     if max > 4000 {
         bail!("at most 4000 clients (the client address block is a /20)");
     }
-    let pid = std::process::id();
     let served = shm_dir("bench-storm-root")?;
     let work = shm_dir("bench-storm-work")?;
     let content = Arc::new(Content {
@@ -641,23 +640,15 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     write_public(&images.join("initrd.img"), &content.initrd)?;
     write_public(&served.path().join("boot.ipxe"), ipxe_script(1).as_bytes())?;
 
-    let mut server_ns = Vec::new();
-    let mut client_ns = Vec::new();
-    let mut ifaces = Vec::new();
-    for k in 0..SERVERS.len() {
-        let s = Netns::create(&format!("bwb-storm-{pid}-s{k}"))?;
-        let c = Netns::create(&format!("bwb-storm-{pid}-c{k}"))?;
-        let (s_if, c_if) = (format!("bs{pid}s{k}"), format!("bs{pid}c{k}"));
-        veth(
-            &s,
-            &s_if,
-            &format!("{}/16", server_ip(k)),
-            &c,
-            &c_if,
-            &format!("{}/16", relay_ip(k)),
-        )?;
+    let pairs = netns_pairs("storm", "bs", SERVERS.len(), |k| {
+        (
+            format!("{}/16", server_ip(k)),
+            format!("{}/16", relay_ip(k)),
+        )
+    })?;
+    for (k, pair) in pairs.iter().enumerate() {
         // Client addresses live behind the relay (one neighbour entry on the server side).
-        s.try_ip(&[
+        pair.server.try_ip(&[
             "route",
             "add",
             &format!("10.{}.16.0/20", net(k)),
@@ -670,15 +661,11 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         }
         let file = work.path().join(format!("addrs{k}"));
         std::fs::write(&file, batch)?;
-        s.try_ip(&["link", "show"])?; // namespace sanity
         crate::harness::try_run(
             std::process::Command::new("ip")
-                .args(["-n", &c.name, "-batch"])
+                .args(["-n", &pair.client.name, "-batch"])
                 .arg(&file),
         )?;
-        server_ns.push(s);
-        client_ns.push(c);
-        ifaces.push(s_if);
     }
 
     let inv = work.path().join("inventory.yaml");
@@ -690,17 +677,23 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     ];
     let mut procs = [
         start_beowulf(
-            &server_ns[0],
+            &pairs[0].server,
             Duration::from_secs(3600),
             &inv,
-            &ifaces[0],
+            &pairs[0].server_if,
             served.path(),
             PORT,
             &logs[0],
         )?,
-        start_dnsmasq(&server_ns[1], &ifaces[1], served.path(), work.path(), max)?,
+        start_dnsmasq(
+            &pairs[1].server,
+            &pairs[1].server_if,
+            served.path(),
+            work.path(),
+            max,
+        )?,
         super::start_nginx(
-            &server_ns[1],
+            &pairs[1].server,
             &format!("{}:{PORT}", server_ip(1)),
             served.path(),
             work.path(),
@@ -713,7 +706,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             for (p, l) in procs.iter_mut().zip(&logs) {
                 alive(p, l)?;
             }
-            match storm(&client_ns[k], k, 1, content.clone()) {
+            match storm(&pairs[k].client, k, 1, content.clone()) {
                 Ok(_) => break,
                 Err(e) if Instant::now() > deadline => {
                     bail!("{} not ready within 30 s: {e:#}", SERVERS[k]);
@@ -737,7 +730,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
             for k in 0..SERVERS.len() {
-                let times = storm(&client_ns[k], k, n, content.clone())?;
+                let times = storm(&pairs[k].client, k, n, content.clone())?;
                 let t99 = super::percentile(&times, 99.0);
                 let t100 = times.last().copied().unwrap_or(f64::NAN);
                 eprintln!(

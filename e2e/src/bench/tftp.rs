@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 
 use super::{
-    Metric, Netns, Proc, alive, have, pattern, shm_dir, start_beowulf, summary, table, veth,
+    Metric, Netns, Proc, alive, have, netns_pairs, pattern, shm_dir, start_beowulf, summary, table,
     write_public,
 };
 
@@ -223,7 +223,6 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             bail!("{tool} is missing: run `bash .ci/install`");
         }
     }
-    let pid = std::process::id();
     let served = shm_dir("bench-tftp-root")?;
     let work = shm_dir("bench-tftp-work")?;
     let small = pattern(opts.small.1, 1);
@@ -231,43 +230,30 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     write_public(&served.path().join("small.bin"), &small)?;
     write_public(&served.path().join("big.bin"), &big)?;
 
-    let mut server_ns = Vec::new();
-    let mut client_ns = Vec::new();
-    let mut ifaces = Vec::new();
-    for k in 0..SERVERS.len() {
-        let s = Netns::create(&format!("bwb-tftp-{pid}-s{k}"))?;
-        let c = Netns::create(&format!("bwb-tftp-{pid}-c{k}"))?;
-        let (s_if, c_if) = (format!("bt{pid}s{k}"), format!("bt{pid}c{k}"));
-        veth(
-            &s,
-            &s_if,
-            &format!("{}/24", server_ip(k)),
-            &c,
-            &c_if,
-            &format!("{}/24", client_ip(k)),
-        )?;
-        server_ns.push(s);
-        client_ns.push(c);
-        ifaces.push(s_if);
-    }
+    let pairs = netns_pairs("tftp", "bt", SERVERS.len(), |k| {
+        (
+            format!("{}/24", server_ip(k)),
+            format!("{}/24", client_ip(k)),
+        )
+    })?;
 
     let inv = work.path().join("inventory.yaml");
     std::fs::write(&inv, inventory(&served.path().join("small.bin")))?;
     let log = work.path().join("beowulf.log");
     let mut procs = [
         start_beowulf(
-            &server_ns[0],
+            &pairs[0].server,
             Duration::from_secs(3600),
             &inv,
-            &ifaces[0],
+            &pairs[0].server_if,
             served.path(),
             8080,
             &log,
         )?,
-        start_tftpd_hpa(&server_ns[1], 1, served.path())?,
+        start_tftpd_hpa(&pairs[1].server, 1, served.path())?,
         start_dnsmasq(
-            &server_ns[2],
-            &ifaces[2],
+            &pairs[2].server,
+            &pairs[2].server_if,
             served.path(),
             &work.path().join("dnsmasq.pid"),
         )?,
@@ -277,14 +263,14 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut notes = String::new();
     for k in 0..SERVERS.len() {
         let plain =
-            negotiated(&client_ns[k], k, "small.bin", None, work.path()).with_context(|| {
+            negotiated(&pairs[k].client, k, "small.bin", None, work.path()).with_context(|| {
                 match alive(&mut procs[k], &logs[k]) {
                     Err(e) => format!("{e:#}"),
                     Ok(()) => format!("{} is running", SERVERS[k]),
                 }
             })?;
         let windowed = negotiated(
-            &client_ns[k],
+            &pairs[k].client,
             k,
             "small.bin",
             Some(opts.windowsize),
@@ -362,7 +348,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             let expected = if w.file == "small.bin" { &small } else { &big };
             for k in 0..SERVERS.len() {
                 alive(&mut procs[k], &logs[k])?;
-                let t = batch(&client_ns[k], k, w, expected, work.path())?;
+                let t = batch(&pairs[k].client, k, w, expected, work.path())?;
                 let mibs = (w.count * w.size) as f64 / MIB as f64 / t.as_secs_f64();
                 eprintln!(
                     "round {round} {:<28} {:>9}: {:>8.1} MiB/s ({:.2} s)",
