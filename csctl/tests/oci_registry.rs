@@ -367,7 +367,7 @@ fn interrupt_and_rerun(
     child.kill().unwrap();
     child.wait().unwrap();
     // Nothing is tagged yet.
-    let tags = reqwest_tags(&reg.addr, repository);
+    let tags = skopeo_tags(&reg.addr, repository, None);
     assert!(
         tags.is_empty(),
         "an interrupted push must not tag anything: {tags:?}"
@@ -378,15 +378,14 @@ fn interrupt_and_rerun(
     (out, proxy.records_since(mark))
 }
 
-fn reqwest_tags(addr: &str, repo: &str) -> Vec<String> {
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "list-tags",
-            "--tls-verify=false",
-            &format!("docker://{addr}/{repo}"),
-        ])
-        .output()
-        .unwrap();
+/// The repository's tags as a real client (skopeo) lists them; empty if it cannot list them.
+fn skopeo_tags(addr: &str, repo: &str, creds: Option<&str>) -> Vec<String> {
+    let mut cmd = std::process::Command::new("skopeo");
+    cmd.args(["list-tags", "--tls-verify=false"]);
+    if let Some(creds) = creds {
+        cmd.args(["--creds", creds]);
+    }
+    let out = cmd.arg(format!("docker://{addr}/{repo}")).output().unwrap();
     if !out.status.success() {
         return Vec::new();
     }
@@ -670,7 +669,7 @@ fn credentials_wrong_missing_and_right() {
         !home.path().join("state/csctl/uploads").exists(),
         "nothing half-written locally"
     );
-    assert!(reqwest_tags_auth(&reg.addr).is_empty());
+    assert!(skopeo_tags(&reg.addr, "kaas/auth", Some("capi:secret")).is_empty());
 
     // Right credentials from docker's config.json.
     let docker = home.path().join("docker");
@@ -706,27 +705,6 @@ fn credentials_wrong_missing_and_right() {
         read_dir_files(&home.path().join("p")),
         read_dir_files(&release)
     );
-}
-
-fn reqwest_tags_auth(addr: &str) -> Vec<String> {
-    let out = std::process::Command::new("skopeo")
-        .args([
-            "list-tags",
-            "--tls-verify=false",
-            "--creds",
-            "capi:secret",
-            &format!("docker://{addr}/kaas/auth"),
-        ])
-        .output()
-        .unwrap();
-    if !out.status.success() {
-        return Vec::new();
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["Tags"]
-        .as_array()
-        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
-        .unwrap_or_default()
 }
 
 #[test]

@@ -982,9 +982,15 @@ impl RegistryClient {
 
     // ---- manifests and tags ----
 
-    /// Resolves a tag to the digest of its manifest, `None` if the tag does not exist.
-    pub async fn resolve(&self, repo: &str, tag: &str) -> Result<Option<Digest>, OciError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{tag}"));
+    /// Sends `method` for a manifest, accepting every manifest type we read; returns the URL (for errors) and the
+    /// unchecked response.
+    async fn manifest_request(
+        &self,
+        method: Method,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(String, reqwest::Response), OciError> {
+        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
         let scope = scope_pull(repo);
         let accept = [
             MANIFEST_MEDIA_TYPE,
@@ -994,13 +1000,19 @@ impl RegistryClient {
         .join(", ");
         let resp = self
             .send(
-                Method::HEAD,
+                method,
                 &url,
                 Some(&scope),
                 |rb| rb.header(ACCEPT, accept.clone()),
                 true,
             )
             .await?;
+        Ok((url, resp))
+    }
+
+    /// Resolves a tag to the digest of its manifest, `None` if the tag does not exist.
+    pub async fn resolve(&self, repo: &str, tag: &str) -> Result<Option<Digest>, OciError> {
+        let (url, resp) = self.manifest_request(Method::HEAD, repo, tag).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             return Ok(None);
         }
@@ -1022,23 +1034,7 @@ impl RegistryClient {
         repo: &str,
         reference: &str,
     ) -> Result<(Vec<u8>, Digest, Option<String>), OciError> {
-        let url = self.url(&format!("/v2/{repo}/manifests/{reference}"));
-        let scope = scope_pull(repo);
-        let accept = [
-            MANIFEST_MEDIA_TYPE,
-            INDEX_MEDIA_TYPE,
-            DOCKER_MANIFEST_MEDIA_TYPE,
-        ]
-        .join(", ");
-        let resp = self
-            .send(
-                Method::GET,
-                &url,
-                Some(&scope),
-                |rb| rb.header(ACCEPT, accept.clone()),
-                true,
-            )
-            .await?;
+        let (url, resp) = self.manifest_request(Method::GET, repo, reference).await?;
         if resp.status() == StatusCode::NOT_FOUND {
             let detail = error_detail(resp).await;
             // distribution answers MANIFEST_UNKNOWN for a missing repository too; the tag list tells them apart.
