@@ -438,7 +438,7 @@ fn examples_match_the_crds_and_the_cluster_class() {
         let class_objects = render(
             &stack.join("cluster-class"),
             None,
-            "beowulf-hpc-1-33",
+            &stack_prefix(&stack),
             "hpc",
         );
         let class = class_objects
@@ -533,7 +533,7 @@ fn node_image_reference_is_one_image_by_url_and_checksum() {
         let objects = render(
             &stack.join("cluster-class"),
             Some(&v),
-            "beowulf-hpc-1-33",
+            &stack_prefix(&stack),
             "hpc",
         );
         let image = objects
@@ -781,16 +781,61 @@ fn apply_class_patches(objects: &[Value], cluster_vars: &[Value]) -> BTreeMap<St
     templates
 }
 
+const KUBE_VIP_MANIFEST: &str = "/etc/kubernetes/manifests/kube-vip.yaml";
+/// The pin in cluster-class/values.yaml (its comment says where the digest comes from).
+const KUBE_VIP_IMAGE: &str = "ghcr.io/kube-vip/kube-vip:v1.2.1@sha256:49b77655f9f109bedc5eb25723bb0e4c57d8513ba33cc69c31be3f243eb2386d";
+
+/// The static pod a kubeadmConfigSpec writes to `path`, parsed.
+fn static_pod(spec: &Value, path: &str) -> Value {
+    let file = spec["files"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no files in {spec}"))
+        .iter()
+        .find(|f| f["path"] == path)
+        .unwrap_or_else(|| panic!("no {path}"));
+    assert_eq!(file["owner"], "root:root");
+    yaml::parse_one(file["content"].as_str().unwrap())
+        .unwrap()
+        .to_json()
+}
+
+/// Runs a pre/postKubeadmCommand with `sh` on a copy of the kube-vip manifest, on a node where
+/// `kubeadm init` runs (CABPK's /run/kubeadm/kubeadm.yaml exists) or a joining one; returns the manifest.
+fn run_kubeadm_hook(command: &str, manifest: &str, init: bool) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let init_config = tmp.path().join("kubeadm.yaml");
+    if init {
+        std::fs::write(&init_config, "kind: InitConfiguration\n").unwrap();
+    }
+    let file = tmp.path().join("kube-vip.yaml");
+    std::fs::write(&file, manifest).unwrap();
+    assert!(command.contains("/run/kubeadm/kubeadm.yaml") && command.contains(KUBE_VIP_MANIFEST));
+    let command = command
+        .replace("/run/kubeadm/kubeadm.yaml", init_config.to_str().unwrap())
+        .replace(KUBE_VIP_MANIFEST, file.to_str().unwrap());
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{command}: {out:?}");
+    std::fs::read_to_string(&file).unwrap()
+}
+
+/// `beowulf-hpc-<maj>-<min>`: the release name CSO gives a stack directory's charts.
+fn stack_prefix(stack: &Path) -> String {
+    format!(
+        "beowulf-hpc-{}",
+        stack.file_name().unwrap().to_str().unwrap()
+    )
+}
+
 #[test]
 fn class_patches_apply_to_the_templates_and_the_results_validate() {
     let crds = CrdSet::builtin();
     for stack in stacks() {
-        let objects = render(
-            &stack.join("cluster-class"),
-            None,
-            "beowulf-hpc-1-33",
-            "hpc",
-        );
+        let prefix = stack_prefix(&stack);
+        let objects = render(&stack.join("cluster-class"), None, &prefix, "hpc");
         let cluster = yaml_file(&stack.join("examples/cluster.yaml"));
         let check = |templates: &BTreeMap<String, Value>| {
             for (name, o) in templates {
@@ -808,23 +853,24 @@ fn class_patches_apply_to_the_templates_and_the_results_validate() {
         // With the defaults only: the optional patches stay off, the rest apply.
         let defaults = apply_class_patches(&objects, &[]);
         check(&defaults);
-        let kcp = &defaults["KubeadmControlPlaneTemplate/beowulf-hpc-1-33-v1-control-plane"]["spec"]
+        let kcp = &defaults[&format!("KubeadmControlPlaneTemplate/{prefix}-v1-control-plane")]["spec"]
             ["template"]["spec"]["kubeadmConfigSpec"];
         assert!(kcp.get("users").is_none(), "no SSH keys, no users");
-        assert!(defaults["BeowulfClusterTemplate/beowulf-hpc-1-33-v1-cluster"]["spec"]["template"]["spec"].get("controlPlaneEndpoint").is_none());
+        assert!(kcp.get("files").is_none(), "no endpoint host, no kube-vip");
+        assert!(defaults[&format!("BeowulfClusterTemplate/{prefix}-v1-cluster")]["spec"]["template"]["spec"].get("controlPlaneEndpoint").is_none());
         // With the example Cluster's variables.
         let patched = apply_class_patches(
             &objects,
             cluster["spec"]["topology"]["variables"].as_array().unwrap(),
         );
         check(&patched);
-        let infra = &patched["BeowulfClusterTemplate/beowulf-hpc-1-33-v1-cluster"]["spec"]["template"]
+        let infra = &patched[&format!("BeowulfClusterTemplate/{prefix}-v1-cluster")]["spec"]["template"]
             ["spec"];
         assert_eq!(
             infra["controlPlaneEndpoint"],
             serde_json::json!({"host": "10.10.0.100", "port": 6443})
         );
-        let kcp = &patched["KubeadmControlPlaneTemplate/beowulf-hpc-1-33-v1-control-plane"]["spec"]
+        let kcp = &patched[&format!("KubeadmControlPlaneTemplate/{prefix}-v1-control-plane")]["spec"]
             ["template"]["spec"]["kubeadmConfigSpec"];
         assert_eq!(kcp["users"][0]["name"], "hpcadmin");
         assert_eq!(
@@ -843,18 +889,106 @@ fn class_patches_apply_to_the_templates_and_the_results_validate() {
             kcp["clusterConfiguration"]["apiServer"]["extraArgs"][0],
             serde_json::json!({"name": "service-cluster-ip-range", "value": "10.96.0.0/12"})
         );
-        let workers = &patched["BeowulfMachineTemplate/beowulf-hpc-1-33-v1-compute"]["spec"]["template"]
+        let workers = &patched[&format!("BeowulfMachineTemplate/{prefix}-v1-compute")]["spec"]["template"]
             ["spec"];
         assert_eq!(
             workers["hostSelector"]["matchLabels"],
             serde_json::json!({"beowulf.io/role": "k8s-worker"})
         );
-        assert_eq!(workers["imageRef"]["name"], "beowulf-hpc-1-33-v1-hpc-node");
-        let join = &patched["KubeadmConfigTemplate/beowulf-hpc-1-33-v1-compute"]["spec"]["template"]
+        assert_eq!(workers["imageRef"]["name"], format!("{prefix}-v1-hpc-node"));
+        let join = &patched[&format!("KubeadmConfigTemplate/{prefix}-v1-compute")]["spec"]["template"]
             ["spec"]["joinConfiguration"]["nodeRegistration"]["kubeletExtraArgs"];
         assert!(
             join.as_array().unwrap().contains(&serde_json::json!({"name": "node-labels", "value": "slurm.beowulf.io/partition=compute"})),
             "{join}"
+        );
+        // The control-plane VIP: kube-vip as a static pod on the control-plane nodes, with the example's
+        // VIP and the image pinned by digest; a valid Pod; the first node starts it with super-admin.conf.
+        let vip = static_pod(kcp, KUBE_VIP_MANIFEST);
+        let Lookup::Schema(pod_schema) = crds.lookup("v1", "Pod") else {
+            panic!("no Pod schema")
+        };
+        let node = yaml::parse_one(&serde_json::to_string(&vip).unwrap()).unwrap();
+        let problems = pod_schema.check(&node, KUBE_VIP_MANIFEST);
+        assert!(problems.is_empty(), "kube-vip static pod: {problems:?}");
+        assert_eq!(vip["metadata"]["namespace"], "kube-system");
+        assert_eq!(vip["spec"]["hostNetwork"], true);
+        let c = &vip["spec"]["containers"][0];
+        assert_eq!(c["image"], KUBE_VIP_IMAGE);
+        assert!(regex_like_digest(c["image"].as_str().unwrap()));
+        let env: BTreeMap<&str, &str> = c["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["name"].as_str().unwrap(), e["value"].as_str().unwrap()))
+            .collect();
+        assert_eq!(env["address"], "10.10.0.100");
+        assert_eq!(env["port"], "6443");
+        assert_eq!(env["vip_arp"], "true");
+        assert_eq!(env["cp_enable"], "true");
+        assert_eq!(
+            env["svc_enable"], "false",
+            "MetalLB owns LoadBalancer services"
+        );
+        assert!(
+            !env.contains_key("vip_interface"),
+            "default: kube-vip detects the interface"
+        );
+        assert_eq!(
+            vip["spec"]["volumes"][0]["hostPath"]["path"],
+            "/etc/kubernetes/admin.conf"
+        );
+        // The init-only switch to super-admin.conf, run as a shell would on the file cloud-init writes.
+        let pre = kcp["preKubeadmCommands"][0].as_str().unwrap();
+        let post = kcp["postKubeadmCommands"][0].as_str().unwrap();
+        let content = kcp["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["path"] == KUBE_VIP_MANIFEST)
+            .unwrap()["content"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let during_init = run_kubeadm_hook(pre, &content, true);
+        let init_pod = yaml::parse_one(&during_init).unwrap().to_json();
+        assert_eq!(
+            init_pod["spec"]["volumes"][0]["hostPath"]["path"],
+            "/etc/kubernetes/super-admin.conf"
+        );
+        assert_eq!(
+            init_pod["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+            "/etc/kubernetes/admin.conf",
+            "only the host side changes"
+        );
+        assert_eq!(run_kubeadm_hook(post, &during_init, true), content);
+        assert_eq!(
+            run_kubeadm_hook(pre, &content, false),
+            content,
+            "a join keeps admin.conf"
+        );
+        assert_eq!(
+            kcp["joinConfiguration"]["nodeRegistration"]["ignorePreflightErrors"],
+            serde_json::json!(["DirAvailable--etc-kubernetes-manifests"])
+        );
+        // An interface from the Cluster reaches kube-vip.
+        let mut vars = cluster["spec"]["topology"]["variables"]
+            .as_array()
+            .unwrap()
+            .clone();
+        vars.push(serde_json::json!({"name": "controlPlaneVIPInterface", "value": "eno1"}));
+        let with_if = apply_class_patches(&objects, &vars);
+        let pod = static_pod(
+            &with_if[&format!("KubeadmControlPlaneTemplate/{prefix}-v1-control-plane")]["spec"]["template"]
+                ["spec"]["kubeadmConfigSpec"],
+            KUBE_VIP_MANIFEST,
+        );
+        assert!(
+            pod["spec"]["containers"][0]["env"]
+                .as_array()
+                .unwrap()
+                .contains(&serde_json::json!({"name": "vip_interface", "value": "eno1"})),
+            "{pod}"
         );
     }
 }
