@@ -1224,10 +1224,16 @@ async fn secrets_never_reach_logs_or_debug() {
         username: "u".into(),
         password: BMC_PASSWORD.into(),
         cipher_suite: None,
+        bmc_key: Some(b"kg-secret".to_vec()),
         insecure_tls: false,
         uefi: true,
     };
     assert!(!format!("{t:?}").contains(BMC_PASSWORD));
+    assert!(format!("{t:?}").contains("bmc_key: Some(\"<redacted>\")"));
+    assert!(
+        !format!("{t:?}").contains("107, 103"),
+        "Kg bytes are not printed"
+    );
     let _ = Secret::default();
 }
 

@@ -88,7 +88,8 @@ pub struct HostInterface {
 pub struct BmcSpec {
     /// `ipmi://HOST[:PORT]` or `redfish://HOST[/SYSTEM]` (or `redfish+https://…`).
     pub address: String,
-    /// Secret (same namespace) with keys `username` and `password`.
+    /// Secret (same namespace) with keys `username` and `password`, and optionally `bmcKey`: the IPMI BMC key
+    /// (Kg) in hex, as `ipmitool -y` takes it.
     pub credentials_secret_ref: LocalRef,
     /// IPMI cipher suite (3 or 17; default 17, falling back to 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]

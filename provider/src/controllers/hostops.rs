@@ -15,6 +15,7 @@ use super::{Context, Error, write_status};
 use crate::api::conditions;
 use crate::api::host::{BeowulfHostStatus, BootMode, HostStateName};
 use crate::api::{BeowulfHost, BeowulfImage};
+use crate::bmc::endpoint::parse_bmc_key;
 use crate::boot::{MacAddr, Phase};
 use crate::provisioning::engine::action_failed;
 use crate::provisioning::io::{BmcTarget, BootProfile, UserDataFormat};
@@ -65,6 +66,9 @@ pub fn host_ips(host: &BeowulfHost) -> Vec<String> {
         .collect()
 }
 
+/// The optional key of the BMC credentials Secret holding the IPMI BMC key (Kg), hex as for `ipmitool -y`.
+pub const BMC_KEY_FIELD: &str = "bmcKey";
+
 /// Reads the BMC credentials Secret; the error text names the Secret, never its content.
 async fn bmc_target(ctx: &Context, host: &BeowulfHost) -> Result<BmcTarget, String> {
     let ns = host.namespace().unwrap_or_default();
@@ -83,7 +87,7 @@ async fn bmc_target(ctx: &Context, host: &BeowulfHost) -> Result<BmcTarget, Stri
             ));
         }
     };
-    let field = |k: &str| -> Result<String, String> {
+    let optional = |k: &str| -> Option<String> {
         secret
             .data
             .as_ref()
@@ -94,13 +98,25 @@ async fn bmc_target(ctx: &Context, host: &BeowulfHost) -> Result<BmcTarget, Stri
                     .to_string()
             })
             .or_else(|| secret.string_data.as_ref().and_then(|d| d.get(k)).cloned())
+    };
+    let field = |k: &str| -> Result<String, String> {
+        optional(k)
             .ok_or_else(|| format!("BMC credentials Secret {ns}/{secret_name} has no key {k:?}"))
     };
+    // The IPMI BMC key, as `ipmitool -y` takes it; the parse error never echoes the value.
+    let bmc_key = optional(BMC_KEY_FIELD)
+        .map(|text| {
+            parse_bmc_key(&text).map_err(|e| {
+                format!("BMC credentials Secret {ns}/{secret_name} key {BMC_KEY_FIELD:?}: {e}")
+            })
+        })
+        .transpose()?;
     Ok(BmcTarget {
         address: host.spec.bmc.address.clone(),
         username: field("username")?,
         password: field("password")?,
         cipher_suite: host.spec.bmc.cipher_suite,
+        bmc_key,
         insecure_tls: host.spec.bmc.insecure_tls.unwrap_or(false),
         uefi: host.spec.boot_mode == BootMode::Uefi,
     })

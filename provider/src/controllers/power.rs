@@ -12,17 +12,25 @@ use crate::bmc::{
 };
 use crate::provisioning::io::{BmcTarget, IoError, PowerControl};
 
+/// Address, username, password and BMC key: a driver (and its session) per credential.
+type DriverKey = (String, String, String, Option<Vec<u8>>);
+
 /// The production [`PowerControl`].
 #[derive(Default)]
 pub struct BmcPower {
     limits: Limits,
-    drivers: Mutex<HashMap<(String, String, String), Arc<Bmc>>>,
+    drivers: Mutex<HashMap<DriverKey, Arc<Bmc>>>,
 }
 
 impl BmcPower {
     fn driver(&self, t: &BmcTarget) -> Result<Arc<Bmc>, IoError> {
-        // Keyed by password too, so a rotated credential opens a new session instead of failing forever.
-        let key = (t.address.clone(), t.username.clone(), t.password.clone());
+        // Keyed by password and Kg too, so a rotated credential opens a new session instead of failing forever.
+        let key = (
+            t.address.clone(),
+            t.username.clone(),
+            t.password.clone(),
+            t.bmc_key.clone(),
+        );
         let mut drivers = self
             .drivers
             .lock()
@@ -40,15 +48,14 @@ impl BmcPower {
             Some(17) => crate::bmc::ipmi::CipherChoice::Suite17,
             _ => crate::bmc::ipmi::CipherChoice::Auto,
         };
-        let bmc = Bmc::new(
-            endpoint,
-            Credentials::new(t.username.clone(), t.password.clone()),
-            options,
-            self.limits.clone(),
-        )
-        .map_err(|e| IoError(e.to_string()))?;
+        let mut credentials = Credentials::new(t.username.clone(), t.password.clone());
+        if let Some(k) = &t.bmc_key {
+            credentials = credentials.with_bmc_key(k.clone());
+        }
+        let bmc = Bmc::new(endpoint, credentials, options, self.limits.clone())
+            .map_err(|e| IoError(e.to_string()))?;
         let bmc = Arc::new(bmc);
-        drivers.retain(|(addr, _, _), _| addr != &t.address);
+        drivers.retain(|(addr, ..), _| addr != &t.address);
         drivers.insert(key, bmc.clone());
         Ok(bmc)
     }

@@ -19,6 +19,8 @@ pub struct BmcTarget {
     pub username: String,
     pub password: String,
     pub cipher_suite: Option<u8>,
+    /// The IPMI BMC key (Kg), when the BMC has one; ignored by Redfish.
+    pub bmc_key: Option<Vec<u8>>,
     pub insecure_tls: bool,
     pub uefi: bool,
 }
@@ -30,6 +32,7 @@ impl fmt::Debug for BmcTarget {
             .field("username", &self.username)
             .field("password", &"<redacted>")
             .field("cipher_suite", &self.cipher_suite)
+            .field("bmc_key", &self.bmc_key.as_ref().map(|_| "<redacted>"))
             .finish()
     }
 }
