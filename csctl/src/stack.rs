@@ -1,7 +1,8 @@
 //! A stack directory, read once into memory and checked: config, convention, every file (symlinks must stay
-//! inside the stack, every file must be readable). All later steps work on this snapshot, so what is hashed is
-//! exactly what is packaged.
-use std::collections::BTreeMap;
+//! inside the stack or its stack family, every file must be readable). All later steps work on this snapshot,
+//! so what is hashed is exactly what is packaged: a symlinked file is its target's bytes under the link's
+//! name, so a release built from links equals one built from copies.
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use metadata_schema::validate::{parse_cluster_addon_config, parse_csctl_config};
@@ -75,7 +76,7 @@ impl Stack {
             )));
         }
         let mut problems = Vec::new();
-        let files = read_tree(dir, &mut problems);
+        let files = read_stack_files(dir, &mut problems);
 
         let config_file = CSCTL_CONFIG_FILES
             .iter()
@@ -164,9 +165,27 @@ impl Stack {
     }
 }
 
-/// Reads every file under `root`. Symlinks are followed only when they resolve inside `root`.
-fn read_tree(root: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Vec<u8>> {
-    let mut files = BTreeMap::new();
+/// Where symlinks of the stack at `canonical_root` may lead: its stack family `providers/<provider>/<name>/`
+/// (the parent directory, when it and its parent are named after the csctl.yaml's `clusterStackName` and
+/// provider `type`), so the Kubernetes minors of one stack share files instead of copying them; otherwise
+/// only the stack directory itself. The config is only peeked at here; it is checked after the walk.
+fn link_boundary(canonical_root: &Path) -> PathBuf {
+    let family = || -> Option<PathBuf> {
+        let text = CSCTL_CONFIG_FILES
+            .iter()
+            .find_map(|f| std::fs::read_to_string(canonical_root.join(f)).ok())?;
+        let config = parse_csctl_config(&text, "").ok()?.config;
+        let parent = canonical_root.parent()?;
+        let grandparent = parent.parent()?;
+        let named = |p: &Path, want: &str| p.file_name().and_then(|n| n.to_str()) == Some(want);
+        (named(parent, &config.cluster_stack_name) && named(grandparent, &config.provider.kind))
+            .then(|| parent.to_path_buf())
+    };
+    family().unwrap_or_else(|| canonical_root.to_path_buf())
+}
+
+/// Reads every file of the stack in `root` (see [`link_boundary`] for symlinks).
+fn read_stack_files(root: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Vec<u8>> {
     let canonical_root = match root.canonicalize() {
         Ok(p) => p,
         Err(e) => {
@@ -176,110 +195,201 @@ fn read_tree(root: &Path, problems: &mut Vec<Problem>) -> BTreeMap<String, Vec<u
                 0,
                 format!("cannot resolve the stack directory: {e}"),
             ));
-            return files;
+            return BTreeMap::new();
         }
     };
-    let walker = walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name();
-    for entry in walker {
-        let entry = match entry {
-            Ok(e) => e,
-            Err(e) => {
-                let path = e
-                    .path()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
-                problems.push(Problem::error(path, 0, 0, format!("cannot read: {e}")));
-                continue;
-            }
-        };
-        let path = entry.path();
-        let Ok(rel) = path.strip_prefix(root) else {
-            continue;
-        };
-        if rel.as_os_str().is_empty() {
-            continue;
-        }
-        let Some(rel_str) = rel.to_str().map(|s| s.replace('\\', "/")) else {
-            problems.push(Problem::error(
-                path.display().to_string(),
-                0,
-                0,
-                "file name is not valid UTF-8",
-            ));
-            continue;
-        };
-        let mut target = path.to_path_buf();
-        if entry.path_is_symlink() {
-            match path.canonicalize() {
-                Ok(t) if t.starts_with(&canonical_root) => target = t,
-                Ok(t) => {
-                    problems.push(Problem::error(
-                        path.display().to_string(),
-                        0,
-                        0,
-                        format!(
-                            "symlink points outside the stack (to {}); copy the file into the stack instead",
-                            t.display()
-                        ),
-                    ));
-                    continue;
-                }
-                Err(e) => {
-                    problems.push(Problem::error(
-                        path.display().to_string(),
-                        0,
-                        0,
-                        format!("broken symlink: {e}"),
-                    ));
-                    continue;
-                }
-            }
-        }
-        let meta = match std::fs::metadata(&target) {
-            Ok(m) => m,
-            Err(e) => {
-                problems.push(Problem::error(
-                    path.display().to_string(),
-                    0,
-                    0,
-                    format!("cannot read: {e}"),
-                ));
-                continue;
-            }
-        };
-        if meta.is_dir() {
-            if entry.path_is_symlink() {
-                // A symlinked directory inside the stack: read it under the link's name.
-                let mut sub = Vec::new();
-                for (k, v) in read_tree(&target, &mut sub) {
-                    files.insert(format!("{rel_str}/{k}"), v);
-                }
-                problems.extend(sub);
-            }
-            continue;
-        }
-        if !meta.is_file() {
-            problems.push(Problem::error(
-                path.display().to_string(),
-                0,
-                0,
-                "not a regular file (a FIFO, socket or device cannot be part of a stack)",
-            ));
-            continue;
-        }
-        match std::fs::read(&target) {
-            Ok(data) => {
-                files.insert(rel_str, data);
-            }
-            Err(e) => problems.push(Problem::error(
-                path.display().to_string(),
-                0,
-                0,
-                format!("cannot read the file: {e}; check its permissions"),
-            )),
-        }
+    let mut reader = TreeReader {
+        boundary: link_boundary(&canonical_root),
+        is_family: false,
+        reading: vec![canonical_root.clone()],
+        problems,
+    };
+    reader.is_family = reader.boundary != canonical_root;
+    reader.read(root)
+}
+
+struct TreeReader<'a> {
+    /// Symlinks must resolve inside this directory (canonical).
+    boundary: PathBuf,
+    /// `boundary` is the stack family, not the stack itself (for messages).
+    is_family: bool,
+    /// Canonical directories being read, outermost first: a directory symlink into one of them is a loop.
+    reading: Vec<PathBuf>,
+    problems: &'a mut Vec<Problem>,
+}
+
+impl TreeReader<'_> {
+    fn error(&mut self, path: &Path, message: String) {
+        self.problems
+            .push(Problem::error(path.display().to_string(), 0, 0, message));
     }
-    files
+
+    /// Every regular file under `root`, by `/`-separated path relative to it.
+    fn read(&mut self, root: &Path) -> BTreeMap<String, Vec<u8>> {
+        let mut files = BTreeMap::new();
+        let walker = walkdir::WalkDir::new(root)
+            .follow_links(false)
+            .sort_by_file_name();
+        for entry in walker {
+            let entry = match entry {
+                Ok(e) => e,
+                Err(e) => {
+                    let path = e.path().map(Path::to_path_buf).unwrap_or_default();
+                    self.error(&path, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            let path = entry.path();
+            let Ok(rel) = path.strip_prefix(root) else {
+                continue;
+            };
+            if rel.as_os_str().is_empty() {
+                continue;
+            }
+            let Some(rel_str) = rel.to_str().map(|s| s.replace('\\', "/")) else {
+                self.error(path, "file name is not valid UTF-8".into());
+                continue;
+            };
+            let is_link = entry.path_is_symlink();
+            let target = if is_link {
+                match self.resolve_link(path) {
+                    Some(t) => t,
+                    None => continue,
+                }
+            } else {
+                path.to_path_buf()
+            };
+            let meta = match std::fs::metadata(&target) {
+                Ok(m) => m,
+                Err(e) => {
+                    self.error(path, format!("cannot read: {e}"));
+                    continue;
+                }
+            };
+            if meta.is_dir() {
+                if is_link {
+                    // A symlinked directory: read it under the link's name.
+                    if let Some(inside) = self.reading.iter().find(|r| r.starts_with(&target)) {
+                        let message = if *inside == target {
+                            format!(
+                                "symlink loop: leads back to {}, which is being read",
+                                target.display()
+                            )
+                        } else {
+                            format!(
+                                "symlink loop: leads to {}, which contains {} (being read)",
+                                target.display(),
+                                inside.display()
+                            )
+                        };
+                        self.error(path, message);
+                        continue;
+                    }
+                    let link_dir = path
+                        .parent()
+                        .and_then(|p| p.canonicalize().ok())
+                        .unwrap_or_default();
+                    if link_dir.starts_with(&target) {
+                        let message = format!(
+                            "symlink loop: leads to {}, a directory that contains the link",
+                            target.display()
+                        );
+                        self.error(path, message);
+                        continue;
+                    }
+                    self.reading.push(target.clone());
+                    for (k, v) in self.read(&target) {
+                        files.insert(format!("{rel_str}/{k}"), v);
+                    }
+                    self.reading.pop();
+                }
+                continue;
+            }
+            if !meta.is_file() {
+                self.error(
+                    path,
+                    "not a regular file (a FIFO, socket or device cannot be part of a stack)"
+                        .into(),
+                );
+                continue;
+            }
+            match std::fs::read(&target) {
+                Ok(data) => {
+                    files.insert(rel_str, data);
+                }
+                Err(e) => self.error(
+                    path,
+                    format!("cannot read the file: {e}; check its permissions"),
+                ),
+            }
+        }
+        files
+    }
+
+    /// Where a symlink leads (canonical), or `None` after reporting why it may not be followed.
+    fn resolve_link(&mut self, path: &Path) -> Option<PathBuf> {
+        match std::fs::read_link(path) {
+            Ok(t) if t.is_absolute() => {
+                let message = format!(
+                    "symlink target {} is absolute: use a relative path (e.g. ../../1-33/cluster-class/values.yaml) so the stack builds the same in every checkout",
+                    t.display()
+                );
+                self.error(path, message);
+                return None;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                self.error(path, format!("cannot read the symlink: {e}"));
+                return None;
+            }
+        }
+        let target = match path.canonicalize() {
+            Ok(t) => t,
+            Err(e) => {
+                let message = if link_chain_loops(path) {
+                    "symlink loop: the link leads back to itself".to_string()
+                } else {
+                    format!("broken symlink: {e}")
+                };
+                self.error(path, message);
+                return None;
+            }
+        };
+        if target.starts_with(&self.boundary) {
+            return Some(target);
+        }
+        let message = if self.is_family {
+            format!(
+                "symlink points outside the stack family {} (to {}): links may only share files between the Kubernetes minors of one stack; copy the file instead",
+                self.boundary.display(),
+                target.display()
+            )
+        } else {
+            format!(
+                "symlink points outside the stack (to {}); copy the file into the stack instead (links to the other minors of a stack work in the providers/<provider>/<name>/<maj>-<min>/ layout)",
+                target.display()
+            )
+        };
+        self.error(path, message);
+        None
+    }
+}
+
+/// Whether following `path` link by link comes back to a link already seen (the OS only says "too many
+/// levels of symbolic links").
+fn link_chain_loops(path: &Path) -> bool {
+    let mut seen = HashSet::new();
+    let mut at = path.to_path_buf();
+    // Deeper chains than this are refused by the OS anyway (Linux: 40).
+    for _ in 0..64 {
+        let Ok(next) = std::fs::read_link(&at) else {
+            return false;
+        };
+        let next = at.parent().map(|p| p.join(&next)).unwrap_or(next);
+        if !seen.insert(next.clone()) {
+            return true;
+        }
+        at = next;
+    }
+    true
 }

@@ -25,9 +25,9 @@ pub fn fixtures_dir() -> PathBuf {
     PathBuf::from(dir)
 }
 
-/// Copies a directory tree (files made writable).
+/// Copies a directory tree (files made writable; symlinks replaced by copies of what they lead to).
 pub fn copy_tree(from: &Path, to: &Path) {
-    for entry in walkdir::WalkDir::new(from) {
+    for entry in walkdir::WalkDir::new(from).follow_links(true) {
         let entry = entry.unwrap();
         let rel = entry.path().strip_prefix(from).unwrap();
         let dest = to.join(rel);

@@ -4,7 +4,8 @@
 
 mod common;
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use common::*;
 use predicates::str::contains;
@@ -485,23 +486,156 @@ fn bad_input_bad_custom_version() {
 
 #[test]
 fn bad_input_symlink_outside_the_stack() {
+    // Not in a providers/<provider>/<name>/<maj>-<min> layout: links must stay inside the stack.
     let tmp = tempfile::tempdir().unwrap();
     let stack = golden_stack(&tmp.path().join("stack"));
     std::fs::write(tmp.path().join("secret.txt"), "do not ship\n").unwrap();
-    std::os::unix::fs::symlink(
-        tmp.path().join("secret.txt"),
-        stack.join("cluster-class/templates/x.yaml"),
-    )
-    .unwrap();
-    assert_rejected(&stack, &[], 3, "symlink points outside the stack");
-    // A symlink to ../ via a relative path, too.
-    std::fs::remove_file(stack.join("cluster-class/templates/x.yaml")).unwrap();
     std::os::unix::fs::symlink(
         "../../../secret.txt",
         stack.join("cluster-class/templates/x.yaml"),
     )
     .unwrap();
-    assert_rejected(&stack, &[], 3, "symlink points outside the stack");
+    assert_rejected(&stack, &[], 3, "symlink points outside the stack (to ");
+}
+
+/// `<tmp>/test/golden/1-33` (the golden stack) and `<tmp>/test/golden/1-34`: its own csctl.yaml and
+/// cluster-class Chart.yaml, everything else symlinked to 1-33 (directories and files, relative links).
+fn golden_family(tmp: &Path) -> (PathBuf, PathBuf) {
+    let family = tmp.join("test/golden");
+    let s33 = golden_stack(&family.join("1-33"));
+    let s34 = family.join("1-34");
+    std::fs::create_dir_all(s34.join("cluster-class")).unwrap();
+    let config = std::fs::read_to_string(s33.join("csctl.yaml"))
+        .unwrap()
+        .replace("v1.33.4", "v1.34.1");
+    assert!(config.contains("v1.34.1"));
+    std::fs::write(s34.join("csctl.yaml"), config).unwrap();
+    let chart = std::fs::read_to_string(s33.join("cluster-class/Chart.yaml"))
+        .unwrap()
+        .replace("1-33", "1-34");
+    std::fs::write(s34.join("cluster-class/Chart.yaml"), chart).unwrap();
+    let link = |target: &str, at: &str| std::os::unix::fs::symlink(target, s34.join(at)).unwrap();
+    link("../1-33/cluster-addon", "cluster-addon");
+    link("../1-33/clusteraddon.yaml", "clusteraddon.yaml");
+    link("../1-33/node-images", "node-images");
+    link(
+        "../../1-33/cluster-class/templates",
+        "cluster-class/templates",
+    );
+    link(
+        "../../1-33/cluster-class/.helmignore",
+        "cluster-class/.helmignore",
+    );
+    (s33, s34)
+}
+
+/// The release of one stack, file name → bytes.
+fn release_of(stack: &Path, out: &Path) -> BTreeMap<String, Vec<u8>> {
+    csctl()
+        .args(["create", "-o"])
+        .arg(out)
+        .arg(stack)
+        .assert()
+        .success();
+    let dirs = subdirs(out);
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    read_flat(&out.join(&dirs[0]))
+}
+
+#[test]
+fn symlinks_between_minors_of_a_stack_family_build_the_same_release_as_copies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, s34) = golden_family(tmp.path());
+    csctl()
+        .arg("validate")
+        .arg(&s34)
+        .assert()
+        .success()
+        .stdout(contains("0 error(s)"));
+    let linked = release_of(&s34, &tmp.path().join("out-linked"));
+    // The same stack with every link replaced by a copy of its target (copy_tree follows links).
+    let copy = tmp.path().join("copy/test/golden/1-34");
+    copy_tree(&s34, &copy);
+    assert!(
+        !std::fs::symlink_metadata(copy.join("cluster-addon"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let copied = release_of(&copy, &tmp.path().join("out-copied"));
+    let digests = |r: &BTreeMap<String, Vec<u8>>| -> BTreeMap<String, String> {
+        r.iter().map(|(k, v)| (k.clone(), sha256(v))).collect()
+    };
+    assert_eq!(digests(&linked), digests(&copied));
+    assert!(linked.contains_key("test-golden-1-34-cluster-class-v1.tgz"));
+    // Links are stored as the regular files they lead to, under the link's name.
+    let class = tgz_entries(&linked["test-golden-1-34-cluster-class-v1.tgz"]);
+    let kcp = class
+        .iter()
+        .find(|(p, _, _)| p == "test-golden-1-34-cluster-class/templates/kcp.yaml")
+        .unwrap_or_else(|| panic!("{:?}", class.iter().map(|e| &e.0).collect::<Vec<_>>()));
+    assert_eq!(
+        kcp.2,
+        std::fs::read(
+            tmp.path()
+                .join("test/golden/1-33/cluster-class/templates/kcp.yaml")
+        )
+        .unwrap()
+    );
+    assert_eq!(kcp.1, 0o644);
+}
+
+#[test]
+fn bad_input_symlink_outside_the_stack_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (_, s34) = golden_family(tmp.path());
+    std::fs::write(tmp.path().join("test/secret.txt"), "do not ship\n").unwrap();
+    // From 1-34/cluster-class/x.yaml: ../../ is the family, ../../../ is outside it.
+    std::os::unix::fs::symlink("../../../secret.txt", s34.join("cluster-class/x.yaml")).unwrap();
+    assert_rejected(&s34, &[], 3, "symlink points outside the stack family");
+    assert_rejected(&s34, &[], 3, "secret.txt");
+}
+
+#[test]
+fn bad_input_absolute_symlink_even_inside_the_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s33, s34) = golden_family(tmp.path());
+    std::os::unix::fs::symlink(
+        s33.join("cluster-class/templates/kcp.yaml"),
+        s34.join("cluster-class/kcp-copy.yaml"),
+    )
+    .unwrap();
+    assert_rejected(&s34, &[], 3, "is absolute: use a relative path");
+}
+
+#[test]
+fn bad_input_symlink_loops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s33, s34) = golden_family(tmp.path());
+    // A link to a directory that contains it: 1-34/cluster-class/up -> .. (1-34 itself).
+    std::os::unix::fs::symlink("..", s34.join("cluster-class/up")).unwrap();
+    assert_rejected(&s34, &[], 3, "cluster-class/up: error: symlink loop");
+    std::fs::remove_file(s34.join("cluster-class/up")).unwrap();
+    // A link to the family: it contains the stack being read.
+    std::os::unix::fs::symlink("../..", s34.join("cluster-class/family")).unwrap();
+    assert_rejected(&s34, &[], 3, "symlink loop");
+    std::fs::remove_file(s34.join("cluster-class/family")).unwrap();
+    // Two links leading to each other.
+    std::os::unix::fs::symlink("b.yaml", s34.join("cluster-class/a.yaml")).unwrap();
+    std::os::unix::fs::symlink("a.yaml", s34.join("cluster-class/b.yaml")).unwrap();
+    assert_rejected(&s34, &[], 3, "symlink loop: the link leads back to itself");
+    std::fs::remove_file(s34.join("cluster-class/a.yaml")).unwrap();
+    std::fs::remove_file(s34.join("cluster-class/b.yaml")).unwrap();
+    // Two directories linking into each other across the minors (1-34/x -> 1-33/y, 1-33/y/z -> 1-34/x).
+    std::fs::create_dir_all(s33.join("node-images/y")).unwrap();
+    std::os::unix::fs::symlink("../1-33/node-images/y", s34.join("x")).unwrap();
+    std::os::unix::fs::symlink("../../../1-34/x", s33.join("node-images/y/z")).unwrap();
+    assert_rejected(&s34, &[], 3, "symlink loop");
+    // Still a working stack once the links are gone.
+    std::fs::remove_file(s34.join("x")).unwrap();
+    std::fs::remove_file(s33.join("node-images/y/z")).unwrap();
+    std::fs::remove_dir(s33.join("node-images/y")).unwrap();
+    release_of(&s34, &tmp.path().join("ok"));
 }
 
 #[test]

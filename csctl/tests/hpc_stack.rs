@@ -59,7 +59,8 @@ fn yaml_file(path: &Path) -> Value {
 /// instead of its values.yaml when given. Returns every rendered object.
 fn render(dir: &Path, values: Option<&Value>, release: &str, namespace: &str) -> Vec<Value> {
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir) {
+    // Links followed: 1-34 shares the templates and addons of 1-33 through symlinks, as csctl packages them.
+    for e in walkdir::WalkDir::new(dir).follow_links(true) {
         let e = e.unwrap();
         if e.file_type().is_file() {
             let rel = e
@@ -990,5 +991,81 @@ fn class_patches_apply_to_the_templates_and_the_results_validate() {
                 .contains(&serde_json::json!({"name": "vip_interface", "value": "eno1"})),
             "{pod}"
         );
+    }
+}
+
+/// Files a Kubernetes minor of the stack has of its own; everything else in a newer minor is a relative
+/// symlink into the oldest one (csctl packages links as their targets, see `create.rs`).
+const PER_MINOR: [&str; 6] = [
+    "csctl.yaml",
+    "cluster-class/Chart.yaml",
+    "cluster-class/values.yaml",
+    "node-images/hpc-node.yaml",
+    "examples/cluster.yaml",
+    "examples/hosts.yaml",
+];
+
+#[test]
+fn minors_share_their_sources_and_differ_only_in_versions() {
+    let all = stacks();
+    let names: Vec<String> = all
+        .iter()
+        .map(|s| s.file_name().unwrap().to_str().unwrap().to_string())
+        .collect();
+    assert!(
+        names.contains(&"1-33".to_string()) && names.contains(&"1-34".to_string()),
+        "{names:?}"
+    );
+    let oldest = &all[0];
+    for stack in &all {
+        let minor = stack.file_name().unwrap().to_str().unwrap();
+        let (maj, min) = minor.split_once('-').unwrap();
+        // The Kubernetes version everywhere it appears matches the directory.
+        let k8s = yaml_file(&stack.join("csctl.yaml"))["config"]["kubernetesVersion"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(k8s.starts_with(&format!("v{maj}.{min}.")), "{minor}: {k8s}");
+        let cluster = yaml_file(&stack.join("examples/cluster.yaml"));
+        assert_eq!(cluster["spec"]["topology"]["version"], k8s.as_str());
+        let image = yaml_file(&stack.join("node-images/hpc-node.yaml"));
+        assert!(
+            image["version"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("{maj}.{min}.")),
+            "{minor}: node image {}",
+            image["version"]
+        );
+        if stack == oldest {
+            continue;
+        }
+        // Own files only where a version differs; the rest links into the oldest minor.
+        let mut own = Vec::new();
+        let mut linked = 0;
+        for e in walkdir::WalkDir::new(stack).min_depth(1) {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(stack).unwrap().to_str().unwrap();
+            if e.path_is_symlink() {
+                let target = std::fs::read_link(e.path()).unwrap();
+                assert!(target.is_relative(), "{rel} -> {}", target.display());
+                assert!(
+                    e.path()
+                        .canonicalize()
+                        .unwrap()
+                        .starts_with(oldest.canonicalize().unwrap()),
+                    "{rel} does not lead into {}",
+                    oldest.display()
+                );
+                linked += 1;
+            } else if e.file_type().is_file() {
+                own.push(rel.to_string());
+            }
+        }
+        own.sort();
+        let mut want: Vec<String> = PER_MINOR.iter().map(|s| s.to_string()).collect();
+        want.sort();
+        assert_eq!(own, want, "{minor}: files of its own");
+        assert!(linked >= 4, "{minor}: {linked} links");
     }
 }

@@ -1235,27 +1235,33 @@ fn tls_with_a_custom_ca() {
 #[test]
 fn hpc_stack_is_created_and_published_with_every_file_titled() {
     let reg = Registry::start();
+    // 1-34 shares most of its files with 1-33 through symlinks: published the same way, its own release.
+    for minor in ["1-33", "1-34"] {
+        hpc_minor_is_created_and_published(&reg, minor);
+    }
+}
+
+fn hpc_minor_is_created_and_published(reg: &Registry, minor: &str) {
     let home = tempfile::tempdir().unwrap();
-    let stack =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../providers/beowulf/hpc/1-33");
+    let stack = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../providers/beowulf/hpc")
+        .join(minor);
+    let name = format!("beowulf-hpc-{minor}-v1");
     let mut c = csctl(home.path());
     c.args(["--format", "json", "create", "-o", "rel"])
         .arg(&stack);
     let created = json(&run(c, None));
     let release = std::path::PathBuf::from(created["releases"][0]["path"].as_str().unwrap());
     let release = home.path().join(release);
-    assert_eq!(release.file_name().unwrap(), "beowulf-hpc-1-33-v1");
+    assert_eq!(release.file_name().unwrap().to_str().unwrap(), name);
     let files = read_dir_files(&release);
-    assert!(files.contains_key("beowulf-hpc-1-33-cluster-class-v1.tgz"));
-    assert!(files.contains_key("beowulf-hpc-1-33-cluster-addon-v1.tgz"));
+    assert!(files.contains_key(&format!("beowulf-hpc-{minor}-cluster-class-v1.tgz")));
+    assert!(files.contains_key(&format!("beowulf-hpc-{minor}-cluster-addon-v1.tgz")));
 
     let repo = format!("oci://{}/kaas/cluster-stacks", reg.addr);
     let out = json(&publish(home.path(), &release, &repo, &[]));
     let digest = out["published"][0]["digest"].as_str().unwrap().to_string();
-    let raw = skopeo_raw(&format!(
-        "docker://{}/kaas/cluster-stacks:beowulf-hpc-1-33-v1",
-        reg.addr
-    ));
+    let raw = skopeo_raw(&format!("docker://{}/kaas/cluster-stacks:{name}", reg.addr));
     assert_eq!(digest_of(&raw), digest);
     let m: serde_json::Value = serde_json::from_slice(&raw).unwrap();
     let layers: BTreeMap<String, String> = m["layers"]
