@@ -111,3 +111,119 @@ fn bmc_cli_takes_the_ipmi_bmc_key_from_a_file() {
     assert!(err.contains("hex digits") && err.contains(k), "{err}");
     assert!(!err.contains("cli-kg-secret"), "{err}");
 }
+
+/// `beowulf bmc --inventory`: a standalone inventory with three hosts — one BMC with a password file, one with
+/// a Kg (bmcKeyFile) and the password from the environment, one that does not answer. The binary asks every
+/// BMC at once, prints one line per host in inventory order, names the failing one on stderr, and exits 1.
+#[test]
+fn bmc_cli_acts_on_the_bmcs_of_an_inventory() {
+    let plain = IpmiSim::start();
+    let keyed = IpmiSim::start_with_bmc_key("inv-kg-secret");
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(d.join("pw"), format!("{}\n", ipmi_sim::PASSWORD)).unwrap();
+    let hex: String = "inv-kg-secret"
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    std::fs::write(d.join("kg"), &hex).unwrap();
+    // A loopback port nobody listens on: the third BMC never answers.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    drop(silent);
+    let host = |name: &str, mac: &str, ip: &str, bmc: String| {
+        format!(
+            "  - name: {name}\n    mac: \"{mac}\"\n    ip: {ip}\n    image: live\n    userData: \"#cloud-config\\n\"\n    bmc:\n{bmc}"
+        )
+    };
+    let inventory = format!(
+        "namespace: rack1\nnetworks:\n  - name: boot\n    subnet: 10.99.0.0/24\n    bootServer: 10.99.0.1\n\
+         images:\n  - name: live\n    kernel: {{ path: vmlinuz }}\n    cmdline: console=ttyS0\nhosts:\n{}{}{}",
+        host(
+            "node-a",
+            "52:54:00:00:00:0a",
+            "10.99.0.10",
+            format!(
+                "      address: {}\n      username: {}\n      passwordFile: pw\n",
+                plain.endpoint(),
+                ipmi_sim::USER
+            )
+        ),
+        host(
+            "node-b",
+            "52:54:00:00:00:0b",
+            "10.99.0.11",
+            format!(
+                "      address: {}\n      passwordEnv: INV_TEST_BMC_PW\n      bmcKeyFile: kg\n",
+                keyed.endpoint()
+            )
+        ),
+        host(
+            "node-c",
+            "52:54:00:00:00:0c",
+            "10.99.0.12",
+            format!("      address: ipmi://127.0.0.1:{silent_port}\n      passwordFile: pw\n")
+        ),
+    );
+    std::fs::write(d.join("hosts.yaml"), inventory).unwrap();
+    let bmc = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_e2e-beowulf"))
+            .args(["bmc", "--inventory"])
+            .arg(d.join("hosts.yaml"))
+            .args(["--username", ipmi_sim::USER, "--timeout", "0.2"])
+            .args(args)
+            .env("INV_TEST_BMC_PW", ipmi_sim::PASSWORD)
+            .env_remove("BEOWULF_BMC_PASSWORD")
+            .output()
+            .unwrap()
+    };
+
+    // Two named hosts: both powered on, as ipmitool sees it; one line each, in inventory order.
+    let out = bmc(&["--host", "node-b,node-a", "power", "on"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        stdout,
+        "node-a: power on: requested\nnode-b: power on: requested\n"
+    );
+    assert!(
+        plain
+            .ipmitool(&["chassis", "power", "status"])
+            .contains("is on")
+    );
+    assert!(
+        keyed
+            .ipmitool(&["-y", &hex, "chassis", "power", "status"])
+            .contains("is on")
+    );
+
+    // Every host: the silent BMC fails alone, named on stderr, and the exit status says so.
+    let out = bmc(&["--all-hosts", "power", "status"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "node-a: on\nnode-b: on\n");
+    assert!(
+        stderr.contains("node-c: error:") && stderr.contains("1 of 3 BMCs failed"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains(&hex) && !stdout.contains(&hex));
+
+    // Unknown names are refused before any BMC is contacted.
+    let calls = plain.calls();
+    let out = bmc(&["--host", "node-a,nope", "power", "off"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no host \"nope\""), "{stderr}");
+    assert_eq!(plain.calls(), calls, "node-a was not touched");
+    assert!(
+        plain
+            .ipmitool(&["chassis", "power", "status"])
+            .contains("is on")
+    );
+}

@@ -1,9 +1,13 @@
-//! `beowulf bmc`: talk to one BMC directly (power and next boot device), with the same drivers the
-//! provider uses. The password comes from a file (`--password-file`) or the `BEOWULF_BMC_PASSWORD`
-//! environment variable, never from a flag value, so it does not show up in process lists.
+//! `beowulf bmc`: talk to BMCs directly (power and next boot device), with the same drivers the provider
+//! uses: one BMC by `--address`, or the BMCs of a standalone inventory's hosts (`--inventory` with `--host` or
+//! `--all-hosts`), all at once. The password comes from a file (`--password-file`, or the inventory's
+//! `passwordFile`/`passwordEnv`) or the `BEOWULF_BMC_PASSWORD` environment variable, never from a flag value,
+//! so it does not show up in process lists.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use futures::StreamExt as _;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
@@ -13,6 +17,7 @@ use crate::bmc::{
     Bmc, BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
     PowerAction, parse_bmc_key,
 };
+use crate::inventory::Inventory;
 
 /// Environment variable holding the BMC password when no `--password-file` is given.
 pub const PASSWORD_ENV: &str = "BEOWULF_BMC_PASSWORD";
@@ -24,16 +29,43 @@ redfish://HOST[:PORT][/SYSTEM-ID]      Redfish over HTTPS (without SYSTEM-ID the
 redfish+http://HOST[:PORT][/SYSTEM-ID] Redfish over plain HTTP (emulators only)\n\n\
 The password is read from --password-file or from $BEOWULF_BMC_PASSWORD; there is no flag that takes it\n\
 (nor the IPMI BMC key: --bmc-key-file).\n\n\
+With --inventory, each host's `bmc` entry gives the address, and its username, passwordFile/passwordEnv and\n\
+bmcKeyFile when set (the flags above are the fallback). Every selected BMC is asked at once (--parallel);\n\
+one line per host is printed, `NAME: RESULT`, in inventory order; the exit status is non-zero if any failed.\n\n\
 Examples:\n  beowulf bmc --address ipmi://10.0.0.21 --username admin --password-file pw power status\n  \
-beowulf bmc --address redfish://bmc21/System.Embedded.1 --username root --password-file pw bootdev pxe --once --uefi"
+beowulf bmc --address redfish://bmc21/System.Embedded.1 --username root --password-file pw bootdev pxe --once --uefi\n  \
+beowulf bmc --inventory hosts.yaml --all-hosts power status\n  \
+beowulf bmc --inventory hosts.yaml --host node-0,node-1 bootdev pxe --once"
 )]
 pub struct BmcArgs {
     /// BMC address: ipmi://HOST[:PORT], redfish://HOST[:PORT][/SYSTEM-ID] or redfish+http://…
-    #[arg(long, value_name = "URL")]
-    pub address: String,
-    /// BMC user name.
+    #[arg(
+        long,
+        value_name = "URL",
+        required_unless_present = "inventory",
+        conflicts_with = "inventory"
+    )]
+    pub address: Option<String>,
+    /// BMC user name (with --inventory: for hosts whose entry has none).
     #[arg(long, short = 'u', env = "BEOWULF_BMC_USERNAME")]
-    pub username: String,
+    pub username: Option<String>,
+    /// A standalone inventory file: act on the BMCs of its hosts (choose them with --host or --all-hosts).
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
+    /// With --inventory: a host to act on; repeat it or separate names with commas.
+    #[arg(
+        long,
+        value_name = "NAME",
+        value_delimiter = ',',
+        requires = "inventory"
+    )]
+    pub host: Vec<String>,
+    /// With --inventory: every host that has a `bmc` entry.
+    #[arg(long, requires = "inventory", conflicts_with = "host")]
+    pub all_hosts: bool,
+    /// With --inventory: how many BMCs to talk to at once.
+    #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
+    pub parallel: u16,
     /// File whose first line is the password (otherwise $BEOWULF_BMC_PASSWORD is used).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -123,8 +155,63 @@ fn read_password(file: Option<&PathBuf>) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
-    let endpoint = Endpoint::parse(&args.address)?;
-    let password = read_password(args.password_file.as_ref())?;
+    let options = options(&args)?;
+    let Some(path) = args.inventory.clone() else {
+        let address = args
+            .address
+            .clone()
+            .context("give --address URL or --inventory FILE")?;
+        let Some(username) = args.username.clone() else {
+            bail!("no BMC user name: give --username NAME or set BEOWULF_BMC_USERNAME");
+        };
+        let password = read_password(args.password_file.as_ref())?;
+        let key = args.bmc_key_file.as_deref().map(read_bmc_key).transpose()?;
+        let out = one(&address, username, password, key, options, &args.action).await?;
+        println!("{out}");
+        return Ok(());
+    };
+    let inventory = tokio::task::spawn_blocking(move || Inventory::load(&path))
+        .await
+        .context("loading the inventory")??;
+    let targets = select(&inventory, &args)?;
+    let total = targets.len();
+    // Results come back in any order; print them in inventory order.
+    let mut results: Vec<(usize, String, anyhow::Result<String>)> =
+        futures::stream::iter(targets.into_iter().enumerate().map(|(i, t)| {
+            let options = options.clone();
+            let action = &args.action;
+            async move {
+                let out = match t.credentials {
+                    Ok((username, password, key)) => {
+                        one(&t.address, username, password, key, options, action).await
+                    }
+                    Err(e) => Err(e),
+                };
+                (i, t.name, out)
+            }
+        }))
+        .buffer_unordered(usize::from(args.parallel))
+        .collect()
+        .await;
+    results.sort_by_key(|(i, ..)| *i);
+    let mut failed = 0;
+    for (_, name, out) in results {
+        match out {
+            Ok(text) => println!("{name}: {text}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{name}: error: {e:#}");
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {total} BMCs failed (each is named above)");
+    }
+    Ok(())
+}
+
+/// The driver options the flags ask for (shared by every BMC of a run).
+fn options(args: &BmcArgs) -> anyhow::Result<Options> {
     let ca_pem = match &args.ca_cert {
         Some(p) => {
             Some(std::fs::read(p).with_context(|| format!("reading the CA file {}", p.display()))?)
@@ -135,7 +222,7 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
         bail!("--timeout must be between 0 and 3600 seconds");
     }
     let timeout = Duration::from_secs_f64(args.timeout);
-    let options = Options {
+    Ok(Options {
         cipher_suite: args
             .cipher_suite
             .parse::<CipherChoice>()
@@ -145,33 +232,116 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
         request_timeout: timeout,
         http_timeout: timeout * 10,
         ..Options::default()
+    })
+}
+
+fn read_bmc_key(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the BMC key file {}", path.display()))?;
+    parse_bmc_key(&text)
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("BMC key file {}", path.display()))
+}
+
+/// User name, password and BMC key of one BMC.
+type Login = (String, String, Option<Vec<u8>>);
+
+/// One inventory host's BMC, its credentials resolved (or why they could not be).
+struct Target {
+    name: String,
+    address: String,
+    credentials: anyhow::Result<Login>,
+}
+
+/// The hosts `--host`/`--all-hosts` pick, with credentials from their `bmc` entry, else from the flags. An
+/// unknown host or one without a `bmc` entry is an error before any BMC is contacted.
+fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> {
+    if !args.all_hosts && args.host.is_empty() {
+        bail!("with --inventory, choose the hosts: --host NAME[,NAME…] or --all-hosts");
+    }
+    let hosts: Vec<_> = if args.all_hosts {
+        inventory.hosts.iter().filter(|h| h.bmc.is_some()).collect()
+    } else {
+        for name in &args.host {
+            let Some(h) = inventory.host(name) else {
+                bail!("the inventory has no host {name:?}");
+            };
+            if h.bmc.is_none() {
+                bail!("host {name:?} has no `bmc` entry in the inventory");
+            }
+        }
+        inventory
+            .hosts
+            .iter()
+            .filter(|h| args.host.contains(&h.name))
+            .collect()
     };
-    let mut credentials = Credentials::new(args.username, password);
-    if let Some(p) = &args.bmc_key_file {
-        let text = std::fs::read_to_string(p)
-            .with_context(|| format!("reading the BMC key file {}", p.display()))?;
-        let key = parse_bmc_key(&text)
-            .map_err(anyhow::Error::msg)
-            .with_context(|| format!("BMC key file {}", p.display()))?;
+    if hosts.is_empty() {
+        bail!("no host in the inventory has a `bmc` entry");
+    }
+    Ok(hosts
+        .into_iter()
+        .filter_map(|h| {
+            let b = h.bmc.as_ref()?;
+            let credentials = (|| {
+                let username = b
+                    .username
+                    .clone()
+                    .or_else(|| args.username.clone())
+                    .context(
+                        "no BMC user name: set `username` in its bmc entry or give --username",
+                    )?;
+                let password = match &b.password {
+                    Some(p) => p
+                        .resolve()
+                        .context("reading its BMC password (passwordFile/passwordEnv)")?
+                        .expose()
+                        .to_string(),
+                    None => read_password(args.password_file.as_ref())?,
+                };
+                let key = match (&b.bmc_key_file, &args.bmc_key_file) {
+                    (Some(p), _) | (None, Some(p)) => Some(read_bmc_key(p)?),
+                    (None, None) => None,
+                };
+                Ok((username, password, key))
+            })();
+            Some(Target {
+                name: h.name.clone(),
+                address: b.address.clone(),
+                credentials,
+            })
+        })
+        .collect())
+}
+
+/// Runs `action` on one BMC and returns what to print.
+async fn one(
+    address: &str,
+    username: String,
+    password: String,
+    key: Option<Vec<u8>>,
+    options: Options,
+    action: &BmcAction,
+) -> anyhow::Result<String> {
+    let endpoint = Endpoint::parse(address)?;
+    let mut credentials = Credentials::new(username, password);
+    if let Some(key) = key {
         credentials = credentials.with_bmc_key(key);
     }
     let bmc = Bmc::new(endpoint.clone(), credentials, options, Limits::new(1))?;
-    let result = act(&bmc, args.action).await;
+    let result = act(&bmc, action).await;
     bmc.close().await;
     result.with_context(|| format!("BMC {endpoint}"))
 }
 
-async fn act(bmc: &Bmc, action: BmcAction) -> anyhow::Result<()> {
-    match action {
+async fn act(bmc: &Bmc, action: &BmcAction) -> anyhow::Result<String> {
+    Ok(match *action {
         BmcAction::Power { op, soft, wait } => {
             if soft && op != PowerOp::Off {
                 bail!("--soft only applies to `power off`");
             }
             let action = match op {
-                PowerOp::Status => {
-                    println!("{}", bmc.power_state().await?);
-                    return Ok(());
-                }
+                PowerOp::Status => return Ok(bmc.power_state().await?.to_string()),
                 PowerOp::On => PowerAction::On,
                 PowerOp::Off if soft => PowerAction::SoftOff,
                 PowerOp::Off => PowerAction::ForceOff,
@@ -184,17 +354,14 @@ async fn act(bmc: &Bmc, action: BmcAction) -> anyhow::Result<()> {
                     let want = action.target_state();
                     bmc.wait_power(want, Duration::from_secs_f64(secs.min(3600.0)))
                         .await?;
-                    println!("power {want}");
+                    format!("power {want}")
                 }
-                _ => println!("power {}: requested", format!("{op:?}").to_lowercase()),
+                _ => format!("power {}: requested", format!("{op:?}").to_lowercase()),
             }
         }
         BmcAction::Bootdev { device, once, uefi } => {
             let device = match device {
-                BootArg::Show => {
-                    print_boot(bmc).await?;
-                    return Ok(());
-                }
+                BootArg::Show => return describe_boot(bmc).await,
                 BootArg::Pxe => BootDevice::Pxe,
                 BootArg::Disk => BootDevice::Disk,
                 BootArg::Cdrom => BootDevice::Cdrom,
@@ -212,19 +379,18 @@ async fn act(bmc: &Bmc, action: BmcAction) -> anyhow::Result<()> {
                 mode,
             })
             .await?;
-            println!(
+            format!(
                 "next boot: {device} ({}, {})",
                 if once { "once" } else { "persistent" },
                 if uefi { "uefi" } else { "legacy" }
-            );
+            )
         }
-    }
-    Ok(())
+    })
 }
 
-/// Prints the boot override as "DEVICE[, once|persistent][, uefi|legacy]"; fields the BMC does not report
-/// are left out.
-async fn print_boot(bmc: &Bmc) -> anyhow::Result<()> {
+/// The boot override as "DEVICE[, once|persistent][, uefi|legacy]"; fields the BMC does not report are left
+/// out.
+async fn describe_boot(bmc: &Bmc) -> anyhow::Result<String> {
     let s = bmc.boot().await?;
     let dev = s
         .device
@@ -240,6 +406,5 @@ async fn print_boot(bmc: &Bmc) -> anyhow::Result<()> {
         Some(BootMode::Legacy) => ", legacy",
         None => "",
     };
-    println!("{dev}{when}{mode}");
-    Ok(())
+    Ok(format!("{dev}{when}{mode}"))
 }

@@ -112,6 +112,9 @@ pub struct BmcFile {
     pub password_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub password_env: Option<Spanned<String>>,
+    /// IPMI BMC key (Kg) file, hex as for `ipmitool -y`.
+    #[serde(default)]
+    pub bmc_key_file: Option<Spanned<PathBuf>>,
 }
 
 impl std::fmt::Debug for BmcFile {

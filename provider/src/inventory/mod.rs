@@ -120,6 +120,8 @@ pub struct Bmc {
     pub username: Option<String>,
     /// Where the password is; it is read only when the BMC is used, and never stored in the inventory.
     pub password: Option<PasswordRef>,
+    /// The file holding the IPMI BMC key (Kg), hex; read only when the BMC is used.
+    pub bmc_key_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -920,6 +922,7 @@ impl Validator<'_> {
                 address: b.address.value.clone(),
                 username: b.username.clone(),
                 password,
+                bmc_key_file: b.bmc_key_file.as_ref().map(|p| self.base.join(&p.value)),
             }
         });
         if self.problems.len() != before {
