@@ -1261,7 +1261,17 @@ async fn ready_transitions_publish_events_without_secrets() {
     e.node_boots_and_calls_back(0).await;
     run(ctx.clone()).await;
     let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(e.client.clone(), NS);
-    let list = events.list(&Default::default()).await.unwrap().items;
+    // The host's own events are checked in host_lifecycle_and_bmc_reachability_publish_events_on_the_host.
+    let list: Vec<_> = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter(|ev| {
+            ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("BeowulfMachine")
+        })
+        .collect();
     let mut reasons: Vec<String> = list.iter().filter_map(|ev| ev.reason.clone()).collect();
     reasons.sort();
     assert_eq!(reasons, ["Provisioned", "Provisioning"], "{list:?}");
@@ -1310,5 +1320,85 @@ async fn leader_election_has_one_winner_and_takes_over_expired_leases() {
     assert!(
         !leader.try_acquire(t2).await.unwrap(),
         "the old leader is now a follower"
+    );
+}
+
+#[tokio::test]
+async fn host_lifecycle_and_bmc_reachability_publish_events_on_the_host() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    let mut ctx = Context::new(e.client.clone(), e.bmc.clone(), e.boot.clone());
+    let c = e.clock.clone();
+    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+    ctx.recorder = Some(kube::runtime::events::Recorder::new(
+        e.client.clone(),
+        kube::runtime::events::Reporter {
+            controller: "beowulf-manager".into(),
+            instance: Some("test".into()),
+        },
+    ));
+    let ctx = Arc::new(ctx);
+    let host = |ctx: Arc<Context>| async {
+        let h = e.hosts().get("node-0").await.unwrap();
+        host::reconcile(Arc::new(h), ctx).await.unwrap();
+    };
+    let machine = |ctx: Arc<Context>| async {
+        let m = e.machines().get("m0").await.unwrap();
+        machine::reconcile(Arc::new(m), ctx).await.unwrap();
+    };
+    let host_events = || async {
+        let events: Api<k8s_openapi::api::events::v1::Event> =
+            Api::namespaced(e.client.clone(), NS);
+        events
+            .list(&Default::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter(|ev| {
+                ev.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("BeowulfHost")
+            })
+            .collect::<Vec<_>>()
+    };
+    let reasons = |evs: &[k8s_openapi::api::events::v1::Event]| {
+        let mut r: Vec<String> = evs.iter().filter_map(|ev| ev.reason.clone()).collect();
+        r.sort();
+        r
+    };
+
+    host(ctx.clone()).await;
+    assert_eq!(reasons(&host_events().await), ["Available"]);
+
+    // The BMC stops answering: one warning naming it (not repeated while it stays down), then it recovers.
+    e.bmc.unreachable.store(true, Ordering::SeqCst);
+    host(ctx.clone()).await;
+    host(ctx.clone()).await;
+    let evs = host_events().await;
+    let down: Vec<_> = evs
+        .iter()
+        .filter(|ev| ev.reason.as_deref() == Some("BMCUnreachable"))
+        .collect();
+    assert_eq!(down.len(), 1, "{evs:?}");
+    assert_eq!(down[0].type_.as_deref(), Some("Warning"));
+    assert!(down[0].series.is_none(), "published once, not as a series");
+    let note = down[0].note.clone().unwrap_or_default();
+    assert!(note.contains("ipmi://127.0.0.1:6230"), "{note}");
+    e.bmc.unreachable.store(false, Ordering::SeqCst);
+    host(ctx.clone()).await;
+    assert!(reasons(&host_events().await).contains(&"BMCReachable".to_string()));
+
+    // Claimed and booted by a machine: the host's own Provisioning and Provisioned events.
+    machine(ctx.clone()).await;
+    e.node_boots_and_calls_back(0).await;
+    machine(ctx.clone()).await;
+    let evs = host_events().await;
+    let r = reasons(&evs);
+    for want in ["Provisioning", "Provisioned"] {
+        assert!(r.contains(&want.to_string()), "{want} missing from {r:?}");
+    }
+    let text = serde_json::to_string(&evs).unwrap();
+    assert!(!text.contains(BMC_PASSWORD) && !text.contains("joined-with-token"));
+    assert!(
+        evs.iter()
+            .all(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-0"))
     );
 }

@@ -317,6 +317,7 @@ pub async fn drive(
     );
     let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
     write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
+    announce(ctx, host, host.status.as_ref(), &status).await;
 
     Ok(Outcome {
         state: d.progress.state,
@@ -325,6 +326,45 @@ pub async fn drive(
         requeue: d.requeue,
         last_phase: status.last_boot_phase.clone(),
     })
+}
+
+/// Events for what an operator watching `kubectl get events` wants to see of a host: each lifecycle state it
+/// enters (reason = the state, note = why) and its BMC becoming unreachable or reachable again. Notes are
+/// condition messages, which never carry credentials.
+async fn announce(
+    ctx: &Context,
+    host: &BeowulfHost,
+    old: Option<&BeowulfHostStatus>,
+    new: &BeowulfHostStatus,
+) {
+    let bmc_reachable = |s: Option<&BeowulfHostStatus>| {
+        s.and_then(|s| conditions::get(&s.conditions, conditions::BMC_REACHABLE))
+            .map(|c| (c.status == "True", c.message.clone()))
+    };
+    match (bmc_reachable(old), bmc_reachable(Some(new))) {
+        (before, Some((false, why))) if before.as_ref().is_none_or(|(up, _)| *up) => {
+            ctx.event(host, true, "BMCUnreachable", &why).await;
+        }
+        (Some((false, _)), Some((true, _))) => {
+            ctx.event(host, false, "BMCReachable", "the BMC answers again")
+                .await;
+        }
+        _ => {}
+    }
+    if old.map(|o| o.state) != Some(new.state) {
+        let provisioned = conditions::get(&new.conditions, conditions::PROVISIONED);
+        let note = provisioned.map_or("", |c| c.message.as_str());
+        let reason = match new.state {
+            HostStateName::Registering => "Registering",
+            HostStateName::Available => "Available",
+            HostStateName::Provisioning => "Provisioning",
+            HostStateName::Provisioned => "Provisioned",
+            HostStateName::Deprovisioning => "Deprovisioning",
+            HostStateName::Error => "ProvisioningFailed",
+        };
+        ctx.event(host, new.state == HostStateName::Error, reason, note)
+            .await;
+    }
 }
 
 /// Whether `phase` names the node's completion callback.
