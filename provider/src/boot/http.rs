@@ -16,7 +16,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
@@ -24,8 +23,6 @@ use axum::routing::{any, get};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tower::ServiceExt;
-use tower_http::services::ServeFile;
 
 use super::plane::{BootPlane, CallbackReport};
 use super::script::{BootContext, render_script};
@@ -165,11 +162,7 @@ async fn artifact(
     {
         s.plane.record(&host.mac, phase);
     }
-    let path = path.clone();
-    match ServeFile::new(path).oneshot(req).await {
-        Ok(resp) => resp.map(Body::new),
-        Err(never) => match never {},
-    }
+    files::serve(path, req.method(), req.headers())
 }
 
 /// The host at the peer address, and its grant for `token`; `None`: answer 403.
@@ -463,6 +456,8 @@ td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{colo
     h.push_str("</table><p>Times are seconds since the boot's first phase. JSON: <a href=\"/api/hosts\" style=\"color:#9cf\">/api/hosts</a>, metrics: <a href=\"/metrics\" style=\"color:#9cf\">/metrics</a>.</p></body></html>\n");
     Html(h)
 }
+
+mod files;
 
 #[cfg(test)]
 mod tests;

@@ -381,3 +381,244 @@ async fn boot_files_support_head_and_byte_identical_ranges() {
             .is_none()
     );
 }
+
+/// curl with the response head: status, head, body.
+async fn curl_head(url: String, extra: &[&str]) -> (u16, String, Vec<u8>) {
+    // `-I` already prints the head as the output.
+    let mut args = if extra.contains(&"-I") {
+        vec![]
+    } else {
+        vec!["-D", "-"]
+    };
+    args.extend_from_slice(extra);
+    let r = curl("127.0.0.10", url, &args).await;
+    let split = r
+        .body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&r.body[..split]).into_owned();
+    (r.status, head, r.body[split + 4..].to_vec())
+}
+
+fn header_of<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then_some(v.trim())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_file_ranges_at_the_edges_and_refused_ranges() {
+    let s = start().await;
+    let url = format!("{}/images/testnode/vmlinuz", base(&s));
+    let file = std::fs::read(Path::new(&s.dir).join("vmlinuz")).unwrap();
+    let n = file.len();
+    // Suffix, open-ended, and an end past the file (clamped to the last byte).
+    for (spec, from, to) in [
+        ("-500".to_string(), n - 500, n - 1),
+        (format!("{}-", n - 10), n - 10, n - 1),
+        (format!("{}-{}", n - 3, n + 1_000_000), n - 3, n - 1),
+        (format!("{}-{}", n - 1, n - 1), n - 1, n - 1),
+    ] {
+        let (status, head, body) = curl_head(url.clone(), &["-r", &spec]).await;
+        assert_eq!(status, 206, "{spec}");
+        assert_eq!(
+            header_of(&head, "content-range"),
+            Some(format!("bytes {from}-{to}/{n}").as_str()),
+            "{spec}"
+        );
+        assert_eq!(body, &file[from..=to], "{spec}");
+    }
+    // Past the end, several ranges, garbage: 416 naming the length, no bytes of the file.
+    for spec in [
+        format!("bytes={n}-"),
+        "bytes=0-1,5-6".to_string(),
+        "bytes=abc".to_string(),
+        "bytes=10-5".to_string(),
+    ] {
+        let (status, head, body) = curl_head(url.clone(), &["-H", &format!("Range: {spec}")]).await;
+        assert_eq!(status, 416, "{spec}");
+        assert_eq!(
+            header_of(&head, "content-range"),
+            Some(format!("bytes */{n}").as_str())
+        );
+        assert!(body.is_empty(), "{spec}");
+    }
+    // A unit other than bytes is ignored (RFC 9110 §14.2): the whole file.
+    let (status, _, body) = curl_head(url.clone(), &["-H", "Range: items=0-1"]).await;
+    assert_eq!((status, body.len()), (200, n));
+    // HEAD of a range: the range's head, no body.
+    let (status, head, body) = curl_head(url.clone(), &["-I", "-r", "100-199"]).await;
+    assert_eq!(status, 206);
+    assert_eq!(header_of(&head, "content-length"), Some("100"));
+    assert_eq!(
+        header_of(&head, "content-range"),
+        Some(format!("bytes 100-199/{n}").as_str())
+    );
+    assert!(body.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_files_answer_conditional_requests() {
+    let s = start().await;
+    let url = format!("{}/images/testnode/vmlinuz", base(&s));
+    let file = std::fs::read(Path::new(&s.dir).join("vmlinuz")).unwrap();
+    let (status, head, body) = curl_head(url.clone(), &[]).await;
+    assert_eq!((status, body.len()), (200, file.len()));
+    let (etag, modified) = (
+        header_of(&head, "etag").unwrap().to_string(),
+        header_of(&head, "last-modified").unwrap().to_string(),
+    );
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+
+    let cond = |h: String| {
+        let url = url.clone();
+        async move { curl_head(url, &["-H", &h]).await }
+    };
+    // Unchanged since the client's copy: 304 with the validators and no body.
+    for h in [
+        format!("If-None-Match: {etag}"),
+        format!("If-None-Match: \"x\", W/{etag}"),
+        format!("If-Modified-Since: {modified}"),
+    ] {
+        let (status, head, body) = cond(h.clone()).await;
+        assert_eq!(status, 304, "{h}");
+        assert_eq!(header_of(&head, "etag"), Some(etag.as_str()), "{h}");
+        assert!(body.is_empty(), "{h}");
+    }
+    // Another tag: the file.
+    let (status, _, body) = cond("If-None-Match: \"other\"".into()).await;
+    assert_eq!((status, body.as_slice()), (200, file.as_slice()));
+    // Modified since a date long ago: 412 for If-Unmodified-Since, the file for If-Modified-Since.
+    let (status, _, body) = cond("If-Unmodified-Since: Mon, 01 Jan 1990 00:00:00 GMT".into()).await;
+    assert_eq!((status, body.len()), (412, 0));
+    let (status, _, body) = cond("If-Modified-Since: Mon, 01 Jan 1990 00:00:00 GMT".into()).await;
+    assert_eq!((status, body.len()), (200, file.len()));
+    // If-Range: the range while the validator matches, the whole file once it does not.
+    for (validator, want) in [
+        (etag.clone(), 206),
+        (modified.clone(), 206),
+        ("\"stale\"".to_string(), 200),
+        ("Mon, 01 Jan 1990 00:00:00 GMT".to_string(), 200),
+    ] {
+        let (status, _, body) = curl_head(
+            url.clone(),
+            &["-r", "10-19", "-H", &format!("If-Range: {validator}")],
+        )
+        .await;
+        assert_eq!(status, want, "{validator}");
+        let expect = if want == 206 {
+            &file[10..20]
+        } else {
+            &file[..]
+        };
+        assert_eq!(body, expect, "{validator}");
+    }
+}
+
+fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    let mut v = Vec::with_capacity(len + 8);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Starts a raw GET of `path`, reads the head and the first `first` body bytes, then leaves the rest unread
+/// so the server is mid-response. Returns the stream, Content-Length and the bytes read.
+fn begin_get(port: u16, path: &str, first: usize) -> (std::net::TcpStream, usize, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(c, "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let (head_end, length) = loop {
+        let k = c.read(&mut buf).unwrap();
+        assert!(k > 0, "connection closed before the head");
+        got.extend_from_slice(&buf[..k]);
+        if let Some(p) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..p]).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            let len = header_of(&head, "content-length").unwrap().parse().unwrap();
+            break (p + 4, len);
+        }
+    };
+    let mut body = got.split_off(head_end);
+    while body.len() < first {
+        let k = c.read(&mut buf).unwrap();
+        assert!(k > 0);
+        body.extend_from_slice(&buf[..k]);
+    }
+    (c, length, body)
+}
+
+/// Reads until the server closes the connection or the response is complete.
+fn finish(c: &mut std::net::TcpStream, body: &mut Vec<u8>, length: usize) {
+    use std::io::Read as _;
+    let mut buf = vec![0u8; 256 * 1024];
+    while body.len() < length {
+        match c.read(&mut buf) {
+            Ok(0) => break,
+            Ok(k) => body.extend_from_slice(&buf[..k]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("reading the body: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boot_files_changed_under_a_download() {
+    let s = start().await;
+    let path = s.dir.join("rootfs.img");
+    // Larger than what loopback socket buffers hold, so the server is mid-file when the file changes.
+    let old = pseudo_random(64 << 20, 7);
+    std::fs::write(&path, &old).unwrap();
+    let port = s.port;
+
+    // Replaced by rename (how an image should be updated): the started download still gets the old file.
+    let (p2, old2) = (path.clone(), old.clone());
+    tokio::task::spawn_blocking(move || {
+        let (mut c, length, mut body) = begin_get(port, "/images/testnode/rootfs.img", 1 << 20);
+        assert_eq!(length, old2.len());
+        let new = p2.with_extension("new");
+        std::fs::write(&new, pseudo_random(1 << 20, 9)).unwrap();
+        std::fs::rename(&new, &p2).unwrap();
+        finish(&mut c, &mut body, length);
+        assert!(body == old2, "the old file, complete");
+        std::fs::write(&p2, &old2).unwrap();
+    })
+    .await
+    .unwrap();
+
+    // Truncated in place (`cp` over it): the response ends early with the bytes it had, the server lives on.
+    let (p2, old2) = (path.clone(), old.clone());
+    tokio::task::spawn_blocking(move || {
+        let (mut c, length, mut body) = begin_get(port, "/images/testnode/rootfs.img", 1 << 20);
+        assert_eq!(length, old2.len());
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p2)
+            .unwrap()
+            .set_len(4 << 20)
+            .unwrap();
+        finish(&mut c, &mut body, length);
+        assert!(body.len() < length, "a short body, {} bytes", body.len());
+        assert!(body == old2[..body.len()], "only the file's own bytes");
+    })
+    .await
+    .unwrap();
+    let r = curl(
+        "127.0.0.10",
+        format!("{}/images/testnode/rootfs.img", base(&s)),
+        &[],
+    )
+    .await;
+    assert_eq!((r.status, r.body.as_slice()), (200, &old[..4 << 20]));
+}
