@@ -2,7 +2,8 @@
 //! (2349) and windowsize (7440), confined to one root directory. It exists to hand PXE firmware the iPXE
 //! binaries (Debian's `ipxe` package: `/usr/lib/ipxe/undionly.kpxe`, `snponly.efi`, `ipxe.efi`).
 //!
-//! Every transfer gets its own ephemeral socket (its TID) and task; a semaphore bounds how many run at once.
+//! Requests arrive on one tokio task. Every transfer gets its own ephemeral, connected socket (its TID) and its
+//! own thread with blocking I/O (see `transfer.rs` for why); a semaphore bounds how many run at once.
 //!
 //! ```no_run
 //! # async fn f(dir: std::sync::Arc<dyn beowulf::boot::BootDirectory>) -> Result<(), beowulf::boot::tftp::TftpError> {
@@ -23,6 +24,7 @@ use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -183,6 +185,17 @@ struct Shared {
     directory: Arc<dyn BootDirectory>,
     metrics: Arc<TftpMetrics>,
     slots: Arc<Semaphore>,
+    /// Set when `run` ends; transfer threads see it within `transfer::WAIT_SLICE` and stop.
+    stopping: AtomicBool,
+}
+
+/// Tells the transfer threads to stop when the server's future completes or is dropped.
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stopping.store(true, Ordering::Relaxed);
+    }
 }
 
 /// A bound TFTP server, ready to [`run`](TftpServer::run).
@@ -199,16 +212,15 @@ impl std::fmt::Debug for TftpServer {
     }
 }
 
-fn bind_udp(addr: SocketAddrV4, interface: Option<&str>) -> std::io::Result<UdpSocket> {
+fn bind_udp(addr: SocketAddrV4, interface: Option<&str>) -> std::io::Result<Socket> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     if let Some(ifname) = interface {
         sock.bind_device(Some(ifname.as_bytes()))?;
     }
     // Room for a whole window in flight without drops in the kernel.
     let _ = sock.set_send_buffer_size(1 << 20);
-    sock.set_nonblocking(true)?;
     sock.bind(&SocketAddr::V4(addr).into())?;
-    UdpSocket::from_std(sock.into())
+    Ok(sock)
 }
 
 impl TftpServer {
@@ -227,12 +239,15 @@ impl TftpServer {
                 source: std::io::Error::other("not a directory"),
             });
         }
-        let socket = bind_udp(config.listen, config.interface.as_deref()).map_err(|source| {
-            TftpError::Bind {
+        let socket = bind_udp(config.listen, config.interface.as_deref())
+            .and_then(|s| {
+                s.set_nonblocking(true)?;
+                UdpSocket::from_std(s.into())
+            })
+            .map_err(|source| TftpError::Bind {
                 addr: config.listen,
                 source,
-            }
-        })?;
+            })?;
         let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
         Ok(TftpServer {
             shared: Arc::new(Shared {
@@ -241,6 +256,7 @@ impl TftpServer {
                 directory,
                 metrics: Arc::default(),
                 slots,
+                stopping: AtomicBool::new(false),
             }),
             socket,
         })
@@ -254,15 +270,16 @@ impl TftpServer {
         self.shared.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes. Transfers in flight when it does are dropped.
+    /// Serves until `shutdown` completes (or this future is dropped). Transfers in flight then stop within half a
+    /// second, unanswered.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let _stop = StopOnDrop(self.shared.clone());
         info!(
             root = %self.shared.root.display(),
             listen = %self.shared.config.listen,
             interface = self.shared.config.interface.as_deref().unwrap_or("(all)"),
             "TFTP server listening"
         );
-        let mut tasks = tokio::task::JoinSet::new();
         let serve = async {
             let mut buf = vec![0u8; packet::MAX_REQUEST + 1];
             loop {
@@ -274,10 +291,15 @@ impl TftpServer {
                     }
                 };
                 if let Some(job) = self.accept(&buf[..n], src).await {
-                    tasks.spawn(job);
+                    let spawned = std::thread::Builder::new()
+                        .name("tftp-transfer".into())
+                        .stack_size(256 * 1024)
+                        .spawn(job);
+                    if let Err(e) = spawned {
+                        // The request (and its slot) is dropped; the client retransmits it.
+                        warn!(%src, error = %e, "cannot start a TFTP transfer thread");
+                    }
                 }
-                // Reap finished transfers so the set does not grow.
-                while tasks.try_join_next().is_some() {}
             }
         };
         tokio::select! {
@@ -286,12 +308,13 @@ impl TftpServer {
         }
     }
 
-    /// Handles one datagram on the server port; returns the transfer to run for an acceptable RRQ.
+    /// Handles one datagram on the server port; returns the transfer to run (on a thread of its own) for an
+    /// acceptable RRQ.
     async fn accept(
         &self,
         datagram: &[u8],
         src: SocketAddr,
-    ) -> Option<impl Future<Output = ()> + Send + 'static> {
+    ) -> Option<impl FnOnce() + Send + 'static> {
         let m = &self.shared.metrics;
         let req = match packet::parse_request(datagram) {
             Ok(Request::Read(r)) => r,
@@ -341,8 +364,8 @@ impl TftpServer {
             return None;
         };
         let shared = self.shared.clone();
-        Some(async move {
-            serve_read(shared, req, src).await;
+        Some(move || {
+            serve_read(&shared, &req, src);
             drop(permit);
         })
     }
@@ -355,39 +378,36 @@ impl TftpServer {
     }
 }
 
-async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: SocketAddr) {
+/// One transfer, start to end, on the calling (dedicated) thread.
+fn serve_read(shared: &Shared, req: &packet::ReadRequest, client: SocketAddr) {
     let m = &shared.metrics;
     // The transfer's own socket: its port is the server's TID (RFC 1350 §4).
     let local = SocketAddrV4::new(*shared.config.listen.ip(), 0);
-    let socket = match bind_udp(local, shared.config.interface.as_deref()) {
-        Ok(s) => s,
+    let socket: std::net::UdpSocket = match bind_udp(local, shared.config.interface.as_deref()) {
+        Ok(s) => s.into(),
         Err(e) => {
             warn!(%client, error = %e, "cannot open a TFTP transfer socket");
             return;
         }
     };
-    if let Err(e) = socket.connect(client).await {
+    if let Err(e) = socket.connect(client) {
         warn!(%client, error = %e, "cannot connect a TFTP transfer socket");
         return;
     }
-    let root = shared.root.clone();
-    let name = req.filename.clone();
-    let opened = tokio::task::spawn_blocking(move || path::open(&root, &name)).await;
-    let (file, size) = match opened {
-        Ok(Ok(f)) => f,
-        Ok(Err(Refusal::NotFound)) => {
+    let (file, size) = match path::open(&shared.root, &req.filename) {
+        Ok(f) => f,
+        Err(Refusal::NotFound) => {
             m.not_found.inc();
             debug!(%client, file = %req.filename, "TFTP file not found");
-            transfer::send_error(&socket, ErrorCode::FileNotFound, "file not found").await;
+            transfer::send_error(&socket, ErrorCode::FileNotFound, "file not found");
             return;
         }
-        Ok(Err(Refusal::AccessViolation(why))) => {
+        Err(Refusal::AccessViolation(why)) => {
             m.access_violations.inc();
             warn!(%client, file = %req.filename, why, "TFTP request refused");
-            transfer::send_error(&socket, ErrorCode::AccessViolation, why).await;
+            transfer::send_error(&socket, ErrorCode::AccessViolation, why);
             return;
         }
-        Err(_) => return,
     };
     let limits = Limits {
         max_blksize: shared.config.max_blksize,
@@ -398,16 +418,16 @@ async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: Socke
     let (blksize, windowsize) = (negotiated.blksize, negotiated.windowsize);
     m.transfers_started.inc();
     let started = Instant::now();
-    let reader = tokio::io::BufReader::with_capacity(256 * 1024, tokio::fs::File::from_std(file));
     let result = Transfer {
         socket: &socket,
-        file: reader,
+        file: std::io::BufReader::with_capacity(256 * 1024, file),
         negotiated,
         retries: shared.config.retries,
         metrics: m,
+        stopping: &shared.stopping,
+        gso: true,
     }
-    .run()
-    .await;
+    .run();
     match result {
         Ok(bytes) => {
             m.transfers_completed.inc();
@@ -433,12 +453,15 @@ async fn serve_read(shared: Arc<Shared>, req: packet::ReadRequest, client: Socke
         Err(Failure::TimedOut) => {
             m.transfers_timed_out.inc();
             warn!(%client, file = %req.filename, "TFTP transfer timed out: the client stopped acknowledging");
-            transfer::send_error(&socket, ErrorCode::NotDefined, "timed out").await;
+            transfer::send_error(&socket, ErrorCode::NotDefined, "timed out");
         }
         Err(Failure::Io(e)) => {
             m.transfers_failed.inc();
             warn!(%client, file = %req.filename, error = %e, "TFTP transfer failed");
-            transfer::send_error(&socket, ErrorCode::NotDefined, "read error").await;
+            transfer::send_error(&socket, ErrorCode::NotDefined, "read error");
+        }
+        Err(Failure::Stopped) => {
+            debug!(%client, file = %req.filename, "TFTP transfer stopped: the server is shutting down");
         }
     }
 }

@@ -499,3 +499,227 @@ async fn server_survives_random_datagrams() {
     assert_eq!(std::fs::read(&local).unwrap(), b"hello, firmware\n");
     assert!(f.metrics.malformed.get() > 0);
 }
+
+/// A client that loses packets: of every window it takes only the first `j` blocks (j pseudo-random, at
+/// least 1) and acknowledges those, so the server must slide the window to the block after the ACK and send
+/// the rest again, topped up to a full window. Checks every datagram as it arrives (opcode, block number in
+/// sequence, one block per datagram) and returns the reassembled file.
+async fn lossy_download(addr: SocketAddr, name: &str, blksize: usize, window: usize) -> Vec<u8> {
+    let c = client().await;
+    let options = [
+        ("blksize", blksize.to_string()),
+        ("windowsize", window.to_string()),
+    ];
+    let options: Vec<(&str, &str)> = options.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    c.send_to(&rrq(name.as_bytes(), "octet", &options), addr)
+        .await
+        .unwrap();
+    let (p, tid) = recv(&c).await;
+    assert_eq!(opcode(&p), OACK);
+    c.send_to(&[0, 4, 0, 0], tid).await.unwrap();
+    let mut file = Vec::new();
+    let mut next: u64 = 1; // the next block the client wants (unwrapped)
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    loop {
+        // The server sends a full window, or up to the short block that ends the file.
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        loop {
+            let (p, from) = recv(&c).await;
+            assert_eq!(from, tid);
+            assert_eq!(opcode(&p), DATA, "{p:?}");
+            let number = u16::from_be_bytes([p[2], p[3]]);
+            assert_eq!(
+                number,
+                (next + got.len() as u64) as u16,
+                "block out of sequence"
+            );
+            assert!(p.len() <= 4 + blksize, "more than one block in a datagram");
+            let short = p.len() < 4 + blksize;
+            got.push(p);
+            if short || got.len() == window {
+                break;
+            }
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let take = 1 + (x as usize) % got.len();
+        for p in &got[..take] {
+            file.extend_from_slice(&p[4..]);
+        }
+        next += take as u64;
+        let last = (next - 1) as u16;
+        c.send_to(&[0, 4, (last >> 8) as u8, last as u8], tid)
+            .await
+            .unwrap();
+        if got[take - 1].len() < 4 + blksize {
+            return file;
+        }
+    }
+}
+
+#[tokio::test]
+async fn lossy_client_gets_every_block_in_order_across_partial_acks_and_wrap() {
+    let f = start(|_| {}).await;
+    // 70 000 × 1000 bytes: ends with an empty block inside a window.
+    let got = lossy_download(f.addr, "efi/snponly.efi", 1000, 8).await;
+    assert_eq!(got, std::fs::read(f.root.join("efi/snponly.efi")).unwrap());
+    // 70 001 blocks of 16 bytes: the block number wraps past 65535 while windows slide.
+    std::fs::write(f.root.join("wrap.bin"), random_bytes(16 * 70_000 + 5, 13)).unwrap();
+    let got = lossy_download(f.addr, "wrap.bin", 16, 32).await;
+    assert_eq!(got, std::fs::read(f.root.join("wrap.bin")).unwrap());
+    eventually("both completed", || {
+        f.metrics.transfers_completed.get() == 2
+    })
+    .await;
+    assert_eq!(f.metrics.bytes_sent.get(), 70_000 + 16 * 70_000 + 5);
+    assert_eq!(
+        f.metrics.retransmits.get(),
+        0,
+        "partial ACKs are not timeouts"
+    );
+}
+
+/// Runs one windowed transfer of `data` (window 4) on a loopback socket pair, acknowledging every window in
+/// full; returns the datagrams the client received and whether the transfer still used GSO at the end.
+fn windowed_transfer(data: &[u8], blksize: usize) -> (Vec<Vec<u8>>, bool) {
+    use std::sync::atomic::AtomicBool;
+    let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    server.connect(client.local_addr().unwrap()).unwrap();
+    client.connect(server.local_addr().unwrap()).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let metrics = TftpMetrics::default();
+    let stopping = AtomicBool::new(false);
+    let window = 4;
+    std::thread::scope(|s| {
+        let sender = s.spawn(|| {
+            let mut t = super::transfer::Transfer {
+                socket: &server,
+                file: std::io::Cursor::new(data),
+                negotiated: packet::Negotiated {
+                    blksize,
+                    windowsize: window as u16,
+                    timeout: Duration::from_secs(5),
+                    oack: Vec::new(),
+                },
+                retries: 1,
+                metrics: &metrics,
+                stopping: &stopping,
+                gso: true,
+            };
+            let bytes = t.run().unwrap();
+            (bytes, t.gso)
+        });
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut buf = [0u8; 70_000];
+        loop {
+            let mut short = false;
+            for _ in 0..window {
+                let n = client.recv(&mut buf).unwrap();
+                got.push(buf[..n].to_vec());
+                short = n < 4 + blksize;
+                if short {
+                    break;
+                }
+            }
+            let last = &got[got.len() - 1];
+            client.send(&[0, 4, last[2], last[3]]).unwrap();
+            if short {
+                break;
+            }
+        }
+        let (bytes, gso) = sender.join().unwrap();
+        assert_eq!(bytes, data.len() as u64);
+        (got, gso)
+    })
+}
+
+fn data_packets(data: &[u8], blksize: usize) -> Vec<Vec<u8>> {
+    data.chunks(blksize)
+        .enumerate()
+        .map(|(i, c)| [&[0, 3, 0, i as u8 + 1][..], c].concat())
+        .collect()
+}
+
+#[test]
+fn windows_leave_as_one_datagram_per_block_with_gso() {
+    let data = random_bytes(10 * 512 + 100, 5);
+    let (got, gso_kept) = windowed_transfer(&data, 512);
+    assert!(gso_kept, "loopback takes GSO sends (Linux 4.18 and later)");
+    assert_eq!(got, data_packets(&data, 512));
+}
+
+/// A path whose MTU is below the block size (an overlay network, say): the kernel refuses GSO sends there
+/// (it cannot fragment segments), so the transfer falls back to one datagram per block, which IP fragments.
+/// Runs in a network namespace of its own whose loopback has MTU 1280 (needs root, like the DHCP tests).
+#[test]
+fn gso_refused_below_the_block_size_falls_back_to_single_datagrams() {
+    let name = format!("bw-tftp-mtu-{}", std::process::id());
+    let ip = |args: &[&str]| {
+        let out = Command::new("ip").args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "ip {args:?} failed (this test needs root and iproute2): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    ip(&["netns", "add", &name]);
+    struct Del(String);
+    impl Drop for Del {
+        fn drop(&mut self) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+    let _del = Del(name.clone());
+    ip(&["-n", &name, "link", "set", "lo", "mtu", "1280", "up"]);
+    let data = random_bytes(9 * 1468 + 1, 6);
+    let path = format!("/var/run/netns/{name}");
+    let (got, gso_kept) = std::thread::spawn(move || {
+        let f = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        windowed_transfer(&data, 1468)
+    })
+    .join()
+    .unwrap();
+    assert!(
+        !gso_kept,
+        "the GSO send should have been refused (EMSGSIZE)"
+    );
+    assert_eq!(got, data_packets(&random_bytes(9 * 1468 + 1, 6), 1468));
+}
+
+#[tokio::test]
+async fn transfers_stop_when_the_server_stops() {
+    // Retransmits every 200 ms for a long time unless the server's end stops the transfer thread.
+    let f = start(|c| {
+        c.timeout = Duration::from_millis(200);
+        c.retries = 1000;
+    })
+    .await;
+    let c = client().await;
+    c.send_to(&rrq(b"big.bin", "octet", &[("windowsize", "2")]), f.addr)
+        .await
+        .unwrap();
+    let (p, _) = recv(&c).await;
+    assert_eq!(opcode(&p), OACK);
+    // No ACK: the OACK comes again and again while the server runs.
+    let (p, _) = recv(&c).await;
+    assert_eq!(opcode(&p), OACK);
+    f.task.abort();
+    let stopped = std::time::Instant::now();
+    let mut buf = [0u8; 2048];
+    // Quiet for 3 retransmission intervals = stopped; it must happen within 3 s.
+    while tokio::time::timeout(Duration::from_millis(600), c.recv_from(&mut buf))
+        .await
+        .is_ok()
+    {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(3),
+            "the transfer kept retransmitting after the server stopped"
+        );
+    }
+    assert_eq!(f.metrics.transfers_timed_out.get(), 0);
+}
