@@ -35,6 +35,19 @@ use super::{
 };
 
 const SERVERS: [&str; 2] = ["beowulf", "dnsmasq+nginx"];
+
+/// The phases of one client's boot, in order; a client records the time at which it finished each.
+const PHASES: [&str; 6] = [
+    "DHCP (PXE ROM)",
+    "TFTP boot file",
+    "DHCP (iPXE)",
+    "HTTP script",
+    "kernel",
+    "initrd",
+];
+
+/// Seconds since the storm's start at which one client finished each of [`PHASES`].
+type Marks = [f64; PHASES.len()];
 const PORT: u16 = 8080;
 const BLKSIZE: usize = 1468;
 
@@ -424,8 +437,17 @@ fn split_url(url: &str) -> anyhow::Result<(String, String)> {
     Ok((host.to_string(), path.to_string()))
 }
 
-/// One client's boot; returns when its initrd has arrived and checked out.
-async fn boot(dhcp: Rc<Dhcp>, k: usize, i: usize, content: Arc<Content>) -> anyhow::Result<()> {
+/// One client's boot; returns when its initrd has arrived and checked out, with the time (since `t0`) at which
+/// each phase ended.
+async fn boot(
+    dhcp: Rc<Dhcp>,
+    k: usize,
+    i: usize,
+    content: Arc<Content>,
+    t0: Instant,
+) -> anyhow::Result<Marks> {
+    let mut marks: Marks = [f64::NAN; PHASES.len()];
+    let mut mark = |phase: usize| marks[phase] = t0.elapsed().as_secs_f64();
     let m = mac(i);
     let xid = (i as u32) << 8 | (k as u32) << 4;
     let rom = dhcp.dora(&m, xid | 1, false).await?;
@@ -437,17 +459,21 @@ async fn boot(dhcp: Rc<Dhcp>, k: usize, i: usize, content: Arc<Content>) -> anyh
             client_ip(k, i)
         );
     }
+    mark(0);
     let boot_file = tftp_get(rom.ip, rom.next_server, &rom.file).await?;
     if boot_file != content.boot {
         bail!("{}: boot file {} differs", mac_str(&m), rom.file);
     }
+    mark(1);
     let ipxe = dhcp.dora(&m, xid | 2, true).await?;
+    mark(2);
     let (host, path) = split_url(&ipxe.file)?;
     let addr: SocketAddr = host
         .parse()
         .with_context(|| format!("script URL host {host}"))?;
     let mut http = Http::connect(ipxe.ip, addr).await?;
     let script = String::from_utf8(http.get(&host, &path, None).await?)?;
+    mark(3);
     let url_of = |cmd: &str| {
         script
             .lines()
@@ -456,7 +482,10 @@ async fn boot(dhcp: Rc<Dhcp>, k: usize, i: usize, content: Arc<Content>) -> anyh
             .map(str::to_string)
             .with_context(|| format!("no `{}` line in the script:\n{script}", cmd.trim()))
     };
-    for (cmd, want) in [("kernel ", &content.kernel), ("initrd ", &content.initrd)] {
+    for (phase, cmd, want) in [
+        (4, "kernel ", &content.kernel),
+        (5, "initrd ", &content.initrd),
+    ] {
         let (h, p) = split_url(&url_of(cmd)?)?;
         if h != host {
             bail!("{} on another server: {h}", cmd.trim());
@@ -464,12 +493,18 @@ async fn boot(dhcp: Rc<Dhcp>, k: usize, i: usize, content: Arc<Content>) -> anyh
         http.get(&h, &p, Some(want))
             .await
             .with_context(|| mac_str(&m))?;
+        mark(phase);
     }
-    Ok(())
+    Ok(marks)
 }
 
-/// Runs a storm of `n` clients against pair `k`; returns each client's completion time in seconds, sorted.
-fn storm(client_ns: &Netns, k: usize, n: usize, content: Arc<Content>) -> anyhow::Result<Vec<f64>> {
+/// Runs a storm of `n` clients against pair `k`; returns each client's phase times, sorted by completion.
+fn storm(
+    client_ns: &Netns,
+    k: usize,
+    n: usize,
+    content: Arc<Content>,
+) -> anyhow::Result<Vec<Marks>> {
     in_netns(client_ns, move |rt| {
         let local = tokio::task::LocalSet::new();
         local.block_on(rt, async move {
@@ -500,9 +535,7 @@ fn storm(client_ns: &Netns, k: usize, n: usize, content: Arc<Content>) -> anyhow
             let mut set = tokio::task::JoinSet::new();
             for i in 0..n {
                 let (d, c) = (dhcp.clone(), content.clone());
-                set.spawn_local(async move {
-                    boot(d, k, i, c).await.map(|()| t0.elapsed().as_secs_f64())
-                });
+                set.spawn_local(boot(d, k, i, c, t0));
             }
             let mut times = Vec::with_capacity(n);
             let mut failed = 0;
@@ -523,10 +556,65 @@ fn storm(client_ns: &Netns, k: usize, n: usize, content: Arc<Content>) -> anyhow
                     SERVERS[k]
                 )));
             }
-            times.sort_by(f64::total_cmp);
+            times.sort_by(|a: &Marks, b: &Marks| {
+                a[PHASES.len() - 1].total_cmp(&b[PHASES.len() - 1])
+            });
             Ok(times)
         })
     })
+}
+
+/// Per phase: the time at which 99% of the clients had finished it, and the median time a client spent in it.
+fn phase_stats(marks: &[Marks]) -> (Marks, Marks) {
+    let mut done99 = [f64::NAN; PHASES.len()];
+    let mut spent = [f64::NAN; PHASES.len()];
+    for p in 0..PHASES.len() {
+        let mut at: Vec<f64> = marks.iter().map(|m| m[p]).collect();
+        at.sort_by(f64::total_cmp);
+        done99[p] = super::percentile(&at, 99.0);
+        let d: Vec<f64> = marks
+            .iter()
+            .map(|m| if p == 0 { m[0] } else { m[p] - m[p - 1] })
+            .collect();
+        spent[p] = super::summary(&d).0;
+    }
+    (done99, spent)
+}
+
+/// Two Markdown tables from `phases[size][server][round]`: when 99% of the clients had finished each phase,
+/// and the median time a client spent in each phase (both the median over rounds), so the reader sees where
+/// the time goes.
+fn phase_table(sizes: &[usize], phases: &[Vec<Vec<(Marks, Marks)>>]) -> String {
+    let header = |what: &str| {
+        let mut h = format!("| N | server | {} |\n|---|---|", PHASES.join(" | "));
+        h.push_str(&"---:|".repeat(PHASES.len()));
+        format!("{what}\n\n{h}\n")
+    };
+    let mut done = header(
+        "Time from the storm's start until 99% of the clients had finished each phase (s, median over rounds):",
+    );
+    let mut spent = header("Median time one client spent in each phase (ms, median over rounds):");
+    for (si, &n) in sizes.iter().enumerate() {
+        for (k, server) in SERVERS.iter().enumerate() {
+            let rounds = &phases[si][k];
+            let med = |p: usize, second: bool| {
+                let v: Vec<f64> = rounds
+                    .iter()
+                    .map(|(d, s)| if second { s[p] } else { d[p] })
+                    .collect();
+                super::summary(&v).0
+            };
+            let _ = write!(done, "| {n} | {server} |");
+            let _ = write!(spent, "| {n} | {server} |");
+            for p in 0..PHASES.len() {
+                let _ = write!(done, " {:.3} |", med(p, false));
+                let _ = write!(spent, " {:.1} |", med(p, true) * 1000.0);
+            }
+            done.push('\n');
+            spent.push('\n');
+        }
+    }
+    format!("{done}\n{spent}")
 }
 
 // ---- servers ------------------------------------------------------------------------------------------------
@@ -727,18 +815,29 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     // [size][server][round]
     let mut p99 = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut all = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
+    let mut phases = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
-            for k in 0..SERVERS.len() {
-                let times = storm(&pairs[k].client, k, n, content.clone())?;
-                let t99 = super::percentile(&times, 99.0);
-                let t100 = times.last().copied().unwrap_or(f64::NAN);
+            // Which server goes first alternates per round (A B, B A, …).
+            for j in 0..SERVERS.len() {
+                let k = (j + round - 1) % SERVERS.len();
+                let marks = storm(&pairs[k].client, k, n, content.clone())?;
+                let done: Vec<f64> = marks.iter().map(|m| m[PHASES.len() - 1]).collect();
+                let t99 = super::percentile(&done, 99.0);
+                let t100 = done.last().copied().unwrap_or(f64::NAN);
+                let (done99, _) = phase_stats(&marks);
                 eprintln!(
-                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s",
-                    SERVERS[k]
+                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s; 99% through each phase at {}",
+                    SERVERS[k],
+                    done99
+                        .iter()
+                        .map(|t| format!("{t:.2}"))
+                        .collect::<Vec<_>>()
+                        .join(" / ")
                 );
                 p99[si][k].push(t99);
                 all[si][k].push(t100);
+                phases[si][k].push(phase_stats(&marks));
             }
         }
         for (p, l) in procs.iter_mut().zip(&logs) {
@@ -761,6 +860,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         });
     }
     println!("{}", table(&SERVERS, &metrics));
+    println!("{}", phase_table(&opts.sizes, &phases));
     let med = |si: usize, k: usize| super::summary(&p99[si][k]).0;
     let last = opts.sizes.len() - 1;
     let mut line = format!("storm={:.2}", med(last, 1) / med(last, 0));
@@ -781,4 +881,33 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         med(last, 1) / med(0, 1)
     );
     Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn phase_stats_take_the_99th_completion_and_the_median_duration() {
+        // 100 clients: client c finishes phase p at c + 10 p ms; client 99 is 1 s late in TFTP.
+        let mut marks: Vec<Marks> = (0..100)
+            .map(|c| std::array::from_fn(|p| (c as f64 + 10.0 * p as f64) / 1000.0))
+            .collect();
+        for p in 1..PHASES.len() {
+            marks[99][p] += 1.0;
+        }
+        let (done99, spent) = phase_stats(&marks);
+        // The 99th of 100 completions is client 98's; the client late from TFTP on does not count.
+        assert!((done99[0] - 0.098).abs() < 1e-9, "{done99:?}");
+        assert!((done99[1] - 0.108).abs() < 1e-9, "{done99:?}");
+        assert!((done99[5] - 0.148).abs() < 1e-9, "{done99:?}");
+        // Phase 0 lasts from the start (median of 0..99 ms = 49.5 ms), the others 10 ms each.
+        assert!((spent[0] - 0.0495).abs() < 1e-9, "{spent:?}");
+        for s in &spent[1..] {
+            assert!((s - 0.010).abs() < 1e-9, "{spent:?}");
+        }
+        let table = phase_table(&[100], &[vec![vec![(done99, spent)], vec![(done99, spent)]]]);
+        assert!(table.contains("| 100 | beowulf | 0.098 | 0.108 |"), "{table}");
+        assert!(table.contains("| 100 | dnsmasq+nginx | 49.5 | 10.0 |"), "{table}");
+    }
 }
