@@ -564,6 +564,21 @@ fn storm(
     })
 }
 
+/// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
+/// `/proc/net/snmp`): a server that does not read fast enough, or a simulator that does not, loses requests
+/// this way and the clients wait for their retransmission.
+fn udp_drops(ns: &Netns) -> anyhow::Result<u64> {
+    let snmp = crate::harness::try_run(ns.cmd("cat").arg("/proc/net/snmp"))?;
+    parse_udp_drops(&snmp).context("no Udp RcvbufErrors in /proc/net/snmp")
+}
+
+fn parse_udp_drops(snmp: &str) -> Option<u64> {
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (udp.next()?, udp.next()?);
+    let i = names.split_whitespace().position(|n| n == "RcvbufErrors")?;
+    values.split_whitespace().nth(i)?.parse().ok()
+}
+
 /// Per phase: the time at which 99% of the clients had finished it, and the median time a client spent in it.
 fn phase_stats(marks: &[Marks]) -> (Marks, Marks) {
     let mut done99 = [f64::NAN; PHASES.len()];
@@ -816,25 +831,34 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut p99 = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut all = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut phases = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
+    let mut dropped = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
             // Which server goes first alternates per round (A B, B A, …).
             for j in 0..SERVERS.len() {
                 let k = (j + round - 1) % SERVERS.len();
+                let before = (udp_drops(&pairs[k].server)?, udp_drops(&pairs[k].client)?);
                 let marks = storm(&pairs[k].client, k, n, content.clone())?;
+                let drops = (
+                    udp_drops(&pairs[k].server)? - before.0,
+                    udp_drops(&pairs[k].client)? - before.1,
+                );
                 let done: Vec<f64> = marks.iter().map(|m| m[PHASES.len() - 1]).collect();
                 let t99 = super::percentile(&done, 99.0);
                 let t100 = done.last().copied().unwrap_or(f64::NAN);
                 let (done99, _) = phase_stats(&marks);
                 eprintln!(
-                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s; 99% through each phase at {}",
+                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s; 99% through each phase at {}; UDP datagrams dropped (receive buffer full): server {}, simulator {}",
                     SERVERS[k],
                     done99
                         .iter()
                         .map(|t| format!("{t:.2}"))
                         .collect::<Vec<_>>()
-                        .join(" / ")
+                        .join(" / "),
+                    drops.0,
+                    drops.1,
                 );
+                dropped[si][k].push(drops);
                 p99[si][k].push(t99);
                 all[si][k].push(t100);
                 phases[si][k].push(phase_stats(&marks));
@@ -861,6 +885,19 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     println!("{}", table(&SERVERS, &metrics));
     println!("{}", phase_table(&opts.sizes, &phases));
+    println!(
+        "UDP datagrams dropped per storm because a receive buffer was full (server namespace / simulator; per round):\n"
+    );
+    for (si, &n) in opts.sizes.iter().enumerate() {
+        for (k, server) in SERVERS.iter().enumerate() {
+            let per_round: Vec<String> = dropped[si][k]
+                .iter()
+                .map(|(s, c)| format!("{s}/{c}"))
+                .collect();
+            println!("- N={n} {server}: {}", per_round.join(" "));
+        }
+    }
+    println!();
     let med = |si: usize, k: usize| super::summary(&p99[si][k]).0;
     let last = opts.sizes.len() - 1;
     let mut line = format!("storm={:.2}", med(last, 1) / med(last, 0));
@@ -888,6 +925,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn udp_drops_are_read_from_the_udp_lines() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Udp: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    Udp: 4716263 2203 9452 4263093 9450 0\n\
+                    UdpLite: InDatagrams NoPorts InErrors OutDatagrams RcvbufErrors SndbufErrors\n\
+                    UdpLite: 0 0 0 0 7 0\n";
+        assert_eq!(parse_udp_drops(snmp), Some(9450));
+        assert_eq!(parse_udp_drops("Ip: a\nIp: 1\n"), None);
+    }
+
+    #[test]
     fn phase_stats_take_the_99th_completion_and_the_median_duration() {
         // 100 clients: client c finishes phase p at c + 10 p ms; client 99 is 1 s late in TFTP.
         let mut marks: Vec<Marks> = (0..100)
@@ -906,8 +954,17 @@ mod tests {
         for s in &spent[1..] {
             assert!((s - 0.010).abs() < 1e-9, "{spent:?}");
         }
-        let table = phase_table(&[100], &[vec![vec![(done99, spent)], vec![(done99, spent)]]]);
-        assert!(table.contains("| 100 | beowulf | 0.098 | 0.108 |"), "{table}");
-        assert!(table.contains("| 100 | dnsmasq+nginx | 49.5 | 10.0 |"), "{table}");
+        let table = phase_table(
+            &[100],
+            &[vec![vec![(done99, spent)], vec![(done99, spent)]]],
+        );
+        assert!(
+            table.contains("| 100 | beowulf | 0.098 | 0.108 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| 100 | dnsmasq+nginx | 49.5 | 10.0 |"),
+            "{table}"
+        );
     }
 }

@@ -1115,3 +1115,59 @@ fn edk2_pxe_chains_to_ipxe_through_our_dhcp_and_tftp() {
         ]
     );
 }
+
+/// A rack powering on sends its DISCOVERs in one burst. The kernel queues them on the server socket until the
+/// server reads; with the default receive buffer (~200 KiB, ~150 datagrams) most of a large burst would be
+/// dropped and every dropped client would wait for its retransmission (4 s and more for a PXE ROM). Here 2,000
+/// DISCOVERs arrive before the server reads its first one, and every one of them must be answered.
+#[tokio::test]
+async fn a_burst_of_discovers_is_queued_not_dropped() {
+    const BURST: u32 = 2000;
+    let client = socket2::Socket::new(
+        socket2::Domain::IPV4,
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )
+    .unwrap();
+    // The client's own buffer must hold the 2,000 OFFERs (needs root, as the server's).
+    nix::sys::socket::setsockopt(&client, nix::sys::socket::sockopt::RcvBufForce, &(16 << 20))
+        .unwrap();
+    client.set_nonblocking(true).unwrap();
+    client
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    let client = tokio::net::UdpSocket::from_std(client.into()).unwrap();
+    let mut cfg = DhcpConfig::new(SERVER);
+    cfg.listen = Ipv4Addr::LOCALHOST;
+    cfg.server_port = 0;
+    cfg.client_port = client.local_addr().unwrap().port();
+    cfg.broadcast = Ipv4Addr::LOCALHOST;
+    let server = DhcpServer::bind(cfg, Arc::new(TestDirectory::one_host())).unwrap();
+    let addr = server.local_addr().unwrap();
+    let metrics = server.metrics();
+    for xid in 0..BURST {
+        let mut d = pxe(request(MAC, MessageType::Discover), 0);
+        d.set_xid(xid);
+        client.send_to(&d.to_vec().unwrap(), addr).await.unwrap();
+    }
+    // Only now does the server start reading.
+    let task = tokio::spawn(server.run(std::future::pending()));
+    let mut seen = std::collections::HashSet::new();
+    let mut buf = vec![0u8; 1500];
+    while seen.len() < BURST as usize {
+        let Ok(r) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf)).await
+        else {
+            break;
+        };
+        let (n, _) = r.unwrap();
+        let offer = Message::from_bytes(&buf[..n]).unwrap();
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        seen.insert(offer.xid());
+    }
+    task.abort();
+    assert_eq!(
+        (seen.len(), metrics.discover.get()),
+        (BURST as usize, u64::from(BURST)),
+        "OFFERs received, DISCOVERs the server read"
+    );
+}
