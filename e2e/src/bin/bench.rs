@@ -12,7 +12,7 @@
 //! - `tftp [--quick]`: atftp downloads, ours vs tftpd-hpa vs dnsmasq (module `e2e::bench::tftp`).
 //! - `http [--quick]`: 64 MiB downloads and Range requests, ours vs nginx (module `e2e::bench::http`).
 //! - `storm [--quick] [--sizes 100,500,1000]`: a simulated rack booting at once, our boot plane vs dnsmasq +
-//!   nginx (module `e2e::bench::storm`).
+//!   nginx (module `e2e::bench::storm`); time to 99% per N, when 99% finished each phase, UDP drops.
 //! - `all`: every workload, then one `bench:` line with every ratio and the total seconds.
 use clap::{Parser, Subcommand};
 use e2e::bench;

@@ -15,6 +15,7 @@ pub mod script;
 pub(crate) mod testdir;
 pub mod tftp;
 pub mod tokens;
+pub mod udp;
 
 use std::fmt;
 use std::net::Ipv4Addr;

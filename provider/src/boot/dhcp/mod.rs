@@ -205,34 +205,11 @@ impl std::fmt::Debug for DhcpServer {
     }
 }
 
-/// Receive buffer of the server sockets. A rack powering on sends its DISCOVERs within milliseconds; the
-/// kernel's default (~200 KiB, about 150 requests) would drop the rest of the burst, and each dropped client
-/// waits for its retransmission (4 s and more for a PXE ROM). 4 MiB queues a few thousand.
-const RECV_BUFFER: usize = 4 << 20;
-
-/// Sets the receive buffer to [`RECV_BUFFER`]: beyond `net.core.rmem_max` when we may (CAP_NET_ADMIN, which
-/// the usual root deployment has), else as far as `rmem_max` allows. Best effort: a smaller buffer only
-/// makes bursts slower, so it is logged, not fatal.
-fn grow_recv_buffer(sock: &Socket) {
-    use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
-    if setsockopt(sock, RcvBufForce, &RECV_BUFFER).is_err() {
-        let _ = sock.set_recv_buffer_size(RECV_BUFFER);
-    }
-    match sock.recv_buffer_size() {
-        // The kernel reports twice the size asked for (it counts its own overhead).
-        Ok(got) if got < RECV_BUFFER => info!(
-            bytes = got,
-            "DHCP receive buffer capped by net.core.rmem_max; raise it for large racks"
-        ),
-        _ => {}
-    }
-}
-
 fn bind_udp(addr: SocketAddrV4, interface: Option<&str>) -> Result<UdpSocket, std::io::Error> {
     let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     sock.set_reuse_address(true)?;
     sock.set_broadcast(true)?;
-    grow_recv_buffer(&sock);
+    crate::boot::udp::grow_recv_buffer(&sock, "DHCP");
     if let Some(ifname) = interface {
         sock.bind_device(Some(ifname.as_bytes()))?;
     }
