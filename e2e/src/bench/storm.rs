@@ -941,8 +941,8 @@ mod tests {
         let mut marks: Vec<Marks> = (0..100)
             .map(|c| std::array::from_fn(|p| (c as f64 + 10.0 * p as f64) / 1000.0))
             .collect();
-        for p in 1..PHASES.len() {
-            marks[99][p] += 1.0;
+        for t in &mut marks[99][1..] {
+            *t += 1.0;
         }
         let (done99, spent) = phase_stats(&marks);
         // The 99th of 100 completions is client 98's; the client late from TFTP on does not count.
