@@ -629,6 +629,20 @@ fn check_cluster_class(stack: &Stack, crds: &CrdSet, problems: &mut Vec<Problem>
         problems,
     );
     let objects = check_objects(&docs, crds, &CrdSet::default(), false, problems);
+    for d in &docs {
+        let mut found = crate::static_pods::in_template(&d.doc, &d.json);
+        if d.json["kind"] == "ClusterClass" {
+            found.extend(crate::static_pods::in_class_patches(
+                &d.doc,
+                &d.json,
+                &mut |line, column, message| {
+                    let (f, l, c) = d.at(line, column);
+                    problems.push(Problem::error(f, l, c, message));
+                },
+            ));
+        }
+        crate::static_pods::check(&found, crds, &|line, column| d.at(line, column), problems);
+    }
     let classes: Vec<&Doc> = docs
         .iter()
         .filter(|d| d.json["kind"] == "ClusterClass")

@@ -14,4 +14,5 @@ pub mod output;
 pub mod release;
 pub mod render;
 pub mod stack;
+pub mod static_pods;
 pub mod substitute;

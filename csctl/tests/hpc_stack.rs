@@ -1069,3 +1069,51 @@ fn minors_share_their_sources_and_differ_only_in_versions() {
         assert!(linked >= 4, "{minor}: {linked} links");
     }
 }
+
+#[test]
+fn broken_static_pods_fail_validate_where_they_are_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let stack = tmp.path().join("1-33");
+    copy_tree(&stacks()[0], &stack);
+    let edit = |rel: &str, from: &str, to: &str| {
+        let p = stack.join(rel);
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert!(t.contains(from), "{rel} lacks {from:?}");
+        std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
+    };
+    // In the kube-vip manifest of the controlPlaneVIP patch (a Go template CAPI renders).
+    edit(
+        "cluster-class/templates/cluster-class.yaml",
+        "hostNetwork: true",
+        "hostNetwork: yes-please",
+    );
+    edit(
+        "cluster-class/templates/cluster-class.yaml",
+        "imagePullPolicy: IfNotPresent",
+        "imagePulPolicy: IfNotPresent",
+    );
+    // A literal static pod in the KubeadmControlPlaneTemplate, and one cloud-init jinja makes unparseable.
+    edit(
+        "cluster-class/templates/kubeadm-control-plane-template.yaml",
+        "      kubeadmConfigSpec:\n",
+        "      kubeadmConfigSpec:\n        files:\n          - path: /etc/kubernetes/manifests/x.yaml\n            content: |\n              apiVersion: v1\n              kind: Pod\n              metadata: {name: x}\n              spec:\n                containers: [{name: x, imag: x}]\n          - path: /etc/kubernetes/manifests/y.yaml\n            content: \"kind: Pod\\nspec: [{% for c in ds.meta_data.containers %}\"\n          - path: /etc/motd\n            content: \"not: [a, pod\"\n",
+    );
+    let s = stack.display().to_string();
+    let cc = format!(
+        "{s}/cluster-class/templates/cluster-class.yaml:212:19: error: static pod /etc/kubernetes/manifests/kube-vip.yaml (patch controlPlaneVIP, rendered with the variables' defaults)"
+    );
+    let kcp = format!("{s}/cluster-class/templates/kubeadm-control-plane-template.yaml");
+    csctl()
+        .arg("validate")
+        .arg(&stack)
+        .assert()
+        .code(3)
+        .stdout(
+            contains(format!("{cc}, line 10 of the manifest: Pod: spec.hostNetwork: \"yes-please\" is not of type \"boolean\""))
+                .and(contains(format!("{cc}, line 19 of the manifest: Pod: spec.containers.0: Additional properties are not allowed ('imagePulPolicy' was unexpected)")))
+                .and(contains(format!("{kcp}:11:13: error: static pod /etc/kubernetes/manifests/x.yaml (KubeadmControlPlaneTemplate beowulf-hpc-1-33-v1-control-plane), line 5 of the manifest: Pod: spec.containers.0: Additional properties are not allowed ('imag' was unexpected)")))
+                .and(contains(format!("{kcp}:18:13: warning: static pod /etc/kubernetes/manifests/y.yaml")))
+                .and(contains("not checked, its content is not YAML here"))
+                .and(contains("3 error(s), 1 warning(s)")),
+        );
+}
