@@ -586,6 +586,39 @@ fn symlinks_between_minors_of_a_stack_family_build_the_same_release_as_copies() 
 }
 
 #[test]
+fn stable_change_to_a_shared_file_releases_every_minor_that_links_to_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (s33, s34) = golden_family(tmp.path());
+    let out = tmp.path().join("out");
+    csctl()
+        .args(["create", "-o"])
+        .arg(&out)
+        .arg(&s33)
+        .arg(&s34)
+        .assert()
+        .success();
+    assert_eq!(versions(&out, "test-golden-1-34-v1"), v("v1", "v1", "v1"));
+    // 1-34/cluster-addon is a link to 1-33/cluster-addon: an addon change there is a change for both.
+    std::fs::write(s33.join("cluster-addon/cni/values.yaml"), "mtu: 9000\n").unwrap();
+    csctl()
+        .args(["create", "-o"])
+        .arg(&out)
+        .arg(&s33)
+        .arg(&s34)
+        .assert()
+        .success();
+    assert_eq!(versions(&out, "test-golden-1-33-v2"), v("v2", "v2", "v1"));
+    assert_eq!(versions(&out, "test-golden-1-34-v2"), v("v2", "v2", "v1"));
+    let addon = |minor: &str| {
+        std::fs::read(out.join(format!(
+            "test-golden-{minor}-v2/test-golden-{minor}-cluster-addon-v2.tgz"
+        )))
+        .unwrap()
+    };
+    assert_eq!(addon("1-33"), addon("1-34"), "the same addon sources");
+}
+
+#[test]
 fn bad_input_symlink_outside_the_stack_family() {
     let tmp = tempfile::tempdir().unwrap();
     let (_, s34) = golden_family(tmp.path());
