@@ -19,6 +19,8 @@ Exit codes:
 /// A cluster stack is a directory `providers/<provider>/<name>/<k8s-major>-<k8s-minor>/` holding
 /// `csctl.yaml`, a `cluster-class/` Helm chart, cluster addons and node-image definitions. csctl turns it
 /// into a versioned, reproducible release that Sovereign Cloud Stack's cluster-stack-operator consumes.
+/// The Kubernetes minors of one stack may share files through relative symlinks inside
+/// `providers/<provider>/<name>/` (packaged as the files they lead to).
 #[derive(Debug, Parser)]
 #[command(name = "csctl", version, after_long_help = EXIT_CODES_HELP, after_help = EXIT_CODES_HELP)]
 pub struct Cli {
