@@ -8,7 +8,7 @@
 //!
 //! Why a blocking thread per transfer and not a task: a lock-step transfer is one send and one receive per
 //! block, and a blocking `recv` costs one wake-up per ACK, where the reactor adds an `epoll_wait`, a task wake
-//! and worker hand-offs to each (measured: about a third more CPU per block). A window leaves in one `send`
+//! and worker hand-offs to each (measured: about twice the server CPU per block). A window leaves in one `send`
 //! with UDP GSO (`UDP_SEGMENT`): the kernel cuts it into datagrams of one block each, so a window costs one
 //! pass through the stack and wakes the client once, instead of once per block.
 
