@@ -58,6 +58,14 @@ pub async fn serve(
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::serve::ListenerExt as _;
+    // As nginx (`tcp_nodelay on`): a response's last, short segment goes out without waiting for the ACK of
+    // the previous ones (Nagle), which otherwise delays every keep-alive Range answer.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    });
     axum::serve(
         listener,
         router(plane, registry).into_make_service_with_connect_info::<SocketAddr>(),
