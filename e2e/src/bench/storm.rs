@@ -59,6 +59,8 @@ pub struct Options {
     pub boot_file: usize,
     pub kernel: usize,
     pub initrd: usize,
+    /// Simulator on the last CPU, servers on the others (`bench storm --pin`).
+    pub pin: bool,
 }
 
 impl Options {
@@ -69,6 +71,7 @@ impl Options {
             boot_file: 70 * 1024,
             kernel: 512 * 1024,
             initrd: 2 * 1024 * 1024,
+            pin: false,
         }
     }
 
@@ -504,8 +507,15 @@ fn storm(
     k: usize,
     n: usize,
     content: Arc<Content>,
+    sim_cpu: Option<usize>,
 ) -> anyhow::Result<Vec<Marks>> {
     in_netns(client_ns, move |rt| {
+        if let Some(cpu) = sim_cpu {
+            let mut set = nix::sched::CpuSet::new();
+            set.set(cpu)?;
+            nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+                .context("pinning the simulator")?;
+        }
         let local = tokio::task::LocalSet::new();
         local.block_on(rt, async move {
             let sock = socket2::Socket::new(
@@ -562,6 +572,54 @@ fn storm(
             Ok(times)
         })
     })
+}
+
+/// `root` and every process below it (from the parent ids in `/proc/<pid>/stat`).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent = Vec::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                continue;
+            };
+            // The command name may contain spaces and parentheses: the fields follow the last ')'.
+            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+            if let Some(ppid) = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|s| s.parse::<u32>().ok())
+            {
+                parent.push((pid, ppid));
+            }
+        }
+    }
+    let mut out = vec![root];
+    let mut i = 0;
+    while i < out.len() {
+        let p = out[i];
+        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    out
+}
+
+/// CPU seconds (user + system) used so far by `root` and every process below it, from `/proc/<pid>/stat`
+/// (clock ticks; 10 ms resolution).
+fn cpu_seconds(root: u32) -> f64 {
+    let ticks: u64 = descendants(root)
+        .into_iter()
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+            // Fields 14 and 15 (utime, stime); `rest` starts at field 3.
+            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
+        .ok()
+        .flatten()
+        .unwrap_or(100);
+    ticks as f64 / hz as f64
 }
 
 /// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
@@ -809,7 +867,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             for (p, l) in procs.iter_mut().zip(&logs) {
                 alive(p, l)?;
             }
-            match storm(&pairs[k].client, k, 1, content.clone()) {
+            match storm(&pairs[k].client, k, 1, content.clone(), None) {
                 Ok(_) => break,
                 Err(e) if Instant::now() > deadline => {
                     bail!("{} not ready within 30 s: {e:#}", SERVERS[k]);
@@ -819,6 +877,30 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         }
     }
 
+    let sim_cpu = if opts.pin {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        if cpus < 2 {
+            bail!("--pin needs at least 2 CPUs");
+        }
+        // Every thread of every server process (and what they start later: threads and forks inherit it), once they are up.
+        let others = format!("0-{}", cpus - 2);
+        for p in &procs {
+            for pid in descendants(p.child.id()) {
+                crate::harness::try_run(
+                    std::process::Command::new("taskset")
+                        .args(["-a", "-c", "-p", &others, &pid.to_string()])
+                        .stdout(std::process::Stdio::null()),
+                )?;
+            }
+        }
+        eprintln!(
+            "bench storm: simulator pinned to CPU {}, servers to CPUs {others}",
+            cpus - 1
+        );
+        Some(cpus - 1)
+    } else {
+        None
+    };
     eprintln!(
         "bench storm: N = {:?}, {} round(s); per client {} KiB TFTP + {} KiB kernel + {} KiB initrd",
         opts.sizes,
@@ -832,23 +914,34 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut all = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut phases = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut dropped = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
+    let mut cpu_ms = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
             // Which server goes first alternates per round (A B, B A, …).
             for j in 0..SERVERS.len() {
                 let k = (j + round - 1) % SERVERS.len();
+                // Ours is procs[0]; dnsmasq and nginx are procs[1] and procs[2].
+                let server_pids: Vec<u32> = if k == 0 {
+                    vec![procs[0].child.id()]
+                } else {
+                    vec![procs[1].child.id(), procs[2].child.id()]
+                };
+                let cpu = || server_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+                let cpu_before = cpu();
                 let before = (udp_drops(&pairs[k].server)?, udp_drops(&pairs[k].client)?);
-                let marks = storm(&pairs[k].client, k, n, content.clone())?;
+                let marks = storm(&pairs[k].client, k, n, content.clone(), sim_cpu)?;
                 let drops = (
                     udp_drops(&pairs[k].server)? - before.0,
                     udp_drops(&pairs[k].client)? - before.1,
                 );
+                let cpu_used = cpu() - cpu_before;
+                cpu_ms[si][k].push(cpu_used * 1000.0 / n as f64);
                 let done: Vec<f64> = marks.iter().map(|m| m[PHASES.len() - 1]).collect();
                 let t99 = super::percentile(&done, 99.0);
                 let t100 = done.last().copied().unwrap_or(f64::NAN);
                 let (done99, _) = phase_stats(&marks);
                 eprintln!(
-                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s; 99% through each phase at {}; UDP datagrams dropped (receive buffer full): server {}, simulator {}",
+                    "round {round} N={n:<5} {:>14}: 99% booted after {t99:.2} s, all after {t100:.2} s; 99% through each phase at {}; UDP datagrams dropped (receive buffer full): server {}, simulator {}; server CPU {cpu_used:.2} s",
                     SERVERS[k],
                     done99
                         .iter()
@@ -881,6 +974,12 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             unit: "s",
             higher_is_better: false,
             values: all[si].clone(),
+        });
+        metrics.push(Metric {
+            name: format!("storm N={n}: server CPU time per client"),
+            unit: "ms",
+            higher_is_better: false,
+            values: cpu_ms[si].clone(),
         });
     }
     println!("{}", table(&SERVERS, &metrics));
@@ -923,6 +1022,52 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn descendants_include_children_and_grandchildren() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sh -c 'sleep 30 & wait' & wait"])
+            .spawn()
+            .unwrap();
+        let root = sh.id();
+        let found = crate::harness::poll("the grandchild", Duration::from_secs(5), || {
+            let d = descendants(root);
+            (d.len() >= 3).then_some(d)
+        });
+        let d = found.unwrap();
+        assert_eq!(d[0], root);
+        let names: Vec<String> = d
+            .iter()
+            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
+            .collect();
+        // Stop what this test started (all of it is below `root`), deepest first.
+        for p in d.iter().rev() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*p as i32),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        assert!(names.iter().any(|n| n.trim() == "sleep"), "{names:?}");
+        let _ = sh.wait();
+    }
+
+    #[test]
+    fn cpu_seconds_grow_while_a_child_computes() {
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .spawn()
+            .unwrap();
+        let pid = sh.id();
+        let used = crate::harness::poll("some CPU time", Duration::from_secs(20), || {
+            let c = cpu_seconds(pid);
+            (c >= 0.05).then_some(c)
+        })
+        .unwrap();
+        let _ = sh.kill();
+        let _ = sh.wait();
+        assert!(used < 20.0, "{used}");
+        assert_eq!(cpu_seconds(u32::MAX), 0.0);
+    }
 
     #[test]
     fn udp_drops_are_read_from_the_udp_lines() {

@@ -89,6 +89,11 @@ enum Workload {
         /// Comma-separated client counts (default 100,500,1000; at most 4000).
         #[arg(long, value_delimiter = ',')]
         sizes: Option<Vec<usize>>,
+        /// Pin the simulator to the last CPU and the servers to the others, as if the clients had CPUs of
+        /// their own (by default all share every CPU, so a server with many threads also competes with the
+        /// simulator). Needs at least 2 CPUs.
+        #[arg(long)]
+        pin: bool,
     },
     /// Every workload in one go (dhcp, tftp, http, bmc, publish, storm), each printing its table and `bench:`
     /// line, then one final `bench:` line with all ratios and the total time.
@@ -178,6 +183,7 @@ fn main() -> anyhow::Result<()> {
             quick,
             rounds,
             sizes,
+            pin,
         } => {
             let mut opts = if quick {
                 bench::storm::Options::quick()
@@ -190,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             if let Some(s) = sizes.filter(|s| !s.is_empty()) {
                 opts.sizes = s;
             }
+            opts.pin = pin;
             println!("bench: {}", bench::storm::run(&opts)?);
         }
         Workload::All => all()?,
