@@ -593,17 +593,26 @@ fn node_image_reference_is_one_image_by_url_and_checksum() {
     }
 }
 
-#[test]
-fn broken_addon_manifests_fail_with_their_file_and_line() {
+/// A scratch copy of the 1-33 stack to break on purpose (the directory lives as long as the TempDir).
+fn scratch_copy_of_1_33() -> (tempfile::TempDir, PathBuf) {
     let tmp = tempfile::tempdir().unwrap();
     let stack = tmp.path().join("1-33");
     copy_tree(&stacks()[0], &stack);
-    let edit = |rel: &str, from: &str, to: &str| {
-        let p = stack.join(rel);
-        let t = std::fs::read_to_string(&p).unwrap();
-        assert!(t.contains(from), "{rel} lacks {from:?}");
-        std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
-    };
+    (tmp, stack)
+}
+
+/// Replaces the first `from` in `stack/rel` with `to`; `from` must be there (so the test breaks what it means to).
+fn edit_once(stack: &Path, rel: &str, from: &str, to: &str) {
+    let p = stack.join(rel);
+    let t = std::fs::read_to_string(&p).unwrap();
+    assert!(t.contains(from), "{rel} lacks {from:?}");
+    std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn broken_addon_manifests_fail_with_their_file_and_line() {
+    let (_tmp, stack) = scratch_copy_of_1_33();
+    let edit = |rel: &str, from: &str, to: &str| edit_once(&stack, rel, from, to);
     // A typo in a core kind, a wrong type in a CR of a CRD the stack ships, an unknown kind, bad YAML.
     edit(
         "cluster-addon/slurm/templates/slurmctld.yaml",
@@ -1072,15 +1081,8 @@ fn minors_share_their_sources_and_differ_only_in_versions() {
 
 #[test]
 fn broken_static_pods_fail_validate_where_they_are_written() {
-    let tmp = tempfile::tempdir().unwrap();
-    let stack = tmp.path().join("1-33");
-    copy_tree(&stacks()[0], &stack);
-    let edit = |rel: &str, from: &str, to: &str| {
-        let p = stack.join(rel);
-        let t = std::fs::read_to_string(&p).unwrap();
-        assert!(t.contains(from), "{rel} lacks {from:?}");
-        std::fs::write(&p, t.replacen(from, to, 1)).unwrap();
-    };
+    let (_tmp, stack) = scratch_copy_of_1_33();
+    let edit = |rel: &str, from: &str, to: &str| edit_once(&stack, rel, from, to);
     // In the kube-vip manifest of the controlPlaneVIP patch (a Go template CAPI renders).
     edit(
         "cluster-class/templates/cluster-class.yaml",

@@ -347,6 +347,20 @@ impl Env {
             .await
             .unwrap()
     }
+    /// A context like `ctx` that also publishes Events (to the fake API), as `beowulf manager` does.
+    fn context_with_events(&self) -> Arc<Context> {
+        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), self.boot.clone());
+        let c = self.clock.clone();
+        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        ctx.recorder = Some(kube::runtime::events::Recorder::new(
+            self.client.clone(),
+            kube::runtime::events::Reporter {
+                controller: "beowulf-manager".into(),
+                instance: Some("test".into()),
+            },
+        ));
+        Arc::new(ctx)
+    }
     async fn register_hosts(&self, n: u8) {
         for i in 0..n {
             self.reconcile_host(&format!("node-{i}")).await;
@@ -1240,17 +1254,7 @@ async fn secrets_never_reach_logs_or_debug() {
 #[tokio::test]
 async fn ready_transitions_publish_events_without_secrets() {
     let e = env(standard(true, 1, &["m0"])).await;
-    let mut ctx = Context::new(e.client.clone(), e.bmc.clone(), e.boot.clone());
-    let c = e.clock.clone();
-    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
-    ctx.recorder = Some(kube::runtime::events::Recorder::new(
-        e.client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "beowulf-manager".into(),
-            instance: Some("test".into()),
-        },
-    ));
-    let ctx = Arc::new(ctx);
+    let ctx = e.context_with_events();
     e.register_hosts(1).await;
     let run = |ctx: Arc<Context>| async {
         let m = e.machines().get("m0").await.unwrap();
@@ -1326,17 +1330,7 @@ async fn leader_election_has_one_winner_and_takes_over_expired_leases() {
 #[tokio::test]
 async fn host_lifecycle_and_bmc_reachability_publish_events_on_the_host() {
     let e = env(standard(true, 1, &["m0"])).await;
-    let mut ctx = Context::new(e.client.clone(), e.bmc.clone(), e.boot.clone());
-    let c = e.clock.clone();
-    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
-    ctx.recorder = Some(kube::runtime::events::Recorder::new(
-        e.client.clone(),
-        kube::runtime::events::Reporter {
-            controller: "beowulf-manager".into(),
-            instance: Some("test".into()),
-        },
-    ));
-    let ctx = Arc::new(ctx);
+    let ctx = e.context_with_events();
     let host = |ctx: Arc<Context>| async {
         let h = e.hosts().get("node-0").await.unwrap();
         host::reconcile(Arc::new(h), ctx).await.unwrap();
