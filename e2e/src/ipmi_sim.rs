@@ -131,12 +131,12 @@ impl IpmiSim {
     /// it; power status is then "is that process alive".
     pub fn start_with_machine(vmcmd: &Path) -> IpmiSim {
         let ip = random_loopback();
-        Self::start_full(
-            SocketAddr::from((ip, free_udp_port(ip))),
-            Some(vmcmd),
-            true,
-            None,
-        )
+        Self::start_with_machine_at(SocketAddr::from((ip, free_udp_port(ip))), vmcmd)
+    }
+
+    /// [`IpmiSim::start_with_machine`] listening on `addr` (a management network's address).
+    pub fn start_with_machine_at(addr: SocketAddr, vmcmd: &Path) -> IpmiSim {
+        Self::start_full(addr, Some(vmcmd), true, None)
     }
 
     fn start_full(
@@ -219,7 +219,12 @@ set_working_mc 0x20
             0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81,
             0x00, 0x38, 0x8e, 0x04, 0xb5,
         ];
-        let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        let local = if self.addr.ip().is_loopback() {
+            Ipv4Addr::LOCALHOST
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
+        let sock = UdpSocket::bind((local, 0)).unwrap();
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .unwrap();
         let deadline = Instant::now() + timeout;

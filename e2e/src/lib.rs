@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_bmc;
 pub mod bmc_proxy;
 pub mod ipmi_sim;
+pub mod kube;
 pub mod pxe;
 pub mod qemu_bmc;
 pub mod sushy;
@@ -36,6 +37,38 @@ pub fn peers_dir() -> PathBuf {
     std::env::var_os("BEOWULF_PEERS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/opt/beowulf-peers"))
+}
+
+/// A scratch directory for one test (logs of every process it ran, certificates, kubeconfigs): removed
+/// when dropped, unless `BEOWULF_E2E_KEEP` is set — then it is kept and its path printed.
+pub struct Scratch {
+    path: PathBuf,
+    _remove: Option<tempfile::TempDir>,
+}
+
+impl Scratch {
+    pub fn new(test: &str) -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("beowulf-{test}-"))
+            .tempdir()
+            .unwrap();
+        if std::env::var_os("BEOWULF_E2E_KEEP").is_some() {
+            let path = dir.keep();
+            eprintln!("{test}: keeping {}", path.display());
+            return Scratch {
+                path,
+                _remove: None,
+            };
+        }
+        Scratch {
+            path: dir.path().to_path_buf(),
+            _remove: Some(dir),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
 }
 
 /// The repository root (for `images/`).

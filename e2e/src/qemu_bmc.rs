@@ -36,6 +36,8 @@ pub struct MachineSpec {
     pub memory_mib: u32,
     /// The machine is killed after this long whatever happens (`timeout`), so a hung test leaves nothing.
     pub max_runtime: Duration,
+    /// Where the BMC listens; `None`: a fresh loopback address.
+    pub bmc_ip: Option<std::net::Ipv4Addr>,
 }
 
 impl MachineSpec {
@@ -46,6 +48,7 @@ impl MachineSpec {
             mac: mac.to_string(),
             memory_mib: 512,
             max_runtime: Duration::from_secs(150),
+            bmc_ip: None,
         }
     }
 }
@@ -100,7 +103,13 @@ impl QemuBmc {
         std::fs::write(&machine, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&machine, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let sim = IpmiSim::start_with_machine(&machine);
+        let sim = match spec.bmc_ip {
+            Some(ip) => IpmiSim::start_with_machine_at(
+                std::net::SocketAddr::from((ip, crate::ipmi_sim::free_udp_port(ip))),
+                &machine,
+            ),
+            None => IpmiSim::start_with_machine(&machine),
+        };
         QemuBmc {
             sim,
             spec,

@@ -59,6 +59,7 @@ fn finish(crd: &mut CustomResourceDefinition) {
         let Ok(mut v) = serde_json::to_value(&*schema) else {
             continue;
         };
+        kubernetes_formats(&mut v);
         mark_map_list(
             &mut v,
             &["properties", "status", "properties", "conditions"],
@@ -82,6 +83,27 @@ fn finish(crd: &mut CustomResourceDefinition) {
         if let Ok(new) = serde_json::from_value(v) {
             *schema = new;
         }
+    }
+}
+
+/// Integer formats Kubernetes knows are `int32` and `int64`; schemars writes Rust's (`uint8`, `uint32`, …),
+/// which the API server answers with an "unrecognized format" warning on every apply. The bounds schemars
+/// writes beside them (`minimum: 0`, `maximum`) stay, so nothing is lost.
+fn kubernetes_formats(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let replacement = match map.get("format").and_then(Value::as_str) {
+                Some("int8" | "int16" | "uint8" | "uint16") => Some("int32"),
+                Some("uint32" | "uint64" | "uint" | "int" | "uint128" | "int128") => Some("int64"),
+                _ => None,
+            };
+            if let Some(r) = replacement {
+                map.insert("format".into(), json!(r));
+            }
+            map.values_mut().for_each(kubernetes_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(kubernetes_formats),
+        _ => {}
     }
 }
 
@@ -186,6 +208,52 @@ mod tests {
                 Some(format!("{kind}List").as_str())
             );
         }
+    }
+
+    /// Every `format` in our schemas is one the API server recognizes (kube-apiserver warns "unrecognized
+    /// format" on each apply otherwise; the management-cluster test sees those warnings).
+    #[test]
+    fn schemas_use_only_formats_kubernetes_knows() {
+        fn formats(v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Object(m) => {
+                    if let Some(f) = m.get("format").and_then(Value::as_str) {
+                        out.push(f.to_string());
+                    }
+                    m.values().for_each(|x| formats(x, out));
+                }
+                Value::Array(a) => a.iter().for_each(|x| formats(x, out)),
+                _ => {}
+            }
+        }
+        let known = [
+            "int32",
+            "int64",
+            "float",
+            "double",
+            "byte",
+            "date",
+            "date-time",
+            "duration",
+            "uri",
+            "hostname",
+            "ipv4",
+            "ipv6",
+            "cidr",
+            "mac",
+            "uuid",
+            "password",
+        ];
+        let mut seen = Vec::new();
+        for crd in all() {
+            formats(&serde_json::to_value(&crd).unwrap(), &mut seen);
+        }
+        assert!(seen.iter().any(|f| f == "int64"), "{seen:?}");
+        let unknown: Vec<_> = seen
+            .iter()
+            .filter(|f| !known.contains(&f.as_str()))
+            .collect();
+        assert!(unknown.is_empty(), "{unknown:?}");
     }
 
     #[test]

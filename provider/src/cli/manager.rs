@@ -26,10 +26,10 @@ use crate::controllers::{Context, cluster, host, machine};
 /// kubeconfig (or the in-cluster service account).
 #[derive(Debug, clap::Args)]
 pub struct ManagerArgs {
-    /// Watch only this namespace; empty watches all namespaces (what clusterctl installs).
+    /// Watch only this namespace; empty or `*` watches all namespaces (what clusterctl installs).
     #[arg(long, default_value = "")]
     pub namespace: String,
-    /// Only reconcile objects labelled `cluster.x-k8s.io/watch-filter=<VALUE>`; empty reconciles all.
+    /// Only reconcile objects labelled `cluster.x-k8s.io/watch-filter=<VALUE>`; empty or `*` reconciles all.
     #[arg(long, default_value = "")]
     pub watch_filter: String,
     /// Where to serve Prometheus metrics (`/metrics`).
@@ -45,8 +45,8 @@ pub struct ManagerArgs {
     #[arg(long)]
     pub leader_election_namespace: Option<String>,
 
-    /// The boot network's interface: DHCP and TFTP bind to it (SO_BINDTODEVICE, needs CAP_NET_RAW). Empty:
-    /// all interfaces.
+    /// The boot network's interface: DHCP and TFTP bind to it (SO_BINDTODEVICE, needs CAP_NET_RAW). Empty or
+    /// `*`: all interfaces.
     #[arg(
         long,
         default_value = "",
@@ -55,7 +55,7 @@ pub struct ManagerArgs {
     )]
     pub boot_interface: String,
     /// The manager's address on the boot network (DHCP server identifier, next-server, and the address in the
-    /// URLs hosts fetch scripts and data from). Empty: the first IPv4 address of --boot-interface, else
+    /// URLs hosts fetch scripts and data from). Empty or `*`: the first IPv4 address of --boot-interface, else
     /// `$HOST_IP` (the node's address; the Deployment sets it).
     #[arg(
         long,
@@ -99,6 +99,24 @@ pub struct ManagerArgs {
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
     pub no_boot_plane: bool,
+}
+
+impl ManagerArgs {
+    /// `*` stands for "unset" in the four flags that default to empty: clusterctl refuses a variable whose
+    /// default is empty (`${VAR:=}` counts as required), so the release's Deployment defaults them to `*`.
+    fn resolved(mut self) -> Self {
+        for value in [
+            &mut self.namespace,
+            &mut self.watch_filter,
+            &mut self.boot_interface,
+            &mut self.boot_server_ip,
+        ] {
+            if value == "*" {
+                value.clear();
+            }
+        }
+        self
+    }
 }
 
 /// The boot plane's address: the flag, else the interface's, else the node's (`$HOST_IP`).
@@ -179,6 +197,7 @@ async fn serve(addr: SocketAddr, handler: Handler) -> anyhow::Result<()> {
 }
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
+    let args = args.resolved();
     let metrics_addr = parse_addr(&args.metrics_bind_address)?;
     let health_addr = parse_addr(&args.health_bind_address)?;
     // The boot plane's settings are checked before anything connects: a typo fails fast.

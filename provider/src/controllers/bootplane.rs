@@ -367,6 +367,10 @@ impl BootPlane for ProfileRegistry {
     fn last_phase(&self, host: &str) -> Option<(Phase, i64)> {
         self.shared.lock().phases.get(host).copied()
     }
+
+    fn serves(&self, host: &str) -> bool {
+        self.shared.lock().served.contains_key(host)
+    }
 }
 
 #[cfg(test)]

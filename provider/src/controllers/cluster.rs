@@ -136,6 +136,5 @@ async fn reconcile_inner(bc: &BeowulfCluster, ctx: &Context) -> Result<Action, E
 
 /// Retry failed reconciles after a pause.
 pub fn error_policy(_bc: Arc<BeowulfCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "BeowulfCluster reconcile failed");
-    Action::requeue(super::error_backoff())
+    super::retry_after("BeowulfCluster", error)
 }

@@ -130,6 +130,5 @@ async fn reconcile_delete(
 
 /// Retry failed reconciles after a pause.
 pub fn error_policy(_host: Arc<BeowulfHost>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "BeowulfHost reconcile failed");
-    Action::requeue(super::error_backoff())
+    super::retry_after("BeowulfHost", error)
 }

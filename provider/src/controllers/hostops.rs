@@ -231,11 +231,17 @@ pub async fn drive(
     let obs = Observation {
         now: ctx.now(),
         power: power.clone(),
-        boot: BootObservation { last_phase },
+        boot: BootObservation {
+            last_phase,
+            served: ctx.boot.serves(&key),
+        },
         online: host.spec.online,
         consumer_says_provisioned: input.is_some_and(|i| i.consumer_says_provisioned),
     };
     let mut d = decide(&ctx.engine, &progress, goal, &obs);
+    if !d.actions.is_empty() {
+        tracing::info!(host = %key, reason = %d.reason, "{}", d.message);
+    }
 
     for action in d.actions.clone() {
         let result: Result<(), String> = match (&action, &target) {

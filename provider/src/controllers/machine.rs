@@ -525,6 +525,5 @@ async fn reconcile_delete(
 
 /// Retry failed reconciles after a pause.
 pub fn error_policy(_bm: Arc<BeowulfMachine>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(%error, "BeowulfMachine reconcile failed");
-    Action::requeue(super::error_backoff())
+    super::retry_after("BeowulfMachine", error)
 }

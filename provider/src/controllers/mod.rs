@@ -151,9 +151,32 @@ pub enum Error {
     Json(#[from] serde_json::Error),
 }
 
-/// How long to wait before retrying a failed reconcile.
-pub fn error_backoff() -> Duration {
-    Duration::from_secs(15)
+/// How long to wait before retrying a failed reconcile: 1 s after a write conflict (409: another writer —
+/// Cluster API's controllers add labels and owner references to our objects — changed the object since it
+/// was read; the retry reads it again), 15 s after anything else.
+pub fn error_backoff(error: &Error) -> Duration {
+    if error.is_conflict() {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(15)
+    }
+}
+
+/// Logs a failed reconcile (conflicts are routine with more than one writer: debug) and says when to retry.
+pub fn retry_after(kind: &'static str, error: &Error) -> kube::runtime::controller::Action {
+    if error.is_conflict() {
+        tracing::debug!(%error, kind, "write conflict; retrying with a fresh read");
+    } else {
+        tracing::warn!(%error, kind, "reconcile failed");
+    }
+    kube::runtime::controller::Action::requeue(error_backoff(error))
+}
+
+impl Error {
+    /// A 409 Conflict from the API server (a stale resourceVersion).
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(e)) if e.code == 409)
+    }
 }
 
 /// Whether the object carries the `cluster.x-k8s.io/paused` annotation.
@@ -273,6 +296,25 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn conflicts_are_retried_at_once_other_errors_after_a_pause() {
+        let api = |code: u16| {
+            Error::Kube(kube::Error::Api(
+                kube::core::Status::failure("x", "y")
+                    .with_code(code)
+                    .boxed(),
+            ))
+        };
+        assert!(api(409).is_conflict());
+        assert_eq!(error_backoff(&api(409)), Duration::from_secs(1));
+        assert!(!api(500).is_conflict());
+        assert_eq!(error_backoff(&api(500)), Duration::from_secs(15));
+        assert_eq!(
+            error_backoff(&Error::Invalid("bad".into())),
+            Duration::from_secs(15)
+        );
+    }
 
     #[test]
     fn merge_diff_removes_and_replaces() {

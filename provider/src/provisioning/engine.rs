@@ -280,6 +280,24 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
             .with(actions)
             .requeue(cfg.dhcp_timeout.min(cfg.poll));
     }
+    // The boot was started by another process (this manager restarted, or took over the leadership): its
+    // profile and per-boot token died with that process, so the node cannot finish it. Start it again at
+    // once, as the same attempt (nothing failed on the host's side).
+    if !obs.boot.served {
+        p.since = Some(now);
+        let msg = format!(
+            "boot attempt {} started again: this manager's boot plane did not serve it (restart or leader change)",
+            p.attempt
+        );
+        let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
+        if obs.power == PowerObservation::On {
+            actions.push(Action::PowerOff);
+        }
+        actions.push(Action::PowerOn);
+        return Decision::new(p, reason::PROVISIONING, msg)
+            .with(actions)
+            .requeue(cfg.dhcp_timeout.min(cfg.poll));
+    }
     // Phases recorded before this attempt began belong to an earlier boot.
     let current = obs.boot.last_phase.filter(|(_, t)| *t >= since);
     if matches!(current, Some((Phase::Callback, _))) {
@@ -370,7 +388,10 @@ mod tests {
         Observation {
             now,
             power,
-            boot: BootObservation { last_phase: last },
+            boot: BootObservation {
+                last_phase: last,
+                served: true,
+            },
             online: true,
             consumer_says_provisioned: false,
         }
@@ -690,6 +711,43 @@ mod tests {
         );
         assert_eq!(d.progress.state, HostState::Available);
         assert_eq!(d.actions, [Action::WithdrawProfile]);
+    }
+
+    /// A manager that restarted (or took over from a leader that died) finds a host mid-boot whose profile
+    /// and per-boot token lived in the other process: it boots the host again at once instead of waiting for
+    /// the phase timeout, as the same attempt.
+    #[test]
+    fn a_boot_this_boot_plane_does_not_serve_is_started_again_at_once() {
+        let c = cfg();
+        let mut o = obs(105, On, None);
+        o.boot.served = false;
+        let d = decide(
+            &c,
+            &at(HostState::Provisioning, 2, 100),
+            Goal::Provision,
+            &o,
+        );
+        assert_eq!(d.progress.state, HostState::Provisioning);
+        assert_eq!(d.progress.attempt, 2);
+        assert_eq!(d.progress.since, Some(105));
+        assert_eq!(
+            d.actions,
+            [
+                Action::PublishProfile,
+                Action::SetBootPxe,
+                Action::PowerOff,
+                Action::PowerOn
+            ]
+        );
+        assert!(d.message.contains("started again"), "{}", d.message);
+        // Served (the next reconcile, after the publish): waiting as usual.
+        let d2 = decide(&c, &d.progress, Goal::Provision, &obs(110, On, None));
+        assert!(d2.actions.is_empty());
+        // A provisioned host needs nothing from the boot plane.
+        let mut o = obs(105, On, None);
+        o.boot.served = false;
+        let d3 = decide(&c, &at(HostState::Provisioned, 1, 50), Goal::Provision, &o);
+        assert!(d3.actions.is_empty());
     }
 
     #[test]

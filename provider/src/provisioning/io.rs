@@ -105,4 +105,6 @@ pub trait BootPlane: Send + Sync + 'static {
     fn withdraw(&self, host: &str);
     /// The furthest phase of the host's current boot, with its Unix time.
     fn last_phase(&self, host: &str) -> Option<(Phase, i64)>;
+    /// Whether the host's profile is published here (and not withdrawn since).
+    fn serves(&self, host: &str) -> bool;
 }

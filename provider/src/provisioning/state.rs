@@ -65,6 +65,10 @@ pub enum PowerObservation {
 pub struct BootObservation {
     /// The furthest phase reached and when (Unix seconds).
     pub last_phase: Option<(Phase, i64)>,
+    /// This process's boot plane holds the host's profile (published here and not withdrawn). False for a
+    /// boot another process started: a manager that restarted or took over the leadership has neither the
+    /// profile nor its per-boot token, so that boot cannot finish.
+    pub served: bool,
 }
 
 impl BootObservation {

@@ -150,13 +150,14 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
                         "args": [
                             "manager",
                             "--leader-elect",
-                            "--namespace=${BEOWULF_WATCH_NAMESPACE:=}",
-                            "--watch-filter=${BEOWULF_WATCH_FILTER:=}",
+                            // `*`: unset. clusterctl treats a variable with an empty default as required.
+                            "--namespace=${BEOWULF_WATCH_NAMESPACE:=*}",
+                            "--watch-filter=${BEOWULF_WATCH_FILTER:=*}",
                             "--metrics-bind-address=${BEOWULF_METRICS_BIND_ADDRESS:=127.0.0.1:8080}",
                             "--health-bind-address=${BEOWULF_HEALTH_BIND_ADDRESS:=:9440}",
-                            // Empty: the boot plane's address is the node's ($HOST_IP below).
-                            "--boot-interface=${BEOWULF_BOOT_INTERFACE:=}",
-                            "--boot-server-ip=${BEOWULF_BOOT_SERVER_IP:=}",
+                            // `*`: all interfaces; the boot plane's address is the node's ($HOST_IP below).
+                            "--boot-interface=${BEOWULF_BOOT_INTERFACE:=*}",
+                            "--boot-server-ip=${BEOWULF_BOOT_SERVER_IP:=*}",
                             "--boot-http-port=${BEOWULF_BOOT_HTTP_PORT:=8081}",
                         ],
                         "env": [
@@ -183,12 +184,18 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
     Ok(out)
 }
 
-/// `infrastructure-components.yaml` as text.
+/// `infrastructure-components.yaml` as text. Every string is quoted: clusterctl substitutes variables in the
+/// text before parsing it, and an unquoted `${VAR:=true}` would turn into a boolean where Kubernetes wants a
+/// string (a nodeSelector value; clusterctl then fails with "unrecognized type: string").
 pub fn components_yaml(v: &Version) -> Result<String, Error> {
+    let options = serde_saphyr::ser_options! { quote_all: true };
     let mut s = String::new();
     for obj in components(v)? {
         s.push_str("---\n");
-        s.push_str(&serde_saphyr::to_string(&obj).map_err(|e| Error::Yaml(e.to_string()))?);
+        s.push_str(
+            &serde_saphyr::to_string_with_options(&obj, options)
+                .map_err(|e| Error::Yaml(e.to_string()))?,
+        );
     }
     Ok(s)
 }

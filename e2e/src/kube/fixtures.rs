@@ -1,0 +1,121 @@
+//! Builders of the objects the management-cluster tests create: BMC credentials, the test node image as a
+//! BeowulfImage, BeowulfHosts that are QEMU machines behind ipmi_sim BMCs, and a generic create for any
+//! manifest.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use kube::api::{Api, DynamicObject, PostParams};
+use kube::core::GroupVersionKind;
+use serde_json::{Value, json};
+
+use super::mgmt::MgmtCluster;
+use crate::ipmi_sim;
+use crate::pxe::{Firmware, LabImage, Node};
+use crate::qemu_bmc::{MachineSpec, QemuBmc};
+
+pub const INFRA: &str = "infrastructure.cluster.x-k8s.io/v1alpha1";
+/// The Secret every test host's BMC credentials are in.
+pub const BMC_SECRET: &str = "bmc-creds";
+
+/// Creates each object (JSON with `apiVersion`, `kind`, `metadata.name`, optional `metadata.namespace`).
+pub async fn create_all(client: &kube::Client, objects: &[Value]) -> anyhow::Result<()> {
+    for o in objects {
+        let api_version = o["apiVersion"].as_str().context("apiVersion")?;
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, o["kind"].as_str().context("kind")?);
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .with_context(|| format!("discovering {gvk:?}"))?;
+        let api: Api<DynamicObject> = match (caps.scope, o["metadata"]["namespace"].as_str()) {
+            (kube::discovery::Scope::Namespaced, Some(ns)) => {
+                Api::namespaced_with(client.clone(), ns, &ar)
+            }
+            _ => Api::all_with(client.clone(), &ar),
+        };
+        let obj: DynamicObject = serde_json::from_value(o.clone())?;
+        api.create(&PostParams::default(), &obj)
+            .await
+            .with_context(|| format!("creating {} {}", gvk.kind, o["metadata"]["name"]))?;
+    }
+    Ok(())
+}
+
+/// The namespace, and the BMC credentials Secret of ipmi_sim's admin user in it.
+pub fn namespace_with_bmc_secret(ns: &str) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": BMC_SECRET, "namespace": ns},
+               "stringData": {"username": ipmi_sim::USER, "password": ipmi_sim::PASSWORD}}),
+    ]
+}
+
+/// The test node image as BeowulfImage `name`, its artifacts relative to the manager's `--artifact-root`.
+/// `testnode.stay_on` keeps a booted node running until its BMC powers it off (its user-data is kubeadm's,
+/// which has no marker line).
+pub fn testnode_image(ns: &str, name: &str, image: &LabImage) -> Value {
+    let file = |p: &std::path::Path| {
+        p.file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    json!({"apiVersion": INFRA, "kind": "BeowulfImage", "metadata": {"name": name, "namespace": ns},
+           "spec": {"kernel": {"url": file(&image.kernel)}, "initrds": [{"url": file(&image.initrd)}],
+                    "rootfs": {"url": file(&image.rootfs)},
+                    "cmdline": format!("{} testnode.stay_on", image.cmdline), "format": "live"}})
+}
+
+/// A server of the rack: a QEMU machine on the boot network behind its own ipmi_sim BMC, which listens on
+/// the management network. Powered on only by its BMC.
+pub struct QemuHost {
+    pub node: Node,
+    pub bmc: QemuBmc,
+    pub labels: Value,
+}
+
+impl QemuHost {
+    /// Host `name` with MAC `52:54:00:00:00:<n>` and address `10.99.0.(100+n)`.
+    pub fn start(mc: &MgmtCluster, name: &str, n: u8, labels: Value) -> QemuHost {
+        let node = Node::new(name, n, Firmware::Bios);
+        let mut spec = MachineSpec::new(&mc.lan.name, "br0", &node.mac);
+        spec.bmc_ip = Some(mc.api_ip);
+        // Long enough for a whole test (the machine stays on until its BMC powers it off).
+        spec.max_runtime = Duration::from_secs(900);
+        QemuHost {
+            bmc: QemuBmc::start_with(spec),
+            node,
+            labels,
+        }
+    }
+
+    /// Its BeowulfHost.
+    pub fn object(&self, ns: &str) -> Value {
+        json!({"apiVersion": INFRA, "kind": "BeowulfHost",
+               "metadata": {"name": self.node.name, "namespace": ns, "labels": self.labels},
+               "spec": {"bootMACAddress": self.node.mac, "bootMode": "legacy",
+                        "interfaces": [{"macAddress": self.node.mac, "address": format!("{}/24", self.node.ip)}],
+                        "bmc": {"address": self.bmc.endpoint(), "cipherSuite": 3,
+                                "credentialsSecretRef": {"name": BMC_SECRET}}}})
+    }
+
+    /// Power as ipmitool (an independent client) reads it from the BMC: `on` or `off`.
+    pub fn power(&self) -> String {
+        let out = self.bmc.sim.ipmitool(&["power", "status"]);
+        if out.contains("is on") {
+            "on".into()
+        } else if out.contains("is off") {
+            "off".into()
+        } else {
+            out
+        }
+    }
+
+    /// `TESTNODE: got user-data bytes=N sha256=X` from its console, once it fetched its user-data.
+    pub fn user_data_line(&self) -> Option<String> {
+        self.bmc
+            .serial()
+            .lines()
+            .find(|l| l.starts_with("TESTNODE: got user-data"))
+            .map(str::to_string)
+    }
+}
