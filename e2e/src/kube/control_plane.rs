@@ -300,19 +300,26 @@ impl ControlPlane {
         Ok(path.to_path_buf())
     }
 
-    /// The audit log's events (JSON lines), oldest first.
-    pub fn audit_events(&self) -> Vec<Value> {
-        std::fs::read_to_string(&self.audit_log)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect()
+    /// Writes `path`: a kubeconfig for user `name` in group `group` with a client certificate of the test CA.
+    pub fn user_kubeconfig(&self, name: &str, group: &str, path: &Path) -> anyhow::Result<PathBuf> {
+        let kp = self
+            .pki
+            .issue(name, &format!("/O={group}/CN={name}"), &[])?;
+        write_kubeconfig(path, &self.url, &self.pki.ca.cert, Credentials::Cert(&kp))?;
+        Ok(path.to_path_buf())
     }
 
     /// Every request of `user` the API server answered with 403 Forbidden, as `verb resource ns/name`.
     pub fn forbidden(&self, user: &str) -> Vec<String> {
-        self.audit_events()
+        let mut lines = Vec::new();
+        scan_audit(&self.audit_log, user, |l| {
+            if l.contains("\"code\":403") {
+                lines.push(l);
+            }
+        });
+        lines
             .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
             .filter(|e| e["user"]["username"] == user && e["responseStatus"]["code"] == 403)
             .map(|e| {
                 let o = &e["objectRef"];
@@ -336,10 +343,7 @@ impl ControlPlane {
     /// How many requests `user` made (a test that asserts "nothing was forbidden" also checks there were
     /// requests at all).
     pub fn requests_by(&self, user: &str) -> usize {
-        self.audit_events()
-            .iter()
-            .filter(|e| e["user"]["username"] == user)
-            .count()
+        count_requests(&self.audit_log, user)
     }
 
     /// The API server's address.
@@ -348,6 +352,28 @@ impl ControlPlane {
             .trim_start_matches("https://")
             .parse()
             .context("API server URL")
+    }
+}
+
+/// How many requests of `user` an audit log records.
+pub fn count_requests(audit_log: &Path, user: &str) -> usize {
+    let mut n = 0;
+    scan_audit(audit_log, user, |_| n += 1);
+    n
+}
+
+/// Calls `visit` with each audit log line about `user`, reading line by line (a benchmark's log has hundreds
+/// of thousands; holding or parsing them all would dwarf what it measures).
+fn scan_audit(audit_log: &Path, user: &str, mut visit: impl FnMut(String)) {
+    use std::io::BufRead as _;
+    let needle = format!("\"user\":{{\"username\":\"{user}\"");
+    let Ok(file) = std::fs::File::open(audit_log) else {
+        return;
+    };
+    for line in std::io::BufReader::new(file).lines().map_while(Result::ok) {
+        if line.contains(&needle) {
+            visit(line);
+        }
     }
 }
 

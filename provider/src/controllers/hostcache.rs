@@ -7,6 +7,11 @@
 //! made against; while the store still shows exactly that version, the host is skipped. Once the store moves
 //! on, it shows the truth (consumerRef set, or the host free again) and the note is dropped.
 //!
+//! Machines are reconciled concurrently, and concurrent claims all read the same free hosts: a claim
+//! therefore takes the host's note *before* it is sent ([`HostCache::reserve`]), so the others pass on to the
+//! next host instead of all trying the first and losing; a claim that fails for another reason than a
+//! conflict gives the note back ([`HostCache::unreserve`]).
+//!
 //! Correctness does not depend on the cache: every claim is still the resourceVersion-guarded patch, so a
 //! stale store can only cost a 409, never give one host to two machines.
 
@@ -66,13 +71,60 @@ impl HostCache {
         Some(out)
     }
 
-    /// A claim was attempted on `host` as read (won or lost): skip it until the store shows a newer version.
-    pub fn attempted(&self, host: &BeowulfHost) {
-        if let Some(rv) = host.resource_version() {
-            self.attempted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(key(host), rv);
+    /// Takes the note for a claim of `host` as read: `false` when another claim holds it for that version
+    /// (try the next host). Won or lost with a conflict, the note stays until the store shows a newer version.
+    pub fn reserve(&self, host: &BeowulfHost) -> bool {
+        let Some(rv) = host.resource_version() else {
+            return true;
+        };
+        let mut attempted = self.attempted.lock().unwrap_or_else(|e| e.into_inner());
+        match attempted.get(&key(host)) {
+            Some(noted) if *noted == rv => false,
+            _ => {
+                attempted.insert(key(host), rv);
+                true
+            }
         }
+    }
+
+    /// Gives back the note [`HostCache::reserve`] took, for a claim that never reached the API server's
+    /// decision (a transport error): the host may still be free.
+    pub fn unreserve(&self, host: &BeowulfHost) {
+        let mut attempted = self.attempted.lock().unwrap_or_else(|e| e.into_inner());
+        if attempted.get(&key(host)) == host.resource_version().as_ref() {
+            attempted.remove(&key(host));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::reflector;
+
+    fn host(name: &str, rv: &str) -> BeowulfHost {
+        let mut h: BeowulfHost = serde_json::from_value(serde_json::json!({
+            "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "BeowulfHost",
+            "metadata": {"name": name, "namespace": "ns", "resourceVersion": rv},
+            "spec": {"bootMACAddress": "52:54:00:00:00:01",
+                     "bmc": {"address": "ipmi://192.0.2.1", "credentialsSecretRef": {"name": "c"}}}}))
+        .unwrap();
+        h.metadata.resource_version = Some(rv.into());
+        h
+    }
+
+    /// Two concurrent claims of the same host as read: the second passes on; a claim that failed before the
+    /// server decided gives the host back; a newer version of the host is fair game again.
+    #[test]
+    fn a_host_being_claimed_is_passed_over_by_concurrent_claims() {
+        let (store, _writer) = reflector::store::<BeowulfHost>();
+        let cache = HostCache::new(store);
+        let h = host("h0", "5");
+        assert!(cache.reserve(&h));
+        assert!(!cache.reserve(&h), "a second claim of the same version");
+        cache.unreserve(&h);
+        assert!(cache.reserve(&h), "given back after a failed request");
+        assert!(cache.reserve(&host("h0", "6")), "a newer version");
+        assert!(cache.reserve(&host("h1", "5")), "another host");
     }
 }

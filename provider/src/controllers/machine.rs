@@ -152,10 +152,20 @@ async fn find_or_claim(
     hosts.retain(|h| selectable(h, bm, fd));
     hosts.sort_by_key(|h| h.name_any());
     for host in &hosts {
-        let result = claim(&api, host, bm).await?;
-        if let Some(cache) = &ctx.hosts {
-            cache.attempted(host);
+        if let Some(cache) = &ctx.hosts
+            && !cache.reserve(host)
+        {
+            continue;
         }
+        let result = match claim(&api, host, bm).await {
+            Ok(r) => r,
+            Err(e) => {
+                if let Some(cache) = &ctx.hosts {
+                    cache.unreserve(host);
+                }
+                return Err(e);
+            }
+        };
         if let Some(claimed) = result {
             tracing::info!(machine = %bm.name_any(), host = %host.name_any(), "claimed host");
             return Ok(Some(claimed));
