@@ -38,7 +38,7 @@ use e2e::kube::ControlPlane;
 use futures::future::BoxFuture;
 use kube::ResourceExt;
 use kube::api::Api;
-use kube::runtime::{reflector, watcher};
+use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::{Value, json};
 
 #[path = "../tests/support/fake_api.rs"]
@@ -199,7 +199,7 @@ async fn phases(
     let mut count = 0usize;
 
     let (t, r) = (Instant::now(), requests());
-    let items = hosts.list(&Default::default()).await.unwrap().items;
+    let items = listed(&hosts).await;
     run_all(items, concurrency, &hosts, |h| {
         host::reconcile(Arc::new(h), ctx.clone())
     })
@@ -212,7 +212,8 @@ async fn phases(
         let (store, writer) = reflector::store::<BeowulfHost>();
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(hosts.clone(), watcher::Config::default()),
+            watcher::watcher(hosts.clone(), watcher::Config::default())
+                .modify(|h| h.managed_fields_mut().clear()),
         );
         tokio::spawn(futures::StreamExt::for_each(stream, |_| async {}));
         ctx = make_ctx(Some(Arc::new(HostCache::new(store))));
@@ -229,7 +230,7 @@ async fn phases(
     }
 
     let (t, r) = (Instant::now(), requests());
-    let items = machines.list(&Default::default()).await.unwrap().items;
+    let items = listed(&machines).await;
     run_all(items, concurrency, &machines, |m| {
         machine::reconcile(Arc::new(m), ctx.clone())
     })
@@ -246,7 +247,7 @@ async fn phases(
         );
     }
     let (t, r) = (Instant::now(), requests());
-    let items = machines.list(&Default::default()).await.unwrap().items;
+    let items = listed(&machines).await;
     run_all(items, concurrency, &machines, |m| {
         machine::reconcile(Arc::new(m), ctx.clone())
     })
@@ -255,7 +256,7 @@ async fn phases(
     count += n;
 
     let (t, r) = (Instant::now(), requests());
-    let items = machines.list(&Default::default()).await.unwrap().items;
+    let items = listed(&machines).await;
     run_all(items, concurrency, &machines, |m| {
         machine::reconcile(Arc::new(m), ctx.clone())
     })
@@ -278,6 +279,18 @@ async fn phases(
         count as f64 / secs,
         peak_rss_kib() / 1024
     );
+}
+
+/// Every object of `api`, as the manager's reflector stores them: without managedFields.
+async fn listed<K>(api: &Api<K>) -> Vec<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let mut items = api.list(&Default::default()).await.unwrap().items;
+    for i in &mut items {
+        i.managed_fields_mut().clear();
+    }
+    items
 }
 
 /// Runs `reconcile` on every object, `concurrency` at a time; a reconcile that fails (a write conflict with

@@ -167,6 +167,28 @@ where
     }
 }
 
+/// A controller whose reflector stores its objects without `metadata.managedFields`: nothing reads them, and
+/// at a thousand objects they are a sixth of the manager's memory (`bench capi_reconcile`).
+fn controller<K>(api: Api<K>, cfg: watcher::Config) -> Controller<K>
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync,
+    K: 'static,
+{
+    use kube::runtime::WatchStreamExt as _;
+    let (reader, writer) = kube::runtime::reflector::store();
+    let stream = kube::runtime::reflector(
+        writer,
+        watcher(api, cfg).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .applied_objects();
+    Controller::for_stream(stream, reader)
+}
+
 /// Maps a request path to a response body (`None`: 404).
 type Handler = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 
@@ -260,8 +282,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         cfg = cfg.labels(&format!("{WATCH_FILTER_LABEL}={}", args.watch_filter));
     }
     // Claims read free hosts from the host controller's store instead of listing them per claim.
-    let host_controller =
-        Controller::new(api::<BeowulfHost>(&client, &args.namespace), cfg.clone());
+    let host_controller = controller(api::<BeowulfHost>(&client, &args.namespace), cfg.clone());
     ctx.hosts = Some(Arc::new(HostCache::new(host_controller.store())));
     let ctx = Arc::new(ctx);
 
@@ -319,7 +340,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let ns = args.namespace.as_str();
     tracing::info!(namespace = ns, watch_filter = %args.watch_filter, "starting controllers");
 
-    let machines = Controller::new(api::<BeowulfMachine>(&client, ns), cfg.clone());
+    let machines = controller(api::<BeowulfMachine>(&client, ns), cfg.clone());
     let machine_store = machines.store();
     let machines = machines
         .watches(api::<Machine>(&client, ns), cfg.clone(), |m: Machine| {
@@ -347,7 +368,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .shutdown_on_signal()
         .run(machine::reconcile, machine::error_policy, ctx.clone())
         .for_each(|_| async {});
-    let clusters = Controller::new(api::<BeowulfCluster>(&client, ns), cfg.clone())
+    let clusters = controller(api::<BeowulfCluster>(&client, ns), cfg.clone())
         .watches(api::<Cluster>(&client, ns), cfg.clone(), |c: Cluster| {
             let r = c.spec.infrastructure_ref.as_ref()?;
             (r.kind == "BeowulfCluster")

@@ -165,6 +165,7 @@ fn every_component_carries_the_provider_label() {
 }
 
 /// All `$` uses in `text`: `(name, has_default)`; panics on anything clusterctl's envsubst would not take.
+/// An empty default (`${VAR:=}`) is no default: clusterctl reports such a variable as not set.
 fn variables(text: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
     let mut rest = text;
@@ -178,7 +179,7 @@ fn variables(text: &str) -> Vec<(String, bool)> {
         let end = after.find('}').expect("unterminated ${");
         let inner = after[1..end].trim();
         let (name, default) = match inner.split_once(":=") {
-            Some((n, _)) => (n, true),
+            Some((n, d)) => (n, !d.is_empty()),
             None => (inner, false),
         };
         assert!(
@@ -224,9 +225,35 @@ fn variable_checker_rejects_bad_forms() {
         );
     }
     assert_eq!(
-        variables("${ A } ${B:=x}"),
-        [("A".to_string(), false), ("B".to_string(), true)]
+        variables("${ A } ${B:=x} ${C:=}"),
+        [
+            ("A".to_string(), false),
+            ("B".to_string(), true),
+            ("C".to_string(), false)
+        ]
     );
+}
+
+/// clusterctl substitutes in the text and then parses it: with the defaults in, every value Kubernetes types
+/// as a string is still one (an unquoted `${…:=true}` became a boolean in the nodeSelector, and clusterctl
+/// refused the Deployment with "unrecognized type: string").
+#[test]
+fn components_keep_their_types_after_clusterctl_substitution() {
+    let text = envsubst(&components_yaml(&v()).unwrap(), &BTreeMap::new(), false);
+    let d = docs(&text)
+        .into_iter()
+        .find(|d| d["kind"] == "Deployment")
+        .unwrap();
+    let spec = &d["spec"]["template"]["spec"];
+    let selector = spec["nodeSelector"].as_object().unwrap();
+    assert_eq!(selector.len(), 1);
+    for (k, v) in selector {
+        assert_eq!((k.as_str(), v), ("beowulf.io/boot-plane", &json!("true")));
+    }
+    for arg in spec["containers"][0]["args"].as_array().unwrap() {
+        assert!(arg.is_string(), "{arg}");
+    }
+    assert!(spec["containers"][0]["image"].is_string());
 }
 
 #[test]
