@@ -30,10 +30,10 @@ use std::time::Instant;
 
 use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
-use beowulf::controllers::bootplane::ProfileRegistry;
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{Context, host, machine};
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
+use beowulf::runtime::profiles::ProfileRegistry;
 use e2e::kube::ControlPlane;
 use futures::future::BoxFuture;
 use kube::ResourceExt;

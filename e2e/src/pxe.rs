@@ -342,22 +342,17 @@ hosts:
     y
 }
 
-/// The boot network of a lab: a namespace for `test` with bridge `br0` holding [`BOOT_SERVER`] and an IPv6
-/// router (dnsmasq sending RAs only: iPXE otherwise waits for them). `dir` holds dnsmasq's pid file.
-pub fn boot_network(test: &str, dir: &Path) -> (Netns, Proc) {
-    let ns = Netns::new(test);
-    ns.ip(&["link", "add", "br0", "type", "bridge"]);
-    ns.ip(&["link", "set", "br0", "up"]);
-    ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
-    ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
-    let ra = Proc::spawn(
+/// dnsmasq sending IPv6 router advertisements only on `bridge` in `ns` (iPXE otherwise waits ~13 s for them);
+/// the bridge needs an IPv6 address in `fd99::/64`. `dir` holds its pid file.
+pub fn ipv6_router(ns: &Netns, bridge: &str, dir: &Path) -> anyhow::Result<Proc> {
+    Proc::try_spawn(
         "dnsmasq (RA only)",
         ns.cmd("dnsmasq")
             .args([
                 "--no-daemon",
                 "--conf-file=/dev/null",
                 "--port=0",
-                "--interface=br0",
+                &format!("--interface={bridge}"),
                 "--bind-interfaces",
                 "--enable-ra",
                 "--dhcp-range=fd99::,ra-only,64",
@@ -366,6 +361,17 @@ pub fn boot_network(test: &str, dir: &Path) -> (Netns, Proc) {
             .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
             .stdout(Stdio::null())
             .stderr(Stdio::null()),
-    );
+    )
+}
+
+/// The boot network of a lab: a namespace for `test` with bridge `br0` holding [`BOOT_SERVER`] and an IPv6
+/// router (dnsmasq sending RAs only: iPXE otherwise waits for them). `dir` holds dnsmasq's pid file.
+pub fn boot_network(test: &str, dir: &Path) -> (Netns, Proc) {
+    let ns = Netns::new(test);
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    ns.ip(&["addr", "add", &format!("{BOOT_SERVER}/24"), "dev", "br0"]);
+    ns.ip(&["addr", "add", "fd99::1/64", "dev", "br0", "nodad"]);
+    let ra = ipv6_router(&ns, "br0", dir).unwrap_or_else(|e| panic!("{e:#}"));
     (ns, ra)
 }

@@ -18,9 +18,9 @@ use beowulf::api::host::HostStateName;
 use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::metrics::BootMetrics;
 use beowulf::cli::boot_services::{Services, ServicesConfig};
-use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
-use beowulf::controllers::power::BmcPower;
 use beowulf::controllers::{Context, host, machine};
+use beowulf::runtime::power::BmcPower;
+use beowulf::runtime::profiles::{ProfileRegistry, ServedConfig};
 use e2e::pxe::{BOOT_SERVER, HTTP_PORT, LabImage, Node};
 use e2e::qemu_bmc::{QemuBmc, alive};
 use e2e::{Netns, ipmi_sim, require_root_and_peers};
@@ -159,7 +159,7 @@ async fn machine_goes_to_provisioned_with_ipmi_sim_and_a_qemu_pxe_boot() {
         calls.contains("set boot pxe") && calls.contains("set power 1"),
         "the controllers did not ask the BMC for PXE and power on: {calls}"
     );
-    let served_host = profiles.plane().inventory.get();
+    let served_host = profiles.plane().directory.get();
     assert!(
         served_host.host(&node.name).is_some(),
         "the boot plane serves the claimed host"

@@ -1,6 +1,8 @@
 //! The Beowulf provider: inventory, BMC drivers, boot plane, provisioning engine and CAPI controllers.
 //!
-//! Data flows one way: API types → controllers → the provisioning engine → I/O (`bmc`, `boot`).
+//! Data flows one way: API types → controllers → the provisioning engine → I/O (`bmc`, `boot`), through the
+//! kube-free adapters in `runtime` (the engine's power and boot-profile traits over the BMC drivers and the
+//! boot plane). `docs/architecture.md`, "Data flow", has the picture.
 
 pub mod api;
 pub mod bmc;
@@ -10,4 +12,5 @@ pub mod controllers;
 pub mod inventory;
 pub mod provisioning;
 pub mod release;
+pub mod runtime;
 pub mod telemetry;

@@ -16,14 +16,14 @@ use std::sync::{Arc, Mutex};
 
 use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
 use beowulf::boot::Phase;
-use beowulf::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{
     self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
 };
-use beowulf::provisioning::io::BootPlane as _;
+use beowulf::provisioning::io::BootProfiles as _;
 use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
+use beowulf::runtime::profiles::{ProfileRegistry, ServedConfig};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -1063,7 +1063,7 @@ async fn deleting_a_provisioned_host_deprovisions_it_before_the_finalizer_goes()
     assert_eq!(d.bmc.ops(), ["ipmi://127.0.0.1:6230 off"]);
     assert!(d.boot.profile("hpc/node-0").is_none(), "profile withdrawn");
     assert!(
-        d.boot.plane().inventory.get().host("node-0").is_none(),
+        d.boot.plane().directory.get().host("node-0").is_none(),
         "the boot plane no longer serves it"
     );
     let h = d.hosts().get("node-0").await.unwrap();

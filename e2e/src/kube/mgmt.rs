@@ -88,23 +88,7 @@ impl MgmtCluster {
         crate::harness::try_run(Command::new("ip").args(["link", "set", &uplink, "up"]))?;
         lan.try_ip(&["link", "set", "up0", "master", "mg0"])?;
         lan.try_ip(&["link", "set", "up0", "up"])?;
-        let ra = Proc::try_spawn(
-            "dnsmasq (RA only)",
-            lan.cmd("dnsmasq")
-                .args([
-                    "--no-daemon",
-                    "--conf-file=/dev/null",
-                    "--port=0",
-                    "--interface=br0",
-                    "--bind-interfaces",
-                    "--enable-ra",
-                    "--dhcp-range=fd99::,ra-only,64",
-                    "--leasefile-ro",
-                ])
-                .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
-                .stdout(std::process::Stdio::null())
-                .stderr(std::process::Stdio::null()),
-        )?;
+        let ra = crate::pxe::ipv6_router(&lan, "br0", dir)?;
 
         let control_plane = ControlPlane::start(&peers, &dir.join("control-plane"), api_ip).await?;
         crate::harness::try_run(

@@ -24,11 +24,11 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use super::directory::{ArtifactSource, Directory, Host};
 use super::plane::{BootPlane, CallbackReport};
 use super::script::{BootContext, render_script};
 use super::tokens::TokenGrant;
 use super::{BootDirectory, Phase};
-use crate::inventory::{ArtifactSource, Host, Inventory};
 
 #[derive(Clone)]
 struct AppState {
@@ -105,7 +105,7 @@ async fn ipxe_script(
     else {
         return not_found();
     };
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let host = v4(peer).and_then(|ip| inv.host_by_ip(ip));
     let Some(host) = host.filter(|h| h.mac == mac) else {
         s.plane.metrics.unknown_clients.inc();
@@ -148,7 +148,7 @@ async fn artifact(
     Path((image_name, file)): Path<(String, String)>,
     req: Request,
 ) -> Response {
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let Some(image) = inv.images.get(&image_name) else {
         return not_found();
     };
@@ -176,7 +176,7 @@ async fn artifact(
 /// The host at the peer address, and its grant for `token`; `None`: answer 403.
 fn authorize<'a>(
     s: &AppState,
-    inv: &'a Inventory,
+    inv: &'a Directory,
     peer: SocketAddr,
     token: &str,
 ) -> Option<(&'a Host, TokenGrant)> {
@@ -215,7 +215,7 @@ async fn nocloud(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((token, item)): Path<(String, String)>,
 ) -> Response {
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
         return forbidden();
     };
@@ -263,7 +263,7 @@ async fn ignition(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path(token): Path<String>,
 ) -> Response {
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
         return forbidden();
     };
@@ -284,7 +284,7 @@ async fn callback(
     Query(query): Query<HashMap<String, String>>,
     req: Request,
 ) -> Response {
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
         return forbidden();
     };
@@ -346,7 +346,7 @@ struct HostView {
 }
 
 fn host_views(plane: &BootPlane) -> Vec<HostView> {
-    let inv = plane.inventory.get();
+    let inv = plane.directory.get();
     inv.hosts
         .iter()
         .map(|h| {
@@ -409,7 +409,7 @@ fn esc(s: &str) -> String {
 /// `GET /`: one row per host and a column per phase (seconds since the boot's first phase), refreshed every
 /// 2 s. Self-contained: no scripts, fonts or styles from elsewhere (boot networks are often offline).
 async fn status_page(State(s): State<AppState>) -> Html<String> {
-    let inv = s.plane.inventory.get();
+    let inv = s.plane.directory.get();
     let views = host_views(&s.plane);
     let booted = views.iter().filter(|v| v.state == "booted").count();
     let booting = views.iter().filter(|v| v.state == "booting").count();

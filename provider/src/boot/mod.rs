@@ -1,16 +1,20 @@
-//! The boot plane: the DHCP, TFTP and HTTP services that network-boot hosts.
+//! The boot plane: the DHCP, TFTP and HTTP services that network-boot hosts, and [`directory`], its model of
+//! what it serves (hosts, images, networks), which two loaders fill: the standalone inventory file
+//! ([`crate::inventory`]) and the manager's boot profiles ([`crate::runtime::profiles`]).
 //!
-//! The services never read the inventory or the Kubernetes API directly: they ask a [`BootDirectory`], which
-//! the standalone inventory and the controllers' index both implement. That keeps the network code free of
-//! where the data comes from, and lets tests drive it with a fixed directory.
+//! DHCP and TFTP ask a [`BootDirectory`] (implemented by [`plane::BootPlane`] over the directory, and by a
+//! fixed test double), never the inventory or the Kubernetes API: the network code does not know where the
+//! data comes from.
 
 pub mod counters;
 pub mod dhcp;
+pub mod directory;
 pub mod http;
 pub mod metrics;
 pub mod phases;
 pub mod plane;
 pub mod script;
+pub mod secret;
 #[cfg(test)]
 pub(crate) mod testdir;
 pub mod tftp;
@@ -140,9 +144,9 @@ pub struct Lease {
     pub lease_secs: u32,
 }
 
-/// The boot plane's view of the inventory, as the network services need it.
+/// The boot plane's view of the directory, as the DHCP and TFTP services need it.
 ///
-/// Implemented by the standalone inventory and by the controllers' index; the services only ever ask this.
+/// Implemented by [`plane::BootPlane`] (and a fixed test double); the services only ever ask this.
 pub trait BootDirectory: Send + Sync + 'static {
     /// The reservation for `mac`. `relay` is the giaddr of a relayed request: the lease must then be on the
     /// network that contains the relay address. `None` for an unknown MAC: the DHCP server stays silent.

@@ -1,5 +1,6 @@
-//! The standalone boot plane's shared state: the inventory in service, per-boot tokens and boot phases. It is
-//! the [`BootDirectory`] the DHCP and TFTP servers ask, and the state behind the HTTP server.
+//! The boot plane's shared state: the [`Directory`] in service, per-boot tokens and boot phases. It is the
+//! [`BootDirectory`] the DHCP and TFTP servers ask, and the state behind the HTTP server — the same for
+//! `beowulf standalone` (directory loaded from the inventory file) and `beowulf manager` (from boot profiles).
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
@@ -7,12 +8,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::directory::{Directory, DirectoryHandle, Host};
 use super::metrics::BootMetrics;
 use super::phases::{BootRecord, PhaseLog};
 use super::tokens::{Token, TokenGrant, TokenRejection, TokenStore};
 use super::{BootDirectory, Lease, MacAddr, Phase};
-use crate::inventory::watch::InventoryHandle;
-use crate::inventory::{Host, Inventory};
 
 /// What the completion callback reported (cloud-init `phone_home` fields). Public keys are not secret.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -28,7 +28,7 @@ pub struct CallbackReport {
 pub type PhaseObserver = Box<dyn Fn(&MacAddr, Phase) + Send + Sync>;
 
 pub struct BootPlane {
-    pub inventory: Arc<InventoryHandle>,
+    pub directory: Arc<DirectoryHandle>,
     pub tokens: TokenStore,
     pub phases: PhaseLog,
     pub metrics: BootMetrics,
@@ -40,16 +40,16 @@ pub struct BootPlane {
 
 impl BootPlane {
     pub fn new(
-        inventory: Arc<InventoryHandle>,
+        directory: Arc<DirectoryHandle>,
         token_ttl: Duration,
         http_port: u16,
         metrics: BootMetrics,
     ) -> Self {
         metrics
             .inventory_hosts
-            .set(inventory.get().hosts.len() as i64);
+            .set(directory.get().hosts.len() as i64);
         BootPlane {
-            inventory,
+            directory,
             tokens: TokenStore::new(token_ttl),
             phases: PhaseLog::new(),
             metrics,
@@ -60,16 +60,16 @@ impl BootPlane {
     }
 
     /// `http://<boot server of host's network>:<port>`.
-    pub fn server_url(&self, inv: &Inventory, host: &Host) -> String {
-        let net = inv.network_of(host);
+    pub fn server_url(&self, dir: &Directory, host: &Host) -> String {
+        let net = dir.network_of(host);
         format!("http://{}:{}", net.boot_server, self.http_port)
     }
 
-    /// Called after the inventory was reloaded: tokens of hosts that left it die with them.
-    pub fn inventory_reloaded(&self, inv: &Inventory) {
-        self.tokens.retain_hosts(|h| inv.host(h).is_some());
+    /// Called when the loader changed the directory: tokens of hosts that left it die with them.
+    pub fn directory_changed(&self, dir: &Directory) {
+        self.tokens.retain_hosts(|h| dir.host(h).is_some());
         self.metrics.inventory_reloads.inc();
-        self.metrics.inventory_hosts.set(inv.hosts.len() as i64);
+        self.metrics.inventory_hosts.set(dir.hosts.len() as i64);
     }
 
     /// Calls `observer` for every phase recorded from now on (once per plane; a second observer is ignored).
@@ -119,7 +119,7 @@ impl BootPlane {
 
 impl BootDirectory for BootPlane {
     fn lease(&self, mac: &MacAddr, relay: Option<Ipv4Addr>) -> Option<Lease> {
-        let inv = self.inventory.get();
+        let inv = self.directory.get();
         let host = inv.host_by_mac(mac)?;
         let net = inv.network_of(host);
         if let Some(giaddr) = relay
@@ -142,7 +142,7 @@ impl BootDirectory for BootPlane {
     }
 
     fn ipxe_script_url(&self, mac: &MacAddr) -> Option<String> {
-        let inv = self.inventory.get();
+        let inv = self.directory.get();
         let host = inv.host_by_mac(mac)?;
         Some(format!(
             "{}/boot/{}.ipxe",
@@ -152,7 +152,7 @@ impl BootDirectory for BootPlane {
     }
 
     fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.inventory.get().host_by_ip(ip).map(|h| h.mac)
+        self.directory.get().host_by_ip(ip).map(|h| h.mac)
     }
 
     fn record(&self, mac: &MacAddr, phase: Phase) {

@@ -5,7 +5,7 @@
 
 use minijinja::{Environment, UndefinedBehavior, Value, context, syntax::SyntaxConfig};
 
-use crate::inventory::{Artifact, ArtifactSource, Host, Image};
+use super::directory::{Artifact, ArtifactSource, Host, Image};
 
 const SCRIPT: &str = "#!ipxe
 echo Beowulf: {{ hostname }} ({{ mac }}) boots image {{ image }}
@@ -144,7 +144,7 @@ mod tests {
     use std::path::PathBuf;
 
     use super::*;
-    use crate::inventory::{ImageFormat, Secret};
+    use crate::boot::directory::{ImageFormat, Secret};
 
     fn image(cmdline: &str, rootfs: bool) -> Image {
         let file = |n: &str| Artifact {
@@ -181,7 +181,6 @@ mod tests {
             vendor_data: None,
             network_config: None,
             ignition: None,
-            bmc: None,
         }
     }
 

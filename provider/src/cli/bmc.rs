@@ -259,21 +259,30 @@ fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> 
     if !args.all_hosts && args.host.is_empty() {
         bail!("with --inventory, choose the hosts: --host NAME[,NAME…] or --all-hosts");
     }
-    let hosts: Vec<_> = if args.all_hosts {
-        inventory.hosts.iter().filter(|h| h.bmc.is_some()).collect()
+    // Inventory order: the directory keeps the file's order of hosts.
+    let names: Vec<&str> = inventory
+        .directory
+        .hosts
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    let hosts: Vec<&str> = if args.all_hosts {
+        names
+            .into_iter()
+            .filter(|n| inventory.bmc(n).is_some())
+            .collect()
     } else {
         for name in &args.host {
-            let Some(h) = inventory.host(name) else {
+            if inventory.directory.host(name).is_none() {
                 bail!("the inventory has no host {name:?}");
-            };
-            if h.bmc.is_none() {
+            }
+            if inventory.bmc(name).is_none() {
                 bail!("host {name:?} has no `bmc` entry in the inventory");
             }
         }
-        inventory
-            .hosts
-            .iter()
-            .filter(|h| args.host.contains(&h.name))
+        names
+            .into_iter()
+            .filter(|n| args.host.iter().any(|h| h == n))
             .collect()
     };
     if hosts.is_empty() {
@@ -281,8 +290,8 @@ fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> 
     }
     Ok(hosts
         .into_iter()
-        .filter_map(|h| {
-            let b = h.bmc.as_ref()?;
+        .filter_map(|name| {
+            let b = inventory.bmc(name)?;
             let credentials = (|| {
                 let username = b
                     .username
@@ -306,7 +315,7 @@ fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> 
                 Ok((username, password, key))
             })();
             Some(Target {
-                name: h.name.clone(),
+                name: name.to_string(),
                 address: b.address.clone(),
                 credentials,
             })

@@ -15,12 +15,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::boot_services::{Services, ServicesConfig, terminated};
 use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use crate::boot::metrics::BootMetrics;
-use crate::controllers::bootplane::{ProfileRegistry, ServedConfig};
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
 use crate::controllers::hostcache::HostCache;
 use crate::controllers::leader::Elector;
-use crate::controllers::power::BmcPower;
 use crate::controllers::{Context, cluster, host, machine};
+use crate::runtime::power::BmcPower;
+use crate::runtime::profiles::{ProfileRegistry, ServedConfig};
 
 /// Run the BeowulfCluster, BeowulfMachine and BeowulfHost controllers against the cluster in the current
 /// kubeconfig (or the in-cluster service account).

@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 
 use super::boot_services::{Services, ServicesConfig, terminated};
+use crate::boot::directory::DirectoryHandle;
 use crate::boot::metrics::BootMetrics;
 use crate::boot::plane::BootPlane;
 use crate::inventory::Inventory;
-use crate::inventory::watch::{InventoryHandle, watch};
+use crate::inventory::watch::watch;
 
 /// Network-boot the hosts of an inventory file: DHCP, TFTP and HTTP (iPXE scripts, boot files, cloud-init
 /// NoCloud data, callbacks), with a status page at http://<address>:<http-port>/.
@@ -68,28 +69,30 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let inventory = tokio::task::spawn_blocking(move || Inventory::load(&path))
         .await
         .context("loading the inventory")??;
+    let dir = &inventory.directory;
     tracing::info!(
         path = %args.inventory.display(),
-        namespace = %inventory.namespace,
-        hosts = inventory.hosts.len(),
-        images = inventory.images.len(),
-        networks = inventory.networks.len(),
+        namespace = %dir.namespace,
+        hosts = dir.hosts.len(),
+        images = dir.images.len(),
+        networks = dir.networks.len(),
         "inventory loaded"
     );
     if args.check {
         println!(
             "{}: ok ({} hosts, {} images, {} networks)",
             args.inventory.display(),
-            inventory.hosts.len(),
-            inventory.images.len(),
-            inventory.networks.len()
+            dir.hosts.len(),
+            dir.images.len(),
+            dir.networks.len()
         );
         return Ok(());
     }
 
     let mut registry = Registry::default();
     let metrics = BootMetrics::register(&mut registry);
-    let handle = Arc::new(InventoryHandle::new(args.inventory.clone(), inventory));
+    let referenced = inventory.referenced_files().to_vec();
+    let handle = Arc::new(DirectoryHandle::new(inventory.directory));
     let plane = Arc::new(BootPlane::new(
         handle.clone(),
         Duration::from_secs(args.token_ttl),
@@ -100,8 +103,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let server_ip = match args.server_ip {
         Some(ip) => ip,
         None => {
-            let inv = plane.inventory.get();
-            inv.networks.first().map(|n| n.boot_server).context(
+            let dir = plane.directory.get();
+            dir.networks.first().map(|n| n.boot_server).context(
                 "the inventory has no network: add one under `networks` (or pass --server-ip)",
             )?
         }
@@ -119,8 +122,10 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let p2 = plane.clone();
     let watcher = tokio::spawn(watch(
         handle,
+        args.inventory.clone(),
+        referenced,
         Duration::from_millis(args.poll_interval.max(50)),
-        move |inv| p2.inventory_reloaded(inv),
+        move |dir| p2.directory_changed(dir),
     ));
     let served = services.run(registry, terminated()).await;
     watcher.abort();

@@ -1,5 +1,6 @@
 //! Runs the provisioning engine for one `BeowulfHost`: gathers observations (BMC power through
-//! [`PowerControl`], boot phases from the [`BootPlane`]), calls [`decide`], runs the actions, and writes
+//! [`PowerControl`], boot phases from the engine's
+//! [`BootProfiles`](crate::provisioning::io::BootProfiles)), calls [`decide`], runs the actions, and writes
 //! the host's status when it changed. Shared by the BeowulfMachine controller (claimed hosts) and the
 //! BeowulfHost controller (unclaimed and directly provisioned hosts).
 

@@ -5,7 +5,6 @@
 //! Controllers read Kubernetes, call the [`crate::provisioning`] engine through [`hostops`], and write
 //! status only when it changed (no resourceVersion churn).
 
-pub mod bootplane;
 pub mod capi;
 pub mod cluster;
 pub mod host;
@@ -13,7 +12,6 @@ pub mod hostcache;
 pub mod hostops;
 pub mod leader;
 pub mod machine;
-pub mod power;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +21,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::{Value, json};
 
 use crate::provisioning::EngineConfig;
-use crate::provisioning::io::{BootPlane, PowerControl};
+use crate::provisioning::io::{BootProfiles, PowerControl};
 
 /// Finalizer on BeowulfMachines (held until the host is powered off and released).
 pub const MACHINE_FINALIZER: &str = "beowulfmachine.infrastructure.cluster.x-k8s.io";
@@ -38,7 +36,7 @@ pub const FIELD_MANAGER: &str = "beowulf-manager";
 pub struct Context {
     pub client: Client,
     pub power: Arc<dyn PowerControl>,
-    pub boot: Arc<dyn BootPlane>,
+    pub boot: Arc<dyn BootProfiles>,
     pub engine: EngineConfig,
     /// Unix seconds now; injectable so tests control time.
     pub clock: Arc<dyn Fn() -> i64 + Send + Sync>,
@@ -50,7 +48,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(client: Client, power: Arc<dyn PowerControl>, boot: Arc<dyn BootPlane>) -> Self {
+    pub fn new(client: Client, power: Arc<dyn PowerControl>, boot: Arc<dyn BootProfiles>) -> Self {
         Context {
             client,
             power,

@@ -1,10 +1,12 @@
-//! The standalone inventory: hosts, images and networks from one YAML file (README, "Standalone inventory").
+//! The standalone inventory: hosts, images and networks from one YAML file (README, "Standalone inventory"),
+//! one of the two loaders of the boot plane's [`Directory`] (the other is the manager's, from boot profiles).
 //!
-//! [`Inventory::load`] parses and validates the whole file and reports every problem with its line and column;
-//! [`watch`] re-reads it when it changes and keeps the last good version when an edit is broken.
+//! [`Inventory::load`] parses and validates the whole file, reports every problem with its line and column,
+//! and gives the [`Directory`] to serve plus what only the file has: each host's `bmc` entry (read by `beowulf
+//! bmc` alone) and the files the inventory refers to. [`watch`] re-reads it when it changes and keeps the last
+//! good version when an edit is broken.
 
 mod file;
-pub mod secret;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,99 +20,23 @@ use serde_saphyr::{Location, Spanned};
 use sha2::{Digest, Sha256};
 
 use crate::boot::MacAddr;
-pub use secret::Secret;
+pub use crate::boot::directory::{
+    Artifact, ArtifactSource, Directory, Host, Image, ImageFormat, Network, Secret,
+};
 
 /// The namespace in provider IDs when the file names none.
 pub const DEFAULT_NAMESPACE: &str = "standalone";
 const DEFAULT_LEASE_SECS: u32 = 3600;
 
-/// A validated inventory.
+/// A validated inventory: what the boot plane serves, and what only the file has.
 #[derive(Debug, Clone)]
 pub struct Inventory {
-    pub namespace: String,
-    pub networks: Vec<Network>,
-    pub images: BTreeMap<String, Image>,
-    pub hosts: Vec<Host>,
-    by_mac: HashMap<MacAddr, usize>,
-    by_ip: HashMap<Ipv4Addr, usize>,
-    by_name: HashMap<String, usize>,
+    /// Networks, images and hosts, as the boot plane serves them.
+    pub directory: Directory,
+    /// Host name → its `bmc` entry (hosts without one have none).
+    pub bmcs: BTreeMap<String, Bmc>,
     /// Files the inventory was built from besides itself (data files, boot files): the watcher polls them.
     files: Vec<PathBuf>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Network {
-    pub name: String,
-    pub subnet: Ipv4Net,
-    pub gateway: Option<Ipv4Addr>,
-    pub dns: Vec<Ipv4Addr>,
-    pub domain: Option<String>,
-    pub mtu: Option<u16>,
-    pub lease_secs: u32,
-    /// The boot plane's address as the hosts on this network reach it (next-server, HTTP URLs).
-    pub boot_server: Ipv4Addr,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ImageFormat {
-    /// Runs from RAM (a live squashfs rootfs or just the initramfs): nothing is written to disk.
-    Live,
-    /// An installer image that writes the OS to disk.
-    Disk,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Image {
-    pub name: String,
-    pub format: ImageFormat,
-    pub kernel: Artifact,
-    pub initrds: Vec<Artifact>,
-    pub rootfs: Option<Artifact>,
-    /// The kernel command line template (minijinja; variables in README).
-    pub cmdline: String,
-}
-
-impl Image {
-    /// The artifact served as `/images/<image>/<name>`.
-    pub fn artifact(&self, name: &str) -> Option<&Artifact> {
-        std::iter::once(&self.kernel)
-            .chain(&self.initrds)
-            .chain(&self.rootfs)
-            .find(|a| a.name == name)
-    }
-}
-
-/// A boot file: either served by the boot plane from a local file, or fetched by the host from a URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Artifact {
-    /// The file name: the last URL path segment and the `initrd=` name on the kernel command line.
-    pub name: String,
-    pub source: ArtifactSource,
-    pub sha256: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ArtifactSource {
-    File(PathBuf),
-    Url(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Host {
-    pub name: String,
-    /// The namespace of its provider ID (`beowulf://<namespace>/<name>`): the inventory's own in a file; the
-    /// BeowulfHost's in `beowulf manager`, where one boot plane serves hosts of several namespaces.
-    pub namespace: String,
-    pub mac: MacAddr,
-    pub ip: Ipv4Addr,
-    /// Index into [`Inventory::networks`].
-    pub network: usize,
-    pub image: String,
-    pub user_data: Secret,
-    pub vendor_data: Option<Secret>,
-    pub network_config: Option<String>,
-    pub ignition: Option<Secret>,
-    pub bmc: Option<Bmc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -233,87 +159,9 @@ impl Inventory {
         }
     }
 
-    /// No hosts, images or networks.
-    pub fn empty(namespace: String) -> Inventory {
-        Inventory {
-            namespace,
-            networks: Vec::new(),
-            images: BTreeMap::new(),
-            hosts: Vec::new(),
-            by_mac: HashMap::new(),
-            by_ip: HashMap::new(),
-            by_name: HashMap::new(),
-            files: Vec::new(),
-        }
-    }
-
-    /// An inventory assembled in memory (the controllers' boot profiles), indexed like a loaded one. Every
-    /// host's network index and image must exist; names, MACs and addresses must be unique.
-    pub fn from_parts(
-        namespace: String,
-        networks: Vec<Network>,
-        images: BTreeMap<String, Image>,
-        hosts: Vec<Host>,
-    ) -> Result<Inventory, String> {
-        let (mut by_mac, mut by_ip, mut by_name) = (HashMap::new(), HashMap::new(), HashMap::new());
-        for (i, h) in hosts.iter().enumerate() {
-            if h.network >= networks.len() {
-                return Err(format!("host {:?}: no network {}", h.name, h.network));
-            }
-            if !images.contains_key(&h.image) {
-                return Err(format!("host {:?}: no image {:?}", h.name, h.image));
-            }
-            let clash = |what: &str, other: usize| {
-                format!(
-                    "host {:?} ({}/{}): {what} is already used by host {:?} ({}/{})",
-                    h.name,
-                    h.namespace,
-                    h.name,
-                    hosts[other].name,
-                    hosts[other].namespace,
-                    hosts[other].name
-                )
-            };
-            if let Some(o) = by_name.insert(h.name.clone(), i) {
-                return Err(clash("the host name", o));
-            }
-            if let Some(o) = by_mac.insert(h.mac, i) {
-                return Err(clash(&format!("MAC {}", h.mac), o));
-            }
-            if let Some(o) = by_ip.insert(h.ip, i) {
-                return Err(clash(&format!("address {}", h.ip), o));
-            }
-        }
-        Ok(Inventory {
-            namespace,
-            networks,
-            images,
-            hosts,
-            by_mac,
-            by_ip,
-            by_name,
-            files: Vec::new(),
-        })
-    }
-
-    pub fn host_by_mac(&self, mac: &MacAddr) -> Option<&Host> {
-        self.by_mac.get(mac).map(|&i| &self.hosts[i])
-    }
-
-    pub fn host_by_ip(&self, ip: Ipv4Addr) -> Option<&Host> {
-        self.by_ip.get(&ip).map(|&i| &self.hosts[i])
-    }
-
-    pub fn host(&self, name: &str) -> Option<&Host> {
-        self.by_name.get(name).map(|&i| &self.hosts[i])
-    }
-
-    pub fn network_of(&self, host: &Host) -> &Network {
-        &self.networks[host.network]
-    }
-
-    pub fn image_of(&self, host: &Host) -> Option<&Image> {
-        self.images.get(&host.image)
+    /// The `bmc` entry of host `name`.
+    pub fn bmc(&self, name: &str) -> Option<&Bmc> {
+        self.bmcs.get(name)
     }
 
     /// Every local file the inventory was built from (data and boot files), without the inventory itself.
@@ -446,9 +294,10 @@ impl Validator<'_> {
         }
 
         let mut hosts: Vec<Host> = Vec::new();
+        let mut bmcs = BTreeMap::new();
         let mut by_mac = HashMap::new();
         let mut by_ip = HashMap::new();
-        let mut by_name = HashMap::new();
+        let mut by_name = HashSet::new();
         for h in raw.hosts {
             let (name_at, mac_at, ip_at) = (h.name.referenced, h.mac.referenced, h.ip.referenced);
             let known = Known {
@@ -459,10 +308,10 @@ impl Validator<'_> {
                 declared_networks: &declared_networks,
                 declared_images: &declared_images,
             };
-            let Some(host) = self.host(h, &known) else {
+            let Some((host, bmc)) = self.host(h, &known) else {
                 continue;
             };
-            if by_name.contains_key(&host.name) {
+            if by_name.contains(&host.name) {
                 self.err(&name_at, format!("host {:?} is defined twice", host.name));
                 continue;
             }
@@ -485,20 +334,31 @@ impl Validator<'_> {
                 );
                 continue;
             }
-            by_name.insert(host.name.clone(), hosts.len());
+            by_name.insert(host.name.clone());
             by_mac.insert(host.mac, hosts.len());
             by_ip.insert(host.ip, hosts.len());
+            if let Some(b) = bmc {
+                bmcs.insert(host.name.clone(), b);
+            }
             hosts.push(host);
         }
 
+        // Everything was checked above, entry by entry with its position; the directory checks the same
+        // references and uniqueness again, so a refusal here would be a bug in this validator.
+        let directory = match Directory::new(namespace.clone(), networks, images, hosts) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problems.push(Problem {
+                    line: 0,
+                    column: 0,
+                    message: e,
+                });
+                Directory::empty(namespace)
+            }
+        };
         Inventory {
-            namespace,
-            networks,
-            images,
-            hosts,
-            by_mac,
-            by_ip,
-            by_name,
+            directory,
+            bmcs,
             files: std::mem::take(&mut self.files),
         }
     }
@@ -763,7 +623,7 @@ impl Validator<'_> {
         })
     }
 
-    fn host(&mut self, h: file::HostFile, known: &Known) -> Option<Host> {
+    fn host(&mut self, h: file::HostFile, known: &Known) -> Option<(Host, Option<Bmc>)> {
         let Known {
             networks,
             net_names,
@@ -928,7 +788,7 @@ impl Validator<'_> {
         if self.problems.len() != before {
             return None;
         }
-        Some(Host {
+        let host = Host {
             name: h.name.value,
             namespace: known.namespace.to_string(),
             mac: mac?,
@@ -939,8 +799,8 @@ impl Validator<'_> {
             vendor_data: vendor_data?.map(Secret::new),
             network_config: h.network_config,
             ignition: ignition?.map(Secret::new),
-            bmc,
-        })
+        };
+        Some((host, bmc))
     }
 }
 

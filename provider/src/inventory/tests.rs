@@ -2,8 +2,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::watch::{InventoryHandle, watch};
+use super::watch::watch;
 use super::*;
+use crate::boot::directory::DirectoryHandle;
 
 const GOOD: &str = r#"namespace: rack1
 networks:
@@ -73,25 +74,26 @@ fn one_problem(text: &str, line: u64, needle: &str) -> Problem {
 fn good_inventory_loads() {
     let d = dir();
     let inv = parse(GOOD, d.path()).unwrap();
-    assert_eq!(inv.namespace, "rack1");
-    assert_eq!(inv.hosts.len(), 2);
-    let n0 = inv
+    let dir = &inv.directory;
+    assert_eq!(dir.namespace, "rack1");
+    assert_eq!(dir.hosts.len(), 2);
+    let n0 = dir
         .host_by_mac(&"52:54:00:12:34:56".parse().unwrap())
         .unwrap();
     assert_eq!(n0.name, "node-0");
     assert_eq!(n0.user_data.expose(), "#cloud-config\nruncmd: [echo hi]\n");
     assert_eq!(
-        n0.bmc.as_ref().unwrap().password,
+        inv.bmc("node-0").unwrap().password,
         Some(PasswordRef::Env("NODE0_BMC_PASSWORD".into()))
     );
-    let n1 = inv.host_by_ip("10.99.0.158".parse().unwrap()).unwrap();
+    let n1 = dir.host_by_ip("10.99.0.158".parse().unwrap()).unwrap();
     assert_eq!(n1.user_data.expose(), "#cloud-config\n{}\n");
-    let net = inv.network_of(n1);
+    let net = dir.network_of(n1);
     assert_eq!(
         (net.lease_secs, net.mtu, net.subnet.to_string()),
         (600, Some(1500), "10.99.0.0/24".into())
     );
-    let img = &inv.images["testnode"];
+    let img = &dir.images["testnode"];
     assert_eq!(img.kernel.name, "vmlinuz");
     assert_eq!(img.rootfs.as_ref().unwrap().name, "rootfs.squashfs");
     assert_eq!(
@@ -275,14 +277,15 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
     let d = dir();
     let path = d.path().join("hosts.yaml");
     std::fs::write(&path, GOOD).unwrap();
-    let handle = Arc::new(InventoryHandle::new(
-        path.clone(),
-        Inventory::load(&path).unwrap(),
-    ));
+    let inv = Inventory::load(&path).unwrap();
+    let referenced = inv.referenced_files().to_vec();
+    let handle = Arc::new(DirectoryHandle::new(inv.directory));
     let reloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let r2 = reloads.clone();
     let task = tokio::spawn(watch(
         handle.clone(),
+        path.clone(),
+        referenced,
         Duration::from_millis(50),
         move |_| {
             r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);

@@ -4,42 +4,12 @@
 //! file), and a one-second poll of a few `stat` calls costs nothing. A broken edit is logged with its line and
 //! column and the last good inventory stays in service; nothing is lost.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::Inventory;
-
-/// The inventory in service, swapped whole on a good reload.
-pub struct InventoryHandle {
-    path: PathBuf,
-    current: RwLock<Arc<Inventory>>,
-}
-
-impl InventoryHandle {
-    pub fn new(path: PathBuf, inventory: Inventory) -> Self {
-        InventoryHandle {
-            path,
-            current: RwLock::new(Arc::new(inventory)),
-        }
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A consistent snapshot: callers keep it for one request, so a reload mid-request cannot mix versions.
-    pub fn get(&self) -> Arc<Inventory> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    pub fn set(&self, inventory: Inventory) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(inventory);
-    }
-}
+use crate::boot::directory::{Directory, DirectoryHandle};
 
 /// (mtime, length) of each watched file; `None` for a file that is missing.
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
@@ -55,20 +25,23 @@ fn fingerprint(files: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-fn watched(handle: &InventoryHandle, inv: &Inventory) -> Vec<PathBuf> {
-    let mut files = vec![handle.path.clone()];
+fn watched(path: &std::path::Path, inv: &Inventory) -> Vec<PathBuf> {
+    let mut files = vec![path.to_path_buf()];
     files.extend(inv.referenced_files().iter().cloned());
     files
 }
 
-/// Polls the inventory file (and the files it refers to) every `interval`; on a change, reloads it and calls
-/// `on_reload` with the new inventory. Runs until the task is dropped.
+/// Polls the inventory file at `path` (and `referenced`, the files the inventory in service was built from)
+/// every `interval`; on a change, reloads it, calls `on_reload` with the new directory and puts it in service
+/// in `handle`. Runs until the task is dropped.
 pub async fn watch(
-    handle: Arc<InventoryHandle>,
+    handle: Arc<DirectoryHandle>,
+    path: PathBuf,
+    referenced: Vec<PathBuf>,
     interval: Duration,
-    on_reload: impl Fn(&Inventory) + Send + Sync + 'static,
+    on_reload: impl Fn(&Directory) + Send + Sync + 'static,
 ) {
-    let mut files = watched(&handle, &handle.get());
+    let mut files: Vec<PathBuf> = std::iter::once(path.clone()).chain(referenced).collect();
     let mut seen = fingerprint(&files);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -79,21 +52,21 @@ pub async fn watch(
             continue;
         }
         seen = now;
-        let path = handle.path.clone();
+        let p = path.clone();
         // Hashing boot files may take a moment: off the async workers.
-        let loaded = tokio::task::spawn_blocking(move || Inventory::load(&path)).await;
+        let loaded = tokio::task::spawn_blocking(move || Inventory::load(&p)).await;
         match loaded {
             Ok(Ok(inv)) => {
                 tracing::info!(
-                    path = %handle.path.display(),
-                    hosts = inv.hosts.len(),
-                    images = inv.images.len(),
+                    path = %path.display(),
+                    hosts = inv.directory.hosts.len(),
+                    images = inv.directory.images.len(),
                     "inventory reloaded"
                 );
-                files = watched(&handle, &inv);
+                files = watched(&path, &inv);
                 seen = fingerprint(&files);
-                on_reload(&inv);
-                handle.set(inv);
+                on_reload(&inv.directory);
+                handle.set(inv.directory);
             }
             Ok(Err(e)) => {
                 tracing::error!(error = %e, "inventory change rejected; still serving the last good inventory");

@@ -269,34 +269,18 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
             return Decision::new(p, reason::RETRY_BACKOFF, msg).requeue(wait);
         }
         p.retry_at = None;
-        p.since = Some(now);
         let msg = format!("boot attempt {}: powering on", p.attempt);
-        let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
-        if obs.power == PowerObservation::On {
-            actions.push(Action::PowerOff);
-        }
-        actions.push(Action::PowerOn);
-        return Decision::new(p, reason::PROVISIONING, msg)
-            .with(actions)
-            .requeue(cfg.dhcp_timeout.min(cfg.poll));
+        return boot(cfg, p, obs, msg);
     }
     // The boot was started by another process (this manager restarted, or took over the leadership): its
     // profile and per-boot token died with that process, so the node cannot finish it. Start it again at
     // once, as the same attempt (nothing failed on the host's side).
     if !obs.boot.served {
-        p.since = Some(now);
         let msg = format!(
             "boot attempt {} started again: this manager's boot plane did not serve it (restart or leader change)",
             p.attempt
         );
-        let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
-        if obs.power == PowerObservation::On {
-            actions.push(Action::PowerOff);
-        }
-        actions.push(Action::PowerOn);
-        return Decision::new(p, reason::PROVISIONING, msg)
-            .with(actions)
-            .requeue(cfg.dhcp_timeout.min(cfg.poll));
+        return boot(cfg, p, obs, msg);
     }
     // Phases recorded before this attempt began belong to an earlier boot.
     let current = obs.boot.last_phase.filter(|(_, t)| *t >= since);
@@ -336,6 +320,19 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
     Decision::new(p, &why, msg)
         .with(vec![Action::WithdrawProfile, Action::PowerOff])
         .requeue(wait)
+}
+
+/// Starts boot attempt `p.attempt` now: publish the profile, next boot PXE, power off if on, power on.
+fn boot(cfg: &EngineConfig, mut p: Progress, obs: &Observation, message: String) -> Decision {
+    p.since = Some(obs.now);
+    let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
+    if obs.power == PowerObservation::On {
+        actions.push(Action::PowerOff);
+    }
+    actions.push(Action::PowerOn);
+    Decision::new(p, reason::PROVISIONING, message)
+        .with(actions)
+        .requeue(cfg.dhcp_timeout.min(cfg.poll))
 }
 
 /// The decision when running `failed`'s actions hit an error: keep the previous progress (nothing

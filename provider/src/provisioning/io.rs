@@ -96,8 +96,9 @@ impl fmt::Debug for BootProfile {
     }
 }
 
-/// The boot plane as the engine sees it.
-pub trait BootPlane: Send + Sync + 'static {
+/// The boot plane as the engine sees it: where boot profiles are published (the manager's implementation is
+/// `runtime::profiles::ProfileRegistry`, which serves them through [`crate::boot::plane::BootPlane`]).
+pub trait BootProfiles: Send + Sync + 'static {
     /// Publishes (or replaces) the host's profile and issues a fresh per-boot token; earlier tokens of the
     /// host stop working and earlier phases are forgotten.
     fn publish(&self, profile: BootProfile) -> Result<(), IoError>;

@@ -10,8 +10,8 @@ use std::time::Duration;
 use prometheus_client::registry::Registry;
 
 use super::*;
+use crate::boot::directory::DirectoryHandle;
 use crate::boot::metrics::BootMetrics;
-use crate::inventory::watch::InventoryHandle;
 
 const USER_DATA_0: &str = "#cloud-config\nruncmd: [\"echo node-0 secret 7f3a\"]\n";
 
@@ -71,7 +71,7 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let plane = Arc::new(BootPlane::new(
-        Arc::new(InventoryHandle::new(path, inv)),
+        Arc::new(DirectoryHandle::new(inv.directory)),
         Duration::from_secs(600),
         port,
         metrics,

@@ -1,16 +1,18 @@
-//! The controllers' side of the boot plane: the boot profiles the engine publishes, served by the real boot
-//! plane (DHCP, TFTP, HTTP in [`crate::boot`]), and the phases its services record per host.
+//! The engine's boot profiles as the boot plane serves them: the manager's loader of the boot plane's
+//! [`Directory`](crate::boot::directory::Directory) (the standalone inventory file is the other), and the
+//! phases its services record, per host, for the engine.
 //!
-//! [`ProfileRegistry`] turns the published profiles into the boot plane's in-memory inventory (one host per
-//! profile, a network per subnet, an image per distinct kernel/initrds/rootfs/command line) and swaps it into
-//! the [`crate::boot::plane::BootPlane`] that `beowulf manager` serves. The services then work exactly as in
-//! standalone mode: the iPXE script mints the per-boot token, NoCloud data and the callback need it, and every
-//! phase they record (by MAC) comes back here, keyed by `<namespace>/<host>`, for the engine.
+//! [`ProfileRegistry`] implements the engine's [`BootProfiles`]: publishing a profile puts one host into the
+//! directory of the [`crate::boot::plane::BootPlane`] that `beowulf manager` serves (its network: one per
+//! subnet; its image: one per distinct kernel/initrds/rootfs/command line), withdrawing takes it out — one host
+//! at a time, never rebuilding the directory. The services then work exactly as in standalone mode: the iPXE
+//! script mints the per-boot token, NoCloud data and the callback need it, and every phase they record (by
+//! MAC) comes back here, keyed by `<namespace>/<host>`, for the engine.
 //!
 //! One boot network serves every namespace, so host names, MACs and addresses must be unique across the
 //! published profiles; a profile that would clash is refused (the engine reports `BootPlaneError`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -19,19 +21,18 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use sha2::{Digest, Sha256};
 
-use crate::boot::metrics::BootMetrics;
-use crate::boot::plane::BootPlane as ServedPlane;
-use crate::boot::{MacAddr, Phase};
-use crate::inventory::watch::InventoryHandle;
-use crate::inventory::{
-    Artifact, ArtifactSource, Host, Image, ImageFormat, Inventory, Network, Secret,
+use crate::boot::directory::{
+    Artifact, ArtifactSource, Directory, DirectoryHandle, Host, Image, ImageFormat, Network, Secret,
 };
-use crate::provisioning::io::{BootPlane, BootProfile, IoError, UserDataFormat};
+use crate::boot::metrics::BootMetrics;
+use crate::boot::plane::BootPlane;
+use crate::boot::{MacAddr, Phase};
+use crate::provisioning::io::{BootProfile, BootProfiles, IoError, UserDataFormat};
 
 /// Unix seconds now (the controllers' injectable clock).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
 
-/// The namespace shown for the served inventory (hosts carry their own).
+/// The namespace shown for the served directory (hosts carry their own).
 const SERVED_NAMESPACE: &str = "beowulf-manager";
 
 /// How the boot plane serves the profiles.
@@ -60,24 +61,28 @@ impl Default for ServedConfig {
     }
 }
 
-/// One profile as the boot plane serves it, built once at publish.
+/// What the boot plane serves for one profile, built at publish.
 struct Served {
-    profile: BootProfile,
     host: Host,
-    subnet: Ipv4Net,
     image: Image,
+    network: Network,
+}
+
+/// A published profile without its user-data, which lives in the directory only (one copy per host).
+struct Published {
+    profile: BootProfile,
 }
 
 #[derive(Default)]
 struct Inner {
-    served: BTreeMap<String, Served>,
+    published: HashMap<String, Published>,
     phases: HashMap<String, (Phase, i64)>,
     by_mac: HashMap<MacAddr, String>,
 }
 
 impl Inner {
     fn record(&mut self, host: &str, phase: Phase, at: i64) {
-        if self.served.contains_key(host) {
+        if self.published.contains_key(host) {
             let e = self.phases.entry(host.to_string()).or_insert((phase, at));
             if phase >= e.0 {
                 *e = (phase, at);
@@ -101,7 +106,7 @@ impl Shared {
 /// Profiles and phases by host key (`<namespace>/<host>`), and the boot plane that serves them.
 pub struct ProfileRegistry {
     shared: Arc<Shared>,
-    plane: Arc<ServedPlane>,
+    plane: Arc<BootPlane>,
     config: ServedConfig,
 }
 
@@ -117,11 +122,10 @@ impl Default for ProfileRegistry {
 
 impl ProfileRegistry {
     pub fn new(config: ServedConfig, metrics: BootMetrics, clock: Clock) -> Self {
-        let handle = Arc::new(InventoryHandle::new(
-            PathBuf::from("<BeowulfHosts>"),
-            Inventory::empty(SERVED_NAMESPACE.into()),
-        ));
-        let plane = Arc::new(ServedPlane::new(
+        let handle = Arc::new(DirectoryHandle::new(Directory::empty(
+            SERVED_NAMESPACE.into(),
+        )));
+        let plane = Arc::new(BootPlane::new(
             handle,
             config.token_ttl,
             config.http_port,
@@ -147,7 +151,7 @@ impl ProfileRegistry {
     }
 
     /// The boot plane to serve (DHCP, TFTP, HTTP) on these profiles.
-    pub fn plane(&self) -> Arc<ServedPlane> {
+    pub fn plane(&self) -> Arc<BootPlane> {
         self.plane.clone()
     }
 
@@ -157,50 +161,20 @@ impl ProfileRegistry {
         self.shared.lock().record(host, phase, at);
     }
 
-    /// The published profile of `host`.
+    /// The published profile of `host` (`<namespace>/<host>`), its user-data as the boot plane serves it.
     pub fn profile(&self, host: &str) -> Option<BootProfile> {
-        self.shared
-            .lock()
-            .served
-            .get(host)
-            .map(|s| s.profile.clone())
-    }
-
-    /// Rebuilds the served inventory from `served` and puts it in service.
-    fn serve(&self, served: &BTreeMap<String, Served>) -> Result<(), IoError> {
-        let mut networks: Vec<Network> = Vec::new();
-        let mut images = BTreeMap::new();
-        let mut hosts = Vec::with_capacity(served.len());
-        for s in served.values() {
-            let network = match networks.iter().position(|n| n.subnet == s.subnet) {
-                Some(i) => i,
-                None => {
-                    networks.push(Network {
-                        name: s.subnet.to_string(),
-                        subnet: s.subnet,
-                        gateway: s.profile.gateway,
-                        dns: Vec::new(),
-                        domain: None,
-                        mtu: None,
-                        lease_secs: self.config.lease_secs,
-                        boot_server: self.config.boot_server,
-                    });
-                    networks.len() - 1
-                }
-            };
-            images
-                .entry(s.image.name.clone())
-                .or_insert_with(|| s.image.clone());
-            hosts.push(Host {
-                network,
-                ..s.host.clone()
-            });
-        }
-        let inv = Inventory::from_parts(SERVED_NAMESPACE.into(), networks, images, hosts)
-            .map_err(IoError)?;
-        self.plane.inventory.set(inv);
-        self.plane.inventory_reloaded(&self.plane.inventory.get());
-        Ok(())
+        let g = self.shared.lock();
+        let mut profile = g.published.get(host)?.profile.clone();
+        let directory = self.plane.directory.get();
+        let served = directory.host(&profile.hostname)?;
+        let data = match profile.format {
+            UserDataFormat::CloudConfig => Some(&served.user_data),
+            UserDataFormat::Ignition => served.ignition.as_ref(),
+        };
+        profile.user_data = data
+            .map(|d| d.expose().as_bytes().to_vec())
+            .unwrap_or_default();
+        Some(profile)
     }
 }
 
@@ -249,7 +223,7 @@ fn artifact(url: &str, root: Option<&Path>, host: &str) -> Result<Artifact, IoEr
 
 impl ProfileRegistry {
     /// Checks `p` and builds what the boot plane serves for it.
-    fn prepare(&self, p: BootProfile) -> Result<Served, IoError> {
+    fn prepare(&self, p: &BootProfile) -> Result<Served, IoError> {
         let key = p.host.clone();
         let Some((ip, prefix)) = p.ip else {
             return Err(IoError(format!(
@@ -311,56 +285,79 @@ impl ProfileRegistry {
             vendor_data: None,
             network_config: None,
             ignition,
-            bmc: None,
+        };
+        let network = Network {
+            name: subnet.to_string(),
+            subnet,
+            gateway: p.gateway,
+            dns: Vec::new(),
+            domain: None,
+            mtu: None,
+            lease_secs: self.config.lease_secs,
+            boot_server: self.config.boot_server,
         };
         Ok(Served {
-            profile: p,
             host,
-            subnet,
             image,
+            network,
         })
     }
 }
 
-impl BootPlane for ProfileRegistry {
+impl BootProfiles for ProfileRegistry {
     fn publish(&self, profile: BootProfile) -> Result<(), IoError> {
-        let served = self.prepare(profile)?;
-        let key = served.profile.host.clone();
+        let Served {
+            host,
+            image,
+            network,
+        } = self.prepare(&profile)?;
+        let key = profile.host.clone();
         let mut g = self.shared.lock();
-        let old = g.served.insert(key.clone(), served);
-        if let Err(e) = self.serve(&g.served) {
-            // Nothing changes for anyone else: put the previous profile (or none) back.
-            match old {
-                Some(o) => g.served.insert(key, o),
-                None => g.served.remove(&key),
-            };
-            return Err(e);
-        }
-        if let Some(o) = &old {
-            g.by_mac.remove(&o.profile.mac);
-            self.plane.tokens.consume(&o.host.name);
-        }
-        let (mac, name) = {
-            let s = &g.served[&key];
-            (s.profile.mac, s.host.name.clone())
+        // The profile's earlier host name, if it was published under another one (renamed BeowulfHost).
+        let renamed = g
+            .published
+            .get(&key)
+            .map(|p| p.profile.hostname.clone())
+            .filter(|old| *old != host.name);
+        self.plane
+            .directory
+            .update(|d| {
+                if let Some(old) = &renamed {
+                    d.remove_host(old);
+                }
+                d.upsert_host(host, image, network)
+            })
+            .map_err(IoError)?;
+        let (mac, name) = (profile.mac, profile.hostname.clone());
+        let published = Published {
+            profile: BootProfile {
+                user_data: Vec::new(),
+                ..profile
+            },
         };
+        if let Some(old) = g.published.insert(key.clone(), published) {
+            g.by_mac.remove(&old.profile.mac);
+            self.plane.tokens.consume(&old.profile.hostname);
+        }
         g.by_mac.insert(mac, key.clone());
         g.phases.remove(&key);
         // A fresh boot: any token of an earlier one stops working.
         self.plane.tokens.consume(&name);
+        self.plane.directory_changed(&self.plane.directory.get());
         Ok(())
     }
 
     fn withdraw(&self, host: &str) {
         let mut g = self.shared.lock();
         g.phases.remove(host);
-        if let Some(old) = g.served.remove(host) {
+        if let Some(old) = g.published.remove(host) {
             g.by_mac.remove(&old.profile.mac);
-            self.plane.tokens.consume(&old.host.name);
-            if let Err(e) = self.serve(&g.served) {
-                // A subset of a consistent inventory is consistent; say so loudly if that ever breaks.
-                tracing::error!(host, error = %e, "rebuilding the served inventory failed");
-            }
+            self.plane.tokens.consume(&old.profile.hostname);
+            let _ = self.plane.directory.update(|d| {
+                d.remove_host(&old.profile.hostname);
+                Ok::<(), ()>(())
+            });
+            self.plane.directory_changed(&self.plane.directory.get());
         }
     }
 
@@ -369,7 +366,7 @@ impl BootPlane for ProfileRegistry {
     }
 
     fn serves(&self, host: &str) -> bool {
-        self.shared.lock().served.contains_key(host)
+        self.shared.lock().published.contains_key(host)
     }
 }
 
@@ -399,7 +396,7 @@ mod tests {
         let r = ProfileRegistry::default();
         r.publish(profile("a", "n1", 1)).unwrap();
         r.publish(profile("b", "n2", 2)).unwrap();
-        let inv = r.plane().inventory.get();
+        let inv = r.plane().directory.get();
         assert_eq!(inv.hosts.len(), 2);
         assert_eq!(inv.networks.len(), 1, "one network per subnet");
         assert_eq!(inv.images.len(), 1, "same artifacts: one image");
@@ -407,7 +404,7 @@ mod tests {
         assert_eq!((h.namespace.as_str(), h.name.as_str()), ("b", "n2"));
         assert_eq!(inv.network_of(h).boot_server, Ipv4Addr::LOCALHOST);
         r.withdraw("a/n1");
-        let inv = r.plane().inventory.get();
+        let inv = r.plane().directory.get();
         assert_eq!(inv.hosts.len(), 1);
         assert!(inv.host("n1").is_none());
     }
@@ -433,7 +430,7 @@ mod tests {
         let mut p = profile("b", "n8", 8);
         p.cmdline = "{{ no_such_variable }}".into();
         assert!(r.publish(p).unwrap_err().0.contains("does not render"));
-        assert_eq!(r.plane().inventory.get().hosts.len(), 1);
+        assert_eq!(r.plane().directory.get().hosts.len(), 1);
         assert!(r.profile("b/n1").is_none());
     }
 
