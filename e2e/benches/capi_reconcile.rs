@@ -41,7 +41,7 @@ use kube::api::Api;
 use kube::runtime::{WatchStreamExt as _, reflector, watcher};
 use serde_json::{Value, json};
 
-#[path = "../tests/support/fake_api.rs"]
+#[path = "../../provider/tests/support/fake_api.rs"]
 mod fake_api;
 use fake_api::fake_api;
 

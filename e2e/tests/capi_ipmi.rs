@@ -18,7 +18,7 @@ use kube::api::Api;
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
-#[path = "support/fake_api.rs"]
+#[path = "../../provider/tests/support/fake_api.rs"]
 mod fake_api;
 use fake_api::{b64, fake_api};
 

@@ -14,9 +14,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
-use beowulf::controllers::capi::{Cluster, Machine};
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{
     self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
@@ -31,6 +30,9 @@ use kube::runtime::controller::Action;
 use kube::runtime::{reflector, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
+
+#[path = "support/fake_api.rs"]
+mod fake_api;
 
 const NS: &str = "hpc";
 const BMC_PASSWORD: &str = "s3cret-bmc-pw";
@@ -254,21 +256,7 @@ struct NodeBoot {
 }
 
 async fn env(objects: Vec<Value>) -> Env {
-    let client = kube_fake_client::ClientBuilder::new()
-        .with_resource::<BeowulfHost>()
-        .with_resource::<BeowulfImage>()
-        .with_resource::<BeowulfMachine>()
-        .with_resource::<BeowulfCluster>()
-        .with_resource::<Cluster>()
-        .with_resource::<Machine>()
-        .with_status_subresource::<BeowulfHost>()
-        .with_status_subresource::<BeowulfMachine>()
-        .with_status_subresource::<BeowulfCluster>()
-        .with_status_subresource::<Cluster>()
-        .with_runtime_objects(objects)
-        .build()
-        .await
-        .unwrap();
+    let client = fake_api::fake_api(objects).await;
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let bmc = Arc::new(FakeBmc::default());
     // The real boot plane on the controllers' registry, its HTTP server on loopback (port 0).

@@ -1,6 +1,8 @@
-//! The fake Kubernetes API (kube-fake-client; no API server can run here) the CAPI tests and the reconcile
-//! benchmark share: every kind the Beowulf controllers read or write, with the status subresources they patch.
-//! Included with `#[path]` by each test/bench that needs it (integration tests are separate crates).
+//! The fake Kubernetes API (kube-fake-client) of the fast controller tests: every kind the Beowulf controllers
+//! read or write, with the status subresources they patch. One home for the provider's reconcile tests, the e2e
+//! CAPI tests and the reconcile benchmark, each including it with `#[path]` (integration tests are separate
+//! crates, and the provider's tests cannot depend on the e2e crate, which depends on the provider). The real
+//! API server is `e2e::kube`.
 
 use base64::Engine as _;
 use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
@@ -19,6 +21,8 @@ pub async fn fake_api(objects: Vec<Value>) -> Client {
         .with_resource::<Machine>()
         .with_status_subresource::<BeowulfHost>()
         .with_status_subresource::<BeowulfMachine>()
+        .with_status_subresource::<BeowulfCluster>()
+        .with_status_subresource::<Cluster>()
         .with_runtime_objects(objects)
         .build()
         .await
