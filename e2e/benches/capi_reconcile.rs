@@ -32,7 +32,7 @@ use beowulf::api::{BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{Context, host, machine};
-use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
+use beowulf::provisioning::io::{BmcTarget, PowerControl, PowerError};
 use beowulf::runtime::profiles::ProfileRegistry;
 use e2e::kube::ControlPlane;
 use futures::future::BoxFuture;
@@ -52,22 +52,22 @@ const NS: &str = "bench";
 struct MemBmc(Mutex<HashSet<String>>);
 
 impl PowerControl for MemBmc {
-    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>> {
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, PowerError>> {
         Box::pin(async move { Ok(self.0.lock().unwrap().contains(&t.address)) })
     }
-    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.0.lock().unwrap().insert(t.address.clone());
             Ok(())
         })
     }
-    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.0.lock().unwrap().remove(&t.address);
             Ok(())
         })
     }
-    fn set_next_boot_pxe<'a>(&'a self, _t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn set_next_boot_pxe<'a>(&'a self, _t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move { Ok(()) })
     }
 }

@@ -174,8 +174,12 @@ async fn machine_provisions_and_deprovisions_through_ipmi_sim() {
     assert!(sim.calls().contains("set power 0"), "{}", sim.calls());
 }
 
-/// The host's BMC condition after one registration reconcile against `sim` with `bmc_key` in the Secret.
-async fn register_with_bmc_key(sim: &IpmiSim, bmc_key: Option<&str>) -> (String, String, String) {
+/// The host's BMC condition (status, message, power, reason) after one registration reconcile against `sim`
+/// with `bmc_key` in the Secret.
+async fn register_with_bmc_key(
+    sim: &IpmiSim,
+    bmc_key: Option<&str>,
+) -> (String, String, String, String) {
     let mut objs = objects(&sim.endpoint());
     if let Some(k) = bmc_key {
         let creds = objs
@@ -201,7 +205,8 @@ async fn register_with_bmc_key(sim: &IpmiSim, bmc_key: Option<&str>) -> (String,
     (
         bmc.status.clone(),
         bmc.message.clone(),
-        status.power_state.unwrap_or_default(),
+        status.power_state.clone().unwrap_or_default(),
+        bmc.reason.clone(),
     )
 }
 
@@ -214,20 +219,25 @@ async fn host_registers_through_a_bmc_that_needs_the_kg_from_its_secret() {
     let sim = IpmiSim::start_with_bmc_key(KG);
     let kg_hex: String = KG.bytes().map(|b| format!("{b:02x}")).collect();
 
-    let (status, message, power) = register_with_bmc_key(&sim, Some(&kg_hex)).await;
+    let (status, message, power, _) = register_with_bmc_key(&sim, Some(&kg_hex)).await;
     assert_eq!(
         (status.as_str(), power.as_str()),
         ("True", "off"),
         "{message}"
     );
 
-    let (status, message, _) = register_with_bmc_key(&sim, None).await;
+    let (status, message, _, reason) = register_with_bmc_key(&sim, None).await;
     assert_eq!(status, "False", "no Kg: the BMC refuses the session");
+    assert_eq!(
+        reason, "BMCAuthenticationFailed",
+        "refused, not unreachable"
+    );
     assert!(message.contains("Kg) and none was given"), "{message}");
 
     let wrong: String = "ab".repeat(20);
-    let (status, message, _) = register_with_bmc_key(&sim, Some(&wrong)).await;
+    let (status, message, _, reason) = register_with_bmc_key(&sim, Some(&wrong)).await;
     assert_eq!(status, "False");
+    assert_eq!(reason, "BMCAuthenticationFailed");
     assert!(
         message.contains("Kg"),
         "the message names the BMC key: {message}"
@@ -237,8 +247,12 @@ async fn host_registers_through_a_bmc_that_needs_the_kg_from_its_secret() {
         "{message}"
     );
 
-    let (status, message, _) = register_with_bmc_key(&sim, Some("not-hex-secret")).await;
+    let (status, message, _, reason) = register_with_bmc_key(&sim, Some("not-hex-secret")).await;
     assert_eq!(status, "False");
+    assert_eq!(
+        reason, "BMCCredentialsInvalid",
+        "the Secret, not the BMC, is wrong"
+    );
     assert!(
         message.contains("bmcKey") && !message.contains("not-hex-secret"),
         "{message}"

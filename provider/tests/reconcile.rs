@@ -21,7 +21,7 @@ use beowulf::controllers::{
     self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
 };
 use beowulf::provisioning::io::BootProfiles as _;
-use beowulf::provisioning::io::{BmcTarget, IoError, PowerControl};
+use beowulf::provisioning::io::{BmcFailure, BmcTarget, PowerControl, PowerError};
 use beowulf::runtime::profiles::{ProfileRegistry, ServedConfig};
 use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::Secret;
@@ -48,10 +48,13 @@ struct FakeBmc {
 }
 
 impl FakeBmc {
-    fn check(&self, t: &BmcTarget) -> Result<(), IoError> {
+    fn check(&self, t: &BmcTarget) -> Result<(), PowerError> {
         assert_eq!(t.password, BMC_PASSWORD, "credentials come from the Secret");
         if self.unreachable.load(Ordering::SeqCst) {
-            return Err(IoError(format!("{}: no answer within 3 s", t.address)));
+            return Err(PowerError::new(
+                BmcFailure::Unreachable,
+                format!("{}: no answer within 3 s", t.address),
+            ));
         }
         Ok(())
     }
@@ -67,13 +70,13 @@ impl FakeBmc {
 }
 
 impl PowerControl for FakeBmc {
-    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>> {
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, PowerError>> {
         Box::pin(async move {
             self.check(t)?;
             Ok(self.is_on(&t.address))
         })
     }
-    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.check(t)?;
             self.op(t, "on");
@@ -81,7 +84,7 @@ impl PowerControl for FakeBmc {
             Ok(())
         })
     }
-    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.check(t)?;
             self.op(t, "off");
@@ -89,7 +92,7 @@ impl PowerControl for FakeBmc {
             Ok(())
         })
     }
-    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.check(t)?;
             self.op(t, "bootdev-pxe");

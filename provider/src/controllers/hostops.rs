@@ -18,8 +18,8 @@ use crate::api::host::{BeowulfHostStatus, BootMode, HostStateName};
 use crate::api::{BeowulfHost, BeowulfImage};
 use crate::bmc::endpoint::parse_bmc_key;
 use crate::boot::{MacAddr, Phase};
-use crate::provisioning::engine::action_failed;
-use crate::provisioning::io::{BmcTarget, BootProfile, UserDataFormat};
+use crate::provisioning::engine::{action_failed, bmc_failure};
+use crate::provisioning::io::{BmcFailure, BmcTarget, BootProfile, PowerError, UserDataFormat};
 use crate::provisioning::{
     Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, decide,
 };
@@ -221,11 +221,11 @@ pub async fn drive(
 
     let target = bmc_target(ctx, host).await;
     let power = match &target {
-        Err(why) => PowerObservation::Unreachable(why.clone()),
+        Err(why) => PowerObservation::Failed(PowerError::new(BmcFailure::Credentials, why.clone())),
         Ok(t) => match ctx.power.power_state(t).await {
             Ok(true) => PowerObservation::On,
             Ok(false) => PowerObservation::Off,
-            Err(e) => PowerObservation::Unreachable(e.0),
+            Err(e) => PowerObservation::Failed(e),
         },
     };
     let last_phase = ctx.boot.last_phase(&key);
@@ -255,9 +255,11 @@ pub async fn drive(
                 Ok(())
             }
             (_, Err(why)) => Err(why.clone()),
-            (Action::SetBootPxe, Ok(t)) => ctx.power.set_next_boot_pxe(t).await.map_err(|e| e.0),
-            (Action::PowerOn, Ok(t)) => ctx.power.power_on(t).await.map_err(|e| e.0),
-            (Action::PowerOff, Ok(t)) => ctx.power.power_off(t).await.map_err(|e| e.0),
+            (Action::SetBootPxe, Ok(t)) => {
+                ctx.power.set_next_boot_pxe(t).await.map_err(|e| e.message)
+            }
+            (Action::PowerOn, Ok(t)) => ctx.power.power_on(t).await.map_err(|e| e.message),
+            (Action::PowerOff, Ok(t)) => ctx.power.power_off(t).await.map_err(|e| e.message),
         };
         if let Err(e) = result {
             tracing::warn!(host = %key, ?action, error = %e, "host action failed");
@@ -279,7 +281,7 @@ pub async fn drive(
     match &power {
         PowerObservation::On => status.power_state = Some("on".into()),
         PowerObservation::Off => status.power_state = Some("off".into()),
-        PowerObservation::Unreachable(_) => {}
+        PowerObservation::Failed(_) => {}
     }
     // The boot plane forgets a host's phases when its profile is (re)published or withdrawn; keep the last
     // one seen for hosts that are (or failed) provisioning, so `kubectl get` still shows it.
@@ -289,13 +291,14 @@ pub async fn drive(
         (None, _) => status.last_boot_phase,
     };
     match &power {
-        PowerObservation::Unreachable(why) => {
+        PowerObservation::Failed(e) => {
+            // False for every kind: the BMC cannot be used; the reason says which fix it needs.
             conditions::set(
                 &mut status.conditions,
                 conditions::BMC_REACHABLE,
                 false,
-                "BMCUnreachable",
-                why,
+                bmc_failure(e.kind).0,
+                &e.message,
                 generation,
                 now,
             );
@@ -346,13 +349,16 @@ async fn announce(
 ) {
     let bmc_reachable = |s: Option<&BeowulfHostStatus>| {
         s.and_then(|s| conditions::get(&s.conditions, conditions::BMC_REACHABLE))
-            .map(|c| (c.status == "True", c.message.clone()))
+            .map(|c| (c.status == "True", c.reason.clone(), c.message.clone()))
     };
     match (bmc_reachable(old), bmc_reachable(Some(new))) {
-        (before, Some((false, why))) if before.as_ref().is_none_or(|(up, _)| *up) => {
-            ctx.event(host, true, "BMCUnreachable", &why).await;
+        // Once per outage, or when the kind of failure changes (an outage, then a wrong password).
+        (before, Some((false, reason, why)))
+            if before.as_ref().is_none_or(|(up, r, _)| *up || *r != reason) =>
+        {
+            ctx.event(host, true, &reason, &why).await;
         }
-        (Some((false, _)), Some((true, _))) => {
+        (Some((false, ..)), Some((true, ..))) => {
             ctx.event(host, false, "BMCReachable", "the BMC answers again")
                 .await;
         }

@@ -2,6 +2,7 @@
 
 use std::time::Duration;
 
+use super::io::BmcFailure;
 use super::state::{Action, Goal, HostState, Observation, PowerObservation, Progress};
 use crate::boot::Phase;
 
@@ -102,6 +103,10 @@ pub mod reason {
     pub const DEPROVISIONING: &str = "Deprovisioning";
     pub const RETRY_BACKOFF: &str = "RetryBackoff";
     pub const BMC_UNREACHABLE: &str = "BMCUnreachable";
+    pub const BMC_AUTHENTICATION_FAILED: &str = "BMCAuthenticationFailed";
+    pub const BMC_CREDENTIALS_INVALID: &str = "BMCCredentialsInvalid";
+    pub const BMC_UNSUPPORTED: &str = "BMCUnsupported";
+    pub const BMC_PROTOCOL_ERROR: &str = "BMCProtocolError";
     pub const BMC_ERROR: &str = "BMCError";
     pub const HOST_OFFLINE: &str = "HostOffline";
     pub const NO_DHCP: &str = "NoDHCPRequest";
@@ -141,13 +146,14 @@ pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observa
     if p.state == HostState::Provisioned && goal == Goal::Provision {
         return Decision::new(p, reason::PROVISIONED, "the node called back");
     }
-    if let PowerObservation::Unreachable(why) = &obs.power {
+    if let PowerObservation::Failed(e) = &obs.power {
         p.bmc_failures = p.bmc_failures.saturating_add(1);
         let wait = cfg.backoff(p.bmc_failures);
+        let (reason, what) = bmc_failure(e.kind);
         return Decision::new(
             p,
-            reason::BMC_UNREACHABLE,
-            format!("BMC unreachable ({why}); retrying in {}s", wait.as_secs()),
+            reason,
+            format!("{what} ({}); retrying in {}s", e.message, wait.as_secs()),
         )
         .requeue(wait);
     }
@@ -253,6 +259,23 @@ pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observa
         }
     }
     Decision::new(p, reason::PROVISIONING, "").requeue(cfg.poll)
+}
+
+/// The condition reason and the start of the message for a kind of BMC failure.
+pub fn bmc_failure(kind: BmcFailure) -> (&'static str, &'static str) {
+    match kind {
+        BmcFailure::Unreachable => (reason::BMC_UNREACHABLE, "BMC unreachable"),
+        BmcFailure::Auth => (
+            reason::BMC_AUTHENTICATION_FAILED,
+            "the BMC refused the credentials",
+        ),
+        BmcFailure::Credentials => (
+            reason::BMC_CREDENTIALS_INVALID,
+            "the BMC credentials cannot be used",
+        ),
+        BmcFailure::Unsupported => (reason::BMC_UNSUPPORTED, "the BMC does not support it"),
+        BmcFailure::Protocol => (reason::BMC_PROTOCOL_ERROR, "BMC protocol error"),
+    }
 }
 
 fn secs(d: Duration) -> i64 {
@@ -366,6 +389,7 @@ pub fn action_failed(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::provisioning::io::PowerError;
     use crate::provisioning::state::BootObservation;
 
     fn cfg() -> EngineConfig {
@@ -617,7 +641,7 @@ mod tests {
                 &c,
                 &p,
                 Goal::Provision,
-                &obs(i, PowerObservation::Unreachable("timeout".into()), None),
+                &obs(i, failed(BmcFailure::Unreachable, "timeout"), None),
             );
             assert_eq!(d.reason, "BMCUnreachable");
             assert!(d.actions.is_empty(), "no BMC action without a BMC");
@@ -635,19 +659,46 @@ mod tests {
             &c,
             &Progress::default(),
             Goal::Idle,
-            &obs(0, PowerObservation::Unreachable("auth".into()), None),
+            &obs(0, failed(BmcFailure::Auth, "wrong password"), None),
         );
         assert_eq!(d.progress.state, HostState::Registering);
-        assert!(d.message.contains("auth"));
+        assert!(d.message.contains("wrong password"));
         // A provisioned host does not care.
         let d = decide(
             &c,
             &at(HostState::Provisioned, 1, 0),
             Goal::Provision,
-            &obs(0, PowerObservation::Unreachable("x".into()), None),
+            &obs(0, failed(BmcFailure::Unreachable, "x"), None),
         );
         assert_eq!(d.reason, "Provisioned");
         assert_eq!(d.progress.bmc_failures, 0);
+    }
+
+    fn failed(kind: BmcFailure, why: &str) -> PowerObservation {
+        PowerObservation::Failed(PowerError::new(kind, why))
+    }
+
+    /// Each kind of BMC failure has its own reason: a wrong password is not an outage.
+    #[test]
+    fn each_kind_of_bmc_failure_is_reported_as_itself() {
+        let c = cfg();
+        let p = at(HostState::Available, 0, 0);
+        for (kind, want) in [
+            (BmcFailure::Unreachable, "BMCUnreachable"),
+            (BmcFailure::Auth, "BMCAuthenticationFailed"),
+            (BmcFailure::Credentials, "BMCCredentialsInvalid"),
+            (BmcFailure::Unsupported, "BMCUnsupported"),
+            (BmcFailure::Protocol, "BMCProtocolError"),
+        ] {
+            let d = decide(&c, &p, Goal::Provision, &obs(0, failed(kind, "why"), None));
+            assert_eq!(d.reason, want);
+            assert!(
+                d.message.contains("(why); retrying in 30s"),
+                "{}",
+                d.message
+            );
+            assert!(d.actions.is_empty());
+        }
     }
 
     #[test]

@@ -37,20 +37,54 @@ impl fmt::Debug for BmcTarget {
     }
 }
 
-/// A BMC operation failed. The message names the BMC and the kind of failure, never credentials.
+/// A boot-plane operation failed. The message says what, never secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct IoError(pub String);
 
+/// What kind of BMC failure: the engine reports each kind under its own reason, because each asks for a
+/// different fix (an outage passes; a wrong password or a missing Secret does not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BmcFailure {
+    /// Nothing answered, or not in time.
+    Unreachable,
+    /// The BMC refused the credentials (user, password, IPMI BMC key).
+    Auth,
+    /// The credentials could not be read (their Secret is missing or malformed): the BMC was not asked.
+    Credentials,
+    /// The BMC does not offer what was asked for.
+    Unsupported,
+    /// The BMC answered with something that cannot be accepted.
+    Protocol,
+}
+
+/// A BMC operation failed. The message names the BMC and says what to check, never credentials.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PowerError {
+    pub kind: BmcFailure,
+    pub message: String,
+}
+
+impl PowerError {
+    pub fn new(kind: BmcFailure, message: impl Into<String>) -> Self {
+        PowerError {
+            kind,
+            message: message.into(),
+        }
+    }
+}
+
 /// Power and boot-device control.
 pub trait PowerControl: Send + Sync + 'static {
     /// `true` when powered on.
-    fn power_state<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>>;
-    fn power_on<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+    fn power_state<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<bool, PowerError>>;
+    fn power_on<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>>;
     /// Hard power off (the host is being released; nothing on it must survive).
-    fn power_off<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+    fn power_off<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>>;
     /// Next boot from the network, once.
-    fn set_next_boot_pxe<'a>(&'a self, bmc: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>>;
+    fn set_next_boot_pxe<'a>(&'a self, bmc: &'a BmcTarget)
+    -> BoxFuture<'a, Result<(), PowerError>>;
 }
 
 /// Format of the user-data a host receives.

@@ -56,8 +56,9 @@ pub struct Progress {
 pub enum PowerObservation {
     On,
     Off,
-    /// The BMC did not answer, refused the credentials or failed; the text says why (no secrets).
-    Unreachable(String),
+    /// The BMC could not be asked, did not answer, refused the credentials or failed: what kind and why (no
+    /// secrets).
+    Failed(crate::provisioning::io::PowerError),
 }
 
 /// What the boot plane recorded for the host's current boot.

@@ -10,7 +10,7 @@ use crate::bmc::{
     Bmc, BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
     PowerAction, PowerState,
 };
-use crate::provisioning::io::{BmcTarget, IoError, PowerControl};
+use crate::provisioning::io::{BmcFailure, BmcTarget, PowerControl, PowerError};
 
 /// Address, username, password and BMC key: a driver (and its session) per credential.
 type DriverKey = (String, String, String, Option<Vec<u8>>);
@@ -23,7 +23,7 @@ pub struct BmcPower {
 }
 
 impl BmcPower {
-    fn driver(&self, t: &BmcTarget) -> Result<Arc<Bmc>, IoError> {
+    fn driver(&self, t: &BmcTarget) -> Result<Arc<Bmc>, PowerError> {
         // Keyed by password and Kg too, so a rotated credential opens a new session instead of failing forever.
         let key = (
             t.address.clone(),
@@ -34,11 +34,11 @@ impl BmcPower {
         let mut drivers = self
             .drivers
             .lock()
-            .map_err(|_| IoError("BMC driver cache poisoned".into()))?;
+            .map_err(|_| PowerError::new(BmcFailure::Protocol, "BMC driver cache poisoned"))?;
         if let Some(d) = drivers.get(&key) {
             return Ok(d.clone());
         }
-        let endpoint = Endpoint::parse(&t.address).map_err(|e| IoError(e.to_string()))?;
+        let endpoint = Endpoint::parse(&t.address).map_err(io)?;
         let mut options = Options {
             insecure_tls: t.insecure_tls,
             ..Options::default()
@@ -52,8 +52,7 @@ impl BmcPower {
         if let Some(k) = &t.bmc_key {
             credentials = credentials.with_bmc_key(k.clone());
         }
-        let bmc = Bmc::new(endpoint, credentials, options, self.limits.clone())
-            .map_err(|e| IoError(e.to_string()))?;
+        let bmc = Bmc::new(endpoint, credentials, options, self.limits.clone()).map_err(io)?;
         let bmc = Arc::new(bmc);
         drivers.retain(|(addr, ..), _| addr != &t.address);
         drivers.insert(key, bmc.clone());
@@ -61,20 +60,28 @@ impl BmcPower {
     }
 }
 
-fn io(e: crate::bmc::BmcError) -> IoError {
-    IoError(e.to_string())
+/// The driver's error with its kind kept (timeouts count as unreachable: both pass by themselves).
+fn io(e: crate::bmc::BmcError) -> PowerError {
+    use crate::bmc::BmcError as E;
+    let kind = match &e {
+        E::Auth { .. } => BmcFailure::Auth,
+        E::Unreachable { .. } | E::Timeout { .. } => BmcFailure::Unreachable,
+        E::Unsupported { .. } => BmcFailure::Unsupported,
+        E::Protocol { .. } => BmcFailure::Protocol,
+    };
+    PowerError::new(kind, e.to_string())
 }
 
 impl PowerControl for BmcPower {
-    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, IoError>> {
+    fn power_state<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<bool, PowerError>> {
         Box::pin(
             async move { Ok(self.driver(t)?.power_state().await.map_err(io)? == PowerState::On) },
         )
     }
-    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_on<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move { self.driver(t)?.power(PowerAction::On).await.map_err(io) })
     }
-    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn power_off<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             self.driver(t)?
                 .power(PowerAction::ForceOff)
@@ -82,7 +89,7 @@ impl PowerControl for BmcPower {
                 .map_err(io)
         })
     }
-    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), IoError>> {
+    fn set_next_boot_pxe<'a>(&'a self, t: &'a BmcTarget) -> BoxFuture<'a, Result<(), PowerError>> {
         Box::pin(async move {
             let mode = if t.uefi {
                 BootMode::Uefi
