@@ -8,7 +8,7 @@
 //! `kube::mgmt`), etcd and the controller manager on loopback. Everything lives under one directory; the
 //! processes stop on drop.
 
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -344,14 +344,6 @@ impl ControlPlane {
     /// requests at all).
     pub fn requests_by(&self, user: &str) -> usize {
         count_requests(&self.audit_log, user)
-    }
-
-    /// The API server's address.
-    pub fn addr(&self) -> anyhow::Result<SocketAddr> {
-        self.url
-            .trim_start_matches("https://")
-            .parse()
-            .context("API server URL")
     }
 }
 

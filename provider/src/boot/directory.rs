@@ -130,7 +130,7 @@ impl Directory {
             ..Directory::default()
         };
         for h in hosts {
-            d.check(&h, None)?;
+            d.check(&h)?;
             d.index(d.hosts.len(), &h);
             d.hosts.push(Arc::new(h));
         }
@@ -187,9 +187,11 @@ impl Directory {
         self.by_mac.clear();
         self.by_ip.clear();
         self.by_name.clear();
-        for (j, h) in self.hosts.clone().iter().enumerate() {
+        let hosts = std::mem::take(&mut self.hosts);
+        for (j, h) in hosts.iter().enumerate() {
             self.index(j, h);
         }
+        self.hosts = hosts;
         self.drop_unused_images();
         Some(host)
     }
@@ -214,19 +216,18 @@ impl Directory {
         self.images.get(&host.image).map(|i| &**i)
     }
 
-    fn check(&self, h: &Host, replacing: Option<usize>) -> Result<(), String> {
+    /// A new host's network and image exist, and its name, MAC and address are no other host's.
+    fn check(&self, h: &Host) -> Result<(), String> {
         if h.network >= self.networks.len() {
             return Err(format!("host {:?}: no network {}", h.name, h.network));
         }
         if !self.images.contains_key(&h.image) {
             return Err(format!("host {:?}: no image {:?}", h.name, h.image));
         }
-        if replacing.is_none()
-            && let Some(&o) = self.by_name.get(&h.name)
-        {
+        if let Some(&o) = self.by_name.get(&h.name) {
             return Err(self.clash(h, "the host name", o));
         }
-        self.check_unique(h, replacing)
+        self.check_unique(h, None)
     }
 
     /// Its MAC and address are no other host's (the one it replaces aside).
@@ -293,6 +294,15 @@ impl DirectoryHandle {
 
     pub fn set(&self, directory: Directory) {
         *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(directory);
+    }
+
+    /// Changes the directory in service with `f`, which cannot fail (copy on write, serialized like
+    /// [`DirectoryHandle::update`]).
+    pub fn change(&self, f: impl FnOnce(&mut Directory)) {
+        let _ = self.update(|d| {
+            f(d);
+            Ok::<(), std::convert::Infallible>(())
+        });
     }
 
     /// Changes the directory in service with `f` (copy on write); nothing changes when `f` fails. Updates

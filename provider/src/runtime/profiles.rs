@@ -313,20 +313,9 @@ impl BootProfiles for ProfileRegistry {
         } = self.prepare(&profile)?;
         let key = profile.host.clone();
         let mut g = self.shared.lock();
-        // The profile's earlier host name, if it was published under another one (renamed BeowulfHost).
-        let renamed = g
-            .published
-            .get(&key)
-            .map(|p| p.profile.hostname.clone())
-            .filter(|old| *old != host.name);
         self.plane
             .directory
-            .update(|d| {
-                if let Some(old) = &renamed {
-                    d.remove_host(old);
-                }
-                d.upsert_host(host, image, network)
-            })
+            .update(|d| d.upsert_host(host, image, network))
             .map_err(IoError)?;
         let (mac, name) = (profile.mac, profile.hostname.clone());
         let published = Published {
@@ -353,9 +342,8 @@ impl BootProfiles for ProfileRegistry {
         if let Some(old) = g.published.remove(host) {
             g.by_mac.remove(&old.profile.mac);
             self.plane.tokens.consume(&old.profile.hostname);
-            let _ = self.plane.directory.update(|d| {
+            self.plane.directory.change(|d| {
                 d.remove_host(&old.profile.hostname);
-                Ok::<(), ()>(())
             });
             self.plane.directory_changed(&self.plane.directory.get());
         }
