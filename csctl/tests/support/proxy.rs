@@ -14,6 +14,9 @@ pub struct Record {
     pub status: u16,
     pub body_len: u64,
     pub content_range: Option<String>,
+    /// The [`Proxy::mark`] in effect when the request arrived (it is recorded when it completes, which for a
+    /// killed client's last requests can be after a later mark).
+    pub epoch: usize,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,6 +33,7 @@ pub enum Stall {
 #[derive(Default)]
 struct State {
     records: Vec<Record>,
+    epoch: usize,
     stall: Option<Stall>,
     stalled: bool,
     patches: u32,
@@ -73,13 +77,21 @@ impl Proxy {
         self.state.lock().unwrap().stalled
     }
 
-    /// Index to pass to `records_since`.
+    /// Starts a new epoch and returns it, to pass to `records_since`: requests that arrive from now on.
     pub fn mark(&self) -> usize {
-        self.state.lock().unwrap().records.len()
+        let mut s = self.state.lock().unwrap();
+        s.epoch += 1;
+        s.epoch
     }
 
+    /// The requests that arrived since `mark` (0: all), in the order they completed.
     pub fn records_since(&self, mark: usize) -> Vec<Record> {
-        self.state.lock().unwrap().records[mark..].to_vec()
+        let s = self.state.lock().unwrap();
+        s.records
+            .iter()
+            .filter(|r| r.epoch >= mark)
+            .cloned()
+            .collect()
     }
 }
 
@@ -151,8 +163,10 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             .unwrap_or(0);
         let content_range = header(&headers, "Content-Range").map(str::to_string);
         let mut cut_after: Option<u64> = None;
+        let epoch;
         {
             let mut s = state.lock().unwrap();
+            epoch = s.epoch;
             if method == "PATCH" {
                 s.patches += 1;
             }
@@ -167,6 +181,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                         status: 0,
                         body_len: 0,
                         content_range,
+                        epoch,
                     });
                     drop(s);
                     hold(&mut client);
@@ -191,6 +206,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
                 status: 0,
                 body_len: copied,
                 content_range,
+                epoch,
             });
             drop(s);
             up_w.flush()?;
@@ -242,6 +258,7 @@ fn handle(client: TcpStream, upstream: &str, state: &Mutex<State>) -> std::io::R
             status,
             body_len: copied,
             content_range,
+            epoch,
         });
     }
 }
