@@ -1,6 +1,7 @@
-//! Fault injection between a BMC client and a BMC: a UDP proxy that delays every datagram and counts what
-//! crosses it, and an HTTP server that answers only after a long delay. Both are small stand-ins written for
-//! the tests ("a BMC that answers slowly"); the BMC behind the UDP proxy is the real ipmi_sim.
+//! Fault injection between a BMC client and a BMC: a UDP proxy that delays every datagram, counts what
+//! crosses it and can hide one command from the BMC, and an HTTP server that answers only after a long
+//! delay. Both are small stand-ins written for the tests ("a BMC that answers slowly", "a BMC without Get
+//! Channel Cipher Suites"); the BMC behind the UDP proxy is a real one (ipmi_sim or pyghmi's).
 #![allow(clippy::unwrap_used)]
 
 use std::collections::HashMap;
@@ -15,6 +16,8 @@ use tokio::net::{TcpListener, UdpSocket};
 pub struct Stats {
     /// RMCP+ Open Session requests seen (payload type 0x10).
     pub open_sessions: AtomicUsize,
+    /// Get Channel Cipher Suites requests seen (dropped or not).
+    pub cipher_suite_lists: AtomicUsize,
     /// Datagrams from the client.
     pub to_bmc: AtomicUsize,
     /// Client datagrams not yet answered, and the largest that number has been.
@@ -32,6 +35,21 @@ impl UdpDelayProxy {
     /// Listens on `listen` (port 0 for any) and forwards to `upstream`, delaying each datagram by `delay`
     /// in both directions.
     pub async fn start(listen: SocketAddr, upstream: SocketAddr, delay: Duration) -> UdpDelayProxy {
+        Self::start_with(listen, upstream, delay, false).await
+    }
+
+    /// Forwards without delay, but never passes Get Channel Cipher Suites on: the BMC then looks like one
+    /// that does not implement the command (the client hears nothing).
+    pub async fn without_cipher_suite_list(upstream: SocketAddr) -> UdpDelayProxy {
+        Self::start_with((upstream.ip(), 0).into(), upstream, Duration::ZERO, true).await
+    }
+
+    async fn start_with(
+        listen: SocketAddr,
+        upstream: SocketAddr,
+        delay: Duration,
+        hide_cipher_suite_list: bool,
+    ) -> UdpDelayProxy {
         let front = Arc::new(UdpSocket::bind(listen).await.unwrap());
         let addr = front.local_addr().unwrap();
         let stats = Arc::new(Stats::default());
@@ -47,6 +65,13 @@ impl UdpDelayProxy {
                 st.to_bmc.fetch_add(1, Ordering::SeqCst);
                 if data.len() > 5 && data[4] == 0x06 && data[5] & 0x3f == 0x10 {
                     st.open_sessions.fetch_add(1, Ordering::SeqCst);
+                }
+                // IPMI v1.5 outside a session: netfn App (6) in byte 15, command in byte 19.
+                if data.len() > 19 && data[4] == 0x00 && data[15] >> 2 == 0x06 && data[19] == 0x54 {
+                    st.cipher_suite_lists.fetch_add(1, Ordering::SeqCst);
+                    if hide_cipher_suite_list {
+                        continue;
+                    }
                 }
                 let now = st.outstanding.fetch_add(1, Ordering::SeqCst) + 1;
                 st.max_outstanding.fetch_max(now, Ordering::SeqCst);

@@ -88,6 +88,34 @@ fn nanos() -> u64 {
         .subsec_nanos() as u64
 }
 
+/// Polls `addr` with Get Channel Authentication Capabilities (IPMI v1.5, no session) until a BMC answers;
+/// false if none did within `timeout`.
+pub fn answers_ipmi(addr: SocketAddr, timeout: Duration) -> bool {
+    let probe: [u8; 23] = [
+        0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81, 0x00,
+        0x38, 0x8e, 0x04, 0xb5,
+    ];
+    let local = if addr.ip().is_loopback() {
+        Ipv4Addr::LOCALHOST
+    } else {
+        Ipv4Addr::UNSPECIFIED
+    };
+    let sock = UdpSocket::bind((local, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        let _ = sock.send_to(&probe, addr);
+        if let Ok((n, _)) = sock.recv_from(&mut buf)
+            && n > 20
+        {
+            return true;
+        }
+    }
+    false
+}
+
 /// A UDP port free on `ip` right now.
 pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
     UdpSocket::bind((ip, 0))
@@ -213,35 +241,14 @@ set_working_mc 0x20
         sim
     }
 
-    /// Polls with Get Channel Authentication Capabilities (IPMI v1.5, no session) until the simulator answers.
     fn wait_ready(&self, timeout: Duration) {
-        let probe: [u8; 23] = [
-            0x06, 0x00, 0xff, 0x07, 0x00, 0, 0, 0, 0, 0, 0, 0, 0, 0x09, 0x20, 0x18, 0xc8, 0x81,
-            0x00, 0x38, 0x8e, 0x04, 0xb5,
-        ];
-        let local = if self.addr.ip().is_loopback() {
-            Ipv4Addr::LOCALHOST
-        } else {
-            Ipv4Addr::UNSPECIFIED
-        };
-        let sock = UdpSocket::bind((local, 0)).unwrap();
-        sock.set_read_timeout(Some(Duration::from_millis(50)))
-            .unwrap();
-        let deadline = Instant::now() + timeout;
-        let mut buf = [0u8; 512];
-        while Instant::now() < deadline {
-            let _ = sock.send_to(&probe, self.addr);
-            if let Ok((n, _)) = sock.recv_from(&mut buf)
-                && n > 20
-            {
-                return;
-            }
+        if !answers_ipmi(self.addr, timeout) {
+            panic!(
+                "ipmi_sim at {} did not answer within {timeout:?}; log:\n{}",
+                self.addr,
+                self.log()
+            );
         }
-        panic!(
-            "ipmi_sim at {} did not answer within {timeout:?}; log:\n{}",
-            self.addr,
-            self.log()
-        );
     }
 
     pub fn endpoint(&self) -> String {

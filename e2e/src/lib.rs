@@ -11,6 +11,7 @@ pub mod bmc_proxy;
 pub mod ipmi_sim;
 pub mod kube;
 pub mod pxe;
+pub mod pyghmi_bmc;
 pub mod qemu_bmc;
 pub mod sushy;
 

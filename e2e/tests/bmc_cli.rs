@@ -227,3 +227,27 @@ fn bmc_cli_acts_on_the_bmcs_of_an_inventory() {
             .contains("is on")
     );
 }
+
+#[test]
+fn a_user_error_is_one_line_without_a_backtrace_even_with_rust_backtrace_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("no-such-password-file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-beowulf"))
+        .args(["bmc", "--address", "ipmi://127.0.0.1:9", "--username", "u"])
+        .arg("--password-file")
+        .arg(&missing)
+        .args(["power", "status"])
+        .env("RUST_BACKTRACE", "1")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .env_remove("BEOWULF_BMC_PASSWORD")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.starts_with("Error: ") && stderr.contains("no-such-password-file"),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
+}

@@ -42,7 +42,7 @@ fn power_status(sim: &IpmiSim) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipmi_power_and_bootdev_are_confirmed_by_ipmitool() {
     let sim = IpmiSim::start();
-    // Auto proposes suite 17 first; ipmi_sim refuses it, so the session must fall back to suite 3.
+    // Auto asks ipmi_sim for its cipher suites (0–14, no 17) and proposes the strongest common one, 3.
     let bmc = client(&sim.endpoint(), ipmi_sim::PASSWORD, Options::default());
     assert_eq!(bmc.power_state().await.unwrap(), PowerState::Off);
     assert_eq!(bmc.session_suite().await, Some(3));

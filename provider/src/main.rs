@@ -1,6 +1,4 @@
-use clap::Parser;
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    beowulf::cli::run(beowulf::cli::Cli::parse()).await
+async fn main() -> std::process::ExitCode {
+    beowulf::cli::main().await
 }

@@ -1,8 +1,6 @@
 //! `beowulf`, built inside the e2e crate so its tests can run it as a child process: the same code as
 //! `provider/src/main.rs` (the CLI lives in the library).
-use clap::Parser;
-
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    beowulf::cli::run(beowulf::cli::Cli::parse()).await
+async fn main() -> std::process::ExitCode {
+    beowulf::cli::main().await
 }

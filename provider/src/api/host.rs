@@ -91,7 +91,7 @@ pub struct BmcSpec {
     /// Secret (same namespace) with keys `username` and `password`, and optionally `bmcKey`: the IPMI BMC key
     /// (Kg) in hex, as `ipmitool -y` takes it.
     pub credentials_secret_ref: LocalRef,
-    /// IPMI cipher suite (3 or 17; default 17, falling back to 3).
+    /// IPMI cipher suite (3 or 17; default: negotiated with the BMC, 17 preferred, then 3).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cipher_suite: Option<u8>,
     /// Redfish: skip TLS verification. Only for lab BMCs with self-signed certificates.

@@ -4,8 +4,12 @@
 //! is the one named in the address or, without a name, the only member of the collection. Authentication: a
 //! session (`POST …/Sessions`, then `X-Auth-Token`) when the service has a SessionService, HTTP Basic when it
 //! does not (sushy-tools); the session is reused, renewed once on a 401, and deleted by `close`. Power
-//! changes use `ComputerSystem.Reset` with a `ResetType` taken from the system's allowable values; boot
-//! overrides are PATCHed with `If-Match` when the system carries an ETag.
+//! changes use `ComputerSystem.Reset` with a `ResetType` taken from the system's allowable values, and a
+//! reset the BMC accepts as a task (202 and a task monitor) is followed to its end; boot overrides are
+//! PATCHed with `If-Match` when the system carries an ETag. Services differ in small ways this driver
+//! absorbs: a session answered with 201 or 204, `Location`s relative or absolute (an absolute one may
+//! name the BMC by an address we cannot reach, so only its path is used), systems without allowable
+//! values (the schema's values are assumed, and the log says so).
 
 use std::time::Duration;
 
@@ -52,7 +56,46 @@ struct Reply {
     etag: Option<String>,
     token: Option<String>,
     location: Option<String>,
+    /// `Retry-After` in seconds (a task monitor's hint).
+    retry_after: Option<u64>,
     body: Value,
+}
+
+/// How long a reset the BMC runs as a task may take before we give up on it.
+const TASK_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `BootSourceOverrideTarget` values in the Redfish schema (ComputerSystem v1.x), assumed when a system
+/// lists none.
+const SCHEMA_BOOT_TARGETS: &[&str] = &[
+    "None",
+    "Pxe",
+    "Floppy",
+    "Cd",
+    "Usb",
+    "Hdd",
+    "BiosSetup",
+    "Utilities",
+    "Diags",
+    "UefiShell",
+    "UefiTarget",
+    "SDCard",
+    "UefiHttp",
+    "RemoteDrive",
+    "UefiBootNext",
+    "Recovery",
+];
+
+/// The path (and query) of a `Location` or `@odata.id`: a relative one as it is, an absolute one without
+/// its scheme and authority (BMCs behind NAT or a proxy name themselves by addresses we cannot reach).
+fn path_of(location: &str) -> String {
+    match location.split_once("://") {
+        Some((_, rest)) => match rest.find('/') {
+            Some(i) => rest[i..].to_string(),
+            None => "/".into(),
+        },
+        None if location.starts_with('/') => location.to_string(),
+        None => format!("/{location}"),
+    }
 }
 
 fn odata_id(v: &Value) -> Option<&str> {
@@ -129,11 +172,7 @@ impl RedfishClient {
     }
 
     fn url(&self, path: &str) -> String {
-        if path.starts_with("http://") || path.starts_with("https://") {
-            path.to_string()
-        } else {
-            format!("{}{}", self.base, path)
-        }
+        format!("{}{}", self.base, path_of(path))
     }
 
     fn transport_error(&self, what: &str, e: reqwest::Error) -> BmcError {
@@ -216,8 +255,12 @@ impl RedfishClient {
                             .and_then(|v| v.to_str().ok())
                             .map(str::to_string)
                     };
-                    let (etag, token, location) =
-                        (header("etag"), header("x-auth-token"), header("location"));
+                    let (etag, token, location, retry_after) = (
+                        header("etag"),
+                        header("x-auth-token"),
+                        header("location"),
+                        header("retry-after"),
+                    );
                     let bytes = r
                         .bytes()
                         .await
@@ -228,6 +271,7 @@ impl RedfishClient {
                         etag,
                         token,
                         location,
+                        retry_after: retry_after.and_then(|v| v.trim().parse().ok()),
                         body,
                     });
                 }
@@ -340,7 +384,12 @@ impl RedfishClient {
             s if s.is_success() => match r.token {
                 Some(token) => Ok(Auth::Token {
                     token,
-                    session: r.location.or_else(|| odata_id(&r.body).map(str::to_string)),
+                    // 201 carries the session (and usually a Location), 204 only the headers.
+                    session: r
+                        .location
+                        .as_deref()
+                        .or_else(|| odata_id(&r.body))
+                        .map(path_of),
                 }),
                 None => Ok(Auth::Basic),
             },
@@ -391,6 +440,76 @@ impl RedfishClient {
                 detail: format!("{method} {path} answered {s}{msg}"),
             },
         })
+    }
+
+    /// Follows an operation the BMC accepted as a task (202) to its end: polls the task monitor from
+    /// `Location` (or the Task resource in the body) until it stops answering 202 and the task, if the
+    /// answer is one, reached a final state. A task that ends in Exception, Killed or Cancelled is an
+    /// error with the task's message.
+    async fn follow_task(&self, auth: &Auth, accepted: &Reply, what: &str) -> Result<()> {
+        let Some(monitor) = accepted
+            .location
+            .as_deref()
+            .or_else(|| odata_id(&accepted.body))
+            .map(path_of)
+        else {
+            tracing::debug!(bmc = %self.name, what, "202 without a task monitor; taking it as started");
+            return Ok(());
+        };
+        let deadline = tokio::time::Instant::now() + TASK_TIMEOUT;
+        let mut wait = Duration::from_millis(250);
+        let mut hint = accepted.retry_after;
+        loop {
+            let pause = hint.map_or(wait, |s| Duration::from_secs(s.min(5)));
+            if tokio::time::Instant::now() + pause > deadline {
+                return Err(BmcError::Timeout {
+                    bmc: self.name.clone(),
+                    what: format!("waiting for the task of {what} ({monitor})"),
+                    after: TASK_TIMEOUT,
+                });
+            }
+            tokio::time::sleep(pause).await;
+            wait = (wait * 2).min(Duration::from_secs(2));
+            let r = self
+                .send(Some(auth), Method::GET, &monitor, None, None)
+                .await?;
+            hint = r.retry_after;
+            match r.status {
+                StatusCode::ACCEPTED => continue,
+                // A monitor may be deleted once its task completed (DMTF DSP0266, task monitors).
+                StatusCode::NOT_FOUND | StatusCode::GONE => {
+                    tracing::debug!(bmc = %self.name, what, "task monitor gone; the task completed");
+                    return Ok(());
+                }
+                s if s.is_success() => {}
+                _ => {
+                    return Err(BmcError::Protocol {
+                        bmc: self.name.clone(),
+                        detail: format!(
+                            "the task of {what} ({monitor}) answered {}{}",
+                            r.status,
+                            error_message(&r.body)
+                        ),
+                    });
+                }
+            }
+            match r.body["TaskState"].as_str() {
+                None | Some("Completed") => return Ok(()),
+                Some(state @ ("Exception" | "Killed" | "Cancelled")) => {
+                    let msg = r.body["Messages"]
+                        .as_array()
+                        .and_then(|m| m.first())
+                        .and_then(|m| m["Message"].as_str())
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default();
+                    return Err(BmcError::Protocol {
+                        bmc: self.name.clone(),
+                        detail: format!("the task of {what} ended {state}{msg}"),
+                    });
+                }
+                Some(_) => continue, // New, Starting, Running, Pending, …
+            }
+        }
     }
 
     /// Runs `f` with the BMC's lock held (one request in flight), a global permit, and a live login; a
@@ -490,14 +609,19 @@ impl BmcDriver for RedfishClient {
                 None => prefs[0],
             };
             tracing::debug!(bmc = %c.name, reset_type = choice, "ComputerSystem.Reset");
-            c.checked(
-                auth,
-                Method::POST,
-                &target,
-                Some(&json!({"ResetType": choice})),
-                None,
-            )
-            .await?;
+            let r = c
+                .checked(
+                    auth,
+                    Method::POST,
+                    &target,
+                    Some(&json!({"ResetType": choice})),
+                    None,
+                )
+                .await?;
+            if r.status == StatusCode::ACCEPTED {
+                c.follow_task(auth, &r, &format!("ComputerSystem.Reset ({choice})"))
+                    .await?;
+            }
             Ok(())
         })
         .await
@@ -509,9 +633,12 @@ impl BmcDriver for RedfishClient {
                 let r = c.checked(auth, Method::GET, sys, None, None).await?;
                 let b = &r.body["Boot"];
                 let target = target_name(boot.device);
-                if let Some(allowed) = strings(&b["BootSourceOverrideTarget@Redfish.AllowableValues"])
-                    && !allowed.iter().any(|a| a == target)
-                {
+                let allowed = strings(&b["BootSourceOverrideTarget@Redfish.AllowableValues"])
+                    .unwrap_or_else(|| {
+                        tracing::info!(bmc = %c.name, system = sys, "the system lists no BootSourceOverrideTarget@Redfish.AllowableValues; assuming the Redfish schema's targets");
+                        SCHEMA_BOOT_TARGETS.iter().map(|t| t.to_string()).collect()
+                    });
+                if !allowed.iter().any(|a| a == target) {
                     return Err(BmcError::Unsupported {
                         bmc: c.name.clone(),
                         what: format!("boot target {target} (it allows {})", allowed.join(", ")),

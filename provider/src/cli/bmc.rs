@@ -72,7 +72,7 @@ pub struct BmcArgs {
     /// IPMI: file holding the BMC key (Kg) in hex, as `ipmitool -y` takes it (only for BMCs that have one set).
     #[arg(long, value_name = "FILE")]
     pub bmc_key_file: Option<PathBuf>,
-    /// IPMI cipher suite: auto (17, falling back to 3), 3 or 17.
+    /// IPMI cipher suite: auto (asks the BMC which it has; 17 preferred, then 3; remembered per BMC), 3 or 17.
     #[arg(long, default_value = "auto", value_parser = ["auto", "3", "17"])]
     pub cipher_suite: String,
     /// Redfish over HTTPS: trust only the CAs in this PEM file.

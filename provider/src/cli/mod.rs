@@ -44,6 +44,20 @@ pub enum Command {
 }
 
 /// Runs the parsed command line.
+/// The `beowulf` binary: parses the command line, runs it, and turns the outcome into the exit status. A
+/// returned error is for the user (bad input, a BMC that refused, a missing file): its message and causes
+/// on one line, never a backtrace, even with `RUST_BACKTRACE` set. Internal errors panic, and the panic
+/// hook keeps their backtraces.
+pub async fn main() -> std::process::ExitCode {
+    match run(Cli::parse()).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("Error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(cli.log_format);
     match cli.command {

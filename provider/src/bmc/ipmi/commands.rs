@@ -14,6 +14,7 @@ pub const CMD_GET_BOOT_OPTIONS: u8 = 0x09;
 pub const CMD_GET_CHANNEL_AUTH_CAPS: u8 = 0x38;
 pub const CMD_SET_SESSION_PRIVILEGE: u8 = 0x3b;
 pub const CMD_CLOSE_SESSION: u8 = 0x3c;
+pub const CMD_GET_CHANNEL_CIPHER_SUITES: u8 = 0x54;
 
 pub const PRIV_ADMIN: u8 = 0x04;
 

@@ -22,6 +22,9 @@ pub enum Suite {
 }
 
 impl Suite {
+    /// Every suite this client speaks, strongest first.
+    pub const ALL: [Suite; 2] = [Suite::S17, Suite::S3];
+
     pub fn id(self) -> u8 {
         match self {
             Suite::S3 => 3,
@@ -51,6 +54,14 @@ impl Suite {
     /// Confidentiality algorithm number (AES-CBC-128 for both).
     pub fn confidentiality_alg(self) -> u8 {
         0x01
+    }
+    /// Authentication, integrity and confidentiality algorithm numbers, as Open Session carries them.
+    pub fn algorithms(self) -> [u8; 3] {
+        [
+            self.auth_alg(),
+            self.integrity_alg(),
+            self.confidentiality_alg(),
+        ]
     }
     /// Length of the RAKP 2/3 key exchange authentication code (full HMAC).
     pub fn rakp_len(self) -> usize {

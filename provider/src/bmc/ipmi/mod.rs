@@ -1,15 +1,17 @@
 //! Native, async IPMI v2.0 lanplus (RMCP+) driver.
 //!
 //! Cipher suites: 17 (RAKP-HMAC-SHA256, HMAC-SHA256-128, AES-CBC-128) and 3 (RAKP-HMAC-SHA1, HMAC-SHA1-96,
-//! AES-CBC-128). By default ([`CipherChoice::Auto`]) a session proposes 17 and falls back to 3 when the BMC
-//! refuses 17's algorithms in the Open Session response; a host can pin either. Suites without integrity or
-//! confidentiality are never offered.
+//! AES-CBC-128). By default ([`CipherChoice::Auto`]) a session asks the BMC which suites it has and proposes
+//! 17, then 3, of those; a refusal or a counter-offer of the other suite falls back, and the suite that
+//! worked is remembered per BMC ([`negotiate`]). A host can pin either suite. Suites without integrity or
+//! confidentiality are never offered nor accepted.
 //!
 //! One session per BMC is kept and reused; a session idle for longer than [`IDLE_REOPEN`] is replaced
 //! before use (BMCs drop idle sessions after about a minute), and one that stops answering is reopened once.
 
 pub mod commands;
 pub mod crypto;
+pub mod negotiate;
 pub mod packet;
 pub mod ping;
 pub mod session;
@@ -32,7 +34,7 @@ pub const IDLE_REOPEN: Duration = Duration::from_secs(40);
 /// Which cipher suite(s) to propose.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum CipherChoice {
-    /// 17, then 3 if the BMC refuses 17.
+    /// 17, then 3, of the suites the BMC has; remembered per BMC once one works.
     #[default]
     Auto,
     Suite3,
@@ -123,6 +125,7 @@ impl IpmiClient {
             timeout: self.options.request_timeout,
             retries: self.options.retries,
             suites: self.options.cipher_suite.suites(),
+            negotiate: self.options.cipher_suite == CipherChoice::Auto,
         })
     }
 

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::super::error::{BmcError, Result};
 use super::commands::{self, NETFN_APP, PRIV_ADMIN};
 use super::crypto::{Exchange, SessionKeys, Suite, codes_match, sik_key};
+use super::negotiate::{self, Answer, Listed};
 use super::packet::{self, Datagram, payload};
 
 /// How a session is opened.
@@ -22,8 +23,11 @@ pub struct SessionParams {
     pub timeout: Duration,
     /// Retransmissions after the first attempt.
     pub retries: u32,
-    /// Suites to propose, in order; the next one is tried when the BMC rejects the algorithms.
+    /// The suites allowed, strongest first; the next one is proposed when the BMC rejects one.
     pub suites: Vec<Suite>,
+    /// Negotiate (`auto`): ask the BMC which suites it has, propose only those, and remember per address
+    /// what worked. Otherwise `suites` are proposed as they are.
+    pub negotiate: bool,
 }
 
 /// An established, authenticated and encrypted session.
@@ -127,9 +131,68 @@ fn rmcp_status_error(bmc: &str, step: &str, status: u8) -> BmcError {
     }
 }
 
+/// The BMC's cipher suites (Get Channel Cipher Suites, outside a session); `None` when it does not answer
+/// the command (not every BMC implements it: one attempt each, then we propose and see) or answers
+/// something unreadable.
+async fn list_suites(sock: &UdpSocket, params: &SessionParams) -> Option<Vec<Listed>> {
+    let once = SessionParams {
+        retries: 0,
+        ..params.clone()
+    };
+    let mut records = Vec::new();
+    for index in 0..64u8 {
+        let rq_seq = index + 1;
+        let req = packet::encode_request(
+            NETFN_APP,
+            commands::CMD_GET_CHANNEL_CIPHER_SUITES,
+            rq_seq,
+            &negotiate::listing_request(index),
+        );
+        let answer = round_trip(
+            sock,
+            &once,
+            "Get Channel Cipher Suites",
+            None,
+            || packet::encode_v15(&req),
+            |d| {
+                let r = packet::decode_response(&d.payload).ok()?;
+                (r.cmd == commands::CMD_GET_CHANNEL_CIPHER_SUITES && r.rq_seq == rq_seq)
+                    .then_some(Ok(r))
+            },
+        )
+        .await;
+        let chunk = match answer {
+            Ok(r) if r.completion == 0 && !r.data.is_empty() => r.data[1..].to_vec(),
+            Ok(r) => {
+                tracing::debug!(bmc = %params.bmc, completion = r.completion, "Get Channel Cipher Suites refused; proposing without a list");
+                return None;
+            }
+            Err(e) => {
+                tracing::debug!(bmc = %params.bmc, error = %e, "no Get Channel Cipher Suites answer; proposing without a list");
+                return None;
+            }
+        };
+        records.extend_from_slice(&chunk);
+        if chunk.len() < negotiate::LISTING_CHUNK {
+            break;
+        }
+    }
+    match negotiate::parse_listing(&records) {
+        Ok(l) => {
+            tracing::debug!(bmc = %params.bmc, suites = ?l.iter().map(|s| s.id).collect::<Vec<_>>(), "the BMC lists cipher suites");
+            Some(l)
+        }
+        Err(e) => {
+            tracing::debug!(bmc = %params.bmc, error = %e, "unreadable cipher suite list; proposing without it");
+            None
+        }
+    }
+}
+
 impl Session {
-    /// Opens a session: Get Channel Authentication Capabilities, Open Session (falling back through
-    /// `params.suites`), RAKP 1–4, then raises the privilege to Administrator.
+    /// Opens a session: Get Channel Authentication Capabilities, the suites to propose (asking the BMC with
+    /// Get Channel Cipher Suites when negotiating), Open Session (through the proposals until one is
+    /// taken), RAKP 1–4, then raises the privilege to Administrator.
     /// `kg`: the BMC key, when the BMC has one (it then keys the SIK instead of the password).
     pub async fn open(
         params: SessionParams,
@@ -196,6 +259,20 @@ impl Session {
             });
         }
 
+        // 2. Which suites to propose (see `negotiate`).
+        let allowed = params.suites.clone();
+        let proposals = match (params.negotiate, negotiate::learned(params.addr)) {
+            (false, _) => allowed.clone(),
+            (true, Some(learned)) => negotiate::learned_first(learned, &allowed),
+            (true, None) => {
+                let listed = list_suites(&sock, &params).await;
+                negotiate::plan(&allowed, listed.as_deref()).map_err(|r| BmcError::Unsupported {
+                    bmc: bmc.clone(),
+                    what: r.what(&allowed),
+                })?
+            }
+        };
+
         let sid_m: u32 = loop {
             let v = rand::random::<u32>();
             if v != 0 {
@@ -204,16 +281,13 @@ impl Session {
         };
         let mut tag: u8 = 0;
         let mut last_err = None;
-        for (i, &suite) in params.suites.iter().enumerate() {
+        for (i, &proposed) in proposals.iter().enumerate() {
+            let more = i + 1 < proposals.len();
             tag = tag.wrapping_add(1);
-            // 2. Open Session: propose exactly this suite's algorithms.
+            // 3. Open Session: propose exactly this suite's algorithms.
             let mut req = vec![tag, PRIV_ADMIN, 0, 0];
             req.extend_from_slice(&sid_m.to_le_bytes());
-            for (ptype, alg) in [
-                (0u8, suite.auth_alg()),
-                (1, suite.integrity_alg()),
-                (2, suite.confidentiality_alg()),
-            ] {
+            for (ptype, alg) in [0u8, 1, 2].into_iter().zip(proposed.algorithms()) {
                 req.extend_from_slice(&[ptype, 0, 0, 0x08, alg, 0, 0, 0]);
             }
             let t = tag;
@@ -235,14 +309,12 @@ impl Session {
             if status != 0 {
                 let err = rmcp_status_error(
                     &bmc,
-                    &format!("Open Session with cipher suite {}", suite.id()),
+                    &format!("Open Session with cipher suite {}", proposed.id()),
                     status,
                 );
-                // Algorithms refused: try the next suite, if any.
-                if matches!(status, 0x04 | 0x05 | 0x06 | 0x07 | 0x10 | 0x11)
-                    && i + 1 < params.suites.len()
-                {
-                    tracing::debug!(bmc = %bmc, suite = suite.id(), status, "cipher suite refused, trying the next one");
+                // Algorithms refused: propose the next suite, if any.
+                if matches!(status, 0x04 | 0x05 | 0x06 | 0x07 | 0x10 | 0x11) && more {
+                    tracing::debug!(bmc = %bmc, suite = proposed.id(), status, "cipher suite refused, proposing the next one");
                     last_err = Some(err);
                     continue;
                 }
@@ -256,20 +328,47 @@ impl Session {
                 });
             }
             let sid_c = u32::from_le_bytes([resp[8], resp[9], resp[10], resp[11]]);
-            if resp[16] != suite.auth_alg()
-                || resp[24] != suite.integrity_alg()
-                || resp[32] != suite.confidentiality_alg()
-            {
-                return Err(BmcError::Protocol {
-                    bmc,
-                    detail: format!(
-                        "the BMC answered Open Session with other algorithms than cipher suite {}",
-                        suite.id()
-                    ),
-                });
-            }
+            let suite = match negotiate::judge([resp[16], resp[24], resp[32]], &allowed) {
+                Answer::Accept(s) => {
+                    if s != proposed {
+                        tracing::debug!(bmc = %bmc, proposed = proposed.id(), answered = s.id(), "the BMC counter-offered a suite we allow; taking it");
+                    }
+                    s
+                }
+                // A counter-offer we may not take is a refusal of the proposal (the BMC drops the
+                // half-open session on its own).
+                Answer::Other(what) if more => {
+                    tracing::debug!(bmc = %bmc, suite = proposed.id(), answered = %what, "cipher suite counter-offered, proposing the next one");
+                    continue;
+                }
+                Answer::Other(what) => {
+                    return Err(BmcError::Unsupported {
+                        bmc,
+                        what: format!(
+                            "cipher suite {}: asked for it, it answered Open Session with {what}; {}",
+                            proposed.id(),
+                            if params.negotiate {
+                                "enable cipher suite 17 or 3 in the BMC's LAN settings"
+                            } else {
+                                "use --cipher-suite auto (or the host's cipherSuite: auto)"
+                            }
+                        ),
+                    });
+                }
+                Answer::Weak(what) => {
+                    return Err(BmcError::Unsupported {
+                        bmc,
+                        what: format!(
+                            "a session with integrity and encryption: asked for cipher suite {}, it answered \
+                             Open Session with {what}, and Beowulf never weakens a session; enable cipher \
+                             suite 17 or 3 in the BMC's LAN settings",
+                            proposed.id()
+                        ),
+                    });
+                }
+            };
 
-            // 3. RAKP 1 / 2.
+            // 4. RAKP 1 / 2.
             let rand_m: [u8; 16] = rand::random();
             let role = PRIV_ADMIN | 0x10; // name-only lookup
             tag = tag.wrapping_add(1);
@@ -290,7 +389,19 @@ impl Session {
                         .then_some(Ok(d.payload))
                 },
             )
-            .await?;
+            .await
+            .map_err(|e| match e {
+                // It answered Open Session a moment ago, so it is there: BMCs that do not know a user may
+                // stay silent rather than refuse (pyghmi's, so virtualbmc, does).
+                BmcError::Timeout { bmc, .. } => BmcError::Auth {
+                    bmc,
+                    detail: format!(
+                        "the BMC answered Open Session but never RAKP 1 for user {username:?}; it most \
+                         likely does not know this user (some BMCs stay silent instead of refusing)"
+                    ),
+                },
+                e => e,
+            })?;
             if rakp2[1] != 0 {
                 return Err(rmcp_status_error(&bmc, "RAKP 2", rakp2[1]));
             }
@@ -325,7 +436,7 @@ impl Session {
                 });
             }
 
-            // 4. RAKP 3 / 4.
+            // 5. RAKP 3 / 4.
             tag = tag.wrapping_add(1);
             let mut rakp3 = vec![tag, 0, 0, 0];
             rakp3.extend_from_slice(&sid_c.to_le_bytes());
@@ -376,7 +487,7 @@ impl Session {
                 rq_seq: 0,
                 last_used: Instant::now(),
             };
-            // 5. Sessions start at User privilege; chassis control needs Operator, boot options Administrator.
+            // 6. Sessions start at User privilege; chassis control needs Operator, boot options Administrator.
             s.request(
                 NETFN_APP,
                 commands::CMD_SET_SESSION_PRIVILEGE,
@@ -391,6 +502,9 @@ impl Session {
                 e => e,
             })?;
             tracing::debug!(bmc = %s.params.bmc, suite = suite.id(), "IPMI session open");
+            if s.params.negotiate {
+                negotiate::learn(s.params.addr, suite);
+            }
             return Ok(s);
         }
         Err(last_err.unwrap_or_else(|| BmcError::Unsupported {
