@@ -1,10 +1,11 @@
 //! The command line: one `Command` variant per subcommand, each with its own module in `commands/`.
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
 use crate::commands::{create::CreateArgs, validate::ValidateArgs};
 use crate::commands::{
     diff::DiffArgs, inspect::InspectArgs, list::ListArgs, publish::PublishArgs, pull::PullArgs,
 };
+use crate::output::Format;
 
 /// Exit codes, shown in `--help` and README.
 pub const EXIT_CODES_HELP: &str = "\
@@ -35,12 +36,6 @@ pub struct Cli {
 
     #[command(subcommand)]
     pub command: Command,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Format {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]

@@ -14,9 +14,9 @@ fn main() -> ExitCode {
         quiet: cli.quiet,
     };
     let result = match &cli.command {
-        Command::Create(args) => commands::create::run(&ctx, args),
+        Command::Create(args) => args.resolve().and_then(|plan| commands::run(&ctx, &plan)),
         Command::Validate(args) => commands::validate::run(&ctx, args),
-        Command::Publish(args) => commands::publish::run(&ctx, args),
+        Command::Publish(args) => args.resolve().and_then(|plan| commands::run(&ctx, &plan)),
         Command::Pull(args) => commands::pull::run(&ctx, args),
         Command::List(args) => commands::list::run(&ctx, args),
         Command::Inspect(args) => commands::inspect::run(&ctx, args),

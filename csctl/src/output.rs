@@ -1,7 +1,15 @@
 //! How results reach the user: progress on stderr, the result on stdout as text or JSON.
 use std::io::Write;
 
-use crate::cli::Format;
+use clap::ValueEnum;
+
+/// The result format on stdout (`--format`). No doc comments on the variants: clap would print them in
+/// `--help`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+}
 
 /// Passed to every command.
 #[derive(Debug, Clone, Copy)]

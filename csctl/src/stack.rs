@@ -19,6 +19,30 @@ pub enum Convention {
     Umbrella,
 }
 
+/// Expands the command-line stack arguments (a parent directory stands for its stack subdirectories).
+pub fn expand_stack_dirs(args: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in args {
+        let has_config = CSCTL_CONFIG_FILES.iter().any(|f| dir.join(f).exists());
+        if !has_config && dir.is_dir() {
+            let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| CSCTL_CONFIG_FILES.iter().any(|f| p.join(f).is_file()))
+                .collect();
+            children.sort();
+            if !children.is_empty() {
+                out.extend(children);
+                continue;
+            }
+        }
+        out.push(dir.clone());
+    }
+    out
+}
+
 /// A loaded stack directory.
 #[derive(Debug, Clone)]
 pub struct Stack {

@@ -277,7 +277,7 @@ async fn hpc_cluster_class_renders_like_the_operator_and_reconciles(mc: &MgmtClu
         format: cli.format,
         quiet: true,
     };
-    csctl::commands::create::run(&ctx, args).unwrap();
+    csctl::commands::run(&ctx, &args.resolve().unwrap()).unwrap();
     let release = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())

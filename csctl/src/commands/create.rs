@@ -1,4 +1,6 @@
-//! `csctl create`: stack directories → release directories.
+//! `csctl create`: its flags resolve into a [`BuildPlan`]; running a build plan (also what `csctl publish
+//! STACK_DIR` resolves to) turns stack directories into release directories, then publishes them with the
+//! shared step in `oci::publish` if asked.
 //!
 //! Everything is checked and built in memory first; only then is anything written, each release into a
 //! temporary directory inside the output root that is renamed into place. A bad stack, a clash with an
@@ -9,16 +11,17 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
-use metadata_schema::{CSCTL_CONFIG_FILES, Problem, Version};
+use metadata_schema::{Problem, Version};
 
-use super::publish;
+use super::plan::{BuildPlan, Plan, Previous, Versions};
 use super::remote::{self, RegistryArgs};
 use crate::build::{self, Built, StableDecision};
 use crate::error::{InvalidInput, UsageError};
 use crate::hash::sha256_hex;
+use crate::oci::publish::{Published, publish_release_dirs};
 use crate::output::Ctx;
 use crate::release::{self, ReleaseDir};
-use crate::stack::Stack;
+use crate::stack::{Stack, expand_stack_dirs};
 use crate::substitute::ReleaseVersions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -75,28 +78,42 @@ pub struct CreateArgs {
     pub registry: RegistryArgs,
 }
 
-/// Expands the command-line stack arguments (a parent directory stands for its stack subdirectories).
-pub fn expand_stack_dirs(args: &[PathBuf]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for dir in args {
-        let has_config = CSCTL_CONFIG_FILES.iter().any(|f| dir.join(f).exists());
-        if !has_config && dir.is_dir() {
-            let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .map(|e| e.path())
-                .filter(|p| CSCTL_CONFIG_FILES.iter().any(|f| p.join(f).is_file()))
-                .collect();
-            children.sort();
-            if !children.is_empty() {
-                out.extend(children);
-                continue;
-            }
+impl CreateArgs {
+    /// Checks the flags and resolves them into a [`Plan::Build`].
+    pub fn resolve(&self) -> anyhow::Result<Plan> {
+        let publish = match (self.publish, &self.remote) {
+            (false, _) => None,
+            (true, Some(r)) if r.starts_with("oci:") => Some(remote::parse_location(r)?),
+            (true, _) => Some(remote::default_location()?),
+        };
+        if self.mode != Mode::Custom
+            && (self.cluster_stack_version.is_some()
+                || self.cluster_addon_version.is_some()
+                || self.node_image_version.is_some())
+        {
+            return Err(
+                UsageError("the --*-version flags only apply to --mode custom".into()).into(),
+            );
         }
-        out.push(dir.clone());
+        let versions = match self.mode {
+            Mode::Stable => Versions::Stable {
+                previous: match &self.remote {
+                    Some(r) if r.starts_with("oci:") => Previous::Oci(remote::parse_location(r)?),
+                    Some(r) => Previous::Dir(PathBuf::from(r)),
+                    None => Previous::Output,
+                },
+            },
+            Mode::Hash => Versions::Hash,
+            Mode::Custom => Versions::Custom(custom_versions(self)?),
+        };
+        Ok(Plan::Build(BuildPlan {
+            stacks: expand_stack_dirs(&self.stacks),
+            versions,
+            output: self.output.clone(),
+            publish,
+            registry: self.registry.clone(),
+        }))
     }
-    out
 }
 
 fn custom_versions(args: &CreateArgs) -> anyhow::Result<ReleaseVersions> {
@@ -145,29 +162,12 @@ enum Outcome {
     },
 }
 
-pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
-    let publish_target = match (&args.publish, &args.remote) {
-        (false, _) => None,
-        (true, Some(r)) if r.starts_with("oci:") => Some(remote::parse_location(r)?),
-        (true, _) => Some(remote::default_location()?),
-    };
-    if args.mode != Mode::Custom
-        && (args.cluster_stack_version.is_some()
-            || args.cluster_addon_version.is_some()
-            || args.node_image_version.is_some())
-    {
-        return Err(UsageError("the --*-version flags only apply to --mode custom".into()).into());
-    }
-    let custom = match args.mode {
-        Mode::Custom => Some(custom_versions(args)?),
-        _ => None,
-    };
-
+/// Carries out a build plan.
+pub fn run(ctx: &Ctx, plan: &BuildPlan) -> anyhow::Result<()> {
     // 1. Load and check every stack before anything else.
-    let dirs = expand_stack_dirs(&args.stacks);
     let mut stacks = Vec::new();
     let mut problems = Vec::new();
-    for dir in &dirs {
+    for dir in &plan.stacks {
         ctx.progress(format!("reading {}", dir.display()));
         match Stack::load(dir) {
             Ok(s) => stacks.push(s),
@@ -197,25 +197,25 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     // An OCI remote is materialised as a temporary directory holding the latest stable release of each
     // stack (metadata.yaml and hashes.json only), so stable mode reads it like a directory remote.
     let mut oci_previous: Option<tempfile::TempDir> = None;
-    let previous: Vec<ReleaseDir> = if args.mode == Mode::Stable {
-        let remote = match &args.remote {
-            Some(r) if r.starts_with("oci:") => {
-                let location = remote::parse_location(r)?;
+    let previous: Vec<ReleaseDir> = if let Versions::Stable { previous } = &plan.versions {
+        let remote = match previous {
+            Previous::Oci(location) => {
                 ctx.progress(format!("looking up the latest releases in {location}"));
-                let tmp = remote::latest_releases(&location, &args.registry)
+                let tmp = remote::latest_releases(location, &plan.registry)
                     .with_context(|| format!("reading previous releases in {location}"))?;
                 let p = tmp.path().to_path_buf();
                 oci_previous = Some(tmp);
                 p
             }
-            Some(r) => {
-                let p = PathBuf::from(r);
+            Previous::Dir(p) => {
                 if !p.is_dir() {
-                    return Err(UsageError(format!("--remote {r}: no such directory")).into());
+                    return Err(
+                        UsageError(format!("--remote {}: no such directory", p.display())).into(),
+                    );
                 }
-                p
+                p.clone()
             }
-            None => args.output.clone(),
+            Previous::Output => plan.output.clone(),
         };
         if remote.is_dir() {
             release::list_release_dirs(&remote)
@@ -233,13 +233,13 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
         ctx.progress(format!(
             "building {} ({} mode)",
             stack.dir.display(),
-            format!("{:?}", args.mode).to_lowercase()
+            plan.versions.mode()
         ));
         let hashes = build::hashes(stack);
-        let (versions, prev, changed) = match args.mode {
-            Mode::Hash => (build::hash_mode_versions(&hashes), None, vec![]),
-            Mode::Custom => (custom.clone().context("custom versions")?, None, vec![]),
-            Mode::Stable => {
+        let (versions, prev, changed) = match &plan.versions {
+            Versions::Hash => (build::hash_mode_versions(&hashes), None, vec![]),
+            Versions::Custom(custom) => (custom.clone(), None, vec![]),
+            Versions::Stable { .. } => {
                 let probe = build::release_name(
                     stack,
                     &ReleaseVersions {
@@ -275,7 +275,7 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     // 4. Refuse to overwrite a different existing release, before writing anything.
     for (_, o) in &outcomes {
         if let Outcome::Build { built, .. } = o {
-            let target = args.output.join(built.name.to_string());
+            let target = plan.output.join(built.name.to_string());
             if target.exists() && !same_content(&target, built)? {
                 anyhow::bail!(
                     "{} already exists with different content; remove it or choose another --output",
@@ -306,11 +306,11 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
                 previous,
                 changed,
             } => {
-                let target = args.output.join(built.name.to_string());
+                let target = plan.output.join(built.name.to_string());
                 let status = if target.exists() {
                     "exists"
                 } else {
-                    write_release(&args.output, &target, built)?;
+                    write_release(&plan.output, &target, built)?;
                     "created"
                 };
                 let v = &built.metadata.versions;
@@ -359,7 +359,7 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
             }
         }
     }
-    if !args.publish {
+    if plan.publish.is_none() {
         for r in report.iter().filter(|r| r["status"] != "no-change") {
             text.push_str(&format!(
                 "next: csctl publish {} --to oci://<registry>/<repository>   (or: csctl inspect / csctl diff)\n",
@@ -369,7 +369,7 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
     }
     drop(oci_previous);
     let mut json = serde_json::json!({ "releases": report });
-    if let Some(target) = &publish_target {
+    if let Some(target) = &plan.publish {
         // New releases, and unchanged ones whose release directory is here (publishing is idempotent: a
         // release already at the target is a no-op), so that running the same command again after a
         // `create` without `--publish` still publishes.
@@ -379,25 +379,26 @@ pub fn run(ctx: &Ctx, args: &CreateArgs) -> anyhow::Result<()> {
                 Some(p) => Some(PathBuf::from(p)),
                 None => r["latest"]
                     .as_str()
-                    .map(|l| args.output.join(l))
+                    .map(|l| plan.output.join(l))
                     .filter(|d| d.join("metadata.yaml").is_file()),
             })
             .collect();
         if !dirs.is_empty() {
-            let (published_text, published) = remote::runtime()?.block_on(
-                publish::publish_dirs(ctx, &dirs, target, &args.registry, false),
-            )?;
-            text.push_str(&published_text);
-            if let Some(list) = published.as_array() {
-                for p in list {
-                    if let Some(reference) = p["reference"].as_str() {
-                        text.push_str(&format!(
-                            "next: csctl inspect {reference}   (to a registry the cluster-stack-operator reads: csctl publish <release dir> --to oci://<registry>/<repository>)\n"
-                        ));
-                    }
-                }
+            let published = remote::runtime()?.block_on(publish_release_dirs(
+                ctx,
+                &dirs,
+                target,
+                false,
+                |progress| plan.registry.open(target, true, progress),
+            ))?;
+            text.extend(published.iter().map(Published::text));
+            for p in &published {
+                text.push_str(&format!(
+                    "next: csctl inspect {}   (to a registry the cluster-stack-operator reads: csctl publish <release dir> --to oci://<registry>/<repository>)\n",
+                    p.reference
+                ));
             }
-            json["published"] = published;
+            json["published"] = published.iter().map(Published::json).collect();
         }
     }
     ctx.emit(text, &json);

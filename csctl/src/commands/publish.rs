@@ -1,17 +1,14 @@
-//! `csctl publish`: push a release directory to a registry or to the local OCI layout.
-use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+//! `csctl publish`: push release directories to a registry or to the local OCI layout with the shared step
+//! in `oci::publish`. Stack directories resolve to a build plan, which `commands::create` runs.
+use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::Args;
 
+use super::plan::{BuildPlan, Plan, Previous, PublishPlan, Versions};
 use super::remote::{RegistryArgs, default_location, parse_location, runtime};
-use crate::oci::Location;
-use crate::oci::artifact::Artifact;
-use crate::oci::client::default_state_dir;
-use crate::oci::digest_cache::DigestCache;
-use crate::oci::push::{PublishOutcome, publish};
+use crate::oci::publish::{Published, publish_release_dirs};
 use crate::output::Ctx;
+use crate::stack::expand_stack_dirs;
 
 #[derive(Debug, Args)]
 #[command(after_long_help = "\
@@ -44,121 +41,53 @@ pub struct PublishArgs {
     pub registry: RegistryArgs,
 }
 
-pub fn run(ctx: &Ctx, args: &PublishArgs) -> anyhow::Result<()> {
-    let target = match &args.to {
-        Some(t) => parse_location(t)?,
-        None => default_location()?,
-    };
-    if target.tag().is_some() {
-        anyhow::bail!(
-            "--to names a repository; the tag is always the release name, so drop `:{}`",
-            target.tag().unwrap_or_default()
-        );
-    }
-    let is_stack = |d: &PathBuf| d.join("csctl.yaml").is_file() || d.join("csmctl.yaml").is_file();
-    if args.releases.iter().all(is_stack) {
-        // Stack directories: build the next stable release against what the target already holds, then
-        // publish it — exactly `csctl create --mode stable --remote <target> --publish`.
-        let create = super::create::CreateArgs {
-            stacks: args.releases.clone(),
-            mode: super::create::Mode::Stable,
-            output: PathBuf::from("./.release"),
-            cluster_stack_version: None,
-            cluster_addon_version: None,
-            node_image_version: None,
-            remote: Some(target.to_string()),
-            publish: true,
-            registry: args.registry.clone(),
+impl PublishArgs {
+    /// Release directories resolve to a [`Plan::Publish`]; stack directories to the [`Plan::Build`] of
+    /// `csctl create --mode stable --remote <target> --publish` (which does not use `--force`).
+    pub fn resolve(&self) -> anyhow::Result<Plan> {
+        let target = match &self.to {
+            Some(t) => parse_location(t)?,
+            None => default_location()?,
         };
-        return super::create::run(ctx, &create);
+        if target.tag().is_some() {
+            anyhow::bail!(
+                "--to names a repository; the tag is always the release name, so drop `:{}`",
+                target.tag().unwrap_or_default()
+            );
+        }
+        let is_stack =
+            |d: &PathBuf| d.join("csctl.yaml").is_file() || d.join("csmctl.yaml").is_file();
+        if self.releases.iter().all(is_stack) {
+            // Build the next stable release against what the target already holds, then publish it there.
+            return Ok(Plan::Build(BuildPlan {
+                stacks: expand_stack_dirs(&self.releases),
+                versions: Versions::Stable {
+                    previous: Previous::Oci(target.clone()),
+                },
+                output: PathBuf::from("./.release"),
+                publish: Some(target),
+                registry: self.registry.clone(),
+            }));
+        }
+        Ok(Plan::Publish(PublishPlan {
+            releases: self.releases.clone(),
+            target,
+            force: self.force,
+            registry: self.registry.clone(),
+        }))
     }
-    let (text, json) = runtime()?.block_on(publish_dirs(
+}
+
+pub fn run(ctx: &Ctx, plan: &PublishPlan) -> anyhow::Result<()> {
+    let published = runtime()?.block_on(publish_release_dirs(
         ctx,
-        &args.releases,
-        &target,
-        &args.registry,
-        args.force,
+        &plan.releases,
+        &plan.target,
+        plan.force,
+        |progress| plan.registry.open(&plan.target, true, progress),
     ))?;
+    let text: String = published.iter().map(Published::text).collect();
+    let json: Vec<serde_json::Value> = published.iter().map(Published::json).collect();
     ctx.emit(text, &serde_json::json!({ "published": json }));
     Ok(())
-}
-
-/// Publishes release directories to `target`; also used by `csctl create --publish`. Returns the text
-/// report and the JSON array of results.
-pub async fn publish_dirs(
-    ctx: &Ctx,
-    dirs: &[PathBuf],
-    target: &Location,
-    registry: &RegistryArgs,
-    force: bool,
-) -> anyhow::Result<(String, serde_json::Value)> {
-    // Read and hash every release before talking to the target: a bad directory fails before any upload.
-    let mut cache = DigestCache::open(default_state_dir().as_deref());
-    let mut artifacts = Vec::new();
-    for dir in dirs {
-        artifacts.push(read_release(ctx, dir, &mut cache)?);
-    }
-    cache.save();
-    let hashed_bytes = cache.hashed_bytes;
-    let progress = !ctx.quiet && std::io::stderr().is_terminal();
-    let store = registry
-        .open(target, true, progress)
-        .await
-        .with_context(|| format!("cannot publish to {target}"))?;
-    let mut results = Vec::new();
-    let mut text = String::new();
-    for artifact in &artifacts {
-        let location = target.with_tag(&artifact.tag);
-        ctx.progress(format!(
-            "publishing {} ({} files, {} bytes) to {location}",
-            artifact.tag,
-            artifact.files.len(),
-            artifact.total_size()
-        ));
-        let outcome = publish(&store, artifact, force)
-            .await
-            .with_context(|| format!("cannot publish {} to {location}", artifact.tag))?;
-        match &outcome {
-            PublishOutcome::Unchanged { digest } => {
-                text.push_str(&format!(
-                    "{location} is already published with digest {digest}; nothing to do\n"
-                ));
-                results.push(serde_json::json!({"tag": artifact.tag, "reference": location.to_string(), "digest": digest, "status": "unchanged", "hashedBytes": hashed_bytes}));
-            }
-            PublishOutcome::Published {
-                digest,
-                replaced,
-                report,
-            } => {
-                text.push_str(&format!(
-                    "published {location}@{digest}: {} blob(s) uploaded ({} bytes{}), {} already present, {} mounted{}\n",
-                    report.uploaded,
-                    report.uploaded_bytes,
-                    if report.resumed > 0 { format!(", {} resumed", report.resumed) } else { String::new() },
-                    report.existed,
-                    report.mounted,
-                    replaced.as_ref().map(|r| format!("; replaced {r}")).unwrap_or_default()
-                ));
-                results.push(serde_json::json!({
-                    "tag": artifact.tag, "reference": location.to_string(), "digest": digest,
-                    "status": if replaced.is_some() { "replaced" } else { "published" },
-                    "uploadedBlobs": report.uploaded, "uploadedBytes": report.uploaded_bytes, "hashedBytes": hashed_bytes,
-                    "existingBlobs": report.existed, "mountedBlobs": report.mounted, "resumedBlobs": report.resumed,
-                }));
-            }
-        }
-    }
-    Ok((text, serde_json::Value::Array(results)))
-}
-
-fn read_release(ctx: &Ctx, dir: &Path, cache: &mut DigestCache) -> anyhow::Result<Artifact> {
-    if dir.join("csctl.yaml").is_file() || dir.join("csmctl.yaml").is_file() {
-        anyhow::bail!(
-            "{} is a stack directory: give only stack directories (built into ./.release in stable mode, then published) or only release directories",
-            dir.display()
-        );
-    }
-    ctx.progress(format!("hashing {}", dir.display()));
-    Artifact::from_release_dir_cached(dir, cache)
-        .with_context(|| format!("cannot read release {}", dir.display()))
 }

@@ -5,11 +5,10 @@ use clap::Args;
 use metadata_schema::{Problem, Severity};
 
 use crate::checks;
-use crate::commands::create::expand_stack_dirs;
 use crate::crds::CrdSet;
 use crate::error::InvalidInput;
 use crate::output::Ctx;
-use crate::stack::Stack;
+use crate::stack::{Stack, expand_stack_dirs};
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {

@@ -8,6 +8,7 @@ pub mod error;
 pub mod layout;
 pub mod manifest;
 pub mod progress;
+pub mod publish;
 pub mod pull;
 pub mod push;
 pub mod reference;
