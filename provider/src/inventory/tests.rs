@@ -292,8 +292,9 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
         },
     ));
 
-    // A broken edit (different length, so the change is seen even within one mtime tick) is rejected.
-    std::fs::write(&path, GOOD.replace("10.99.0.158", "10.99.0.999")).unwrap();
+    // A broken edit is rejected. It is made at once (the watcher's baseline is taken when it is created) and
+    // changes the length, so it is seen even within one mtime tick.
+    std::fs::write(&path, GOOD.replace("10.99.0.158", "10.99.0.1580")).unwrap();
     let h2 = handle.clone();
     tokio::task::spawn_blocking(move || {
         // Nothing to wait for on a rejection except time passing: poll that the handle still serves node-1.

@@ -34,15 +34,29 @@ fn watched(path: &std::path::Path, inv: &Inventory) -> Vec<PathBuf> {
 /// Polls the inventory file at `path` (and `referenced`, the files the inventory in service was built from)
 /// every `interval`; on a change, reloads it, calls `on_reload` with the new directory and puts it in service
 /// in `handle`. Runs until the task is dropped.
-pub async fn watch(
+///
+/// The files are fingerprinted when `watch` is called, not when the returned future first runs: an edit
+/// made after the inventory was loaded but before a busy runtime got to the watcher is still seen.
+pub fn watch(
     handle: Arc<DirectoryHandle>,
     path: PathBuf,
     referenced: Vec<PathBuf>,
     interval: Duration,
     on_reload: impl Fn(&Directory) + Send + Sync + 'static,
+) -> impl Future<Output = ()> + Send {
+    let files: Vec<PathBuf> = std::iter::once(path.clone()).chain(referenced).collect();
+    let seen = fingerprint(&files);
+    poll(handle, path, files, seen, interval, on_reload)
+}
+
+async fn poll(
+    handle: Arc<DirectoryHandle>,
+    path: PathBuf,
+    mut files: Vec<PathBuf>,
+    mut seen: Fingerprint,
+    interval: Duration,
+    on_reload: impl Fn(&Directory) + Send + Sync + 'static,
 ) {
-    let mut files: Vec<PathBuf> = std::iter::once(path.clone()).chain(referenced).collect();
-    let mut seen = fingerprint(&files);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
