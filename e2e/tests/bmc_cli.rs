@@ -251,3 +251,26 @@ fn a_user_error_is_one_line_without_a_backtrace_even_with_rust_backtrace_set() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(!stderr.to_lowercase().contains("backtrace"), "{stderr}");
 }
+
+#[test]
+fn a_bmc_error_names_the_bmc_once_on_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "secret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pw, std::fs::Permissions::from_mode(0o600)).unwrap();
+    // Nothing listens on the discard port of loopback: the BMC is unreachable at once.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-beowulf"))
+        .args(["bmc", "--address", "ipmi://127.0.0.1:9", "--username", "u"])
+        .arg("--password-file")
+        .arg(&pw)
+        .args(["--timeout", "0.2", "power", "status"])
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.matches("ipmi://127.0.0.1:9").count(), 1, "{stderr}");
+    assert!(stderr.contains("is unreachable"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+}

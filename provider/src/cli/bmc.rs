@@ -14,8 +14,8 @@ use clap::{Args, Subcommand, ValueEnum};
 
 use crate::bmc::ipmi::CipherChoice;
 use crate::bmc::{
-    Bmc, BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
-    PowerAction, parse_bmc_key,
+    Bmc, BmcDriver, BmcError, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits,
+    Options, PowerAction, parse_bmc_key,
 };
 use crate::inventory::Inventory;
 
@@ -340,7 +340,14 @@ async fn one(
     let bmc = Bmc::new(endpoint.clone(), credentials, options, Limits::new(1))?;
     let result = act(&bmc, action).await;
     bmc.close().await;
-    result.with_context(|| format!("BMC {endpoint}"))
+    // The driver's errors name the BMC already; only the others (a flag that does not apply) need it.
+    result.map_err(|e| {
+        if e.is::<BmcError>() {
+            e
+        } else {
+            e.context(format!("BMC {endpoint}"))
+        }
+    })
 }
 
 async fn act(bmc: &Bmc, action: &BmcAction) -> anyhow::Result<String> {
