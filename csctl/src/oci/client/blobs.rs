@@ -180,15 +180,12 @@ impl RegistryClient {
         )
     }
 
-    /// Streams a blob into `dest`, verifying its digest and size. The file is removed on failure.
-    pub async fn fetch_blob(
+    /// GET of a blob, answered 2xx (a 404 is [`OciError::BlobNotFound`]); with its URL, for errors.
+    async fn get_blob(
         &self,
         repo: &str,
         digest: &Digest,
-        size: u64,
-        dest: &Path,
-        label: &str,
-    ) -> Result<(), OciError> {
+    ) -> Result<(String, reqwest::Response), OciError> {
         let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
         let scope = scope_pull(repo);
         let resp = self
@@ -200,7 +197,20 @@ impl RegistryClient {
                 digest: digest.clone(),
             });
         }
-        let mut resp = self.check("GET", &url, repo, resp).await?;
+        let resp = self.check("GET", &url, repo, resp).await?;
+        Ok((url, resp))
+    }
+
+    /// Streams a blob into `dest`, verifying its digest and size. The file is removed on failure.
+    pub async fn fetch_blob(
+        &self,
+        repo: &str,
+        digest: &Digest,
+        size: u64,
+        dest: &Path,
+        label: &str,
+    ) -> Result<(), OciError> {
+        let (url, mut resp) = self.get_blob(repo, digest).await?;
         let progress = Progress::bytes(
             &self.bars,
             self.opts.progress && size >= 8 << 20,
@@ -237,18 +247,7 @@ impl RegistryClient {
 
     /// Reads a (small) blob into memory, verified.
     pub async fn fetch_blob_bytes(&self, repo: &str, digest: &Digest) -> Result<Vec<u8>, OciError> {
-        let url = self.url(&format!("/v2/{repo}/blobs/{digest}"));
-        let scope = scope_pull(repo);
-        let resp = self
-            .send(Method::GET, &url, Some(&scope), |rb| rb, true)
-            .await?;
-        if resp.status() == StatusCode::NOT_FOUND {
-            return Err(OciError::BlobNotFound {
-                location: format!("{}/{repo}", self.registry),
-                digest: digest.clone(),
-            });
-        }
-        let resp = self.check("GET", &url, repo, resp).await?;
+        let (url, resp) = self.get_blob(repo, digest).await?;
         let data = resp.bytes().await.map_err(|e| self.unreachable(&url, &e))?;
         let got = Digest::of_bytes(&data);
         if &got != digest {
