@@ -255,7 +255,7 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
 
 /// The HPC stack's cluster-class chart, from the release `csctl create` builds, rendered by `helm template
 /// <name> <chart.tgz> --namespace <ns>` and applied with server-side apply as field manager `kubectl` (the
-/// cluster-stack-operator's two steps; the operator itself is not served by the Go module proxy), is a
+/// cluster-stack-operator's two steps; the operator itself does not run in the suite yet), is a
 /// ClusterClass Cluster API accepts, and a Cluster of it (the stack's example) gets its control plane,
 /// machine deployments and our templates, patched by the class's variables, from the topology controller.
 async fn hpc_cluster_class_renders_like_the_operator_and_reconciles(mc: &MgmtCluster) {
