@@ -82,10 +82,14 @@ impl QemuBmc {
         let d = dir.path();
         std::fs::write(d.join("serial.log"), b"").unwrap();
         // Run by the chassis program as `machine.sh STATE_DIR`, detached; `exec` keeps the pid it records
-        // (that of `timeout`, which passes SIGTERM on to QEMU).
+        // (that of `timeout`, which passes SIGTERM on to QEMU). A power-on right after a power-off first lets
+        // the previous QEMU (still exiting, still holding the tap) go, for at most 10 s; a zombie has let go.
         let script = format!(
             "#!/bin/sh\n\
              case $(cat \"$1/boot\" 2>/dev/null) in pxe) B=n;; *) B=c;; esac\n\
+             old=$(cat {pidfile} 2>/dev/null); i=0\n\
+             while [ -n \"$old\" ] && [ $i -lt 100 ] && read -r st < /proc/$old/stat 2>/dev/null \
+             && st=${{st##*) }} && [ \"${{st%% *}}\" != Z ]; do sleep 0.1; i=$((i+1)); done\n\
              rm -f {pidfile}\n\
              exec ip netns exec {ns} timeout {secs} qemu-system-x86_64 -accel tcg -m {mem} -smp 1 \
              -nographic -no-reboot -monitor none -display none -boot $B \
