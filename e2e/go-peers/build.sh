@@ -2,11 +2,12 @@
 # Builds the Go test peers of the e2e suite from their upstream modules (pinned in go.mod/go.sum) into OUT/bin,
 # and renders Cluster API's clusterctl repositories from the module's config/ directories into OUT/repository.
 # Usage: build.sh OUT. Nothing here ships with Beowulf; .ci/install calls it once per version (cached by a hash
-# of this directory).
+# of the module files and this script).
 set -euo pipefail
 out=${1:?usage: build.sh OUT}
 cd "$(dirname "$0")"
 mkdir -p "$out/bin"
+out=$(cd "$out" && pwd)
 
 k8s=$(go list -m -f '{{.Version}}' k8s.io/kubernetes)
 capi=$(go list -m -f '{{.Version}}' sigs.k8s.io/cluster-api)
@@ -26,9 +27,10 @@ done
 
 # Several builds at once: compiles share the build cache, links (single-threaded) overlap.
 pids=()
-build() { # NAME PACKAGE
+build() { # NAME PACKAGE [MODULE-DIR [LDFLAGS]]
   ( start=$(date +%s)
-    go build -trimpath -ldflags "$ldflags" -o "$out/bin/$1.tmp" "$2"
+    cd "${3:-.}"
+    go build -trimpath -ldflags "${4:-$ldflags}" -o "$out/bin/$1.tmp" "$2"
     mv "$out/bin/$1.tmp" "$out/bin/$1"
     echo "==> built $1 ($2) in $(( $(date +%s) - start ))s" ) &
   pids+=($!)
@@ -44,6 +46,12 @@ build capi-kubeadm-control-plane-manager sigs.k8s.io/cluster-api/controlplane/ku
 build clusterctl sigs.k8s.io/cluster-api/cmd/clusterctl
 build kustomize sigs.k8s.io/kustomize/kustomize/v5
 build helm helm.sh/helm/v3/cmd/helm
+# Sovereign Cloud Stack's cluster-stack-operator: its own module (cso/), it pins Cluster API v1.8 and
+# Kubernetes v0.30. Run from there, `go` builds against cso/go.mod.
+cso_mod=github.com/SovereignCloudStack/cluster-stack-operator
+cso=$(cd cso && go list -m -f '{{.Version}}' "$cso_mod")
+build cluster-stack-operator "$cso_mod/cmd" cso \
+  "-s -w -X $cso_mod/pkg/csoversion.gitVersion=$cso -X $cso_mod/pkg/csoversion.gitTreeState=clean"
 for p in "${pids[@]}"; do wait "$p"; done
 
 # clusterctl's local repositories for Cluster API itself: {provider}/{version}/{components}.yaml + metadata.yaml,
@@ -68,4 +76,8 @@ cm_dir=$(cd "$scratch" && go mod download -json "github.com/cert-manager/cert-ma
   sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')
 [ -d "$cm_dir/deploy/crds" ] || { echo "cert-manager $cert_manager: no deploy/crds in the module" >&2; exit 1; }
 cat "$cm_dir"/deploy/crds/cert-manager.io_*.yaml >"$out/cert-manager-crds.yaml"
-printf 'kubernetes=%s\ncluster-api=%s\nhelm=%s\ncert-manager=%s\n' "$k8s" "$capi" "$helm" "$cert_manager" >"$out/versions"
+# The operator's CRDs (ClusterStack, ClusterStackRelease, ClusterAddon): plain files in its module.
+cso_dir=$(cd cso && go list -m -f '{{.Dir}}' "$cso_mod")
+cat "$cso_dir"/config/crd/bases/clusterstack.x-k8s.io_*.yaml >"$out/cluster-stack-operator-crds.yaml"
+printf 'kubernetes=%s\ncluster-api=%s\nhelm=%s\ncert-manager=%s\ncluster-stack-operator=%s\n' \
+  "$k8s" "$capi" "$helm" "$cert_manager" "$cso" >"$out/versions"

@@ -13,6 +13,7 @@ pub mod kube;
 pub mod pxe;
 pub mod pyghmi_bmc;
 pub mod qemu_bmc;
+pub mod registry;
 pub mod sushy;
 
 pub mod harness;

@@ -1,16 +1,16 @@
 //! `clusterctl init --infrastructure beowulf` against a real management cluster (kube-apiserver + etcd and
 //! Cluster API's own managers, all built from their Go modules): every object of our components file is
 //! accepted, our CRDs are Established, their CEL rules are enforced by the API server, `beowulf manager` runs
-//! with exactly the RBAC our components file grants it (nothing it does is forbidden), and the HPC stack's
-//! ClusterClass, rendered with `helm template` as the cluster-stack-operator renders it, is accepted and
-//! reconciled by Cluster API's topology controller.
+//! with exactly the RBAC our components file grants it (nothing it does is forbidden), and the HPC stack,
+//! published by `csctl publish` to an HTTPS registry, is installed by the cluster-stack-operator as a
+//! ClusterClass that Cluster API's topology controller reconciles.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
 use std::time::Duration;
 
 use beowulf::api::host::HostStateName;
 use beowulf::api::{BeowulfHost, BeowulfMachine};
+use e2e::kube::cso::ClusterStackOperator;
 use e2e::kube::mgmt::{MANAGER_USER, RELEASE_VERSION};
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::{ipmi_sim, require_root_and_peers, run};
@@ -250,75 +250,156 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
     );
     drop(manager);
 
-    hpc_cluster_class_renders_like_the_operator_and_reconciles(&mc).await;
+    hpc_cluster_stack_through_the_operator_reconciles(&mc).await;
 }
 
-/// The HPC stack's cluster-class chart, from the release `csctl create` builds, rendered by `helm template
-/// <name> <chart.tgz> --namespace <ns>` and applied with server-side apply as field manager `kubectl` (the
-/// cluster-stack-operator's two steps; the operator itself does not run in the suite yet), is a
-/// ClusterClass Cluster API accepts, and a Cluster of it (the stack's example) gets its control plane,
-/// machine deployments and our templates, patched by the class's variables, from the topology controller.
-async fn hpc_cluster_class_renders_like_the_operator_and_reconciles(mc: &MgmtCluster) {
+/// The HPC stack's release, built by `csctl create` and pushed by `csctl publish` to an HTTPS registry, is
+/// consumed by Sovereign Cloud Stack's cluster-stack-operator (the real one, built from its Go module): a
+/// ClusterStack for `beowulf/hpc/1-33` makes it create the ClusterStackRelease, download the release from the
+/// registry (byte for byte what we published), render the cluster-class chart with `helm template` and apply
+/// it. The ClusterClass it applied is one Cluster API accepts, and a Cluster of it (the stack's example) gets
+/// its control plane, machine deployments and our templates, patched by the class's variables, from the
+/// topology controller.
+async fn hpc_cluster_stack_through_the_operator_reconciles(mc: &MgmtCluster) {
     use clap::Parser as _;
     let stack = e2e::repo_root().join("providers/beowulf/hpc/1-33");
     let out = mc.dir.join("hpc-release");
-    let cli = csctl::cli::Cli::try_parse_from([
-        "csctl".as_ref(),
+    let csctl = |args: &[&std::ffi::OsStr]| {
+        let cli = csctl::cli::Cli::try_parse_from(
+            [std::ffi::OsStr::new("csctl")].iter().chain(args).copied(),
+        )
+        .unwrap();
+        let ctx = csctl::output::Ctx {
+            format: cli.format,
+            quiet: true,
+        };
+        let plan = match &cli.command {
+            csctl::cli::Command::Create(a) => a.resolve(),
+            csctl::cli::Command::Publish(a) => a.resolve(),
+            _ => unreachable!(),
+        };
+        csctl::commands::run(&ctx, &plan.unwrap()).unwrap();
+    };
+    csctl(&[
         "create".as_ref(),
         stack.as_os_str(),
         "--output".as_ref(),
         out.as_os_str(),
-    ])
-    .unwrap();
-    let csctl::cli::Command::Create(args) = &cli.command else {
-        unreachable!()
-    };
-    let ctx = csctl::output::Ctx {
-        format: cli.format,
-        quiet: true,
-    };
-    csctl::commands::run(&ctx, &args.resolve().unwrap()).unwrap();
+    ]);
     let release = std::fs::read_dir(&out)
         .unwrap()
         .map(|e| e.unwrap().path())
         .find(|p| p.is_dir())
         .expect("csctl create wrote a release directory");
     let release_name = release.file_name().unwrap().to_string_lossy().into_owned();
-    let chart = std::fs::read_dir(&release)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| {
-            p.to_string_lossy().contains("-cluster-class-")
-                && p.extension().is_some_and(|x| x == "tgz")
-        })
-        .expect("the release has the cluster-class chart");
-    let helm_name: Vec<&str> = release_name.split('-').take(4).collect();
+    assert_eq!(release_name, "beowulf-hpc-1-33-v1");
+
+    // The registry speaks HTTPS only, as the operator does.
+    let registry = e2e::registry::Registry::start_tls(&mc.dir.join("registry")).unwrap();
+    let ca = registry.ca.clone().unwrap();
+    let repository = "beowulf/cluster-stacks";
+    let to = format!("oci://{}/{repository}", registry.addr);
+    let publish = [
+        "publish".as_ref(),
+        release.as_os_str(),
+        "--to".as_ref(),
+        to.as_ref(),
+        "--plain-http=false".as_ref(),
+        "--ca-file".as_ref(),
+        ca.as_os_str(),
+    ]
+    .map(std::ffi::OsStr::to_os_string);
+    // csctl runs its own runtime: off this one's worker threads.
+    tokio::task::spawn_blocking(move || {
+        csctl(&publish.each_ref().map(std::ffi::OsString::as_os_str))
+    })
+    .await
+    .unwrap();
+
+    let operator = ClusterStackOperator::start(
+        &mc.peers,
+        &mc.control_plane,
+        &registry.addr,
+        repository,
+        &ca,
+        &mc.dir.join("cluster-stack-operator"),
+    )
+    .await
+    .unwrap();
     let ns = "hpc";
     run(mc.kubectl().args(["create", "namespace", ns]));
-    let rendered = run(Command::new(mc.peers.bin("helm"))
-        .arg("template")
-        .arg(helm_name.join("-"))
-        .arg(&chart)
-        .args(["--namespace", ns]));
-    let rendered_file = mc.dir.join("hpc-cluster-class.yaml");
-    std::fs::write(&rendered_file, &rendered).unwrap();
-    let applied = run(mc
-        .kubectl()
-        .args([
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "--field-manager=kubectl",
-            "-n",
-            ns,
-            "-f",
-        ])
-        .arg(&rendered_file));
+    let cluster_stack = mc.dir.join("hpc-cluster-stack.yaml");
+    std::fs::write(
+        &cluster_stack,
+        "apiVersion: clusterstack.x-k8s.io/v1alpha1\nkind: ClusterStack\nmetadata:\n  name: beowulf-hpc-1-33\n  \
+         namespace: hpc\nspec:\n  provider: beowulf\n  name: hpc\n  kubernetesVersion: \"1.33\"\n  channel: stable\n  \
+         autoSubscribe: false\n  noProvider: true\n  versions: [v1]\n",
+    )
+    .unwrap();
+    run(mc.kubectl().arg("apply").arg("-f").arg(&cluster_stack));
+    let kubectl = |args: &[&str]| run(mc.kubectl().args(args));
+    eventually(
+        "the operator's ClusterStackRelease beowulf-hpc-1-33-v1 to be ready",
+        Duration::from_secs(180),
+        || {
+            let ready = mc
+                .kubectl()
+                .args([
+                    "get",
+                    "clusterstackrelease",
+                    &release_name,
+                    "-n",
+                    ns,
+                    "-o",
+                    "jsonpath={.status.ready}",
+                ])
+                .output()
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+            let tail = e2e::kube::peers::tail(&operator.process.log, 15);
+            async move { (ready == "true").then_some(()).ok_or(tail) }
+        },
+    )
+    .await
+    .unwrap();
+    // What it downloaded is what csctl published, and it came over HTTPS from our registry.
+    let downloaded = operator
+        .release_dir
+        .join("cluster-stacks")
+        .join(&release_name);
+    let files: Vec<_> = std::fs::read_dir(&release)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(files.len() >= 3, "{files:?}");
+    for file in files {
+        assert_eq!(
+            std::fs::read(downloaded.join(&file)).ok(),
+            std::fs::read(release.join(&file)).ok(),
+            "{file:?} as the operator downloaded it"
+        );
+    }
     assert!(
-        applied.contains("clusterclass.cluster.x-k8s.io/"),
-        "{applied}"
+        registry
+            .log()
+            .contains(&format!("/v2/{repository}/manifests/{release_name}")),
+        "{}",
+        registry.log()
     );
-
+    let summary = kubectl(&[
+        "get",
+        "clusterstack",
+        "beowulf-hpc-1-33",
+        "-n",
+        ns,
+        "-o",
+        "jsonpath={.status.summary[*].name}={.status.summary[*].ready}",
+    ]);
+    assert_eq!(
+        summary, "v1=true",
+        "the ClusterStack sums up its one version as ready"
+    );
+    let helm_name: Vec<&str> = release_name.split('-').take(4).collect();
     let class = format!("{}-v1", helm_name.join("-"));
     // The example's endpoint, 10.10.0.100, could be somebody's address: one on the test's own network instead
     // (Cluster API probes the endpoint; nothing answers there).
@@ -331,7 +412,6 @@ async fn hpc_cluster_class_renders_like_the_operator_and_reconciles(mc: &MgmtClu
     std::fs::write(&cluster_file, cluster).unwrap();
     run(mc.kubectl().arg("apply").arg("-f").arg(&cluster_file));
 
-    let kubectl = |args: &[&str]| run(mc.kubectl().args(args));
     let condition = |kind: &str, name: &str, cond: &str| {
         kubectl(&[
             "get",

@@ -13,12 +13,13 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 
 use super::{Metric, summary, table};
+use crate::registry::Registry;
 
 /// What to run; `quick()` checks that the harness still works in seconds.
 #[derive(Debug, Clone)]
@@ -53,94 +54,6 @@ impl Options {
 }
 
 const CLIENTS: [&str; 2] = ["csctl", "oras-py"];
-
-/// A docker-registry on a free loopback port, with its own storage; killed on drop.
-struct Registry {
-    child: Child,
-    addr: String,
-}
-
-impl Registry {
-    fn start(dir: &Path) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir)?;
-        let config = dir.join("config.yml");
-        // Level info: the registry prints the address it bound ("listening on 127.0.0.1:PORT").
-        std::fs::write(
-            &config,
-            format!(
-                "version: 0.1\nlog:\n  level: info\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:0\n",
-                dir.join("data").display()
-            ),
-        )?;
-        let log_path = dir.join("registry.log");
-        let log = std::fs::File::create(&log_path)?;
-        let mut child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("docker-registry not found: run `bash .ci/install`")?;
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            if let Some(at) = text.find("listening on ") {
-                let rest = &text[at + "listening on ".len()..];
-                let end = rest
-                    .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == ':'))
-                    .unwrap_or(rest.len());
-                return Ok(Registry {
-                    child,
-                    addr: rest[..end].to_string(),
-                });
-            }
-            if let Some(status) = child.try_wait()? {
-                bail!("docker-registry exited ({status}): {text}");
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!("docker-registry did not start within 20 s: {text}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// CPU seconds (user + system) the registry has used so far, from /proc.
-    fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the parenthesised command name; utime and stime are the 14th and 15th fields.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map(|(_, rest)| rest.split_whitespace().collect())
-            .unwrap_or_default();
-        let ticks: f64 = fields
-            .get(11..13)
-            .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-            .unwrap_or(f64::NAN);
-        ticks / clock_ticks_per_second()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn clock_ticks_per_second() -> f64 {
-    // `getconf CLK_TCK`; 100 on every Linux this runs on, asked anyway.
-    Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
 
 /// Runs `cmd` to completion; its wall time and stdout. Fails with both outputs if it fails.
 fn timed(what: &str, cmd: &mut Command) -> anyhow::Result<(f64, Vec<u8>)> {

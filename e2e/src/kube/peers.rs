@@ -1,7 +1,8 @@
 //! Where `.ci/install` put the Go-built peers (`e2e/go-peers/build.sh`): `$BEOWULF_PEERS_DIR/go/current/`
 //! with `bin/` (kube-apiserver, etcd, kube-controller-manager, kubectl, Cluster API's three managers,
-//! clusterctl, kustomize, helm), `repository/` (clusterctl repositories of Cluster API's providers, rendered
-//! from the module), `cert-manager-crds.yaml` and `versions`.
+//! clusterctl, kustomize, helm, the cluster-stack-operator), `repository/` (clusterctl repositories of Cluster
+//! API's providers, rendered from the module), `cert-manager-crds.yaml`, `cluster-stack-operator-crds.yaml`
+//! and `versions`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use anyhow::{Context, bail};
 #[derive(Debug, Clone)]
 pub struct GoPeers {
     pub root: PathBuf,
-    /// `kubernetes`, `cluster-api`, `helm`, `cert-manager` → `vX.Y.Z`.
+    /// `kubernetes`, `cluster-api`, `helm`, `cert-manager`, `cluster-stack-operator` → `vX.Y.Z`.
     pub versions: BTreeMap<String, String>,
 }
 
@@ -71,6 +72,11 @@ impl GoPeers {
         self.root.join("cert-manager-crds.yaml")
     }
 
+    /// The cluster-stack-operator's CRDs (ClusterStack, ClusterStackRelease, ClusterAddon), from its module.
+    pub fn cluster_stack_operator_crds(&self) -> PathBuf {
+        self.root.join("cluster-stack-operator-crds.yaml")
+    }
+
     /// `PATH` with the peers' `bin/` first (clusterctl and the cluster-stack-operator find `kubectl`/`helm`).
     pub fn path_env(&self) -> std::ffi::OsString {
         let mut paths = vec![self.root.join("bin")];
@@ -81,7 +87,7 @@ impl GoPeers {
     }
 }
 
-const BINARIES: [&str; 11] = [
+const BINARIES: [&str; 13] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",
@@ -92,8 +98,10 @@ const BINARIES: [&str; 11] = [
     "clusterctl",
     "kustomize",
     "helm",
-    // not a binary, but the harness cannot work without it either
+    "cluster-stack-operator",
+    // not binaries, but the harness cannot work without them either
     "../cert-manager-crds.yaml",
+    "../cluster-stack-operator-crds.yaml",
 ];
 
 /// The last `n` lines of a log file (for errors that name a process that failed).
