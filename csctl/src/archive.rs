@@ -1,6 +1,8 @@
 //! Reproducible `.tgz` archives: entries sorted bytewise, mtime 0, uid/gid 0, no user/group names, fixed
-//! modes (files 0644, directories 0755), GNU headers, gzip without file name or time, compression level 9 of
-//! the pinned pure-Rust zlib-rs backend (its version is pinned in Cargo.lock, so the bytes are too).
+//! modes (files 0644 unless an entry says otherwise, directories 0755), GNU headers, gzip without file name
+//! or time, compression level 9 of the pinned pure-Rust zlib-rs backend (its version is pinned in
+//! Cargo.lock, so the bytes are too). The same code packs Helm charts, addon archives and the layers of
+//! Beowulf's container images.
 use std::io::Write;
 
 use flate2::{Compression, GzBuilder};
@@ -11,13 +13,43 @@ pub struct Entry {
     /// Path inside the archive, `/`-separated, no leading `/`.
     pub path: String,
     pub data: Vec<u8>,
+    /// Permission bits (0o644 for plain files, 0o755 for programs).
+    pub mode: u32,
+}
+
+impl Entry {
+    /// A plain file, mode 0644.
+    pub fn file(path: impl Into<String>, data: Vec<u8>) -> Self {
+        Entry {
+            path: path.into(),
+            data,
+            mode: 0o644,
+        }
+    }
+
+    /// A program, mode 0755.
+    pub fn executable(path: impl Into<String>, data: Vec<u8>) -> Self {
+        Entry {
+            path: path.into(),
+            data,
+            mode: 0o755,
+        }
+    }
 }
 
 /// Builds the archive. `with_dirs` adds directory entries (plain tarballs do, Helm chart archives do not).
 pub fn tar_gz(entries: &[Entry], with_dirs: bool) -> std::io::Result<Vec<u8>> {
-    let mut items: Vec<(String, Option<&[u8]>)> = entries
+    gzip(&tar(entries, with_dirs)?)
+}
+
+/// The uncompressed tar stream of [`tar_gz`] (an image layer's digest of record, its `diff_id`, is taken
+/// over these bytes).
+pub fn tar(entries: &[Entry], with_dirs: bool) -> std::io::Result<Vec<u8>> {
+    // (path, Some((contents, mode)) for a file or None for a directory)
+    type Item<'a> = (String, Option<(&'a [u8], u32)>);
+    let mut items: Vec<Item> = entries
         .iter()
-        .map(|e| (e.path.clone(), Some(e.data.as_slice())))
+        .map(|e| (e.path.clone(), Some((e.data.as_slice(), e.mode))))
         .collect();
     if with_dirs {
         let mut dirs = std::collections::BTreeSet::new();
@@ -32,11 +64,7 @@ pub fn tar_gz(entries: &[Entry], with_dirs: bool) -> std::io::Result<Vec<u8>> {
     }
     items.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
 
-    let gz = GzBuilder::new()
-        .mtime(0)
-        .operating_system(255)
-        .write(Vec::new(), Compression::new(9));
-    let mut tar = tar::Builder::new(gz);
+    let mut tar = tar::Builder::new(Vec::new());
     tar.mode(tar::HeaderMode::Deterministic);
     for (path, data) in items {
         let mut header = tar::Header::new_gnu();
@@ -44,9 +72,9 @@ pub fn tar_gz(entries: &[Entry], with_dirs: bool) -> std::io::Result<Vec<u8>> {
         header.set_uid(0);
         header.set_gid(0);
         match data {
-            Some(data) => {
+            Some((data, mode)) => {
                 header.set_entry_type(tar::EntryType::Regular);
-                header.set_mode(0o644);
+                header.set_mode(mode);
                 header.set_size(data.len() as u64);
                 tar.append_data(&mut header, &path, data)?;
             }
@@ -58,7 +86,16 @@ pub fn tar_gz(entries: &[Entry], with_dirs: bool) -> std::io::Result<Vec<u8>> {
             }
         }
     }
-    let gz = tar.into_inner()?;
+    tar.into_inner()
+}
+
+/// gzip without file name or time, level 9.
+pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut gz = GzBuilder::new()
+        .mtime(0)
+        .operating_system(255)
+        .write(Vec::new(), Compression::new(9));
+    gz.write_all(data)?;
     let mut out = gz.finish()?;
     out.flush()?;
     Ok(out)
@@ -71,14 +108,8 @@ mod tests {
 
     #[test]
     fn same_entries_in_any_order_give_the_same_bytes() {
-        let a = Entry {
-            path: "c/Chart.yaml".into(),
-            data: b"name: c\n".to_vec(),
-        };
-        let b = Entry {
-            path: "c/templates/x.yaml".into(),
-            data: vec![0u8; 3000],
-        };
+        let a = Entry::file("c/Chart.yaml", b"name: c\n".to_vec());
+        let b = Entry::file("c/templates/x.yaml", vec![0u8; 3000]);
         let one = tar_gz(&[a.clone(), b.clone()], true).unwrap();
         let two = tar_gz(&[b, a], true).unwrap();
         assert_eq!(one, two);

@@ -183,10 +183,7 @@ fn helm_archive(
             if rel == "Chart.yaml" {
                 data = set_chart_version(&data, &version.dot());
             }
-            Entry {
-                path: format!("{chart_name}/{rel}"),
-                data,
-            }
+            Entry::file(format!("{chart_name}/{rel}"), data)
         })
         .collect();
     archive::tar_gz(&entries, false)
@@ -238,10 +235,7 @@ pub fn build(stack: &Stack, v: &ReleaseVersions, hashes: Hashes) -> anyhow::Resu
             // No top-level directory: first-level directories are the stage subcharts.
             let entries: Vec<Entry> = stack
                 .under("cluster-addon")
-                .map(|(rel, data)| Entry {
-                    path: rel.to_string(),
-                    data: substitute(data, v),
-                })
+                .map(|(rel, data)| Entry::file(rel, substitute(data, v)))
                 .collect();
             files.insert(addon_file, archive::tar_gz(&entries, true)?);
             files.insert(

@@ -109,25 +109,42 @@ impl Store {
         bytes: &[u8],
         artifact_type: Option<&str>,
     ) -> Result<Digest, OciError> {
+        self.put_manifest(Some(tag), bytes, MANIFEST_MEDIA_TYPE, artifact_type)
+            .await
+    }
+
+    /// Stores a manifest or image index of `media_type`, tagged `tag` or untagged (then a registry receives
+    /// it under its digest, and a layout keeps it as a blob that an index refers to).
+    pub async fn put_manifest(
+        &self,
+        tag: Option<&str>,
+        bytes: &[u8],
+        media_type: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<Digest, OciError> {
         match self {
             Store::Registry { client, repository } => {
+                let digest = Digest::of_bytes(bytes);
+                let reference = tag.unwrap_or(digest.as_str());
                 client
-                    .push_manifest(repository, tag, bytes, MANIFEST_MEDIA_TYPE)
+                    .push_manifest(repository, reference, bytes, media_type)
                     .await
             }
             Store::Layout(l) => {
                 let digest = l.put_blob_bytes(bytes)?;
-                l.set_tag(
-                    tag,
-                    Descriptor {
-                        media_type: MANIFEST_MEDIA_TYPE.to_string(),
-                        digest: digest.clone(),
-                        size: bytes.len() as u64,
-                        artifact_type: artifact_type.map(str::to_string),
-                        data: None,
-                        annotations: Default::default(),
-                    },
-                )?;
+                if let Some(tag) = tag {
+                    l.set_tag(
+                        tag,
+                        Descriptor {
+                            media_type: media_type.to_string(),
+                            digest: digest.clone(),
+                            size: bytes.len() as u64,
+                            artifact_type: artifact_type.map(str::to_string),
+                            data: None,
+                            annotations: Default::default(),
+                        },
+                    )?;
+                }
                 Ok(digest)
             }
         }

@@ -68,7 +68,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Crds(args) => crds::run(args),
         Command::Manager(args) => manager::run(args).await,
-        Command::Release(args) => release::run(args),
+        Command::Release(args) => release::run(args).await,
         Command::Standalone(args) => standalone::run(args).await,
     }
 }

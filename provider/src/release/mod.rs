@@ -15,6 +15,13 @@ pub const NAMESPACE: &str = "beowulf-system";
 /// The default manager image repository.
 pub const IMAGE_REPOSITORY: &str = "ghcr.io/beowulf-hpc/beowulf";
 
+pub mod image;
+
+/// The manager image by tag only (`beowulf release` without `--binaries`: no image was built here).
+pub fn default_image(v: &Version) -> String {
+    format!("{IMAGE_REPOSITORY}:{}", v.tag)
+}
+
 /// The default cluster template.
 pub const CLUSTER_TEMPLATE: &str = include_str!("cluster-template.yaml");
 /// Flavor `topology`.
@@ -84,7 +91,8 @@ fn with_provider_label(mut obj: Value) -> Value {
 }
 
 /// Every object of `infrastructure-components.yaml`, in install order.
-pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
+/// The components; the Deployment runs `image` unless `BEOWULF_IMAGE` says otherwise.
+pub fn components(image: &str) -> Result<Vec<Value>, Error> {
     let mut out = vec![json!({
         "apiVersion": "v1", "kind": "Namespace",
         "metadata": {"name": NAMESPACE, "labels": provider_labels()},
@@ -123,7 +131,7 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "beowulf-manager-role"},
         "subjects": [{"kind": "ServiceAccount", "name": "beowulf-manager", "namespace": NAMESPACE}],
     }));
-    let image = format!("${{BEOWULF_IMAGE:={IMAGE_REPOSITORY}:{}}}", v.tag);
+    let image = format!("${{BEOWULF_IMAGE:={image}}}");
     out.push(json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
         "metadata": {"name": "beowulf-controller-manager", "namespace": NAMESPACE, "labels": provider_labels()},
@@ -169,6 +177,9 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
                         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "healthz"}},
                         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "healthz"}},
                         "securityContext": {
+                            // The image's user is nonroot; the boot plane needs the three capabilities
+                            // below, which Kubernetes grants a non-root process only in its bounding set.
+                            "runAsUser": 0,
                             "allowPrivilegeEscalation": false,
                             "readOnlyRootFilesystem": true,
                             "capabilities": {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]},
@@ -187,10 +198,10 @@ pub fn components(v: &Version) -> Result<Vec<Value>, Error> {
 /// `infrastructure-components.yaml` as text. Every string is quoted: clusterctl substitutes variables in the
 /// text before parsing it, and an unquoted `${VAR:=true}` would turn into a boolean where Kubernetes wants a
 /// string (a nodeSelector value; clusterctl then fails with "unrecognized type: string").
-pub fn components_yaml(v: &Version) -> Result<String, Error> {
+pub fn components_yaml(image: &str) -> Result<String, Error> {
     let options = serde_saphyr::ser_options! { quote_all: true };
     let mut s = String::new();
-    for obj in components(v)? {
+    for obj in components(image)? {
         s.push_str("---\n");
         s.push_str(
             &serde_saphyr::to_string_with_options(&obj, options)
@@ -201,10 +212,10 @@ pub fn components_yaml(v: &Version) -> Result<String, Error> {
 }
 
 /// The files of one release, name → content.
-pub fn files(v: &Version) -> Result<Vec<(&'static str, String)>, Error> {
+pub fn files(v: &Version, image: &str) -> Result<Vec<(&'static str, String)>, Error> {
     Ok(vec![
         ("metadata.yaml", metadata_yaml(v)),
-        ("infrastructure-components.yaml", components_yaml(v)?),
+        ("infrastructure-components.yaml", components_yaml(image)?),
         ("cluster-template.yaml", CLUSTER_TEMPLATE.to_string()),
         (
             "cluster-template-topology.yaml",
@@ -219,14 +230,14 @@ pub fn files(v: &Version) -> Result<Vec<(&'static str, String)>, Error> {
 
 /// Writes the release under `out/infrastructure-beowulf/<version>/`; each file is written to a temporary
 /// name and renamed, so an interrupted run never leaves a half-written file. Returns the directory.
-pub fn write(out: &Path, v: &Version) -> Result<PathBuf, Error> {
+pub fn write(out: &Path, v: &Version, image: &str) -> Result<PathBuf, Error> {
     let dir = out.join(PROVIDER_LABEL).join(&v.tag);
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
     std::fs::create_dir_all(&dir).map_err(io(&dir))?;
-    for (name, content) in files(v)? {
+    for (name, content) in files(v, image)? {
         let path = dir.join(name);
         let tmp = dir.join(format!(".{name}.tmp"));
         std::fs::write(&tmp, content).map_err(io(&tmp))?;

@@ -22,7 +22,7 @@ fn docs(yaml: &str) -> Vec<Value> {
 }
 
 fn component_docs() -> Vec<Value> {
-    docs(&components_yaml(&v()).unwrap())
+    docs(&components_yaml(&default_image(&v())).unwrap())
 }
 
 const CLUSTER_SCOPED: &[&str] = &[
@@ -201,7 +201,7 @@ fn variables(text: &str) -> Vec<(String, bool)> {
 
 #[test]
 fn components_use_only_prefixed_braced_variables() {
-    let vars = variables(&components_yaml(&v()).unwrap());
+    let vars = variables(&components_yaml(&default_image(&v())).unwrap());
     assert!(!vars.is_empty());
     for (name, has_default) in &vars {
         assert!(
@@ -239,7 +239,11 @@ fn variable_checker_rejects_bad_forms() {
 /// refused the Deployment with "unrecognized type: string").
 #[test]
 fn components_keep_their_types_after_clusterctl_substitution() {
-    let text = envsubst(&components_yaml(&v()).unwrap(), &BTreeMap::new(), false);
+    let text = envsubst(
+        &components_yaml(&default_image(&v())).unwrap(),
+        &BTreeMap::new(),
+        false,
+    );
     let d = docs(&text)
         .into_iter()
         .find(|d| d["kind"] == "Deployment")
@@ -254,6 +258,24 @@ fn components_keep_their_types_after_clusterctl_substitution() {
         assert!(arg.is_string(), "{arg}");
     }
     assert!(spec["containers"][0]["image"].is_string());
+}
+
+/// With an image built, the Deployment runs it by digest (tag kept for people), and `BEOWULF_IMAGE` still
+/// overrides it.
+#[test]
+fn the_deployment_runs_the_built_image_by_digest_unless_overridden() {
+    let image = format!("registry.example/beowulf:v0.3.1@sha256:{}", "ab".repeat(32));
+    let text = components_yaml(&image).unwrap();
+    let run = |vars: &BTreeMap<&str, &str>| {
+        let d = docs(&envsubst(&text, vars, false))
+            .into_iter()
+            .find(|d| d["kind"] == "Deployment")
+            .unwrap();
+        d["spec"]["template"]["spec"]["containers"][0]["image"].clone()
+    };
+    assert_eq!(run(&BTreeMap::new()), json!(image));
+    let own = BTreeMap::from([("BEOWULF_IMAGE", "mine:1")]);
+    assert_eq!(run(&own), json!("mine:1"));
 }
 
 #[test]
@@ -497,7 +519,7 @@ fn schema_validation_catches_a_broken_object() {
 #[test]
 fn write_lays_out_the_repository_deterministically() {
     let tmp = tempfile::tempdir().unwrap();
-    let dir = write(tmp.path(), &v()).unwrap();
+    let dir = write(tmp.path(), &v(), &default_image(&v())).unwrap();
     assert_eq!(dir, tmp.path().join("infrastructure-beowulf/v0.3.1"));
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .unwrap()
@@ -515,7 +537,7 @@ fn write_lays_out_the_repository_deterministically() {
         ]
     );
     let first = std::fs::read(dir.join("infrastructure-components.yaml")).unwrap();
-    write(tmp.path(), &v()).unwrap();
+    write(tmp.path(), &v(), &default_image(&v())).unwrap();
     assert_eq!(
         std::fs::read(dir.join("infrastructure-components.yaml")).unwrap(),
         first,
