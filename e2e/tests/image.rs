@@ -14,9 +14,19 @@ use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use beowulf::api::BeowulfHost;
+use beowulf::api::host::HostStateName;
+use e2e::kube::control_plane::{Logged, free_port};
+use e2e::kube::mgmt::{MANAGER_SERVICE_ACCOUNT, MANAGER_USER};
+use e2e::kube::peers::tail;
+use e2e::kube::{BeowulfBin, MgmtCluster, eventually};
 use e2e::registry::Registry;
-use e2e::{Scratch, require_root_and_peers, run};
-use serde_json::Value;
+use e2e::{Scratch, ipmi_sim, require_root_and_peers, run};
+use kube::Api;
+use serde_json::{Value, json};
 
 const VERSION: &str = "v0.1.0";
 
@@ -34,7 +44,7 @@ fn binaries() -> PathBuf {
     out
 }
 
-fn release(out: &Path, binaries: &Path, registry: &Registry, push: bool) -> String {
+fn release(out: &Path, binaries: &Path, repository: &str, push: bool) -> String {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_e2e-beowulf"));
     cmd.args(["release", "--version", VERSION, "--out"])
         .arg(out)
@@ -44,7 +54,7 @@ fn release(out: &Path, binaries: &Path, registry: &Registry, push: bool) -> Stri
             "--revision",
             "0123456789abcdef",
             "--image-repository",
-            &format!("{}/beowulf-hpc/beowulf", registry.addr),
+            repository,
         ]);
     if push {
         cmd.arg("--push");
@@ -78,6 +88,48 @@ fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(sha2::Sha256::digest(data)))
 }
 
+/// `podman run --rm` with its storage under `scratch`. runc, not podman's default crun: crun refuses hybrid
+/// cgroups (v1 controllers beside a v2 hierarchy), as these machines have. Limits below the machine's hard
+/// limits: podman's defaults are above them, and raising a hard limit is refused.
+fn podman_run(scratch: &Path) -> Command {
+    let mut cmd = Command::new("podman");
+    cmd.arg("--root")
+        .arg(scratch.join("podman/root"))
+        .arg("--runroot")
+        .arg(scratch.join("podman/run"))
+        .args(["--runtime", "runc", "run", "--rm"])
+        .args(["--ulimit=nofile=1024:1024", "--ulimit=nproc=1024:1024"]);
+    cmd
+}
+
+/// The release's OCI layout as podman takes it: podman names the image after the layout's path, which must
+/// be lowercase (a scratch directory's is not), so through a link; removed on drop.
+struct Layout {
+    link: PathBuf,
+    reference: String,
+}
+
+impl Layout {
+    fn link(out: &Path) -> Layout {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let link = std::env::temp_dir().join(format!(
+            "beowulf-image-layout-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(out.join("image"), &link).unwrap();
+        let reference = format!("oci:{}:{VERSION}", link.display());
+        Layout { link, reference }
+    }
+}
+
+impl Drop for Layout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.link);
+    }
+}
+
 #[test]
 fn release_pushes_a_reproducible_two_platform_image_that_runs() {
     require_root_and_peers();
@@ -86,13 +138,14 @@ fn release_pushes_a_reproducible_two_platform_image_that_runs() {
     let registry = Registry::start(&dir.path().join("registry")).unwrap();
 
     let out = dir.path().join("out");
-    let said = release(&out, &binaries, &registry, true);
+    let repository = format!("{}/beowulf-hpc/beowulf", registry.addr);
+    let said = release(&out, &binaries, &repository, true);
     assert!(said.contains("linux/arm64: "), "{said}");
 
     // The registry holds the index, with both platforms.
-    let image = format!("docker://{}/beowulf-hpc/beowulf:{VERSION}", registry.addr);
+    let pushed = format!("docker://{repository}:{VERSION}");
     let raw = Command::new("skopeo")
-        .args(["inspect", "--raw", "--tls-verify=false", &image])
+        .args(["inspect", "--raw", "--tls-verify=false", &pushed])
         .output()
         .unwrap();
     assert!(raw.status.success(), "{raw:?}");
@@ -131,43 +184,24 @@ fn release_pushes_a_reproducible_two_platform_image_that_runs() {
 
     // Same binaries, same image.
     let again = dir.path().join("again");
-    release(&again, &binaries, &registry, false);
+    release(&again, &binaries, &repository, false);
     assert_eq!(components_image(&again), components_image(&out));
 
-    // The amd64 image runs, from the OCI layout the release wrote. Podman names the image after the layout's
-    // path, which must be lowercase (a scratch directory's is not): a link to it. Its storage stays in the
-    // scratch directory.
-    let link = std::env::temp_dir().join(format!("beowulf-image-layout-{}", std::process::id()));
-    let _ = std::fs::remove_file(&link);
-    std::os::unix::fs::symlink(out.join("image"), &link).unwrap();
-    let layout = format!("oci:{}:{VERSION}", link.display());
-    // runc, not podman's default crun: crun refuses hybrid cgroups (v1 controllers beside a v2 hierarchy), as
-    // these machines have. Limits below the machine's hard limits: podman's defaults are above them, and
-    // raising a hard limit is refused.
-    let podman = |entrypoint: &str, args: &[&str]| {
-        let mut cmd = Command::new("podman");
-        cmd.arg("--root")
-            .arg(dir.path().join("podman/root"))
-            .arg("--runroot")
-            .arg(dir.path().join("podman/run"))
-            .args(["--runtime", "runc"])
+    // The amd64 image runs, from the OCI layout the release wrote.
+    let image = Layout::link(&out);
+    let version = |entrypoint: &str| {
+        run(podman_run(dir.path())
             .args([
-                "run",
-                "--rm",
                 "--network=none",
-                "--ulimit=nofile=1024:1024",
-                "--ulimit=nproc=1024:1024",
                 "--platform=linux/amd64",
                 "--entrypoint",
                 entrypoint,
-                &layout,
             ])
-            .args(args);
-        run(&mut cmd)
+            .arg(&image.reference)
+            .arg("--version"))
     };
-    assert_eq!(podman("/beowulf", &["--version"]).trim(), "beowulf 0.1.0");
-    assert_eq!(podman("/csctl", &["--version"]).trim(), "csctl 0.1.0");
-    std::fs::remove_file(&link).unwrap();
+    assert_eq!(version("/beowulf").trim(), "beowulf 0.1.0");
+    assert_eq!(version("/csctl").trim(), "csctl 0.1.0");
 
     // The arm64 image's beowulf, out of its layer, under qemu-user.
     let arm64 = index["manifests"]
@@ -196,8 +230,139 @@ fn release_pushes_a_reproducible_two_platform_image_that_runs() {
     let path = dir.path().join("beowulf-arm64");
     std::fs::write(&path, program).unwrap();
     std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let version = run(Command::new("qemu-aarch64-static")
+    let said = run(Command::new("qemu-aarch64-static")
         .arg(&path)
         .arg("--version"));
-    assert_eq!(version.trim(), "beowulf 0.1.0");
+    assert_eq!(said.trim(), "beowulf 0.1.0");
+}
+
+/// The manager from the image, as a Pod runs it: in-cluster configuration only (the ServiceAccount's token,
+/// CA and namespace at `/var/run/secrets/kubernetes.io/serviceaccount`, `KUBERNETES_SERVICE_HOST`/`PORT`), the
+/// image's nonroot user, against the management-cluster harness's real API server: it takes its Lease and
+/// registers a BeowulfHost through its BMC, and the API server forbids it nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_manager_runs_from_the_image_with_in_cluster_configuration() {
+    require_root_and_peers();
+    let dir = Scratch::new("image-incluster");
+    let mc = MgmtCluster::start(
+        "incluster",
+        &BeowulfBin(env!("CARGO_BIN_EXE_e2e-beowulf").into()),
+        dir.path(),
+    )
+    .await
+    .unwrap();
+    let binaries = tokio::task::spawn_blocking(binaries).await.unwrap();
+    let out = dir.path().join("out");
+    release(&out, &binaries, "registry.invalid/beowulf", false);
+    let image = Layout::link(&out);
+
+    let ns = "rack";
+    run(mc.kubectl().args(["create", "namespace", ns]));
+    let bmc = ipmi_sim::IpmiSim::start_at(std::net::SocketAddr::from((
+        mc.api_ip,
+        ipmi_sim::free_udp_port(mc.api_ip),
+    )));
+    let client = mc.client().await.unwrap();
+    e2e::kube::fixtures::create_all(
+        &client,
+        &[
+            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "bmc-creds", "namespace": ns},
+                   "stringData": {"username": ipmi_sim::USER, "password": ipmi_sim::PASSWORD}}),
+            json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1", "kind": "BeowulfHost",
+                   "metadata": {"name": "node-1", "namespace": ns},
+                   "spec": {"bootMACAddress": "52:54:00:00:00:02",
+                            "bmc": {"address": bmc.endpoint(), "cipherSuite": 3,
+                                    "credentialsSecretRef": {"name": "bmc-creds"}}}}),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let (sa_ns, sa) = MANAGER_SERVICE_ACCOUNT;
+    let mount = dir.path().join("serviceaccount");
+    mc.control_plane
+        .service_account_mount(sa_ns, sa, &mount)
+        .await
+        .unwrap();
+    let api_port = mc.control_plane.url.rsplit(':').next().unwrap().to_string();
+    let health = free_port(Ipv4Addr::LOCALHOST).unwrap();
+    let name = format!("beowulf-incluster-{}", std::process::id());
+    let mut cmd = podman_run(dir.path());
+    cmd.args(["--name", &name, "--network=host"])
+        .arg(format!(
+            "--volume={}:/var/run/secrets/kubernetes.io/serviceaccount:ro",
+            mount.display()
+        ))
+        .arg(format!("--env=KUBERNETES_SERVICE_HOST={}", mc.api_ip))
+        .arg(format!("--env=KUBERNETES_SERVICE_PORT={api_port}"))
+        .args([
+            "--env=POD_NAME=mgr-image",
+            &format!("--env=POD_NAMESPACE={sa_ns}"),
+        ])
+        .arg(&image.reference)
+        .args(["manager", "--leader-elect", "--no-boot-plane"])
+        .arg(format!("--health-bind-address=127.0.0.1:{health}"))
+        .arg(format!(
+            "--metrics-bind-address=127.0.0.1:{}",
+            free_port(Ipv4Addr::LOCALHOST).unwrap()
+        ));
+    let manager = Logged::spawn(
+        "beowulf manager (image)",
+        &mut cmd,
+        &dir.path().join("manager.log"),
+    )
+    .unwrap();
+    let stop = Stop(dir.path().to_path_buf(), name);
+
+    let hosts: Api<BeowulfHost> = Api::namespaced(client.clone(), ns);
+    eventually("node-1 to be registered", Duration::from_secs(120), || {
+        let hosts = hosts.clone();
+        async move {
+            let h = hosts.get("node-1").await.map_err(|e| e.to_string())?;
+            let st = h.status.clone().unwrap_or_default();
+            (st.state == HostStateName::Available && st.power_state.as_deref() == Some("off"))
+                .then_some(())
+                .ok_or(format!("{:?}", h.status))
+        }
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}\nmanager log:\n{}", tail(&manager.log, 40)));
+    let holder = run(mc.kubectl().args([
+        "get",
+        "lease",
+        "beowulf-manager",
+        "-n",
+        sa_ns,
+        "-o",
+        "jsonpath={.spec.holderIdentity}",
+    ]));
+    assert_eq!(holder, "mgr-image");
+    let forbidden = mc.control_plane.forbidden(MANAGER_USER);
+    assert!(forbidden.is_empty(), "{}", forbidden.join("\n"));
+    assert!(mc.control_plane.requests_by(MANAGER_USER) > 5);
+    // It ran as the image's user (65532), not as root.
+    let user = run(Command::new("podman")
+        .arg("--root")
+        .arg(dir.path().join("podman/root"))
+        .arg("--runroot")
+        .arg(dir.path().join("podman/run"))
+        .args(["inspect", "--format", "{{.Config.User}}", &stop.1]));
+    assert_eq!(user.trim(), "65532:65532");
+    drop(stop);
+    drop(manager);
+}
+
+/// Removes the container (and so stops the manager) on drop.
+struct Stop(PathBuf, String);
+
+impl Drop for Stop {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .arg("--root")
+            .arg(self.0.join("podman/root"))
+            .arg("--runroot")
+            .arg(self.0.join("podman/run"))
+            .args(["rm", "--force", "--time", "2", &self.1])
+            .output();
+    }
 }

@@ -137,9 +137,7 @@ impl CapiManagers {
             &["IP:127.0.0.1".to_string()],
         )?;
         let cert_dir = dir.join("webhook-certs");
-        std::fs::create_dir_all(&cert_dir)?;
-        std::fs::copy(&serving.cert, cert_dir.join("tls.crt"))?;
-        std::fs::copy(&serving.key, cert_dir.join("tls.key"))?;
+        serving.install(&cert_dir)?;
 
         let mut webhook_ports = BTreeMap::new();
         for m in &MANAGERS {

@@ -275,6 +275,40 @@ impl ControlPlane {
         name: &str,
         path: &Path,
     ) -> anyhow::Result<PathBuf> {
+        let token = self.service_account_token(namespace, name).await?;
+        write_kubeconfig(
+            path,
+            &self.url,
+            &self.pki.ca.cert,
+            Credentials::Token(&token),
+        )?;
+        Ok(path.to_path_buf())
+    }
+
+    /// Writes what the kubelet projects into a Pod of ServiceAccount `namespace/name` at
+    /// `/var/run/secrets/kubernetes.io/serviceaccount`: `token` (TokenRequest, one hour), `ca.crt`,
+    /// `namespace` — world-readable, as the kubelet's default mode (0644) makes them.
+    pub async fn service_account_mount(
+        &self,
+        namespace: &str,
+        name: &str,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let token = self.service_account_token(namespace, name).await?;
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("token"), token)?;
+        std::fs::copy(&self.pki.ca.cert, dir.join("ca.crt"))?;
+        std::fs::write(dir.join("namespace"), namespace)?;
+        for f in ["token", "ca.crt", "namespace"] {
+            std::fs::set_permissions(dir.join(f), std::fs::Permissions::from_mode(0o644))?;
+        }
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+        Ok(())
+    }
+
+    /// A token for ServiceAccount `namespace/name` from the TokenRequest API, valid one hour.
+    async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
         let req = TokenRequest {
             spec: TokenRequestSpec {
@@ -291,13 +325,7 @@ impl ControlPlane {
             .status
             .map(|s| s.token)
             .with_context(|| format!("TokenRequest for {namespace}/{name} returned no token"))?;
-        write_kubeconfig(
-            path,
-            &self.url,
-            &self.pki.ca.cert,
-            Credentials::Token(&token),
-        )?;
-        Ok(path.to_path_buf())
+        Ok(token)
     }
 
     /// Writes `path`: a kubeconfig for user `name` in group `group` with a client certificate of the test CA.

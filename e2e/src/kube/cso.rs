@@ -65,14 +65,8 @@ impl ClusterStackOperator {
         )?;
         let tmp = dir.join("tmp");
         let hook_certs = dir.join("hook-certs");
-        for certs in [
-            tmp.join("k8s-webhook-server/serving-certs"),
-            hook_certs.clone(),
-        ] {
-            std::fs::create_dir_all(&certs)?;
-            std::fs::copy(&serving.cert, certs.join("tls.crt"))?;
-            std::fs::copy(&serving.key, certs.join("tls.key"))?;
-        }
+        serving.install(&tmp.join("k8s-webhook-server/serving-certs"))?;
+        serving.install(&hook_certs)?;
         let release_dir = dir.join("releases");
         let probe = free_port(Ipv4Addr::LOCALHOST)?;
         let mut cmd = Command::new(peers.bin("cluster-stack-operator"));

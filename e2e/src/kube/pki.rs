@@ -16,6 +16,16 @@ pub struct KeyPair {
     pub key: PathBuf,
 }
 
+impl KeyPair {
+    /// Copies the pair into `dir` as `tls.crt`/`tls.key`, where controller-runtime's webhook servers look.
+    pub fn install(&self, dir: &Path) -> anyhow::Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::copy(&self.cert, dir.join("tls.crt"))?;
+        std::fs::copy(&self.key, dir.join("tls.key"))?;
+        Ok(())
+    }
+}
+
 /// A CA in a directory of its own.
 #[derive(Debug, Clone)]
 pub struct Pki {
