@@ -29,9 +29,9 @@ for spec in amd64:x86_64-unknown-linux-gnu:strip arm64:aarch64-unknown-linux-gnu
   cargo build --locked --release --target "$triple" -p beowulf-provider --bin beowulf -p csctl --bin csctl
   mkdir -p "$out/linux-$arch"
   for b in beowulf csctl; do
-    "$strip_tool" -o "$out/linux-$arch/$b.tmp" "$target_dir/$triple/release/$b"
-    chmod 0755 "$out/linux-$arch/$b.tmp"
-    mv "$out/linux-$arch/$b.tmp" "$out/linux-$arch/$b"
+    "$strip_tool" -o "$out/linux-$arch/$b.tmp$$" "$target_dir/$triple/release/$b"
+    chmod 0755 "$out/linux-$arch/$b.tmp$$"
+    mv "$out/linux-$arch/$b.tmp$$" "$out/linux-$arch/$b"
   done
   echo "==> linux/$arch built in $(( $(date +%s) - start ))s" >&2
 done

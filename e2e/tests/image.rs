@@ -32,16 +32,22 @@ const VERSION: &str = "v0.1.0";
 
 /// The static binaries of both platforms, built by the script users run, in a target directory of their
 /// own (the suite's is locked by the running `cargo test`).
+/// Built once per test process: the tests that need them wait for the first.
 fn binaries() -> PathBuf {
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-binaries");
-    run(Command::new("bash")
-        .arg(e2e::repo_root().join("images/build-binaries.sh"))
-        .arg(&out)
-        .env(
-            "CARGO_TARGET_DIR",
-            Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-build"),
-        ));
-    out
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-binaries");
+            run(Command::new("bash")
+                .arg(e2e::repo_root().join("images/build-binaries.sh"))
+                .arg(&out)
+                .env(
+                    "CARGO_TARGET_DIR",
+                    Path::new(env!("CARGO_TARGET_TMPDIR")).join("image-build"),
+                ));
+            out
+        })
+        .clone()
 }
 
 fn release(out: &Path, binaries: &Path, repository: &str, push: bool) -> String {
@@ -303,7 +309,7 @@ async fn the_manager_runs_from_the_image_with_in_cluster_configuration() {
         .args(["manager", "--leader-elect", "--no-boot-plane"])
         .arg(format!("--health-bind-address=127.0.0.1:{health}"))
         .arg(format!(
-            "--metrics-bind-address=127.0.0.1:{}",
+            "--diagnostics-address=127.0.0.1:{}",
             free_port(Ipv4Addr::LOCALHOST).unwrap()
         ));
     let manager = Logged::spawn(

@@ -231,6 +231,71 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
         "jsonpath={range .items[*]}{.reportingController}/{.reason} {end}",
     ]));
     assert!(events.contains("beowulf-manager/Available"), "{events}");
+
+    // /metrics (the manager's default, HTTPS on :8443, self-signed) for callers the API server vouches for:
+    // a ServiceAccount bound to our beowulf-metrics-reader ClusterRole reads it; one without the binding is
+    // refused (403); no token or a forged one is not authenticated (401).
+    run(mc
+        .kubectl()
+        .args(["create", "serviceaccount", "prometheus", "-n", ns]));
+    run(mc
+        .kubectl()
+        .args(["create", "serviceaccount", "stranger", "-n", ns]));
+    run(mc.kubectl().args([
+        "create",
+        "clusterrolebinding",
+        "prometheus-beowulf-metrics",
+        "--clusterrole=beowulf-metrics-reader",
+        &format!("--serviceaccount={ns}:prometheus"),
+    ]));
+    let scrape = |token: Option<String>| {
+        use std::io::Write as _;
+        // The header on stdin (`-H @-`), not in argv.
+        let mut child = manager
+            .ns
+            .cmd("curl")
+            .args(["-sk", "-m", "10", "-H", "@-", "-w", "\n%{http_code}"])
+            .arg("https://127.0.0.1:8443/metrics")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let header = token
+            .map(|t| format!("Authorization: Bearer {t}\n"))
+            .unwrap_or_default();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(header.as_bytes())
+            .unwrap();
+        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
+        let (body, code) = out.rsplit_once('\n').unwrap();
+        (code.to_string(), body.to_string())
+    };
+    let prometheus = mc
+        .control_plane
+        .service_account_token(ns, "prometheus")
+        .await
+        .unwrap();
+    let stranger = mc
+        .control_plane
+        .service_account_token(ns, "stranger")
+        .await
+        .unwrap();
+    let (code, body) = scrape(Some(prometheus));
+    assert_eq!(code, "200", "{body}");
+    assert!(body.contains("beowulf_reconciles_total"), "{body}");
+    let (code, body) = scrape(Some(stranger));
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains(&format!(
+            "system:serviceaccount:{ns}:stranger may not get /metrics"
+        )),
+        "{body}"
+    );
+    assert_eq!(scrape(None).0, "401");
+    assert_eq!(scrape(Some("forged.token.value".into())).0, "401");
     assert!(mc.control_plane.requests_by(MANAGER_USER) > 10);
     let forbidden = mc.control_plane.forbidden(MANAGER_USER);
     assert!(

@@ -1030,16 +1030,20 @@ mod tests {
             .spawn()
             .unwrap();
         let root = sh.id();
+        let comm = |p: &u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
+        // Until the grandchild has exec'd `sleep`, it is a forked `sh` (seen so once under load).
         let found = crate::harness::poll("the grandchild", Duration::from_secs(5), || {
             let d = descendants(root);
-            (d.len() >= 3).then_some(d)
+            (d.len() >= 3 && d.iter().any(|p| comm(p).trim() == "sleep")).then_some(d)
         });
-        let d = found.unwrap();
+        let d = found.unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?}",
+                descendants(root).iter().map(comm).collect::<Vec<_>>()
+            )
+        });
         assert_eq!(d[0], root);
-        let names: Vec<String> = d
-            .iter()
-            .map(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default())
-            .collect();
+        let names: Vec<String> = d.iter().map(comm).collect();
         // Stop what this test started (all of it is below `root`), deepest first.
         for p in d.iter().rev() {
             let _ = nix::sys::signal::kill(

@@ -308,7 +308,11 @@ impl ControlPlane {
     }
 
     /// A token for ServiceAccount `namespace/name` from the TokenRequest API, valid one hour.
-    async fn service_account_token(&self, namespace: &str, name: &str) -> anyhow::Result<String> {
+    pub async fn service_account_token(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> anyhow::Result<String> {
         let sas: Api<ServiceAccount> = Api::namespaced(self.client().await?, namespace);
         let req = TokenRequest {
             spec: TokenRequestSpec {

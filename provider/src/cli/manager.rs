@@ -13,6 +13,7 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::boot_services::{Services, ServicesConfig, terminated};
+use super::diagnostics::Diagnostics;
 use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use crate::boot::metrics::BootMetrics;
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
@@ -32,9 +33,17 @@ pub struct ManagerArgs {
     /// Only reconcile objects labelled `cluster.x-k8s.io/watch-filter=<VALUE>`; empty or `*` reconciles all.
     #[arg(long, default_value = "")]
     pub watch_filter: String,
-    /// Where to serve Prometheus metrics (`/metrics`).
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub metrics_bind_address: String,
+    /// Where to serve Prometheus metrics (`/metrics`): HTTPS, each request's bearer token checked by the API
+    /// server (TokenReview, then a SubjectAccessReview for `get` on `/metrics`), as Cluster API's managers do.
+    #[arg(long, default_value = ":8443", value_name = "ADDR")]
+    pub diagnostics_address: String,
+    /// Serve `/metrics` over plain HTTP to anyone who reaches it (no TLS, no token checks).
+    #[arg(long, num_args = 0..=1, default_value_t = false, default_missing_value = "true", value_name = "BOOL", action = clap::ArgAction::Set)]
+    pub insecure_diagnostics: bool,
+    /// `tls.crt` and `tls.key` for the diagnostics endpoint (default: a self-signed certificate made at
+    /// start).
+    #[arg(long, value_name = "DIR")]
+    pub diagnostics_cert_dir: Option<std::path::PathBuf>,
     /// Where to serve `/healthz` and `/readyz`.
     #[arg(long, default_value = ":9440")]
     pub health_bind_address: String,
@@ -220,7 +229,7 @@ async fn serve(addr: SocketAddr, handler: Handler) -> anyhow::Result<()> {
 
 pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let args = args.resolved();
-    let metrics_addr = parse_addr(&args.metrics_bind_address)?;
+    let diagnostics_addr = parse_addr(&args.diagnostics_address)?;
     let health_addr = parse_addr(&args.health_bind_address)?;
     // The boot plane's settings are checked before anything connects: a typo fails fast.
     let server_ip = if args.no_boot_plane {
@@ -296,18 +305,16 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         None => Box::pin(std::future::pending()),
     };
 
-    let metrics = serve(
-        metrics_addr,
-        Arc::new(move |path: &str| {
-            (path == "/metrics").then(|| {
-                let mut out = String::new();
-                match prometheus_client::encoding::text::encode(&mut out, &registry) {
-                    Ok(()) => out,
-                    Err(e) => format!("# encoding failed: {e}\n"),
-                }
-            })
-        }),
-    );
+    let diagnostics = if args.insecure_diagnostics {
+        Diagnostics::insecure(diagnostics_addr)
+    } else {
+        Diagnostics::secure(
+            diagnostics_addr,
+            args.diagnostics_cert_dir.as_deref(),
+            client.clone(),
+        )?
+    };
+    let metrics = diagnostics.serve(registry);
     let health = serve(
         health_addr,
         Arc::new(|path: &str| matches!(path, "/healthz" | "/readyz").then(|| "ok\n".to_string())),

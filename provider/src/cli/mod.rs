@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 pub mod bmc;
 pub mod boot_services;
 pub mod crds;
+pub mod diagnostics;
 pub mod manager;
 pub mod release;
 

@@ -123,7 +123,16 @@ pub fn components(image: &str) -> Result<Vec<Value>, Error> {
             {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
             {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
              "verbs": ["get", "create", "update"]},
+            // The diagnostics endpoint has the API server check each scraper's token.
+            {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]},
+            {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
         ],
+    }));
+    // What a scraper (Prometheus' ServiceAccount) is bound to, to read `/metrics`.
+    out.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "beowulf-metrics-reader", "labels": provider_labels()},
+        "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
     }));
     out.push(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
@@ -161,7 +170,8 @@ pub fn components(image: &str) -> Result<Vec<Value>, Error> {
                             // `*`: unset. clusterctl treats a variable with an empty default as required.
                             "--namespace=${BEOWULF_WATCH_NAMESPACE:=*}",
                             "--watch-filter=${BEOWULF_WATCH_FILTER:=*}",
-                            "--metrics-bind-address=${BEOWULF_METRICS_BIND_ADDRESS:=127.0.0.1:8080}",
+                            "--diagnostics-address=${BEOWULF_DIAGNOSTICS_ADDRESS:=:8443}",
+                            "--insecure-diagnostics=${BEOWULF_INSECURE_DIAGNOSTICS:=false}",
                             "--health-bind-address=${BEOWULF_HEALTH_BIND_ADDRESS:=:9440}",
                             // `*`: all interfaces; the boot plane's address is the node's ($HOST_IP below).
                             "--boot-interface=${BEOWULF_BOOT_INTERFACE:=*}",
