@@ -115,6 +115,8 @@ fn objects(n: usize) -> Vec<Value> {
 }
 
 fn main() {
+    // As `beowulf` does at start (the controllers' child process measures what the manager holds).
+    beowulf::memory::limit_malloc_arenas();
     let n: usize = std::env::var("BEOWULF_BENCH_HOSTS")
         .ok()
         .and_then(|s| s.parse().ok())

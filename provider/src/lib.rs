@@ -10,6 +10,7 @@ pub mod boot;
 pub mod cli;
 pub mod controllers;
 pub mod inventory;
+pub mod memory;
 pub mod provisioning;
 pub mod release;
 pub mod runtime;

@@ -1,4 +1,3 @@
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    beowulf::cli::main().await
+fn main() -> std::process::ExitCode {
+    beowulf::cli::entry()
 }

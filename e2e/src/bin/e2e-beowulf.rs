@@ -1,6 +1,5 @@
 //! `beowulf`, built inside the e2e crate so its tests can run it as a child process: the same code as
 //! `provider/src/main.rs` (the CLI lives in the library).
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
-    beowulf::cli::main().await
+fn main() -> std::process::ExitCode {
+    beowulf::cli::entry()
 }

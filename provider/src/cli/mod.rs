@@ -44,7 +44,6 @@ pub enum Command {
     Standalone(standalone::StandaloneArgs),
 }
 
-/// Runs the parsed command line.
 /// The `beowulf` binary: parses the command line, runs it, and turns the outcome into the exit status. A
 /// returned error is for the user (bad input, a BMC that refused, a missing file): its message and causes
 /// on one line, never a backtrace, even with `RUST_BACKTRACE` set. Internal errors panic, and the panic
@@ -59,6 +58,23 @@ pub async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The binary's entry point: malloc tuned ([`crate::memory`]) before any thread exists, then [`main`] on a
+/// multi-threaded runtime.
+pub fn entry() -> std::process::ExitCode {
+    crate::memory::limit_malloc_arenas();
+    match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt.block_on(main()),
+        Err(e) => {
+            eprintln!("Error: cannot start the async runtime: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(cli.log_format);
     match cli.command {
