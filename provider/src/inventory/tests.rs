@@ -335,3 +335,50 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
     .unwrap();
     task.abort();
 }
+
+/// `cp`, `>` and most editors truncate the file, then write it; an empty file is a valid inventory without
+/// hosts. A watcher that read the file in between put that in service (and kept it, when the write landed
+/// before it took the new fingerprint). Here the file stays empty for half a poll interval, five times: no
+/// reload may ever serve it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_caught_between_truncation_and_write_is_never_served() {
+    let d = dir();
+    let path = d.path().join("hosts.yaml");
+    std::fs::write(&path, GOOD).unwrap();
+    let inv = Inventory::load(&path).unwrap();
+    let referenced = inv.referenced_files().to_vec();
+    let handle = Arc::new(DirectoryHandle::new(inv.directory));
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = served.clone();
+    let interval = Duration::from_millis(200);
+    let task = tokio::spawn(watch(
+        handle.clone(),
+        path.clone(),
+        referenced,
+        interval,
+        move |dir| s2.lock().unwrap().push(dir.hosts.len()),
+    ));
+    for round in 0..5 {
+        std::fs::write(&path, "").unwrap();
+        // The edit's own duration (the stimulus), not a wait for the watcher.
+        tokio::time::sleep(interval / 2).await;
+        let name = format!("node-r{round}");
+        std::fs::write(
+            &path,
+            GOOD.replace("name: node-1", &format!("name: {name}")),
+        )
+        .unwrap();
+        let h = handle.clone();
+        tokio::task::spawn_blocking(move || {
+            wait_for("the rewritten file", || h.get().host(&name).is_some())
+        })
+        .await
+        .unwrap();
+    }
+    task.abort();
+    let served = served.lock().unwrap().clone();
+    assert!(
+        served.iter().all(|&hosts| hosts > 0),
+        "an empty inventory was served: {served:?}"
+    );
+}

@@ -2,7 +2,9 @@
 //!
 //! Polling, not inotify: it works the same on every filesystem (NFS, bind mounts, editors that replace the
 //! file), and a one-second poll of a few `stat` calls costs nothing. A broken edit is logged with its line and
-//! column and the last good inventory stays in service; nothing is lost.
+//! column and the last good inventory stays in service; nothing is lost. A change is read once it has held
+//! still for one interval, and applied only if the files did not change while they were read, so a file
+//! caught between truncation and write (an empty inventory: valid, and without hosts) never goes in service.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -59,17 +61,30 @@ async fn poll(
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A change is acted on once it has held still for a tick: an editor, `cp` or `>` truncates the file and
+    // then writes it, and an empty file is a valid inventory (no hosts) that must not be put in service.
+    let mut settling: Option<Fingerprint> = None;
     loop {
         ticker.tick().await;
         let now = fingerprint(&files);
         if now == seen {
+            settling = None;
             continue;
         }
-        seen = now;
+        if settling.as_ref() != Some(&now) {
+            settling = Some(now);
+            continue;
+        }
+        settling = None;
+        seen = now.clone();
         let p = path.clone();
         // Hashing boot files may take a moment: off the async workers.
         let loaded = tokio::task::spawn_blocking(move || Inventory::load(&p)).await;
         match loaded {
+            // Changed while it was read: what was read may be half of it; the next ticks read it again.
+            Ok(Ok(_)) if fingerprint(&files) != now => {
+                seen = Fingerprint::new();
+            }
             Ok(Ok(inv)) => {
                 tracing::info!(
                     path = %path.display(),
