@@ -7,7 +7,10 @@
 //! - the amd64 image runs under podman (from the OCI layout, no pull from anywhere): `beowulf --version` and
 //!   `csctl --version` print the release version;
 //! - the arm64 image's `beowulf`, taken out of its layer, runs under `qemu-aarch64-static` and says its
-//!   version.
+//!   version;
+//! - README's install path: `release --push`, `clusterctl init` with that repository; the installed
+//!   Deployment names the pushed digest, and that image, pulled by digest, runs `beowulf manager` with
+//!   in-cluster configuration only against the real API server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read as _;
@@ -242,7 +245,7 @@ fn release_pushes_a_reproducible_two_platform_image_that_runs() {
     assert_eq!(said.trim(), "beowulf 0.1.0");
 }
 
-/// The manager from the image, as a Pod runs it: in-cluster configuration only (the ServiceAccount's token,
+/// The manager from the image the installed Deployment names, as its Pod runs it: in-cluster configuration only (the ServiceAccount's token,
 /// CA and namespace at `/var/run/secrets/kubernetes.io/serviceaccount`, `KUBERNETES_SERVICE_HOST`/`PORT`), the
 /// image's nonroot user, against the management-cluster harness's real API server: it takes its Lease and
 /// registers a BeowulfHost through its BMC, and the API server forbids it nothing.
@@ -250,17 +253,45 @@ fn release_pushes_a_reproducible_two_platform_image_that_runs() {
 async fn the_manager_runs_from_the_image_with_in_cluster_configuration() {
     require_root_and_peers();
     let dir = Scratch::new("image-incluster");
-    let mc = MgmtCluster::start(
+    // README's install steps: `beowulf release --binaries … --push`, then `clusterctl init` with that
+    // repository (the harness runs it), and what the installed Deployment names is what runs below.
+    let binaries = tokio::task::spawn_blocking(binaries).await.unwrap();
+    let registry = Registry::start(&dir.path().join("registry")).unwrap();
+    let repository = format!("{}/beowulf-hpc/beowulf", registry.addr);
+    let release_args: Vec<std::ffi::OsString> = vec![
+        "--binaries".into(),
+        binaries.into(),
+        "--image-repository".into(),
+        repository.clone().into(),
+        "--push".into(),
+    ];
+    let mc = MgmtCluster::start_with_release(
         "incluster",
         &BeowulfBin(env!("CARGO_BIN_EXE_e2e-beowulf").into()),
         dir.path(),
+        &release_args,
     )
     .await
     .unwrap();
-    let binaries = tokio::task::spawn_blocking(binaries).await.unwrap();
-    let out = dir.path().join("out");
-    release(&out, &binaries, "registry.invalid/beowulf", false);
-    let image = Layout::link(&out);
+    let deployed = run(mc.kubectl().args([
+        "get",
+        "deployment",
+        "beowulf-controller-manager",
+        "-n",
+        "beowulf-system",
+        "-o",
+        "jsonpath={.spec.template.spec.containers[0].image}",
+    ]));
+    let raw = Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false"])
+        .arg(format!("docker://{repository}:{VERSION}"))
+        .output()
+        .unwrap();
+    assert!(raw.status.success(), "{raw:?}");
+    let digest = sha256(&raw.stdout);
+    assert_eq!(deployed, format!("{repository}:{VERSION}@{digest}"));
+    // Pulled from the registry by that digest (containers/image takes a tag or a digest, not both).
+    let image = format!("docker://{repository}@{digest}");
 
     let ns = "rack";
     run(mc.kubectl().args(["create", "namespace", ns]));
@@ -305,7 +336,8 @@ async fn the_manager_runs_from_the_image_with_in_cluster_configuration() {
             "--env=POD_NAME=mgr-image",
             &format!("--env=POD_NAMESPACE={sa_ns}"),
         ])
-        .arg(&image.reference)
+        .arg("--tls-verify=false")
+        .arg(&image)
         .args(["manager", "--leader-elect", "--no-boot-plane"])
         .arg(format!("--health-bind-address=127.0.0.1:{health}"))
         .arg(format!(

@@ -60,6 +60,18 @@ impl MgmtCluster {
     /// Networks, control plane, `beowulf release`, `clusterctl init` of the four providers, Cluster API's
     /// managers. `test` names the namespaces; `dir` holds every file (logs included).
     pub async fn start(test: &str, beowulf: &BeowulfBin, dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_release(test, beowulf, dir, &[]).await
+    }
+
+    /// [`MgmtCluster::start`] with extra `beowulf release` flags (`--binaries … --push`: a components file
+    /// that runs the image by digest). The repository is `dir/repository`, the image layout
+    /// `dir/repository/image`.
+    pub async fn start_with_release(
+        test: &str,
+        beowulf: &BeowulfBin,
+        dir: &Path,
+        release_args: &[std::ffi::OsString],
+    ) -> anyhow::Result<Self> {
         let peers = GoPeers::find()?;
         static CLUSTERS: AtomicU32 = AtomicU32::new(0);
         let subnet =
@@ -102,7 +114,8 @@ impl MgmtCluster {
         crate::harness::try_run(
             Command::new(&beowulf.0)
                 .args(["release", "--version", RELEASE_VERSION, "--out"])
-                .arg(&repo),
+                .arg(&repo)
+                .args(release_args),
         )?;
         let release_dir = repo.join("infrastructure-beowulf").join(RELEASE_VERSION);
         let clusterctl_config = capi::write_clusterctl_config(
