@@ -272,25 +272,39 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
+/// GOOD written to a fresh directory and watched every `interval`: the directory, the file, the handle in
+/// service, the host count of every directory a reload put in service, and the watcher's task.
+type Watched = (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    Arc<DirectoryHandle>,
+    Arc<std::sync::Mutex<Vec<usize>>>,
+    tokio::task::JoinHandle<()>,
+);
+
+fn watched(interval: Duration) -> Watched {
     let d = dir();
     let path = d.path().join("hosts.yaml");
     std::fs::write(&path, GOOD).unwrap();
     let inv = Inventory::load(&path).unwrap();
     let referenced = inv.referenced_files().to_vec();
     let handle = Arc::new(DirectoryHandle::new(inv.directory));
-    let reloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let r2 = reloads.clone();
+    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = served.clone();
     let task = tokio::spawn(watch(
         handle.clone(),
         path.clone(),
         referenced,
-        Duration::from_millis(50),
-        move |_| {
-            r2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        },
+        interval,
+        move |dir| s2.lock().unwrap().push(dir.hosts.len()),
     ));
+    (d, path, handle, served, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
+    let (d, path, handle, served, task) = watched(Duration::from_millis(50));
+    let reloads = || served.lock().unwrap().len();
 
     // A broken edit is rejected. It is made at once (the watcher's baseline is taken when it is created) and
     // changes the length, so it is seen even within one mtime tick.
@@ -306,7 +320,7 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
     })
     .await
     .unwrap();
-    assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert_eq!(reloads(), 0);
 
     // A good edit is picked up.
     std::fs::write(&path, GOOD.replace("name: node-1", "name: node-9")).unwrap();
@@ -315,7 +329,7 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
         .await
         .unwrap();
     assert!(handle.get().host("node-1").is_none());
-    assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(reloads(), 1);
 
     // So is a change to a referenced user-data file.
     std::fs::write(
@@ -342,22 +356,8 @@ async fn watcher_reloads_good_edits_and_keeps_the_last_good_one_on_bad_edits() {
 /// reload may ever serve it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_caught_between_truncation_and_write_is_never_served() {
-    let d = dir();
-    let path = d.path().join("hosts.yaml");
-    std::fs::write(&path, GOOD).unwrap();
-    let inv = Inventory::load(&path).unwrap();
-    let referenced = inv.referenced_files().to_vec();
-    let handle = Arc::new(DirectoryHandle::new(inv.directory));
-    let served = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let s2 = served.clone();
     let interval = Duration::from_millis(200);
-    let task = tokio::spawn(watch(
-        handle.clone(),
-        path.clone(),
-        referenced,
-        interval,
-        move |dir| s2.lock().unwrap().push(dir.hosts.len()),
-    ));
+    let (_d, path, handle, served, task) = watched(interval);
     for round in 0..5 {
         std::fs::write(&path, "").unwrap();
         // The edit's own duration (the stimulus), not a wait for the watcher.
