@@ -284,6 +284,18 @@ fn seed_ldif_and_slurm_conf_come_from_values() {
         ldif.contains("dn: cn=hpc-admins,ou=groups,dc=hpc,dc=cluster\n"),
         "{ldif}"
     );
+    // The nodes' sssd binds anonymously: both organizational units let anyone read POSIX identities.
+    for ou in ["people", "groups"] {
+        let entry = ldif
+            .split(&format!("dn: ou={ou},dc=hpc,dc=cluster\n"))
+            .nth(1)
+            .unwrap();
+        let entry = entry.split("\n\n").next().unwrap();
+        assert!(
+            entry.contains("aci: (targetattr=") && entry.contains("userdn = \"ldap:///anyone\""),
+            "{entry}"
+        );
+    }
     // alice is in both groups, bob only in hpc-users.
     let admins = ldif.split("dn: cn=hpc-admins").nth(1).unwrap();
     assert!(
@@ -301,8 +313,9 @@ fn seed_ldif_and_slurm_conf_come_from_values() {
         "AuthType=auth/munge",
         "AccountingStorageType=accounting_storage/slurmdbd",
         "AccountingStorageHost=slurmdbd",
-        "NodeName=compute-[0-3] CPUs=4 RealMemory=7000 State=CLOUD",
-        "PartitionName=compute Nodes=compute-[0-3] Default=YES MaxTime=INFINITE State=UP",
+        // The nodes' addresses (NodeAddr): slurmctld reaches them without DNS.
+        "NodeName=compute-[0-1] NodeAddr=10.10.0.[30-31] CPUs=4 RealMemory=7000",
+        "PartitionName=compute Nodes=compute-[0-1] Default=YES MaxTime=INFINITE State=UP",
     ] {
         assert!(
             conf.lines().any(|l| l == line),

@@ -8,8 +8,10 @@
 pub mod bench;
 pub mod bench_bmc;
 pub mod bmc_proxy;
+pub mod hpc;
 pub mod ipmi_sim;
 pub mod kube;
+pub mod pods;
 pub mod pxe;
 pub mod pyghmi_bmc;
 pub mod qemu_bmc;
@@ -32,6 +34,44 @@ pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T
 /// Runs a command to completion and panics with its output if it fails; returns its stdout.
 pub fn run(cmd: &mut Command) -> String {
     try_run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `$CARGO_TARGET_DIR`, else the `target` directory of the running binary (`target/<profile>/…`), else the
+/// repository's `target/`: where built images are cached between runs.
+pub fn target_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| {
+            exe.ancestors()
+                .find(|a| a.file_name().is_some_and(|n| n == "target"))
+                .map(PathBuf::from)
+        })
+        .unwrap_or_else(|| repo_root().join("target"))
+}
+
+/// The demos run `beowulf` (the boot plane, `beowulf bmc`) as themselves re-executed with `__beowulf` first:
+/// in such a child this runs the CLI and returns its result; in the demo itself, `None`.
+pub fn run_as_beowulf_child() -> Option<anyhow::Result<()>> {
+    use clap::Parser as _;
+    let mut args = std::env::args_os();
+    let _ = args.next();
+    if args.next().is_none_or(|a| a != "__beowulf") {
+        return None;
+    }
+    let cli = beowulf::cli::Cli::parse_from(std::iter::once("beowulf".into()).chain(args));
+    Some(
+        tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(beowulf::cli::run(cli))),
+    )
+}
+
+/// The command that runs this binary as `beowulf` (see [`run_as_beowulf_child`]).
+pub fn self_as_beowulf() -> anyhow::Result<Vec<std::ffi::OsString>> {
+    Ok(vec![std::env::current_exe()?.into(), "__beowulf".into()])
 }
 
 /// Where test peers live (`.ci/install`).

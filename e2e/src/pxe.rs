@@ -28,6 +28,9 @@ pub struct Node {
     pub ip: String,
     pub firmware: Firmware,
     pub user_data: String,
+    /// The node's BMC in the inventory (`ipmi://…` of an `ipmi_sim`, with its user and password), so that
+    /// `beowulf bmc --inventory` drives it.
+    pub bmc: Option<String>,
 }
 
 impl Node {
@@ -41,6 +44,7 @@ impl Node {
                 "#cloud-config\n# e2e user-data for {name}: marker-{name}-{}\nruncmd: [\"echo hello from {name}\"]\n",
                 std::process::id()
             ),
+            bmc: None,
         }
     }
 
@@ -63,6 +67,30 @@ pub struct LabImage {
 }
 
 impl LabImage {
+    /// Builds (or reuses: the recipe's hash is checked) the CI variant of the HPC node image
+    /// (`images/hpc-node`) under `$CARGO_TARGET_DIR` or `target/`; minutes the first time.
+    pub fn hpc_node_ci() -> LabImage {
+        let out = crate::target_dir().join("images/hpc-node-ci");
+        run(Command::new("bash")
+            .arg(crate::repo_root().join("images/hpc-node/build.sh"))
+            .arg(&out)
+            .env("VARIANT", "ci")
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit()));
+        LabImage {
+            name: "hpc-node-ci".into(),
+            kernel: out.join("vmlinuz"),
+            initrd: out.join("initrd.img"),
+            rootfs: out.join("rootfs.squashfs"),
+            cmdline: "console=ttyS0,115200 BOOTIF={{ bootif }} ip=dhcp rd.neednet=1 \
+                root=live:{{ rootfs_url }} rd.live.overlay.overlayfs=1 \
+                ds=nocloud-net;s={{ nocloud_url }}"
+                .into(),
+            memory_mib: 2048,
+            qemu_timeout_s: 540,
+        }
+    }
+
     /// Builds the tiny test node image (`images/testnode`) into `dir`.
     pub fn testnode(dir: &Path) -> LabImage {
         run(Command::new("bash")
@@ -244,6 +272,20 @@ impl PxeLab {
     pub fn inventory_path(&self) -> PathBuf {
         self.dir.path().join("hosts.yaml")
     }
+
+    /// Rewrites the inventory for `nodes` (atomically: the server never reads a half-written file) and writes
+    /// the BMC password file the entries with a `bmc` name.
+    pub fn rewrite_inventory(&mut self, nodes: Vec<Node>) {
+        std::fs::write(
+            self.dir.path().join("bmc-password"),
+            crate::ipmi_sim::PASSWORD,
+        )
+        .unwrap();
+        let tmp = self.dir.path().join("hosts.yaml.new");
+        std::fs::write(&tmp, inventory_yaml(&self.image, &nodes)).unwrap();
+        std::fs::rename(&tmp, self.inventory_path()).unwrap();
+        self.nodes = nodes;
+    }
 }
 
 pub struct Machine {
@@ -338,6 +380,12 @@ hosts:
             img.name,
             serde_json::to_string(&n.user_data).unwrap()
         ));
+        if let Some(bmc) = &n.bmc {
+            y.push_str(&format!(
+                "    bmc: {{ address: \"{bmc}\", username: {}, passwordFile: bmc-password }}\n",
+                crate::ipmi_sim::USER
+            ));
+        }
     }
     y
 }

@@ -12,12 +12,11 @@
 //! of the recipe (`images/hpc-node/build.sh` reuses an up-to-date output).
 #![allow(clippy::unwrap_used)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use e2e::pxe::{BOOT_SERVER, Firmware, LabImage, Node, PxeLab};
-use e2e::{Proc, require_root_and_peers, run, wait_for};
+use e2e::{Proc, require_root_and_peers, wait_for};
 
 const REPORT_PORT: u16 = 8081;
 
@@ -25,50 +24,15 @@ fn beowulf() -> Vec<std::ffi::OsString> {
     vec![env!("CARGO_BIN_EXE_e2e-beowulf").into()]
 }
 
-/// `$CARGO_TARGET_DIR`, else the `target` directory this test binary runs from (`target/debug/deps/…`).
-fn target_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("CARGO_TARGET_DIR") {
-        return PathBuf::from(d);
-    }
-    let exe = std::env::current_exe().unwrap();
-    exe.ancestors()
-        .nth(3)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| e2e::repo_root().join("target"))
-}
-
-/// Builds (or reuses) the CI variant of the HPC node image.
-fn hpc_node_ci() -> LabImage {
-    let out = target_dir().join("images/hpc-node-ci");
+#[test]
+fn hpc_node_image_boots_live_over_http_and_runs_its_user_data() {
+    require_root_and_peers();
     let t = Instant::now();
-    run(Command::new("bash")
-        .arg(e2e::repo_root().join("images/hpc-node/build.sh"))
-        .arg(&out)
-        .env("VARIANT", "ci")
-        .stdout(Stdio::inherit())
-        .stderr(Stdio::inherit()));
+    let image = LabImage::hpc_node_ci();
     eprintln!(
         "hpc-node-ci image ready in {:.1}s",
         t.elapsed().as_secs_f64()
     );
-    LabImage {
-        name: "hpc-node-ci".into(),
-        kernel: out.join("vmlinuz"),
-        initrd: out.join("initrd.img"),
-        rootfs: out.join("rootfs.squashfs"),
-        cmdline: "console=ttyS0,115200 BOOTIF={{ bootif }} ip=dhcp rd.neednet=1 \
-            root=live:{{ rootfs_url }} rd.live.overlay.overlayfs=1 \
-            ds=nocloud-net;s={{ nocloud_url }}"
-            .into(),
-        memory_mib: 2048,
-        qemu_timeout_s: 540,
-    }
-}
-
-#[test]
-fn hpc_node_image_boots_live_over_http_and_runs_its_user_data() {
-    require_root_and_peers();
-    let image = hpc_node_ci();
 
     // A value only the user-data holds: the node can only report it if cloud-init ran this user-data.
     let marker = format!(
@@ -118,7 +82,7 @@ runcmd:
     let t0 = Instant::now();
     let mut machine = lab.boot(&node);
     // The whole console log is kept next to the image for a post-mortem; a failure prints its tail.
-    let serial_copy = target_dir().join("images/hpc_live_boot-serial.log");
+    let serial_copy = e2e::target_dir().join("images/hpc_live_boot-serial.log");
     let fail = |why: String, serial: String, log: String| -> ! {
         let _ = std::fs::write(&serial_copy, &serial);
         let tail: Vec<&str> = serial.lines().rev().take(80).collect();

@@ -34,7 +34,7 @@ CVMFS_APT_URL=${CVMFS_APT_URL:-https://cvmrepo.s3.cern.ch/cvmrepo/apt}
 # SchedMD publishes SLURM as source tarballs only; Debian's backports carry current releases as packages.
 SLURM_APT_URL=${SLURM_APT_URL:-$DEBIAN_MIRROR}
 SLURM_APT_SUITE=${SLURM_APT_SUITE:-$SUITE-backports}
-IMAGE_VERSION=${IMAGE_VERSION:-1.33.0-beowulf.1}
+IMAGE_VERSION=${IMAGE_VERSION:-1.33.0-beowulf.2}
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600} # 2025-01-01T00:00:00Z
 export SOURCE_DATE_EPOCH
 
@@ -100,6 +100,8 @@ packages=(
   # the node
   systemd systemd-sysv udev cloud-init curl ca-certificates iproute2 procps
   sssd-ldap libnss-sss libpam-sss munge slurmd
+  # slurmd's cgroup/v2 plugin asks systemd over D-Bus for the scope of its job steps
+  dbus
   "${extra_includes[@]}"
 )
 
@@ -131,6 +133,10 @@ mmdebstrap --quiet --variant=minbase --mode=root --format=directory \
   { tail -n 40 "$work/mmdebstrap.log" >&2; die "mmdebstrap failed (log above)"; }
 
 kver=$(cd "$root/boot" && ls vmlinuz-* | sed 's/^vmlinuz-//' | sort -V | tail -n1)
+# The versions that must agree with services outside the image (SLURM's controller talks only to slurmd of its
+# own and the two previous major releases), recorded in image.yaml for the stack's checks.
+pkgver() { chroot "$root" dpkg-query -W -f='${Version}' "$1" 2>/dev/null || echo none; }
+
 [ -n "$kver" ] && [ -f "$root/boot/initrd.img-$kver" ] || die "no kernel/initrd in the image (see the mmdebstrap log)"
 step "kernel $kver, root $(du -sxh "$root" | cut -f1); writing the squashfs"
 rm -rf "$out.tmp"
@@ -156,6 +162,12 @@ files:
   vmlinuz: { sha256: $(sum vmlinuz), size: $(stat -c %s "$out.tmp/vmlinuz") }
   initrd.img: { sha256: $(sum initrd.img), size: $(stat -c %s "$out.tmp/initrd.img") }
   rootfs.squashfs: { sha256: $(sum rootfs.squashfs), size: $(stat -c %s "$out.tmp/rootfs.squashfs") }
+packages:
+  slurmd: "$(pkgver slurmd)"
+  munge: "$(pkgver munge)"
+  sssd-ldap: "$(pkgver sssd-ldap)"
+  cloud-init: "$(pkgver cloud-init)"
+  cvmfs: "$(pkgver cvmfs)"
 cmdline: >-
   console=ttyS0,115200 BOOTIF={{ bootif }} ip=dhcp rd.neednet=1
   root=live:{{ rootfs_url }} rd.live.overlay.overlayfs=1 ds=nocloud-net;s={{ nocloud_url }}

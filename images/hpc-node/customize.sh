@@ -37,6 +37,16 @@ ConditionPathExists=/etc/munge/munge.key
 After=cloud-config.service
 UNIT
 
+# slurmd: Debian's unit starts only with /etc/slurm/slurm.conf, which a configless node (`slurmd --conf-server`
+# in /etc/default/slurmd, the stack's compute user-data) never has: it would never start. What a node of a
+# cluster always has is the munge key from its user-data; start after cloud-init wrote it.
+install -D -m 0644 /dev/stdin "$root/etc/systemd/system/slurmd.service.d/10-beowulf.conf" <<'UNIT'
+[Unit]
+ConditionPathExists=
+ConditionPathExists=/etc/munge/munge.key
+After=cloud-config.service
+UNIT
+
 # Network: the initrd configured the boot NIC by DHCP; systemd-networkd takes the lease over (renewals) for
 # every wired NIC. cloud-init does not render network configuration (the NoCloud seed is fetched over the
 # network, after the point where cloud-init could apply one).
@@ -84,7 +94,9 @@ for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.
 done
 
 # Nothing from the build may stay in the image: logs, apt's lists and caches, the resolver config of the builder.
-rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old "$root"/var/log/* \
+# The log files go, the directories stay: munged does not start without its /var/log/munge (munge:munge).
+find "$root/var/log" -type f -delete
+rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/* "$root"/var/cache/debconf/*-old \
   "$root"/tmp/* "$root"/var/tmp/* "$root"/var/cache/ldconfig/aux-cache "$root"/etc/ssh/ssh_host_*
 : >"$root/etc/resolv.conf"
 echo "customized ($variant): kernel $kver, modules $(du -sh "$root/lib/modules/$kver" | cut -f1)"

@@ -6,29 +6,19 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use clap::Parser;
 use e2e::pxe::{Firmware, Node, PxeLab};
 
 fn main() -> anyhow::Result<()> {
-    // The boot plane runs inside the namespace as a child: this same binary, re-executed as `beowulf`.
-    let mut args = std::env::args_os();
-    let _ = args.next();
-    if args.next().is_some_and(|a| a == "__beowulf") {
-        let cli = beowulf::cli::Cli::parse_from(std::iter::once("beowulf".into()).chain(args));
-        return tokio::runtime::Runtime::new()?.block_on(beowulf::cli::run(cli));
+    // The boot plane (and `beowulf bmc`) run as children: this same binary, re-executed as `beowulf`.
+    if let Some(result) = e2e::run_as_beowulf_child() {
+        return result;
     }
-
     e2e::require_root_and_peers();
-    let exe = std::env::current_exe()?;
     let node = Node::new("demo-node-0", 0x20, Firmware::Bios);
     println!(
         "==> building the test node image and starting `beowulf standalone` in a network namespace"
     );
-    let mut lab = PxeLab::start(
-        "demo",
-        vec![exe.into(), "__beowulf".into()],
-        vec![node.clone()],
-    );
+    let mut lab = PxeLab::start("demo", e2e::self_as_beowulf()?, vec![node.clone()]);
     println!("    inventory: {}", lab.inventory_path().display());
     println!("    status page (inside the namespace): {}", lab.url("/"));
     println!(
