@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use serde_json::Value;
@@ -416,13 +416,14 @@ impl PodHost {
             .unwrap_or_default()
         {
             let name = c["name"].as_str().unwrap();
-            let out = self.command(pod, name, None).output().unwrap();
+            let mut cmd = self.command(pod, name, None);
+            let log = pod.dir.join(format!("{name}.log"));
+            let st = run_until(&mut cmd, &log, Instant::now() + Duration::from_secs(60));
             assert!(
-                out.status.success(),
-                "init container {name} of {} failed: {}{}",
+                st.is_some_and(|s| s.success()),
+                "init container {name} of {}: {st:?}; its output:\n{}",
                 pod.name,
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                pod.log(name)
             );
         }
         for c in pod.spec["containers"]
@@ -450,24 +451,23 @@ impl PodHost {
             .unwrap()
             .to_string();
         let tries = pod_backoff(self.manifests.find("Job", name).unwrap());
-        let mut last = String::new();
-        let mut n = 0;
-        let done = poll(&format!("Job {name}"), timeout, || {
-            if n > tries {
-                panic!("Job {name} failed {n} times; last output:\n{last}");
+        let deadline = Instant::now() + timeout;
+        for n in 0..=tries {
+            let mut cmd = self.command(&pod, &c, None);
+            match run_until(&mut cmd, &pod.dir.join(format!("{c}.log")), deadline) {
+                Some(st) if st.success() => return pod,
+                Some(_) if n < tries && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(500))
+                }
+                st => panic!(
+                    "Job {name}: {} after {} tries; its output:\n{}",
+                    st.map_or("timed out".to_string(), |s| s.to_string()),
+                    n + 1,
+                    pod.log(&c)
+                ),
             }
-            n += 1;
-            let out = self.command(&pod, &c, None).output().unwrap();
-            last = format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-            std::fs::write(pod.dir.join(format!("{c}.log")), &last).unwrap();
-            out.status.success().then_some(())
-        });
-        done.unwrap_or_else(|e| panic!("{e}; last output:\n{last}"));
-        pod
+        }
+        unreachable!()
     }
 
     /// Waits until every port the containers of `pod` but `skip` declare is listening in the namespace (its
@@ -524,6 +524,27 @@ impl Drop for PodHost {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+    }
+}
+
+/// Runs `cmd` to completion with its output in `log`; `None` (and the process killed) at `deadline`.
+fn run_until(cmd: &mut Command, log: &Path, deadline: Instant) -> Option<std::process::ExitStatus> {
+    let out = std::fs::File::create(log).unwrap();
+    let mut child = cmd
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return Some(st);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
