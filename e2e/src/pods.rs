@@ -63,7 +63,9 @@ exec mariadbd --no-defaults --user=mysql --datadir=/var/lib/mysql --socket=/run/
 
 /// Run by `unshare` as the container's PID 1: `pod-exec ROOT HOSTNAME [SRC DST]... -- [NAME=VALUE]... CMD...`.
 /// Builds the container's root (overlay of `/`, RAM upper layer), mounts the volumes, sets the hostname and
-/// execs the command with exactly the given environment.
+/// runs the command with exactly the given environment. It stays PID 1 (no `exec`): the parent-death signal
+/// that ends the container must reach a process that keeps it, and a daemon that changes its user (mariadbd,
+/// slurmctld) loses it; when PID 1 dies, the kernel kills everything else in the PID namespace.
 const POD_EXEC: &str = r#"#!/bin/sh
 set -e
 R=$1; H=$2; shift 2
@@ -81,7 +83,7 @@ while [ "$1" != -- ]; do
 done
 shift
 hostname "$H"
-exec chroot "$R/root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+chroot "$R/root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/root HOSTNAME="$H" "$@"
 "#;
 
@@ -515,10 +517,9 @@ impl PodHost {
 }
 
 impl Drop for PodHost {
-    /// SIGKILL to each container's `unshare`, which passes it on to the container's PID 1 (`--kill-child`):
-    /// the kernel then ends everything in that PID namespace. (A polite SIGTERM would not do: `unshare`
-    /// ignores it while it waits, and a PID 1 that waits for signals with sigwait(), as mariadbd does, never
-    /// receives one it has no handler for.)
+    /// SIGKILL to each container's `unshare`, which passes it on to the container's PID 1, `pod-exec`
+    /// (`--kill-child`): the kernel then ends everything in that PID namespace. (A polite SIGTERM would not
+    /// do: `unshare` ignores it while it waits.)
     fn drop(&mut self) {
         for p in &mut self.procs {
             let _ = p.child.kill();

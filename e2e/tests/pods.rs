@@ -1,0 +1,62 @@
+//! `e2e::pods` keeps a container's effects inside it: what it writes to its root stays in its RAM layer, and
+//! nothing it started outlives the `PodHost` — not even a process that changed its user (which loses the
+//! parent-death signal, as mariadbd and slurmctld do).
+#![allow(clippy::unwrap_used)]
+
+use std::process::Command;
+use std::time::Duration;
+
+use e2e::pods::{Manifests, PodHost};
+use e2e::{Netns, require_root_and_peers, wait_for};
+
+#[test]
+fn no_process_of_a_container_outlives_its_pod_host_and_its_writes_stay_inside() {
+    require_root_and_peers();
+    let ns = Netns::new("pods");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    ns.ip(&["link", "set", "br0", "up"]);
+    let dir = tempfile::tempdir().unwrap();
+    // A sleep of a duration no other process has: how the test finds it.
+    let marker = 900_000 + std::process::id();
+    let written = format!("/etc/e2e-pods-{marker}");
+    let yaml = format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: sleeper, namespace: t}}
+spec:
+  template:
+    spec:
+      containers:
+        - name: sleeper
+          image: example.org/unused
+          command: [/bin/sh, -ec]
+          args:
+            - echo hello > {written} && exec setpriv --reuid=nobody --regid=nogroup --clear-groups sleep {marker}
+"#
+    );
+    let mut host = PodHost::new(&ns, "br0", dir.path(), Manifests::parse(&yaml));
+    let pod = host.pod("Deployment", "sleeper");
+    host.start(&pod, &[]);
+    let sleeping = || {
+        let out = Command::new("pgrep")
+            .args(["-u", "nobody", "-f", &format!("^sleep {marker}$")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).lines().count()
+    };
+    wait_for(
+        "the container's process, as nobody",
+        Duration::from_secs(20),
+        || (sleeping() == 1).then_some(()),
+    );
+    assert!(
+        !std::path::Path::new(&written).exists(),
+        "{written} reached the host"
+    );
+    drop(host);
+    wait_for(
+        "the container's process to be gone",
+        Duration::from_secs(10),
+        || (sleeping() == 0).then_some(()),
+    );
+}
