@@ -83,6 +83,10 @@ while [ "$1" != -- ]; do
 done
 shift
 hostname "$H"
+# A container runtime bounds the open-files limit; a host's unbounded one would make ns-slapd size its
+# connection table by it and die before writing its pid file. Lower only: raising needs CAP_SYS_RESOURCE.
+lower() { l=$(ulimit "$1" -n); if [ "$l" = unlimited ] || [ "$l" -gt "$2" ]; then ulimit "$1" -n "$2"; fi; }
+lower -S 1024; lower -H 65536
 chroot "$R/root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   HOME=/root HOSTNAME="$H" "$@"
 "#;
@@ -193,6 +197,38 @@ impl Pod {
     /// A container's log (stdout and stderr).
     pub fn log(&self, container: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{container}.log"))).unwrap_or_default()
+    }
+
+    /// What to show when a container fails: its log, then the last lines of every log file the pod's
+    /// daemons wrote into its volumes (a daemon that detaches, like ns-slapd, says why it died only there).
+    fn failure_report(&self, container: &str) -> String {
+        self.log(container) + &self.volume_logs()
+    }
+
+    fn volume_logs(&self) -> String {
+        let mut out = String::new();
+        let mut dirs = vec![self.dir.join("volumes")];
+        while let Some(d) = dirs.pop() {
+            let Ok(entries) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in entries.flatten() {
+                let path = e.path();
+                let Ok(t) = e.file_type() else { continue };
+                let in_log_dir = d.file_name().is_some_and(|n| n == "logs" || n == "log");
+                if t.is_dir() {
+                    dirs.push(path);
+                } else if t.is_file()
+                    && (in_log_dir || path.extension().is_some_and(|x| x == "log"))
+                {
+                    let text = std::fs::read_to_string(&path).unwrap_or_default();
+                    let lines: Vec<&str> = text.lines().collect();
+                    let tail = lines[lines.len().saturating_sub(30)..].join("\n");
+                    out.push_str(&format!("\n--- {} (last lines):\n{tail}", path.display()));
+                }
+            }
+        }
+        out
     }
 }
 
@@ -425,7 +461,7 @@ impl PodHost {
                 st.is_some_and(|s| s.success()),
                 "init container {name} of {}: {st:?}; its output:\n{}",
                 pod.name,
-                pod.log(name)
+                pod.failure_report(name)
             );
         }
         for c in pod.spec["containers"]
@@ -465,7 +501,7 @@ impl PodHost {
                     "Job {name}: {} after {} tries; its output:\n{}",
                     st.map_or("timed out".to_string(), |s| s.to_string()),
                     n + 1,
-                    pod.log(&c)
+                    pod.failure_report(&c)
                 ),
             }
         }
@@ -486,7 +522,7 @@ impl PodHost {
             {
                 if let Some(st) = p.exited() {
                     let c = p.name.rsplit('/').next().unwrap().to_string();
-                    panic!("{} exited ({st}):\n{}", p.name, pod.log(&c));
+                    panic!("{} exited ({st}):\n{}", p.name, pod.failure_report(&c));
                 }
             }
             let listening = run(Command::new("ip").args(["netns", "exec", &ns, "ss", "-Hltn"]));
@@ -511,7 +547,7 @@ impl PodHost {
                     format!("--- {n}:\n{}", pod.log(n))
                 })
                 .collect();
-            panic!("{e}\n{}", logs.join("\n"));
+            panic!("{e}\n{}{}", logs.join("\n"), pod.volume_logs());
         }
     }
 }

@@ -60,3 +60,57 @@ spec:
         || (sleeping() == 0).then_some(()),
     );
 }
+
+/// A container gets a bounded open-files limit, as under a container runtime (ns-slapd sizes its connection
+/// table by the hard limit and dies on an unbounded one), and when a daemon that logs only into its volume
+/// dies, the failure says what the daemon wrote there.
+#[test]
+fn containers_get_bounded_open_files_and_failures_show_the_daemons_own_logs() {
+    require_root_and_peers();
+    let ns = Netns::new("podlim");
+    ns.ip(&["link", "add", "br0", "type", "bridge"]);
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"apiVersion: apps/v1
+kind: Deployment
+metadata: {name: daemon, namespace: t}
+spec:
+  template:
+    spec:
+      volumes: [{name: data, emptyDir: {}}]
+      containers:
+        - name: daemon
+          image: example.org/unused
+          command: [/bin/sh, -ec]
+          args: ["mkdir -p /data/logs && echo 'CRIT - cannot allocate the connection table' > /data/logs/errors && exit 1"]
+          ports: [{containerPort: 3389}]
+          volumeMounts: [{name: data, mountPath: /data}]
+"#;
+    let mut host = PodHost::new(&ns, "br0", dir.path(), Manifests::parse(yaml));
+    let pod = host.pod("Deployment", "daemon");
+    let out = host
+        .command(
+            &pod,
+            "daemon",
+            Some(&["sh", "-c", "ulimit -S -n; ulimit -H -n"]),
+        )
+        .output()
+        .unwrap();
+    let limits: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert!(
+        limits.len() == 2 && limits[0] <= 1024 && limits[1] <= 65536,
+        "open-files limits (soft, hard) in a container: {limits:?}"
+    );
+    host.start(&pod, &[]);
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        host.wait_ready(&pod, &[], Duration::from_secs(20))
+    }))
+    .expect_err("a pod whose container exited is not ready");
+    let msg = failed.downcast_ref::<String>().cloned().unwrap_or_default();
+    assert!(
+        msg.contains("exited") && msg.contains("CRIT - cannot allocate the connection table"),
+        "the failure names the exit and shows the daemon's log: {msg}"
+    );
+}
