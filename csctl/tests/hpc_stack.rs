@@ -19,12 +19,10 @@ use predicates::prelude::PredicateBooleanExt;
 use predicates::str::contains;
 use serde_json::Value;
 
-/// Images without a digest, because none could be found for them offline (see the notes of issue 7). The
-/// test fails if one of them gets pinned (remove it here) or if any other image is not pinned.
-const UNPINNED: [&str; 2] = [
-    "ghcr.io/slinkyproject/slurmctld:26.05-ubuntu26.04",
-    "ghcr.io/slinkyproject/slurmdbd:26.05-ubuntu26.04",
-];
+/// Images without a digest: the project's SLURM image, which users build (`images/slurm`) and push to their
+/// registry, then pin by the digest their build records — the project publishes none to pin. The test fails
+/// if it gets pinned (remove it here) or if any other image is not pinned.
+const UNPINNED: [&str; 1] = ["ghcr.io/beowulf-hpc/slurm:1.0.0"];
 
 fn hpc_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../providers/beowulf/hpc")
@@ -260,6 +258,44 @@ fn every_stage_renders_and_every_image_is_pinned_by_digest() {
 }
 
 /// `name[:tag]@sha256:<64 hex>`
+/// slurmctld, slurmdbd and the login pod run one image, the one `images/slurm` builds: its repository, and the
+/// recipe's version as tag (a recipe change that bumps the version must reach the stack). That image and the
+/// node image take SLURM from the same package source (`images/package-sources.sh`): both build scripts
+/// read it, and neither names a SLURM source of its own.
+#[test]
+fn slurm_runs_the_image_built_from_the_node_images_package_source() {
+    let images_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../images");
+    let build = std::fs::read_to_string(images_dir.join("slurm/build.sh")).unwrap();
+    let version = build
+        .lines()
+        .find_map(|l| l.strip_prefix("IMAGE_VERSION=${IMAGE_VERSION:-"))
+        .and_then(|v| v.strip_suffix('}'))
+        .expect("images/slurm/build.sh sets no default IMAGE_VERSION");
+    let values = yaml_file(&hpc_dir().join("1-33/cluster-addon/slurm/values.yaml"));
+    for c in ["slurmctld", "slurmdbd", "login"] {
+        let image = &values["images"][c];
+        assert_eq!(
+            image["repository"], "ghcr.io/beowulf-hpc/slurm",
+            "{c}: {image}"
+        );
+        assert_eq!(
+            image["tag"], version,
+            "{c}: the tag is not images/slurm's version"
+        );
+    }
+    for script in ["slurm/build.sh", "hpc-node/build.sh"] {
+        let text = std::fs::read_to_string(images_dir.join(script)).unwrap();
+        assert!(
+            text.contains(". \"$here/../package-sources.sh\""),
+            "{script} does not read images/package-sources.sh"
+        );
+        assert!(
+            !text.contains("SLURM_APT_SUITE=") && !text.contains("SLURM_APT_URL="),
+            "{script} names a SLURM source of its own"
+        );
+    }
+}
+
 fn regex_like_digest(image: &str) -> bool {
     image
         .split_once("@sha256:")

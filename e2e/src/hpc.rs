@@ -24,7 +24,7 @@ use base64::Engine as _;
 use serde_json::Value;
 
 use crate::kube::GoPeers;
-use crate::pods::{Manifests, Pod, PodHost};
+use crate::pods::{Image, Manifests, Pod, PodHost};
 use crate::pxe::{BeowulfCmd, Firmware, LabImage, Node, PxeLab};
 use crate::qemu_bmc::{MachineSpec, QemuBmc};
 use crate::run;
@@ -61,8 +61,41 @@ fn yaml_docs(path: &Path) -> Vec<Value> {
     serde_saphyr::from_multiple(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Builds the stack's release and renders its slurm, ldap and cvmfs addons for this lab into `dir`.
-pub fn render_stack(dir: &Path) -> Rendered {
+/// The SLURM controller image (`images/slurm`, CI variant: the SLURM of the CI node image), built (cached) as
+/// an OCI image layout and unpacked for [`PodHost`].
+pub struct SlurmImage {
+    pub image: Image,
+    /// Its `image.yaml`.
+    pub record: Value,
+}
+
+impl SlurmImage {
+    pub fn build_ci() -> SlurmImage {
+        let out = crate::build_ci_image("slurm");
+        let record: Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(out.join("image.yaml")).unwrap())
+                .unwrap();
+        let image = Image::from_layout(&out, &crate::target_dir().join("images/slurm-ci.unpacked"));
+        assert_eq!(
+            record["digest"].as_str(),
+            Some(image.digest.as_str()),
+            "image.yaml and the layout disagree"
+        );
+        SlurmImage { image, record }
+    }
+
+    /// The version of `package` in the image (`image.yaml`, `packages:`).
+    pub fn package(&self, package: &str) -> String {
+        self.record["packages"][package]
+            .as_str()
+            .unwrap_or_else(|| panic!("the slurm image records no version of {package}"))
+            .to_string()
+    }
+}
+
+/// Builds the stack's release and renders its slurm, ldap and cvmfs addons for this lab into `dir`, the slurm
+/// addon's images pinned to `slurm`'s tag and digest.
+pub fn render_stack(dir: &Path, slurm: &SlurmImage) -> Rendered {
     use clap::Parser as _;
     let stack = crate::repo_root().join(STACK);
     let release = dir.join("release");
@@ -124,8 +157,17 @@ pub fn render_stack(dir: &Path) -> Rendered {
             format!(
                 "munge:\n  key: {munge_key}\naccounting:\n  database:\n    password: {}\n\
                  # Two QEMU nodes with one CPU and 2 GiB each (slurmd drains a node with less than it is told).\n\
-                 nodes:\n  - names: compute-[0-1]\n    addresses: \"{nodes_addresses}\"\n    cpus: 1\n    realMemory: 1024\n",
-                hex(16)
+                 nodes:\n  - names: compute-[0-1]\n    addresses: \"{nodes_addresses}\"\n    cpus: 1\n    realMemory: 1024\n\
+                 # The SLURM image built here, pinned as a user pins the one they pushed.\n\
+                 images:\n{}",
+                hex(16),
+                ["slurmctld", "slurmdbd", "login"]
+                    .map(|c| format!(
+                        "  {c}:\n    tag: {}\n    digest: {}\n",
+                        slurm.record["version"].as_str().unwrap(),
+                        slurm.image.digest
+                    ))
+                    .concat()
             ),
         ),
         (
@@ -201,6 +243,7 @@ pub struct HpcLab {
     pub login: Pod,
     pub slurmctld: Pod,
     pub rendered: Rendered,
+    pub slurm: SlurmImage,
     _dir: tempfile::TempDir,
 }
 
@@ -211,8 +254,10 @@ impl HpcLab {
         let dir = tempfile::tempdir().unwrap();
         say("building the HPC node image (images/hpc-node, CI variant; cached)");
         let image = LabImage::hpc_node_ci();
+        say("building the SLURM controller image (images/slurm, CI variant; cached)");
+        let slurm = SlurmImage::build_ci();
         say(&format!("rendering {STACK} (csctl create, helm template)"));
-        let rendered = render_stack(&dir.path().join("stack"));
+        let rendered = render_stack(&dir.path().join("stack"), &slurm);
         let nodes: Vec<Node> = NODES
             .iter()
             .map(|(name, n)| {
@@ -230,6 +275,20 @@ impl HpcLab {
             &dir.path().join("pods"),
             rendered.manifests.clone(),
         );
+        // The slurm addon's containers run on the image built above, by the reference the chart rendered.
+        let pinned: Vec<String> = rendered
+            .manifests
+            .images()
+            .into_iter()
+            .filter(|i| i.ends_with(&format!("@{}", slurm.image.digest)))
+            .collect();
+        assert!(
+            !pinned.is_empty(),
+            "no container names the SLURM image's digest"
+        );
+        for reference in pinned {
+            pods.add_image(&reference, slurm.image.clone());
+        }
         let ready = Duration::from_secs(120);
         let up = |pods: &mut PodHost, kind: &str, name: &str, skip: &[&str]| -> Pod {
             say(&format!("starting {kind} {name}"));
@@ -255,8 +314,7 @@ impl HpcLab {
         say(&format!("running Job {seed}"));
         pods.run_job(&seed, ready);
         // Not the cvmfs-proxy StatefulSet: squid is not served by the Debian mirror this suite installs from.
-        // The login pod's own container is the image's SSH server; commands run in its context instead.
-        let login = up(&mut pods, "Deployment", "login", &["login"]);
+        let login = up(&mut pods, "Deployment", "login", &[]);
 
         say("putting a BMC (ipmi_sim) in front of each node");
         let mut bmcs = Vec::new();
@@ -278,6 +336,7 @@ impl HpcLab {
             login,
             slurmctld,
             rendered,
+            slurm,
             _dir: dir,
         }
     }

@@ -52,6 +52,20 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// Runs the CI variant of the image recipe `images/<recipe>/build.sh` into `<target_dir>/images/<recipe>-ci`
+/// (the recipe reuses an intact output of the same recipe hash: minutes the first time only); returns that
+/// directory.
+pub fn build_ci_image(recipe: &str) -> PathBuf {
+    let out = target_dir().join(format!("images/{recipe}-ci"));
+    run(Command::new("bash")
+        .arg(repo_root().join("images").join(recipe).join("build.sh"))
+        .arg(&out)
+        .env("VARIANT", "ci")
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::inherit()));
+    out
+}
+
 /// The demos run `beowulf` (the boot plane, `beowulf bmc`) as themselves re-executed with `__beowulf` first:
 /// in such a child this runs the CLI and returns its result; in the demo itself, `None`.
 pub fn run_as_beowulf_child() -> Option<anyhow::Result<()>> {

@@ -1,5 +1,5 @@
-//! The workloads of rendered Helm charts, run as host processes: the stack's own pods without a kubelet or
-//! container images.
+//! The workloads of rendered Helm charts, run as host processes: the stack's own pods without a kubelet or a
+//! container engine.
 //!
 //! `helm template` of a chart gives Deployments, StatefulSets and Jobs; [`PodHost`] runs their containers
 //! with what a kubelet would give them — the chart's `command`/`args` and `env` (values and `secretKeyRef`s
@@ -7,11 +7,17 @@
 //! one directory per volume claim template) bind-mounted at the `mountPath`s (`subPath` too), the pod's
 //! hostname (StatefulSet `<name>-0`, `spec.hostname`, else the workload's name) and an `/etc/hosts` naming the
 //! Services — in a network namespace of the test. Each container process gets a root of its own: an overlay of
-//! the host's `/` with a RAM upper layer (what it writes stays in its "container"), its own mount, UTS and PID
-//! namespaces, so nothing it does reaches the host's files and stopping it stops all it started.
+//! its image's root or the host's `/` with a RAM upper layer (what it writes stays in its "container"), its own
+//! `/dev`, mount, UTS, PID and cgroup namespaces, its `resources.limits.memory` as a memory cgroup it sees as
+//! its root, and a bounded open-files limit; nothing it does reaches the host's files and stopping it stops
+//! all it started.
 //!
-//! What is not the chart's: the programs come from the host's Debian packages instead of the images, and for an
-//! image whose entrypoint the chart does not override the entrypoint is a stand-in named in [`ENTRYPOINTS`].
+//! Images: a container whose image was given to [`PodHost::add_image`] (an [`Image`] unpacked from an OCI image
+//! layout, its digests checked) runs on that image's root filesystem, with the image's default command when
+//! the chart gives none — what the stack ships, run without a container engine. Any other image is not
+//! available here: its container runs on the host's own programs (Debian's packages) instead, and where the
+//! chart does not override its entrypoint, on a stand-in named in [`ENTRYPOINTS`].
+//!
 //! Services: a LoadBalancer Service with a `metallb.io/loadBalancerIPs` address gets that address on the
 //! namespace's bridge, with a DNAT rule where its `port` and `targetPort` differ (what kube-proxy does); every
 //! Service name (`name`, `name.<ns>.svc`, `name.<ns>.svc.cluster.local`) resolves to its address, or to
@@ -61,20 +67,31 @@ exec mariadbd --no-defaults --user=mysql --datadir=/var/lib/mysql --socket=/run/
   --port=3306 --init-file=/run/mysqld/init.sql "$@"
 "#;
 
-/// Run by `unshare` as the container's PID 1: `pod-exec ROOT HOSTNAME [SRC DST]... -- [NAME=VALUE]... CMD...`.
-/// Builds the container's root (overlay of `/`, RAM upper layer), mounts the volumes, sets the hostname and
+/// Run by `unshare` as the container's PID 1:
+/// `pod-exec ROOT LOWER HOSTNAME [SRC DST]... -- [NAME=VALUE]... CMD...`.
+/// Builds the container's root (overlay of LOWER — the image's root or the host's `/` —, RAM upper layer), mounts the volumes, sets the hostname and
 /// runs the command with exactly the given environment. It stays PID 1 (no `exec`): the parent-death signal
 /// that ends the container must reach a process that keeps it, and a daemon that changes its user (mariadbd,
 /// slurmctld) loses it; when PID 1 dies, the kernel kills everything else in the PID namespace.
 const POD_EXEC: &str = r#"#!/bin/sh
 set -e
-R=$1; H=$2; shift 2
+R=$1; L=$2; H=$3; shift 3
 mount -t tmpfs -o mode=0700 pod "$R"
 mkdir "$R/upper" "$R/work" "$R/root"
-mount -t overlay overlay -o "lowerdir=/,upperdir=$R/upper,workdir=$R/work" "$R/root"
+mount -t overlay overlay -o "lowerdir=$L,upperdir=$R/upper,workdir=$R/work" "$R/root"
 mount -t proc proc "$R/root/proc"
 mount --rbind /sys "$R/root/sys"
-mount --rbind /dev "$R/root/dev"
+# Its own /dev, as a container runtime makes it: with the host's, something the HPC lab runs left the host's
+# /dev/null mode 0644, and every unprivileged writer to it failed from then on.
+mount -t tmpfs -o mode=0755,nosuid dev "$R/root/dev"
+for n in null:3 zero:5 full:7 random:8 urandom:9; do mknod -m 666 "$R/root/dev/${n%:*}" c 1 "${n#*:}"; done
+mknod -m 666 "$R/root/dev/tty" c 5 0
+mkdir "$R/root/dev/pts" "$R/root/dev/shm"
+mount -t devpts -o newinstance,ptmxmode=0666,mode=0620 devpts "$R/root/dev/pts"
+mount -t tmpfs -o mode=1777,nosuid,nodev shm "$R/root/dev/shm"
+ln -s pts/ptmx "$R/root/dev/ptmx"
+ln -s /proc/self/fd "$R/root/dev/fd"
+for f in stdin:0 stdout:1 stderr:2; do ln -s "/proc/self/fd/${f#*:}" "$R/root/dev/${f%:*}"; done
 mount -t tmpfs -o mode=1777 tmp "$R/root/tmp"
 while [ "$1" != -- ]; do
   s=$1; d=$R/root$2; shift 2
@@ -83,12 +100,32 @@ while [ "$1" != -- ]; do
 done
 shift
 hostname "$H"
+# The container's memory limit (POD_MEMORY_LIMIT bytes, from resources.limits.memory), as a kubelet sets it: a
+# memory cgroup of its own (POD_CGROUP), which a cgroup namespace shows as the root of /sys/fs/cgroup —
+# daemons size their caches by it (ns-slapd's database cache, else sized by the host's memory, needs that
+# much free disk in its volume). Without a memory controller to use, the container runs unlimited and says so.
+limit_memory() {
+  mkdir "$R/cg"
+  if mount -t cgroup -o memory memory "$R/cg" 2>/dev/null; then
+    f=memory.limit_in_bytes; m='mount -t tmpfs -o mode=0755 cgroup "$0/sys/fs/cgroup" && mkdir "$0/sys/fs/cgroup/memory" && mount -t cgroup -o memory,ro memory "$0/sys/fs/cgroup/memory"'
+  elif mount -t cgroup2 cgroup2 "$R/cg" 2>/dev/null && grep -qw memory "$R/cg/cgroup.controllers"; then
+    f=memory.max; m='mount -t cgroup2 -o ro cgroup2 "$0/sys/fs/cgroup"'
+  else
+    return 1
+  fi
+  mkdir "$R/cg/$POD_CGROUP" && echo "$POD_MEMORY_LIMIT" >"$R/cg/$POD_CGROUP/$f" && echo $$ >"$R/cg/$POD_CGROUP/cgroup.procs"
+  s=$?; umount "$R/cg"; return $s
+}
+m=
+if [ -n "${POD_MEMORY_LIMIT:-}" ] && ! limit_memory; then
+  echo "pod-exec: no memory cgroup to use: running without the limit of $POD_MEMORY_LIMIT bytes" >&2; m=
+fi
 # A container runtime bounds the open-files limit; a host's unbounded one would make ns-slapd size its
 # connection table by it and die before writing its pid file. Lower only: raising needs CAP_SYS_RESOURCE.
 lower() { l=$(ulimit "$1" -n); if [ "$l" = unlimited ] || [ "$l" -gt "$2" ]; then ulimit "$1" -n "$2"; fi; }
 lower -S 1024; lower -H 65536
-chroot "$R/root" /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-  HOME=/root HOSTNAME="$H" "$@"
+unshare --cgroup sh -c "${m:-true}"' && exec "$@"' "$R/root" chroot "$R/root" \
+  /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root HOSTNAME="$H" "$@"
 "#;
 
 /// The documents of `helm template` output.
@@ -114,6 +151,28 @@ impl Manifests {
         self.docs
             .iter()
             .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+    }
+
+    /// Every container image the workloads name (init containers too), without repeats.
+    pub fn images(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .docs
+            .iter()
+            .flat_map(|d| {
+                let spec = if d["kind"] == "Job" || d["spec"]["template"].is_object() {
+                    &d["spec"]["template"]["spec"]
+                } else {
+                    &Value::Null
+                };
+                ["containers", "initContainers"]
+                    .into_iter()
+                    .flat_map(|k| spec[k].as_array().cloned().unwrap_or_default())
+            })
+            .filter_map(|c| c["image"].as_str().map(str::to_string))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     pub fn of_kind<'a>(&'a self, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -232,6 +291,103 @@ impl Pod {
     }
 }
 
+/// A container image unpacked from an OCI image layout: the root filesystem its containers run on, and its
+/// default command.
+#[derive(Debug, Clone)]
+pub struct Image {
+    pub rootfs: PathBuf,
+    /// The config's `Entrypoint` and `Cmd`.
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    /// The image manifest's digest, `sha256:…`.
+    pub digest: String,
+}
+
+impl Image {
+    /// Unpacks the (single-platform, linux/amd64) image of the OCI image layout `layout` into
+    /// `cache/<manifest digest>/rootfs`, checking the digest of every blob it reads; an image unpacked before
+    /// is reused (a finished unpack leaves `.unpacked`; other images in `cache` are removed). Layers are applied in order with GNU tar, keeping
+    /// owners, modes and device nodes; whiteouts are refused (the images run here have one layer).
+    pub fn from_layout(layout: &Path, cache: &Path) -> Image {
+        let blob = |digest: &str| -> Vec<u8> {
+            use sha2::Digest as _;
+            let hex = digest
+                .strip_prefix("sha256:")
+                .unwrap_or_else(|| panic!("{}: {digest} is not a sha256 digest", layout.display()));
+            let path = layout.join("blobs/sha256").join(hex);
+            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let got = hex::encode(sha2::Sha256::digest(&data));
+            assert_eq!(
+                got,
+                hex,
+                "{}: content does not match its digest",
+                path.display()
+            );
+            data
+        };
+        let json = |data: &[u8]| -> Value { serde_json::from_slice(data).unwrap() };
+        let index_path = layout.join("index.json");
+        let index: Value = json(
+            &std::fs::read(&index_path).unwrap_or_else(|e| panic!("{}: {e}", index_path.display())),
+        );
+        let descriptor = index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|m| {
+                m["platform"].is_null()
+                    || (m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")
+            })
+            .unwrap_or_else(|| panic!("{}: no linux/amd64 image", index_path.display()));
+        let digest = descriptor["digest"].as_str().unwrap().to_string();
+        let manifest = json(&blob(&digest));
+        let config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let dir = cache.join(digest.replace(':', "-"));
+        let rootfs = dir.join("rootfs");
+        for old in std::fs::read_dir(cache).into_iter().flatten().flatten() {
+            if old.path() != dir {
+                let _ = std::fs::remove_dir_all(old.path());
+            }
+        }
+        if !dir.join(".unpacked").exists() {
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&rootfs).unwrap();
+            for layer in manifest["layers"].as_array().into_iter().flatten() {
+                let file = dir.join("layer.tar.gz");
+                std::fs::write(&file, blob(layer["digest"].as_str().unwrap())).unwrap();
+                let names = run(Command::new("tar").arg("-tzf").arg(&file));
+                assert!(
+                    !names
+                        .lines()
+                        .any(|n| n.rsplit('/').next().unwrap_or(n).starts_with(".wh.")),
+                    "{}: layers with whiteouts are not supported here",
+                    layout.display()
+                );
+                run(Command::new("tar")
+                    .args(["--numeric-owner", "-xpzf"])
+                    .arg(&file)
+                    .arg("-C")
+                    .arg(&rootfs));
+                std::fs::remove_file(&file).unwrap();
+            }
+            std::fs::write(dir.join(".unpacked"), &digest).unwrap();
+        }
+        Image {
+            rootfs,
+            entrypoint: strings(&config["config"]["Entrypoint"]),
+            cmd: strings(&config["config"]["Cmd"]),
+            digest,
+        }
+    }
+}
+
 /// Runs pods of rendered charts in a network namespace (see the module documentation).
 pub struct PodHost {
     // Field order is drop order: the processes before the files they use.
@@ -242,6 +398,10 @@ pub struct PodHost {
     manifests: Manifests,
     hosts: PathBuf,
     runs: usize,
+    /// Image reference (as the manifests write it) → the unpacked image.
+    images: BTreeMap<String, Image>,
+    /// The memory cgroups made for containers with a limit, removed on drop.
+    cgroups: Vec<String>,
 }
 
 impl PodHost {
@@ -256,6 +416,8 @@ impl PodHost {
             dir: dir.to_path_buf(),
             manifests,
             hosts: dir.join("hosts"),
+            images: BTreeMap::new(),
+            cgroups: Vec::new(),
             runs: 0,
         };
         host.expose_services();
@@ -388,15 +550,22 @@ impl PodHost {
         }
     }
 
+    /// Containers whose image is `reference` (exactly as the rendered manifests name it) run on `image`.
+    pub fn add_image(&mut self, reference: &str, image: Image) {
+        self.images.insert(reference.to_string(), image);
+    }
+
     /// The process of `container` of `pod`, with `cmd` instead of the container's command when given.
     pub fn command(&mut self, pod: &Pod, container: &str, cmd: Option<&[&str]>) -> Command {
-        let c = pod.container(container);
         self.runs += 1;
+        let c = pod.container(container);
+        let image = self.images.get(c["image"].as_str().unwrap_or_default());
         let root = pod.dir.join(format!("root-{container}-{}", self.runs));
         std::fs::create_dir_all(&root).unwrap();
         let mut args: Vec<String> = vec![
             self.dir.join("pod-exec").display().to_string(),
             root.display().to_string(),
+            image.map_or("/".into(), |i| i.rootfs.display().to_string()),
             pod.hostname.clone(),
             self.hosts.display().to_string(),
             "/etc/hosts".into(),
@@ -428,9 +597,18 @@ impl PodHost {
         }
         match cmd {
             Some(cmd) => args.extend(cmd.iter().map(|s| s.to_string())),
-            None => args.extend(container_command(c)),
+            None => args.extend(container_command(c, image)),
         }
         let mut command = Command::new("ip");
+        if let Some(q) = c["resources"]["limits"]["memory"].as_str() {
+            let bytes = quantity_bytes(q)
+                .unwrap_or_else(|| panic!("{}/{container}: memory limit {q:?}", pod.name));
+            let cgroup = format!("beowulf-pods-{}-{}", std::process::id(), self.runs);
+            command
+                .env("POD_MEMORY_LIMIT", bytes.to_string())
+                .env("POD_CGROUP", &cgroup);
+            self.cgroups.push(cgroup);
+        }
         command
             .args(["netns", "exec", &self.ns])
             .args([
@@ -561,6 +739,19 @@ impl Drop for PodHost {
             let _ = p.child.kill();
             let _ = p.child.wait();
         }
+        // A cgroup can go once the last process in it has (the kernel ends them right after PID 1).
+        for name in &self.cgroups {
+            for dir in ["/sys/fs/cgroup/memory", "/sys/fs/cgroup"].map(|d| Path::new(d).join(name))
+            {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while dir.exists()
+                    && std::fs::remove_dir(&dir).is_err()
+                    && Instant::now() < deadline
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+        }
     }
 }
 
@@ -603,7 +794,29 @@ fn hostname_of(w: &Value) -> String {
 }
 
 /// `command` + `args`; without `command`, the image's entrypoint stand-in + `args`.
-fn container_command(c: &Value) -> Vec<String> {
+/// A Kubernetes memory quantity in bytes: `1Gi`, `512Mi`, `64Ki`, `1G`, `500M`, `1k`, `1048576`.
+fn quantity_bytes(q: &str) -> Option<u64> {
+    let split = q.find(|c: char| !c.is_ascii_digit()).unwrap_or(q.len());
+    let (n, unit) = q.split_at(split);
+    let factor: u64 = match unit {
+        "" => 1,
+        "k" => 1000,
+        "M" => 1000_u64.pow(2),
+        "G" => 1000_u64.pow(3),
+        "T" => 1000_u64.pow(4),
+        "Ki" => 1 << 10,
+        "Mi" => 1 << 20,
+        "Gi" => 1 << 30,
+        "Ti" => 1 << 40,
+        _ => return None,
+    };
+    n.parse::<u64>().ok()?.checked_mul(factor)
+}
+
+/// The container's command, as a kubelet makes it: `command` + `args`; without a `command`, the image's
+/// entrypoint + (`args`, else the image's `Cmd`) when the image is here, else its stand-in from
+/// [`ENTRYPOINTS`] + `args`.
+fn container_command(c: &Value, image: Option<&Image>) -> Vec<String> {
     let list = |v: &Value| -> Vec<String> {
         v.as_array()
             .into_iter()
@@ -611,22 +824,26 @@ fn container_command(c: &Value) -> Vec<String> {
             .map(|s| s.as_str().unwrap().to_string())
             .collect()
     };
-    let mut cmd = list(&c["command"]);
-    if cmd.is_empty() {
-        let image = c["image"].as_str().unwrap_or_default();
-        let (_, entry) = ENTRYPOINTS
-            .iter()
-            .find(|(repo, _)| image.starts_with(repo))
-            .unwrap_or_else(|| {
-                panic!(
-                    "container {} runs the entrypoint of {image}, which has no stand-in (e2e::pods::ENTRYPOINTS)",
-                    c["name"]
-                )
-            });
-        cmd = entry.iter().map(|s| s.to_string()).collect();
+    let (command, args) = (list(&c["command"]), list(&c["args"]));
+    if !command.is_empty() {
+        return [command, args].concat();
     }
-    cmd.extend(list(&c["args"]));
-    cmd
+    if let Some(image) = image {
+        let rest = if args.is_empty() { &image.cmd } else { &args };
+        return [image.entrypoint.as_slice(), rest].concat();
+    }
+    let name = c["image"].as_str().unwrap_or_default();
+    let (_, entry) = ENTRYPOINTS
+        .iter()
+        .find(|(repo, _)| name.starts_with(repo))
+        .unwrap_or_else(|| {
+            panic!(
+                "container {} runs the entrypoint of {name}, which is neither here (PodHost::add_image) nor \
+                 has a stand-in (e2e::pods::ENTRYPOINTS)",
+                c["name"]
+            )
+        });
+    [entry.iter().map(|s| s.to_string()).collect(), args].concat()
 }
 
 #[cfg(test)]
@@ -637,12 +854,22 @@ mod tests {
     fn commands_come_from_the_chart_or_the_image_stand_in() {
         let c: Value =
             serde_json::json!({"name": "x", "command": ["slurmctld", "-D"], "args": ["-i"]});
-        assert_eq!(container_command(&c), ["slurmctld", "-D", "-i"]);
+        assert_eq!(container_command(&c, None), ["slurmctld", "-D", "-i"]);
         let c: Value = serde_json::json!({"name": "db", "image": "docker.io/library/mariadb:11.4@sha256:61",
             "args": ["--innodb-lock-wait-timeout=900"]});
-        let cmd = container_command(&c);
+        let cmd = container_command(&c, None);
         assert_eq!(cmd[0], "/bin/sh");
         assert_eq!(cmd.last().unwrap(), "--innodb-lock-wait-timeout=900");
+    }
+
+    #[test]
+    fn memory_quantities_in_bytes() {
+        assert_eq!(quantity_bytes("1Gi"), Some(1 << 30));
+        assert_eq!(quantity_bytes("512Mi"), Some(512 << 20));
+        assert_eq!(quantity_bytes("500M"), Some(500_000_000));
+        assert_eq!(quantity_bytes("1048576"), Some(1_048_576));
+        assert_eq!(quantity_bytes("1.5Gi"), None);
+        assert_eq!(quantity_bytes("Gi"), None);
     }
 
     #[test]

@@ -70,13 +70,7 @@ impl LabImage {
     /// Builds (or reuses: the recipe's hash is checked) the CI variant of the HPC node image
     /// (`images/hpc-node`) under `$CARGO_TARGET_DIR` or `target/`; minutes the first time.
     pub fn hpc_node_ci() -> LabImage {
-        let out = crate::target_dir().join("images/hpc-node-ci");
-        run(Command::new("bash")
-            .arg(crate::repo_root().join("images/hpc-node/build.sh"))
-            .arg(&out)
-            .env("VARIANT", "ci")
-            .stdout(Stdio::inherit())
-            .stderr(Stdio::inherit()));
+        let out = crate::build_ci_image("hpc-node");
         LabImage {
             name: "hpc-node-ci".into(),
             kernel: out.join("vmlinuz"),

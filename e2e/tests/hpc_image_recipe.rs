@@ -1,7 +1,7 @@
-//! The HPC node image recipe (`images/hpc-node/build.sh`) refuses to start when a package source is
-//! unreachable, naming the URL and the variable that redirects it, before downloading anything. The sources
-//! are on loopback: an unused port, and a python `http.server` standing in for a Debian mirror (only the
-//! `Release` files the preflight asks for).
+//! The HPC node image recipe (`images/hpc-node/build.sh`; the SLURM image's too) refuses to start when a
+//! package source is unreachable, naming the URL and the variable that redirects it, before downloading
+//! anything. The sources are on loopback: an unused port, and a python `http.server` standing in for a Debian
+//! mirror (only the `Release` files the preflight asks for).
 #![allow(clippy::unwrap_used)]
 
 use std::net::TcpListener;
@@ -10,11 +10,20 @@ use std::process::{Command, Output, Stdio};
 use e2e::{Proc, wait_for};
 
 fn build(envs: &[(&str, String)]) -> Output {
+    build_image("hpc-node", envs)
+}
+
+fn build_image(recipe: &str, envs: &[(&str, String)]) -> Output {
     let out = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("bash");
-    cmd.arg(e2e::repo_root().join("images/hpc-node/build.sh"))
-        .arg(out.path().join("img"))
-        .env("FORCE", "1");
+    cmd.arg(
+        e2e::repo_root()
+            .join("images")
+            .join(recipe)
+            .join("build.sh"),
+    )
+    .arg(out.path().join("img"))
+    .env("FORCE", "1");
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -45,6 +54,29 @@ fn unknown_variant_is_refused() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("VARIANT must be ci or full, not 'tiny'"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// The SLURM image's recipe reads the same sources and refuses the same way.
+#[test]
+fn the_slurm_image_recipe_refuses_an_unknown_variant_and_an_unreachable_mirror() {
+    let o = build_image("slurm", &[("VARIANT", "tiny".into())]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("VARIANT must be ci or full, not 'tiny'"),
+        "{}",
+        stderr(&o)
+    );
+    e2e::require_root_and_peers();
+    let dead = format!("http://127.0.0.1:{}/debian", closed_port());
+    let o = build_image("slurm", &[("DEBIAN_MIRROR", dead.clone())]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(&format!(
+            "package source unreachable: {dead}/dists/bookworm/Release (set DEBIAN_MIRROR"
+        )),
         "{}",
         stderr(&o)
     );

@@ -1,7 +1,8 @@
 //! The HPC promise: SLURM jobs run on compute nodes PXE-booted by `beowulf standalone`, as LDAP users.
 //!
-//! `e2e::hpc::HpcLab` runs the HPC stack's own SLURM (slurmctld, slurmdbd + MariaDB, munge), 389 Directory
-//! Server (seeded by the stack's seed Job) from its rendered charts on the host, and two
+//! `e2e::hpc::HpcLab` runs the HPC stack's own SLURM (slurmctld, slurmdbd, the login pod, munge: the stack's
+//! SLURM image, built by `images/slurm` and run unpacked), MariaDB and 389 Directory Server (seeded by the
+//! stack's seed Job; the host's packages) from its rendered charts, and two
 //! QEMU compute nodes behind `ipmi_sim` BMCs that boot the HPC node image with the stack's example compute
 //! user-data. The test powers them on through their BMCs (`beowulf bmc --inventory`) and then asks SLURM:
 //! both nodes idle, a two-node `srun`, a batch job recorded by accounting, an LDAP user resolved on a node,
@@ -86,7 +87,8 @@ fn slurm_jobs_run_on_pxe_booted_nodes_as_ldap_users() {
     }
 
     // Controller and nodes run SLURM releases that talk to each other (SLURM's rule: the controller's own
-    // major release or one of the two before it), as slurmctld, the nodes' slurmd and the image record say.
+    // major release or one of the two before it), as slurmctld, the nodes' slurmd and both images' records
+    // say.
     let ctld = hpc.slurmctld.clone();
     let out = hpc
         .pods
@@ -97,6 +99,28 @@ fn slurm_jobs_run_on_pxe_booted_nodes_as_ldap_users() {
     let version = |v: &str| v.split_whitespace().last().unwrap_or_default().to_string();
     let controller = version(&String::from_utf8_lossy(&out.stdout));
     assert!(!controller.is_empty(), "slurmctld -V: {out:?}");
+    // The controller runs on the stack's SLURM image, not on the host's packages (the same version here): the
+    // image's own login command is in its root and not in the host's, and its slurmctld is the one the image
+    // records.
+    const IMAGE_ONLY: &str = "/usr/local/sbin/login";
+    assert!(
+        !std::path::Path::new(IMAGE_ONLY).exists(),
+        "{IMAGE_ONLY} on the host"
+    );
+    let on_image = hpc
+        .pods
+        .command(&ctld, "slurmctld", Some(&["test", "-x", IMAGE_ONLY]))
+        .status()
+        .unwrap();
+    assert!(
+        on_image.success(),
+        "slurmctld's container is not on the SLURM image"
+    );
+    let image_slurmctld = hpc.slurm.package("slurmctld");
+    assert!(
+        image_slurmctld.starts_with(&controller),
+        "slurmctld {controller}, SLURM image {image_slurmctld}"
+    );
     let image_slurmd = e2e::hpc::image_package("slurmd");
     for v in hpc.login_ok(&["srun", "-N2", "slurmd", "-V"]).lines() {
         let node = version(v);

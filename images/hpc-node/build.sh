@@ -24,19 +24,14 @@ here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 
 VARIANT=${VARIANT:-ci}
-SUITE=${SUITE:-bookworm}
-DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
-DEBIAN_SECURITY_MIRROR=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
+# SUITE, the Debian mirrors, SLURM's source and SOURCE_DATE_EPOCH: shared with the controller image.
+. "$here/../package-sources.sh"
+slurm_suite "$VARIANT" >/dev/null || exit 2
 # Full variant only: the sources outside Debian main.
 K8S_MINOR=${K8S_MINOR:-v1.33}
 K8S_APT_URL=${K8S_APT_URL:-https://pkgs.k8s.io/core:/stable:/$K8S_MINOR/deb}
 CVMFS_APT_URL=${CVMFS_APT_URL:-https://cvmrepo.s3.cern.ch/cvmrepo/apt}
-# SchedMD publishes SLURM as source tarballs only; Debian's backports carry current releases as packages.
-SLURM_APT_URL=${SLURM_APT_URL:-$DEBIAN_MIRROR}
-SLURM_APT_SUITE=${SLURM_APT_SUITE:-$SUITE-backports}
 IMAGE_VERSION=${IMAGE_VERSION:-1.33.0-beowulf.2}
-SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600} # 2025-01-01T00:00:00Z
-export SOURCE_DATE_EPOCH
 
 case "$VARIANT" in
   ci) name=hpc-node-ci ;;
@@ -45,17 +40,7 @@ case "$VARIANT" in
 esac
 out=${1:-${CARGO_TARGET_DIR:-$repo/target}/images/$name}
 
-die() { echo "hpc-node build: $*" >&2; exit 1; }
-step() { echo "==> [$(( $(date +%s) - t0 ))s] $*"; }
-t0=$(date +%s)
-
-# The recipe's identity: every file of the recipe but its documentation, the variant and the sources.
-recipe_hash=$(
-  {
-    (cd "$here" && find . -type f ! -name '*~' ! -name '*.md' -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
-    echo "$VARIANT $SUITE $IMAGE_VERSION $SOURCE_DATE_EPOCH $K8S_APT_URL $CVMFS_APT_URL $SLURM_APT_URL $SLURM_APT_SUITE"
-  } | sha256sum | cut -d' ' -f1
-)
+recipe_hash=$(recipe_hash "$here" "$VARIANT" "$IMAGE_VERSION" "$K8S_APT_URL" "$CVMFS_APT_URL")
 if [ "${FORCE:-0}" != 1 ] && [ -f "$out/.recipe-sha256" ] && [ "$(cat "$out/.recipe-sha256")" = "$recipe_hash" ] &&
   (cd "$out" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1); then
   echo "$name image in $out is up to date (recipe $recipe_hash)"
@@ -67,11 +52,6 @@ for tool in mmdebstrap mksquashfs curl; do
   command -v "$tool" >/dev/null || die "'$tool' is not installed: run .ci/install (apt-get install mmdebstrap squashfs-tools curl)"
 done
 
-# Every source must answer before we spend minutes downloading: say which one does not, and how to redirect it.
-reachable() { # URL VARIABLE
-  curl -fsSL --max-time 20 -o /dev/null "$1" ||
-    die "package source unreachable: $1 (set $2 to a reachable mirror; see images/hpc-node/README.md)"
-}
 step "checking package sources"
 reachable "$DEBIAN_MIRROR/dists/$SUITE/Release" DEBIAN_MIRROR
 extra_sources=()
@@ -118,10 +98,10 @@ hooks=(
 if [ "$VARIANT" = full ]; then
   hooks=(--setup-hook="mkdir -p \"\$1/etc/apt/keyrings\" && cp '$keys'/k8s.asc '$keys'/cvmfs.gpg \"\$1/etc/apt/keyrings/\""
     "${hooks[@]}")
-  if [ "$SLURM_APT_SUITE" != "$SUITE" ]; then
+  if [ "$(slurm_suite full)" != "$SUITE" ]; then
     # slurmd from the SLURM source wins over the older one in the base suite.
     hooks+=(--aptopt="APT::Default-Release \"$SUITE\"")
-    packages=("${packages[@]/#slurmd/slurmd/$SLURM_APT_SUITE}")
+    packages=("${packages[@]/#slurmd/slurmd/$(slurm_suite full)}")
   fi
 fi
 IFS=,
