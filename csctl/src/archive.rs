@@ -101,6 +101,37 @@ pub fn gzip(data: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The regular files of a `.tgz` (path → contents), in memory; other entries (directories, links) are
+/// skipped. An archive that expands to more than `max_total` bytes is refused before it is read whole (a
+/// gzip bomb), as is one that is not a gzipped tar.
+pub fn read_files(
+    tgz: &[u8],
+    max_total: u64,
+) -> std::io::Result<std::collections::BTreeMap<String, Vec<u8>>> {
+    use std::io::Read;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
+    let mut out = std::collections::BTreeMap::new();
+    let mut total = 0u64;
+    for entry in archive.entries()? {
+        let mut entry = entry?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let path = entry.path()?.to_string_lossy().into_owned();
+        total += entry.size();
+        if total > max_total {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("archive expands to more than {max_total} bytes"),
+            ));
+        }
+        let mut data = Vec::with_capacity(entry.size() as usize);
+        entry.read_to_end(&mut data)?;
+        out.insert(path, data);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,8 +8,9 @@
 //!   each addon's `overwrite.yaml` rendered with the stack's example Cluster (`examples/cluster.yaml`: the
 //!   service addresses 10.10.0.201–203, the partitions), plus values for what differs in this lab: the two small nodes and their addresses, and fresh secrets.
 //! - The nodes' user-data is `examples/compute-user-data.yaml` with the cluster's munge key put in.
-//! - SLURM, munge, MariaDB and 389 Directory Server are Debian 12's packages, the same SLURM (22.05)
-//!   as the node image's slurmd.
+//! - slurmctld, slurmdbd, the login pod and their munged run on the stack's SLURM image (`images/slurm`, CI
+//!   variant: built here, pinned in the values by its digest, unpacked); MariaDB and 389 Directory Server
+//!   on Debian 12's packages (their images cannot be pulled here).
 //!
 //! Network: the lab's namespace holds the boot plane (10.99.0.1 on `br0`) and the Service addresses; the
 //! nodes (10.99.0.132, .133) reach 10.10.0.x through their gateway 10.99.0.1, i.e. this namespace.
@@ -96,29 +97,21 @@ impl SlurmImage {
 /// Builds the stack's release and renders its slurm, ldap and cvmfs addons for this lab into `dir`, the slurm
 /// addon's images pinned to `slurm`'s tag and digest.
 pub fn render_stack(dir: &Path, slurm: &SlurmImage) -> Rendered {
-    use clap::Parser as _;
     let stack = crate::repo_root().join(STACK);
-    let release = dir.join("release");
-    let cli = csctl::cli::Cli::try_parse_from([
-        "csctl".as_ref(),
+    let out = dir.join("release");
+    crate::csctl(&[
         "create".as_ref(),
         stack.as_os_str(),
         "--mode".as_ref(),
         "hash".as_ref(),
         "--output".as_ref(),
-        release.as_os_str(),
-    ])
-    .unwrap();
-    let csctl::cli::Command::Create(args) = &cli.command else {
-        unreachable!()
-    };
-    let ctx = csctl::output::Ctx {
-        format: cli.format,
-        quiet: true,
-    };
-    csctl::commands::run(&ctx, &args.resolve().unwrap()).unwrap();
-    let addon = walk(&release)
-        .into_iter()
+        out.as_os_str(),
+    ]);
+    // The cluster-addon archive holds one directory per addon chart: write them out for helm.
+    let release = crate::release_dir(&out);
+    let addon = std::fs::read_dir(&release)
+        .unwrap()
+        .map(|e| e.unwrap().path())
         .find(|p| {
             p.file_name()
                 .and_then(|n| n.to_str())
@@ -126,18 +119,13 @@ pub fn render_stack(dir: &Path, slurm: &SlurmImage) -> Rendered {
         })
         .expect("csctl create wrote no cluster-addon archive");
     let charts = dir.join("cluster-addon");
-    std::fs::create_dir_all(&charts).unwrap();
-    run(Command::new("tar")
-        .arg("-xzf")
-        .arg(&addon)
-        .arg("-C")
-        .arg(&charts));
-    let charts = charts.join("cluster-addon");
-    let charts = if charts.is_dir() {
-        charts
-    } else {
-        dir.join("cluster-addon")
-    };
+    for (path, data) in
+        csctl::archive::read_files(&std::fs::read(&addon).unwrap(), 64 << 20).unwrap()
+    {
+        let file = charts.join(&path);
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, data).unwrap();
+    }
 
     // The per-cluster values, as the operator makes them: each addon's overwrite.yaml with the Cluster.
     let cluster = yaml_docs(&stack.join("examples/cluster.yaml"))
@@ -218,19 +206,6 @@ pub fn render_stack(dir: &Path, slurm: &SlurmImage) -> Rendered {
         manifests,
         dir: dir.to_path_buf(),
     }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 /// The running lab.

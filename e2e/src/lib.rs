@@ -52,6 +52,44 @@ pub fn target_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("target"))
 }
 
+/// Runs csctl's `create` or `publish` in this process, as `csctl ARGS…` would (progress off), panicking with
+/// the error when it fails.
+pub fn csctl(args: &[&std::ffi::OsStr]) {
+    use clap::Parser as _;
+    let cli = csctl::cli::Cli::try_parse_from(
+        [std::ffi::OsStr::new("csctl")].iter().chain(args).copied(),
+    )
+    .unwrap_or_else(|e| panic!("csctl {args:?}: {e}"));
+    let ctx = csctl::output::Ctx {
+        format: cli.format,
+        quiet: true,
+    };
+    let plan = match &cli.command {
+        csctl::cli::Command::Create(a) => a.resolve(),
+        csctl::cli::Command::Publish(a) => a.resolve(),
+        _ => panic!("e2e::csctl runs create and publish only, not {args:?}"),
+    };
+    csctl::commands::run(
+        &ctx,
+        &plan.unwrap_or_else(|e| panic!("csctl {args:?}: {e:#}")),
+    )
+    .unwrap_or_else(|e| panic!("csctl {args:?}: {e:#}"));
+}
+
+/// The one release directory `csctl create --output OUT` wrote.
+pub fn release_dir(out: &Path) -> PathBuf {
+    std::fs::read_dir(out)
+        .unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir())
+        .unwrap_or_else(|| {
+            panic!(
+                "csctl create wrote no release directory in {}",
+                out.display()
+            )
+        })
+}
+
 /// Runs the CI variant of the image recipe `images/<recipe>/build.sh` into `<target_dir>/images/<recipe>-ci`
 /// (the recipe reuses an intact output of the same recipe hash: minutes the first time only); returns that
 /// directory.

@@ -326,36 +326,16 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
 /// its control plane, machine deployments and our templates, patched by the class's variables, from the
 /// topology controller.
 async fn hpc_cluster_stack_through_the_operator_reconciles(mc: &MgmtCluster) {
-    use clap::Parser as _;
     let stack = e2e::repo_root().join("providers/beowulf/hpc/1-33");
     let out = mc.dir.join("hpc-release");
-    let csctl = |args: &[&std::ffi::OsStr]| {
-        let cli = csctl::cli::Cli::try_parse_from(
-            [std::ffi::OsStr::new("csctl")].iter().chain(args).copied(),
-        )
-        .unwrap();
-        let ctx = csctl::output::Ctx {
-            format: cli.format,
-            quiet: true,
-        };
-        let plan = match &cli.command {
-            csctl::cli::Command::Create(a) => a.resolve(),
-            csctl::cli::Command::Publish(a) => a.resolve(),
-            _ => unreachable!(),
-        };
-        csctl::commands::run(&ctx, &plan.unwrap()).unwrap();
-    };
+    let csctl = e2e::csctl;
     csctl(&[
         "create".as_ref(),
         stack.as_os_str(),
         "--output".as_ref(),
         out.as_os_str(),
     ]);
-    let release = std::fs::read_dir(&out)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.is_dir())
-        .expect("csctl create wrote a release directory");
+    let release = e2e::release_dir(&out);
     let release_name = release.file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(release_name, "beowulf-hpc-1-33-v1");
 

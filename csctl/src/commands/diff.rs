@@ -1,7 +1,6 @@
 //! `csctl diff A B`: two releases (registry refs, layout refs or release directories) side by side —
 //! component versions, which files changed, and inside the chart archives which files changed and how.
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
 
 use anyhow::Context;
@@ -9,6 +8,7 @@ use clap::Args;
 
 use super::inspect::{MetadataVersions, metadata_versions};
 use super::remote::{RegistryArgs, parse_location, runtime};
+use crate::archive;
 use crate::oci::Location;
 use crate::oci::digest::Digest;
 use crate::oci::pull::{release_manifest, titled_layers};
@@ -116,30 +116,6 @@ fn load_dir(dir: &Path) -> anyhow::Result<Side> {
         files.insert(entry.file_name().to_string_lossy().into_owned(), content);
     }
     Ok(Side { files })
-}
-
-/// Regular files of a .tgz, in memory.
-fn unpack(tgz: &[u8]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(tgz));
-    let mut out = BTreeMap::new();
-    let mut total = 0u64;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        if !entry.header().entry_type().is_file() {
-            continue;
-        }
-        let path = entry.path()?.to_string_lossy().into_owned();
-        total += entry.size();
-        anyhow::ensure!(
-            total <= 4 * MAX_IN_MEMORY,
-            "archive expands to more than {} bytes",
-            4 * MAX_IN_MEMORY
-        );
-        let mut data = Vec::with_capacity(entry.size() as usize);
-        entry.read_to_end(&mut data)?;
-        out.insert(path, data);
-    }
-    Ok(out)
 }
 
 /// A minimal line diff (LCS); only removed/added lines are printed.
@@ -276,8 +252,10 @@ fn compare(a: &Side, b: &Side) -> anyhow::Result<(String, serde_json::Value, boo
                 match (ca, cb) {
                     (Content::Bytes(x), Content::Bytes(y)) if na.ends_with(".tgz") => {
                         let (fa, fb) = (
-                            unpack(x).with_context(|| format!("{na}: not a gzipped tar"))?,
-                            unpack(y).with_context(|| format!("{nb}: not a gzipped tar"))?,
+                            archive::read_files(x, 4 * MAX_IN_MEMORY)
+                                .with_context(|| format!("{na}: cannot read it as a .tgz"))?,
+                            archive::read_files(y, 4 * MAX_IN_MEMORY)
+                                .with_context(|| format!("{nb}: cannot read it as a .tgz"))?,
                         );
                         let paths: BTreeSet<&String> = fa.keys().chain(fb.keys()).collect();
                         for p in paths {
