@@ -217,6 +217,7 @@ pub struct HpcLab {
     pub nodes: Vec<Node>,
     pub login: Pod,
     pub slurmctld: Pod,
+    pub ldap: Pod,
     pub rendered: Rendered,
     pub slurm: SlurmImage,
     _dir: tempfile::TempDir,
@@ -275,7 +276,7 @@ impl HpcLab {
         up(&mut pods, "StatefulSet", "mariadb", &[]);
         up(&mut pods, "Deployment", "slurmdbd", &[]);
         let slurmctld = up(&mut pods, "StatefulSet", "slurmctld", &[]);
-        up(&mut pods, "StatefulSet", "ldap", &[]);
+        let ldap = up(&mut pods, "StatefulSet", "ldap", &[]);
         let seed = rendered
             .manifests
             .of_kind("Job")
@@ -310,6 +311,7 @@ impl HpcLab {
             nodes,
             login,
             slurmctld,
+            ldap,
             rendered,
             slurm,
             _dir: dir,

@@ -253,6 +253,13 @@ impl Pod {
             .collect()
     }
 
+    /// A file in one of the pod's volumes (`volume` as the pod names it, `path` relative to its root), as the
+    /// pod's processes wrote it; empty when there is none.
+    pub fn volume_file(&self, volume: &str, path: &str) -> String {
+        std::fs::read_to_string(self.dir.join("volumes").join(volume).join(path))
+            .unwrap_or_default()
+    }
+
     /// A container's log (stdout and stderr).
     pub fn log(&self, container: &str) -> String {
         std::fs::read_to_string(self.dir.join(format!("{container}.log"))).unwrap_or_default()

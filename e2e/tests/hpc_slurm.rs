@@ -86,6 +86,19 @@ fn slurm_jobs_run_on_pxe_booted_nodes_as_ldap_users() {
         assert_eq!(view["callback"]["hostname"], n.as_str(), "{view}");
     }
 
+    // The directory server sized its caches by the memory limit the ldap chart gives it (1 GiB), not by the
+    // machine's memory: unlimited, its database cache needs more free disk than its volume may have.
+    let errors = hpc.ldap.volume_file("data", "logs/errors");
+    assert!(
+        errors.contains("found 1048576k physical memory"),
+        "389ds did not see the chart's 1 GiB limit:\n{}",
+        errors
+            .lines()
+            .filter(|l| l.contains("autotune"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+
     // Controller and nodes run SLURM releases that talk to each other (SLURM's rule: the controller's own
     // major release or one of the two before it), as slurmctld, the nodes' slurmd and both images' records
     // say.
