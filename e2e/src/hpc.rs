@@ -76,7 +76,14 @@ impl SlurmImage {
         let record: Value =
             serde_saphyr::from_str(&std::fs::read_to_string(out.join("image.yaml")).unwrap())
                 .unwrap();
-        let image = Image::from_layout(&out, &crate::target_dir().join("images/slurm-ci.unpacked"));
+        let tag = record["version"]
+            .as_str()
+            .expect("image.yaml has no version");
+        let image = Image::from_layout(
+            &out,
+            tag,
+            &crate::target_dir().join("images/slurm-ci.unpacked"),
+        );
         assert_eq!(
             record["digest"].as_str(),
             Some(image.digest.as_str()),

@@ -69,8 +69,8 @@ exec mariadbd --no-defaults --user=mysql --datadir=/var/lib/mysql --socket=/run/
 
 /// Run by `unshare` as the container's PID 1:
 /// `pod-exec ROOT LOWER HOSTNAME [SRC DST]... -- [NAME=VALUE]... CMD...`.
-/// Builds the container's root (overlay of LOWER — the image's root or the host's `/` —, RAM upper layer), mounts the volumes, sets the hostname and
-/// runs the command with exactly the given environment. It stays PID 1 (no `exec`): the parent-death signal
+/// Builds the container's root (overlay of LOWER — the image's root or the host's `/` —, RAM upper layer),
+/// mounts the volumes, sets the hostname and limits, and runs the command with exactly the given environment. It stays PID 1 (no `exec`): the parent-death signal
 /// that ends the container must reach a process that keeps it, and a daemon that changes its user (mariadbd,
 /// slurmctld) loses it; when PID 1 dies, the kernel kills everything else in the PID namespace.
 const POD_EXEC: &str = r#"#!/bin/sh
@@ -159,11 +159,7 @@ impl Manifests {
             .docs
             .iter()
             .flat_map(|d| {
-                let spec = if d["kind"] == "Job" || d["spec"]["template"].is_object() {
-                    &d["spec"]["template"]["spec"]
-                } else {
-                    &Value::Null
-                };
+                let spec = &d["spec"]["template"]["spec"];
                 ["containers", "initContainers"]
                     .into_iter()
                     .flat_map(|k| spec[k].as_array().cloned().unwrap_or_default())
@@ -311,44 +307,24 @@ pub struct Image {
 }
 
 impl Image {
-    /// Unpacks the (single-platform, linux/amd64) image of the OCI image layout `layout` into
-    /// `cache/<manifest digest>/rootfs`, checking the digest of every blob it reads; an image unpacked before
-    /// is reused (a finished unpack leaves `.unpacked`; other images in `cache` are removed). Layers are applied in order with GNU tar, keeping
-    /// owners, modes and device nodes; whiteouts are refused (the images run here have one layer).
-    pub fn from_layout(layout: &Path, cache: &Path) -> Image {
-        let blob = |digest: &str| -> Vec<u8> {
-            use sha2::Digest as _;
-            let hex = digest
-                .strip_prefix("sha256:")
-                .unwrap_or_else(|| panic!("{}: {digest} is not a sha256 digest", layout.display()));
-            let path = layout.join("blobs/sha256").join(hex);
-            let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            let got = hex::encode(sha2::Sha256::digest(&data));
-            assert_eq!(
-                got,
-                hex,
-                "{}: content does not match its digest",
-                path.display()
-            );
-            data
-        };
-        let json = |data: &[u8]| -> Value { serde_json::from_slice(data).unwrap() };
-        let index_path = layout.join("index.json");
-        let index: Value = json(
-            &std::fs::read(&index_path).unwrap_or_else(|e| panic!("{}: {e}", index_path.display())),
-        );
-        let descriptor = index["manifests"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|m| {
-                m["platform"].is_null()
-                    || (m["platform"]["os"] == "linux" && m["platform"]["architecture"] == "amd64")
-            })
-            .unwrap_or_else(|| panic!("{}: no linux/amd64 image", index_path.display()));
-        let digest = descriptor["digest"].as_str().unwrap().to_string();
-        let manifest = json(&blob(&digest));
-        let config = json(&blob(manifest["config"]["digest"].as_str().unwrap()));
+    /// Unpacks the image tagged `tag` in the OCI image layout `layout` (read with csctl's layout code, every
+    /// blob's digest checked) into `cache/<manifest digest>/rootfs`; an image unpacked before is reused (a
+    /// finished unpack leaves `.unpacked`; other images in `cache` are removed). Layers are applied in order
+    /// with GNU tar, keeping owners, modes and device nodes; whiteouts are refused (the images run here have
+    /// one layer).
+    pub fn from_layout(layout: &Path, tag: &str, cache: &Path) -> Image {
+        use csctl::oci::manifest::ImageManifest;
+        let fail = |e: &dyn std::fmt::Display| -> ! { panic!("{}: {e}", layout.display()) };
+        let store = csctl::oci::layout::Layout::open(layout).unwrap_or_else(|e| fail(&e));
+        let descriptor = store
+            .resolve(tag)
+            .unwrap_or_else(|e| fail(&e))
+            .unwrap_or_else(|| fail(&format!("no image tagged {tag}")));
+        let blob = |d: &csctl::oci::digest::Digest| store.read_blob(d).unwrap_or_else(|e| fail(&e));
+        let manifest: ImageManifest =
+            serde_json::from_slice(&blob(&descriptor.digest)).unwrap_or_else(|e| fail(&e));
+        let config: Value =
+            serde_json::from_slice(&blob(&manifest.config.digest)).unwrap_or_else(|e| fail(&e));
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .into_iter()
@@ -356,6 +332,7 @@ impl Image {
                 .filter_map(|s| s.as_str().map(str::to_string))
                 .collect()
         };
+        let digest = descriptor.digest.to_string();
         let dir = cache.join(digest.replace(':', "-"));
         let rootfs = dir.join("rootfs");
         for old in std::fs::read_dir(cache).into_iter().flatten().flatten() {
@@ -366,9 +343,9 @@ impl Image {
         if !dir.join(".unpacked").exists() {
             let _ = std::fs::remove_dir_all(&dir);
             std::fs::create_dir_all(&rootfs).unwrap();
-            for layer in manifest["layers"].as_array().into_iter().flatten() {
+            for layer in &manifest.layers {
                 let file = dir.join("layer.tar.gz");
-                std::fs::write(&file, blob(layer["digest"].as_str().unwrap())).unwrap();
+                std::fs::write(&file, blob(&layer.digest)).unwrap();
                 let names = run(Command::new("tar").arg("-tzf").arg(&file));
                 assert!(
                     !names
