@@ -133,7 +133,21 @@ impl IpmiSim {
     }
 
     pub fn start_at(addr: SocketAddr) -> IpmiSim {
-        Self::start_full(addr, None, true, None)
+        Self::start_full(addr, None, true, None, None)
+    }
+
+    /// A simulator whose MC 0x20 serves `image` as the FRU inventory of device 0: the file `fru.bin` in its
+    /// directory, which ipmi_sim reads on every Read FRU Data (a test may rewrite it). Build images with
+    /// [`fru::Image`].
+    pub fn start_with_fru(image: &[u8]) -> IpmiSim {
+        let ip = random_loopback();
+        Self::start_full(
+            SocketAddr::from((ip, free_udp_port(ip))),
+            None,
+            true,
+            None,
+            Some(image),
+        )
     }
 
     /// A simulator with an IPMI v2.0 BMC key (Kg): ASCII, at most 19 characters, no spaces (ipmi_sim's
@@ -146,13 +160,14 @@ impl IpmiSim {
             None,
             true,
             Some(key),
+            None,
         )
     }
 
     /// A simulator without the chassis program: power status is ipmi_sim's own (always off) and power
     /// changes are refused. Reads then cost the BMC no process spawn (used by the benchmark).
     pub fn start_plain(addr: SocketAddr) -> IpmiSim {
-        Self::start_full(addr, None, false, None)
+        Self::start_full(addr, None, false, None, None)
     }
 
     /// A simulator whose power-on runs `vmcmd STATE_DIR` detached (the "machine"), and whose power-off kills
@@ -164,7 +179,7 @@ impl IpmiSim {
 
     /// [`IpmiSim::start_with_machine`] listening on `addr` (a management network's address).
     pub fn start_with_machine_at(addr: SocketAddr, vmcmd: &Path) -> IpmiSim {
-        Self::start_full(addr, Some(vmcmd), true, None)
+        Self::start_full(addr, Some(vmcmd), true, None, None)
     }
 
     fn start_full(
@@ -172,6 +187,7 @@ impl IpmiSim {
         vmcmd: Option<&Path>,
         chassis: bool,
         bmc_key: Option<&str>,
+        fru: Option<&[u8]>,
     ) -> IpmiSim {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -184,7 +200,27 @@ impl IpmiSim {
         std::fs::write(&script, CHASSIS_SH).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-        std::fs::write(d.join("bmc.emu"), EMU).unwrap();
+        let emu = match fru {
+            None => EMU.to_string(),
+            Some(image) => {
+                assert!(
+                    !image.is_empty() && image.len() <= 0xffff,
+                    "a FRU image has 1 to 65535 bytes"
+                );
+                let file = d.join("fru.bin");
+                std::fs::write(&file, image).unwrap();
+                // Before mc_enable: the MC starts with its FRU in place.
+                EMU.replace(
+                    "mc_enable 0x20",
+                    &format!(
+                        "mc_add_fru_data 0x20 0 {:#x} file 0 \"{}\"\nmc_enable 0x20",
+                        image.len(),
+                        file.display()
+                    ),
+                )
+            }
+        };
+        std::fs::write(d.join("bmc.emu"), emu).unwrap();
         let conf = format!(
             r#"name "testbmc"
 set_working_mc 0x20
@@ -317,4 +353,117 @@ pub fn read_state(dir: &Path, key: &str) -> Option<String> {
     std::fs::read_to_string(dir.join(key))
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// Builds IPMI FRU images (Platform Management FRU Information Storage Definition v1.0) for the simulator:
+/// the common header, then the chassis, board and product info areas that were given, each padded to a
+/// multiple of 8 bytes and closed with its checksum. Written from the specification, independently of the
+/// provider's parser.
+pub mod fru {
+    /// A field of an info area.
+    #[derive(Debug, Clone)]
+    pub enum Field {
+        /// 8-bit ASCII (type 11b).
+        Ascii(String),
+        /// 6-bit packed ASCII (type 10b): characters 0x20–0x5f only (digits, upper case, punctuation).
+        Packed(String),
+        /// An empty field.
+        Empty,
+    }
+
+    impl Field {
+        pub fn ascii(s: &str) -> Field {
+            Field::Ascii(s.to_string())
+        }
+
+        fn encode(&self) -> Vec<u8> {
+            let (kind, data) = match self {
+                Field::Ascii(s) => (0b11, s.as_bytes().to_vec()),
+                Field::Packed(s) => (0b10, pack6(s)),
+                Field::Empty => (0b11, Vec::new()),
+            };
+            assert!(data.len() < 64, "a FRU field holds at most 63 bytes");
+            let mut v = vec![(kind << 6) | data.len() as u8];
+            v.extend(data);
+            v
+        }
+    }
+
+    /// Four characters in three bytes, the first character in the low bits of the first byte.
+    pub fn pack6(s: &str) -> Vec<u8> {
+        let mut out = Vec::new();
+        let (mut acc, mut bits) = (0u32, 0);
+        for c in s.bytes() {
+            assert!((0x20..0x60).contains(&c), "{c:#x} has no 6-bit ASCII code");
+            acc |= u32::from(c - 0x20) << bits;
+            bits += 6;
+            while bits >= 8 {
+                out.push(acc as u8);
+                acc >>= 8;
+                bits -= 8;
+            }
+        }
+        if bits > 0 {
+            out.push(acc as u8);
+        }
+        out
+    }
+
+    fn area(fixed: &[u8], fields: &[Field]) -> Vec<u8> {
+        let mut a = vec![0x01, 0];
+        a.extend_from_slice(fixed);
+        for f in fields {
+            a.extend(f.encode());
+        }
+        a.push(0xc1);
+        while (a.len() + 1) % 8 != 0 {
+            a.push(0);
+        }
+        a[1] = ((a.len() + 1) / 8) as u8;
+        a.push(checksum(&a));
+        a
+    }
+
+    fn checksum(b: &[u8]) -> u8 {
+        b.iter().fold(0u8, |s, x| s.wrapping_add(*x)).wrapping_neg()
+    }
+
+    /// The areas of a FRU image; `None`: the area is absent.
+    #[derive(Debug, Clone, Default)]
+    pub struct Image {
+        /// Chassis type, part number, serial.
+        pub chassis: Option<(u8, Vec<Field>)>,
+        /// Manufacturing date (minutes since 1996-01-01 00:00 UTC, 0: unspecified); manufacturer, product
+        /// name, serial, part number (, FRU file id, …).
+        pub board: Option<(u32, Vec<Field>)>,
+        /// Manufacturer, name, part/model number, version, serial, asset tag (, FRU file id, …).
+        pub product: Option<Vec<Field>>,
+    }
+
+    impl Image {
+        pub fn bytes(&self) -> Vec<u8> {
+            let mut header = vec![0x01, 0, 0, 0, 0, 0, 0];
+            let mut body = Vec::new();
+            let areas = [
+                (2, self.chassis.as_ref().map(|(t, f)| area(&[*t], f))),
+                (
+                    3,
+                    self.board.as_ref().map(|(date, f)| {
+                        let d = date.to_le_bytes();
+                        area(&[25, d[0], d[1], d[2]], f)
+                    }),
+                ),
+                (4, self.product.as_ref().map(|f| area(&[25], f))),
+            ];
+            for (slot, a) in areas {
+                if let Some(a) = a {
+                    header[slot] = ((8 + body.len()) / 8) as u8;
+                    body.extend(a);
+                }
+            }
+            header.push(checksum(&header));
+            header.extend(body);
+            header
+        }
+    }
 }

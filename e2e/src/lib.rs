@@ -9,6 +9,7 @@ pub mod bench;
 pub mod bench_bmc;
 pub mod bmc_proxy;
 pub mod hpc;
+pub mod inspector;
 pub mod ipmi_sim;
 pub mod kube;
 pub mod pods;

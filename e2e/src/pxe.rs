@@ -12,6 +12,9 @@ use crate::{Netns, Proc, run, wait_for};
 
 pub const BOOT_SERVER: &str = "10.99.0.1";
 pub const HTTP_PORT: u16 = 8080;
+/// The discovery range of a lab with an inspector (`PxeLab::start_inspecting`); `Node::new(_, 100)`'s
+/// reservation, 10.99.0.200, is inside it.
+pub const DISCOVERY_RANGE: &str = "10.99.0.200-10.99.0.210";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Firmware {
@@ -31,6 +34,9 @@ pub struct Node {
     /// The node's BMC in the inventory (`ipmi://…` of an `ipmi_sim`, with its user and password), so that
     /// `beowulf bmc --inventory` drives it.
     pub bmc: Option<String>,
+    /// More QEMU arguments for this machine (its hardware: `-smp`, `-m`, disks, NICs, `-smbios`), after the
+    /// lab's own (QEMU takes the last `-m`/`-smp`).
+    pub qemu: Vec<String>,
 }
 
 impl Node {
@@ -45,6 +51,7 @@ impl Node {
                 std::process::id()
             ),
             bmc: None,
+            qemu: Vec::new(),
         }
     }
 
@@ -106,6 +113,14 @@ impl LabImage {
     }
 }
 
+/// The inspection image of a lab (`images/inspector`, built by [`crate::inspector::build`]): hosts without an
+/// inspection report boot it before their own image.
+#[derive(Debug, Clone)]
+pub struct LabInspector {
+    pub kernel: PathBuf,
+    pub initrd: PathBuf,
+}
+
 pub struct PxeLab {
     // Field order is drop order: processes before the namespace.
     pub beowulf: Proc,
@@ -114,7 +129,9 @@ pub struct PxeLab {
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
     pub image: LabImage,
+    pub inspector: Option<LabInspector>,
     taps: usize,
+    command: BeowulfCmd,
 }
 
 /// The command that runs `beowulf` (the e2e tests' copy of the CLI, or the demo re-executing itself).
@@ -126,7 +143,19 @@ impl PxeLab {
     pub fn start(test: &str, beowulf: BeowulfCmd, nodes: Vec<Node>) -> PxeLab {
         let dir = tempfile::tempdir().unwrap();
         let image = LabImage::testnode(&dir.path().join("img"));
-        Self::start_in(dir, test, beowulf, nodes, image)
+        Self::start_in(dir, test, beowulf, nodes, image, None)
+    }
+
+    /// Like [`PxeLab::start`], with inspection on: hosts boot `inspector` until their report is in.
+    pub fn start_inspecting(
+        test: &str,
+        beowulf: BeowulfCmd,
+        nodes: Vec<Node>,
+        inspector: LabInspector,
+    ) -> PxeLab {
+        let dir = tempfile::tempdir().unwrap();
+        let image = LabImage::testnode(&dir.path().join("img"));
+        Self::start_in(dir, test, beowulf, nodes, image, Some(inspector))
     }
 
     /// Like [`PxeLab::start`], with every host booting `image`.
@@ -136,7 +165,14 @@ impl PxeLab {
         nodes: Vec<Node>,
         image: LabImage,
     ) -> PxeLab {
-        Self::start_in(tempfile::tempdir().unwrap(), test, beowulf, nodes, image)
+        Self::start_in(
+            tempfile::tempdir().unwrap(),
+            test,
+            beowulf,
+            nodes,
+            image,
+            None,
+        )
     }
 
     fn start_in(
@@ -145,40 +181,19 @@ impl PxeLab {
         beowulf: BeowulfCmd,
         nodes: Vec<Node>,
         image: LabImage,
+        inspector: Option<LabInspector>,
     ) -> PxeLab {
         let inventory = dir.path().join("hosts.yaml");
-        std::fs::write(&inventory, inventory_yaml(&image, &nodes)).unwrap();
+        std::fs::write(
+            &inventory,
+            inventory_yaml(&image, inspector.as_ref(), &nodes),
+        )
+        .unwrap();
 
         let (ns, ra) = boot_network(test, dir.path());
 
-        let log = std::fs::File::create(dir.path().join("beowulf.log")).unwrap();
-        let (prog, args) = beowulf.split_first().expect("a beowulf command");
-        let mut cmd = ns.cmd(prog);
-        cmd.args(args)
-            .args(["standalone", "--inventory"])
-            .arg(&inventory)
-            .args(["--interface", "br0", "--http-port", &HTTP_PORT.to_string()])
-            .args(["--poll-interval", "200"])
-            .env("RUST_LOG", "debug")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        let mut beowulf = Proc::spawn("beowulf standalone", &mut cmd);
-        let lab_dir = dir.path().to_path_buf();
-        wait_for("beowulf's HTTP server", Duration::from_secs(30), || {
-            if let Some(st) = beowulf.exited() {
-                panic!(
-                    "beowulf standalone exited ({st}):\n{}",
-                    std::fs::read_to_string(lab_dir.join("beowulf.log")).unwrap_or_default()
-                );
-            }
-            let (status, _) = curl_in(
-                &ns,
-                None,
-                &format!("http://{BOOT_SERVER}:{HTTP_PORT}/api/hosts"),
-                &[],
-            );
-            (status == 200).then_some(())
-        });
+        let beowulf_cmd = beowulf;
+        let beowulf = spawn_beowulf(&ns, &beowulf_cmd, dir.path());
         PxeLab {
             beowulf,
             _ra: ra,
@@ -186,8 +201,17 @@ impl PxeLab {
             dir,
             nodes,
             image,
+            inspector,
             taps: 0,
+            command: beowulf_cmd,
         }
+    }
+
+    /// Stops `beowulf standalone` (SIGTERM, as an upgrade or a service restart would) and starts it again on
+    /// the same inventory and state directory; returns when it serves again. Its log goes on in the same file.
+    pub fn restart_beowulf(&mut self) {
+        self.beowulf.stop();
+        self.beowulf = spawn_beowulf(&self.ns, &self.command, self.dir.path());
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -226,6 +250,7 @@ impl PxeLab {
             device.push_str(",romfile=");
         }
         cmd.arg("-device").arg(device);
+        cmd.args(&node.qemu);
         cmd.stdout(Stdio::null()).stderr(Stdio::null());
         Machine {
             qemu: Proc::spawn(&format!("qemu {}", node.name), &mut cmd),
@@ -263,6 +288,11 @@ impl PxeLab {
         std::fs::read_to_string(self.dir.path().join("beowulf.log")).unwrap_or_default()
     }
 
+    /// `beowulf standalone --state-dir` of the lab.
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
     pub fn inventory_path(&self) -> PathBuf {
         self.dir.path().join("hosts.yaml")
     }
@@ -276,7 +306,11 @@ impl PxeLab {
         )
         .unwrap();
         let tmp = self.dir.path().join("hosts.yaml.new");
-        std::fs::write(&tmp, inventory_yaml(&self.image, &nodes)).unwrap();
+        std::fs::write(
+            &tmp,
+            inventory_yaml(&self.image, self.inspector.as_ref(), &nodes),
+        )
+        .unwrap();
         std::fs::rename(&tmp, self.inventory_path()).unwrap();
         self.nodes = nodes;
     }
@@ -312,6 +346,44 @@ impl Machine {
     }
 }
 
+/// Starts `beowulf standalone` for the lab in `dir` (inventory `hosts.yaml`, state `state/`, log appended to
+/// `beowulf.log`) and waits for its HTTP server.
+fn spawn_beowulf(ns: &Netns, beowulf: &BeowulfCmd, dir: &Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("beowulf.log"))
+        .unwrap();
+    let (prog, args) = beowulf.split_first().expect("a beowulf command");
+    let mut cmd = ns.cmd(prog);
+    cmd.args(args)
+        .args(["standalone", "--inventory"])
+        .arg(dir.join("hosts.yaml"))
+        .args(["--interface", "br0", "--http-port", &HTTP_PORT.to_string()])
+        .args(["--poll-interval", "200", "--state-dir"])
+        .arg(dir.join("state"))
+        .env("RUST_LOG", "debug")
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+    let mut proc = Proc::spawn("beowulf standalone", &mut cmd);
+    wait_for("beowulf's HTTP server", Duration::from_secs(30), || {
+        if let Some(st) = proc.exited() {
+            panic!(
+                "beowulf standalone exited ({st}):\n{}",
+                std::fs::read_to_string(dir.join("beowulf.log")).unwrap_or_default()
+            );
+        }
+        let (status, _) = curl_in(
+            ns,
+            None,
+            &format!("http://{BOOT_SERVER}:{HTTP_PORT}/api/hosts"),
+            &[],
+        );
+        (status == 200).then_some(())
+    });
+    proc
+}
+
 fn curl_in(ns: &Netns, from: Option<&str>, url: &str, extra: &[&str]) -> (u16, Vec<u8>) {
     let mut cmd = ns.cmd("curl");
     cmd.args(["-sS", "--max-time", "10", "-o", "-", "-w", "\n%{http_code}"]);
@@ -335,7 +407,7 @@ fn sha256_file(p: &Path) -> String {
     hex::encode(Sha256::digest(std::fs::read(p).unwrap()))
 }
 
-fn inventory_yaml(img: &LabImage, nodes: &[Node]) -> String {
+fn inventory_yaml(img: &LabImage, inspector: Option<&LabInspector>, nodes: &[Node]) -> String {
     let mut y = format!(
         r#"namespace: e2e
 networks:
@@ -365,6 +437,25 @@ hosts:
         r = sha256_file(&img.rootfs),
         cmdline = serde_json::to_string(&img.cmdline).unwrap(),
     );
+    if let Some(i) = inspector {
+        // Unknown MACs are discovered (network `lab`, the only one: inserted after its `bootServer`).
+        y = y.replacen(
+            &format!("    bootServer: {BOOT_SERVER}\n"),
+            &format!(
+                "    bootServer: {BOOT_SERVER}\n    discovery: {{ range: {DISCOVERY_RANGE} }}\n"
+            ),
+            1,
+        );
+        // Before `hosts:`, which the format string above ends with.
+        let hosts = y.split_off(y.len() - "hosts:\n".len());
+        y.push_str(&format!(
+            "  - name: inspector\n    format: live\n    kernel: {{ path: {} }}\n    initrds: [{{ path: {} }}]\n    \
+             cmdline: \"console=ttyS0,115200 quiet panic=-1 BOOTIF={{{{ bootif }}}} beowulf.inspect={{{{ inspection_url }}}}\"\n\
+             inspection:\n  image: inspector\n{hosts}",
+            i.kernel.display(),
+            i.initrd.display(),
+        ));
+    }
     for n in nodes {
         y.push_str(&format!(
             "  - name: {}\n    mac: \"{}\"\n    ip: {}\n    image: {}\n    userData: {}\n",

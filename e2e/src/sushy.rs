@@ -13,6 +13,29 @@ pub const PASSWORD: &str = "password";
 /// The systems the emulator is configured with.
 pub const SYSTEM_0: &str = "27946b59-9e44-4fa7-8e91-f3527a1ef094";
 pub const SYSTEM_1: &str = "48295d40-6b2c-4c49-8e2b-4a3a0f7a1c11";
+/// The MAC of SYSTEM_0's first NIC (every configuration).
+pub const NIC_0: &str = "52:54:00:12:34:56";
+
+/// What [`Sushy::start_with_inventory`] gives SYSTEM_0 besides [`NIC_0`]: a second NIC, and one storage
+/// controller with two drives. The fake driver serves NICs by MAC (the MAC is also the interface's id, and no
+/// speed), and drives with the configured id, name, capacity and protocol; its drive template fixes the rest
+/// ([`DRIVE_MODEL`], [`DRIVE_SERIAL`], [`DRIVE_MEDIA`]). It serves no model, serial, SKU, BIOS version,
+/// processor count or memory size for fake systems, and no SimpleStorage.
+pub mod inventory {
+    pub const NIC_1: &str = "52:54:00:ab:cd:02";
+    pub const STORAGE_ID: &str = "1";
+    /// `(id, name, capacity, protocol)` of the drives, in order.
+    pub const DRIVES: [(&str, &str, u64, &str); 2] = [
+        ("32ADF365C6C1B7BD", "Drive Sample", 899_527_000_000, "SAS"),
+        ("58CFF987G8DZ0NE", "NVMe Sample", 1_600_321_314_816, "NVMe"),
+    ];
+    /// Fixed by sushy-tools' `drive.json` template, whatever the configuration.
+    pub const DRIVE_MODEL: &str = "C123";
+    pub const DRIVE_SERIAL: &str = "1234570";
+    pub const DRIVE_MEDIA: &str = "HDD";
+    /// `Manufacturer` of every system in sushy-tools' `system.json` template (feature set "full").
+    pub const MANUFACTURER: &str = "Sushy Emulator";
+}
 
 pub fn venv() -> PathBuf {
     PathBuf::from(
@@ -51,6 +74,15 @@ impl Sushy {
     /// With `tls`, the emulator serves HTTPS with a certificate for its IP address signed by a fresh CA
     /// (`ca_pem`).
     pub fn start_with(single: bool, tls: bool) -> Sushy {
+        Self::start_full(single, tls, false)
+    }
+
+    /// One system (SYSTEM_0) with the NICs and storage of [`inventory`], over plain HTTP.
+    pub fn start_with_inventory() -> Sushy {
+        Self::start_full(true, false, true)
+    }
+
+    fn start_full(single: bool, tls: bool, with_inventory: bool) -> Sushy {
         let ip = crate::ipmi_sim::random_loopback();
         let port = TcpListener::bind((ip, 0))
             .unwrap()
@@ -151,14 +183,36 @@ impl Sushy {
             );
             ca_pem = Some(d.join("ca.pem"));
         }
+        let (extra_nic, storage_conf) = if with_inventory {
+            use inventory::*;
+            let drives: Vec<String> = DRIVES
+                .iter()
+                .map(|(id, name, size, proto)| {
+                    format!("{{'Id': '{id}', 'Name': '{name}', 'CapacityBytes': {size}, 'Protocol': '{proto}'}}")
+                })
+                .collect();
+            let ids: Vec<String> = DRIVES.iter().map(|d| format!("'{}'", d.0)).collect();
+            (
+                format!(", {{'mac': '{NIC_1}'}}"),
+                format!(
+                    "SUSHY_EMULATOR_STORAGE = {{'{SYSTEM_0}': [{{'Id': '{STORAGE_ID}', 'Name': 'Local Storage Controller', \
+                     'StorageControllers': [{{'MemberId': '0', 'Name': 'Contoso Integrated RAID', 'SpeedGbps': 12}}], \
+                     'Drives': [{}]}}]}}\nSUSHY_EMULATOR_DRIVES = {{('{SYSTEM_0}', '{STORAGE_ID}'): [{}]}}\n",
+                    ids.join(", "),
+                    drives.join(", ")
+                ),
+            )
+        } else {
+            (String::new(), String::new())
+        };
         let conf = format!(
-            "{tls_conf}SUSHY_EMULATOR_LISTEN_IP = '{ip}'
+            "{tls_conf}{storage_conf}SUSHY_EMULATOR_LISTEN_IP = '{ip}'
 SUSHY_EMULATOR_LISTEN_PORT = {port}
 SUSHY_EMULATOR_FAKE_DRIVER = True
 SUSHY_EMULATOR_STATE_DIR = '{state}'
 SUSHY_EMULATOR_AUTH_FILE = '{auth}'
 SUSHY_EMULATOR_FAKE_SYSTEMS = [
-    {{'uuid': '{SYSTEM_0}', 'name': 'node-0', 'power_state': 'Off', 'nics': [{{'mac': '52:54:00:12:34:56', 'ip': '10.99.0.157'}}]}},
+    {{'uuid': '{SYSTEM_0}', 'name': 'node-0', 'power_state': 'Off', 'nics': [{{'mac': '{NIC_0}', 'ip': '10.99.0.157'}}{extra_nic}]}},
     {second}
 ]
 ",

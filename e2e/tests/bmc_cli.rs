@@ -274,3 +274,141 @@ fn a_bmc_error_names_the_bmc_once_on_one_line() {
     assert!(stderr.contains("is unreachable"), "{stderr}");
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
 }
+
+/// `beowulf bmc … inventory`: one BMC by address prints its inventory as pretty JSON (an IPMI FRU the test
+/// built, a Redfish system with NICs and drives); with `--inventory --all-hosts` one line `NAME: {json}` per
+/// host, in inventory order (a BMC without FRU data: `{"source":"ipmi-fru"}`). Nothing goes to stderr, and
+/// the password appears in no output.
+#[test]
+fn bmc_cli_inventory_prints_what_the_bmcs_serve_as_json() {
+    use e2e::ipmi_sim::fru::{Field, Image};
+    use e2e::sushy::{self, Sushy};
+    let image = Image {
+        board: Some((
+            0,
+            vec![
+                Field::ascii("Acme Boards"),
+                Field::ascii("X11-DPi"),
+                Field::ascii("BSN-0001"),
+            ],
+        )),
+        product: Some(vec![
+            Field::ascii("AcmeHPC"),
+            Field::Packed("RACK9000".into()),
+            Field::ascii("R9K-A"),
+            Field::Empty,
+            Field::ascii("PSN-4242"),
+        ]),
+        ..Image::default()
+    };
+    let sim = IpmiSim::start_with_fru(&image.bytes());
+    let redfish = Sushy::start_with_inventory();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // Both peers' users have the password "password"; the password file is private, so a run has nothing to
+    // say on stderr at all.
+    std::fs::write(d.join("pw"), format!("{}\n", ipmi_sim::PASSWORD)).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(d.join("pw"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_e2e-beowulf"))
+            .arg("bmc")
+            .args(args)
+            .env_remove("BEOWULF_BMC_PASSWORD")
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{args:?}: {stdout}{stderr}");
+        assert_eq!(stderr, "", "{args:?}");
+        assert!(!stdout.contains(ipmi_sim::PASSWORD), "{stdout}");
+        stdout
+    };
+    let pw = d.join("pw");
+    let pw = pw.to_str().unwrap();
+
+    // One IPMI BMC: pretty JSON over several lines.
+    let out = run(&[
+        "--address",
+        &sim.endpoint(),
+        "--username",
+        ipmi_sim::USER,
+        "--password-file",
+        pw,
+        "inventory",
+    ]);
+    assert!(out.lines().count() > 5, "{out}");
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["source"], "ipmi-fru");
+    assert_eq!(j["manufacturer"], "AcmeHPC");
+    assert_eq!(j["model"], "RACK9000");
+    assert_eq!(j["serial"], "PSN-4242");
+    assert_eq!(j["sku"], "R9K-A");
+    assert_eq!(j["fru"]["board"]["serial"], "BSN-0001");
+    assert!(j["fru"]["board"].get("manufactured").is_none(), "{j}");
+
+    // One Redfish BMC.
+    let out = run(&[
+        "--address",
+        &redfish.endpoint(None),
+        "--username",
+        sushy::USER,
+        "--password-file",
+        pw,
+        "inventory",
+    ]);
+    let j: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(j["source"], "redfish");
+    assert_eq!(j["manufacturer"], sushy::inventory::MANUFACTURER);
+    assert_eq!(j["nics"][1]["mac"], sushy::inventory::NIC_1);
+    assert_eq!(j["drives"][0]["sizeBytes"], sushy::inventory::DRIVES[0].2);
+    assert_eq!(j["drives"][1]["protocol"], sushy::inventory::DRIVES[1].3);
+
+    // From an inventory file (which takes no plain-HTTP Redfish): the FRU simulator and one without FRU data,
+    // one line each, `NAME: JSON`.
+    let bare = IpmiSim::start();
+    std::fs::write(d.join("vmlinuz"), b"kernel").unwrap();
+    let host = |name: &str, mac: &str, ip: &str, address: String| {
+        format!(
+            "  - name: {name}\n    mac: \"{mac}\"\n    ip: {ip}\n    image: live\n    userData: \"#cloud-config\\n\"\n    bmc:\n      address: {address}\n      passwordFile: pw\n"
+        )
+    };
+    std::fs::write(
+        d.join("hosts.yaml"),
+        format!(
+            "namespace: rack1\nnetworks:\n  - name: boot\n    subnet: 10.99.0.0/24\n    bootServer: 10.99.0.1\n\
+             images:\n  - name: live\n    kernel: {{ path: vmlinuz }}\n    cmdline: console=ttyS0\nhosts:\n{}{}",
+            host("node-a", "52:54:00:00:00:0a", "10.99.0.10", sim.endpoint()),
+            host("node-b", "52:54:00:00:00:0b", "10.99.0.11", bare.endpoint()),
+        ),
+    )
+    .unwrap();
+    let out = run(&[
+        "--inventory",
+        d.join("hosts.yaml").to_str().unwrap(),
+        "--username",
+        ipmi_sim::USER,
+        "--all-hosts",
+        "inventory",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    let parse = |line: &str, name: &str| -> serde_json::Value {
+        let json = line
+            .strip_prefix(&format!("{name}: "))
+            .unwrap_or_else(|| panic!("{line:?} is not {name}: JSON"));
+        serde_json::from_str(json).unwrap()
+    };
+    let a = parse(lines[0], "node-a");
+    assert_eq!(
+        (a["source"].as_str(), a["model"].as_str()),
+        (Some("ipmi-fru"), Some("RACK9000"))
+    );
+    assert_eq!(a["fru"]["product"]["serial"], "PSN-4242");
+    assert_eq!(
+        parse(lines[1], "node-b"),
+        serde_json::json!({"source": "ipmi-fru"})
+    );
+}

@@ -296,3 +296,142 @@ async fn ipmi_presence_ping_finds_the_bmc_without_a_session() {
     assert!(matches!(err, BmcError::Unreachable { .. }), "{err}");
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
 }
+
+/// Out-of-band inventory over IPMI: the test builds a FRU image (chassis, board and product areas; the product
+/// name 6-bit packed), ipmi_sim serves it as FRU device 0, and the driver reads it back in chunks and parses
+/// it. ipmitool, the independent client, decodes the same bytes to the same values. A simulator without FRU
+/// data gives an empty inventory; a FRU whose board area is corrupted afterwards is a protocol error that
+/// names the area.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipmi_inventory_reads_back_the_fru_the_simulator_serves() {
+    use beowulf::hardware::out_of_band::{FruBoard, FruChassis, FruProduct};
+    use ipmi_sim::fru::{Field, Image};
+    let a = Field::ascii;
+    // 2024-01-01 00:00 UTC, in minutes since 1996-01-01.
+    let made = (1_704_067_200 - 820_454_400) / 60;
+    let image = Image {
+        chassis: Some((23, vec![a("CH-PN-77"), a("CH-SN-0042")])),
+        board: Some((
+            made,
+            vec![
+                a("Acme Boards"),
+                a("X11-DPi"),
+                a("BSN-0001"),
+                a("BPN-9"),
+                a(""),
+            ],
+        )),
+        product: Some(vec![
+            a("AcmeHPC"),
+            Field::Packed("RACK9000-G2".into()),
+            a("R9K-A"),
+            a("v2"),
+            a("PSN-4242"),
+            a("asset-17"),
+            Field::Empty,
+        ]),
+    };
+    let bytes = image.bytes();
+    let sim = IpmiSim::start_with_fru(&bytes);
+    let bmc = client(&sim.endpoint(), ipmi_sim::PASSWORD, Options::default());
+
+    let t = Instant::now();
+    let inv = bmc.inventory().await.unwrap();
+    eprintln!(
+        "FRU inventory of {} bytes took {:?}",
+        bytes.len(),
+        t.elapsed()
+    );
+    assert_eq!(inv.source, "ipmi-fru");
+    assert_eq!(inv.manufacturer.as_deref(), Some("AcmeHPC"));
+    assert_eq!(inv.model.as_deref(), Some("RACK9000-G2"));
+    assert_eq!(inv.serial.as_deref(), Some("PSN-4242"));
+    assert_eq!(inv.sku.as_deref(), Some("R9K-A"));
+    assert_eq!(
+        (
+            inv.bios_version.as_ref(),
+            inv.memory_bytes,
+            inv.nics.len(),
+            inv.drives.len()
+        ),
+        (None, None, 0, 0)
+    );
+    let fru = inv.fru.clone().unwrap();
+    assert_eq!(
+        fru.chassis,
+        Some(FruChassis {
+            chassis_type: Some(23),
+            part_number: Some("CH-PN-77".into()),
+            serial: Some("CH-SN-0042".into()),
+        })
+    );
+    assert_eq!(
+        fru.board,
+        Some(FruBoard {
+            manufactured: Some("2024-01-01T00:00:00Z".into()),
+            manufacturer: Some("Acme Boards".into()),
+            product: Some("X11-DPi".into()),
+            serial: Some("BSN-0001".into()),
+            part_number: Some("BPN-9".into()),
+        })
+    );
+    assert_eq!(
+        fru.product,
+        Some(FruProduct {
+            manufacturer: Some("AcmeHPC".into()),
+            name: Some("RACK9000-G2".into()),
+            part_number: Some("R9K-A".into()),
+            version: Some("v2".into()),
+            serial: Some("PSN-4242".into()),
+            asset_tag: Some("asset-17".into()),
+        })
+    );
+    // ipmitool reads the same bytes as the same values.
+    let printed = sim.ipmitool(&["fru", "print", "0"]);
+    for (label, value) in [
+        ("Chassis Part Number", "CH-PN-77"),
+        ("Chassis Serial", "CH-SN-0042"),
+        ("Board Mfg", "Acme Boards"),
+        ("Board Serial", "BSN-0001"),
+        ("Product Manufacturer", "AcmeHPC"),
+        ("Product Name", "RACK9000-G2"),
+        ("Product Part Number", "R9K-A"),
+        ("Product Serial", "PSN-4242"),
+        ("Product Asset Tag", "asset-17"),
+    ] {
+        assert!(
+            printed.lines().any(|l| l.trim_start().starts_with(label)
+                && l.trim_end().ends_with(&format!(": {value}"))),
+            "ipmitool fru print has no {label}: {value}:\n{printed}"
+        );
+    }
+
+    // The simulator reads its FRU file on every Read FRU Data: corrupt one byte of the board area's
+    // manufacturer name, and the board area's checksum no longer holds.
+    let mut corrupt = bytes.clone();
+    let board = usize::from(bytes[3]) * 8;
+    corrupt[board + 8] ^= 0x20;
+    std::fs::write(sim.dir.path().join("fru.bin"), &corrupt).unwrap();
+    let err = bmc.inventory().await.unwrap_err();
+    let msg = err.to_string();
+    assert!(matches!(err, BmcError::Protocol { .. }), "{msg}");
+    assert!(
+        msg.contains("board info area") && msg.contains("checksum"),
+        "{msg}"
+    );
+    bmc.close().await;
+
+    // No FRU data at all: not an error, an inventory with nothing in it.
+    let plain = IpmiSim::start();
+    let bmc = client(&plain.endpoint(), ipmi_sim::PASSWORD, Options::default());
+    let inv = bmc.inventory().await.unwrap();
+    assert!(inv.is_empty() && inv.source == "ipmi-fru", "{inv:?}");
+    // Wrong password: the usual authentication error.
+    let err = client(&plain.endpoint(), "not-it", Options::default())
+        .inventory()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BmcError::Auth { .. }), "{err}");
+    assert!(!err.to_string().contains("not-it"));
+    bmc.close().await;
+}

@@ -227,3 +227,101 @@ async fn redfish_tls_trusts_the_given_ca_or_explicit_insecure_only() {
     .unwrap();
     assert!(err.to_string().contains("PEM"), "{err}");
 }
+
+/// Out-of-band inventory over Redfish: what sushy's fake driver serves for a system configured with two NICs
+/// and a storage controller with two drives (`sushy::inventory`), checked against the configuration and
+/// against curl. What the fake driver does not serve (model, serial, SKU, BIOS, processors, memory, NIC
+/// speed) is absent. A system without storage (the emulator answers 500 for its Storage) still gives its
+/// NICs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redfish_inventory_reads_the_system_nics_and_drives_sushy_serves() {
+    use beowulf::hardware::out_of_band::{OutOfBandDrive, OutOfBandNic};
+    use sushy::inventory::*;
+    let s = Sushy::start_with_inventory();
+    let bmc = client(&s.endpoint(None), sushy::PASSWORD);
+    let t = Instant::now();
+    let inv = bmc.inventory().await.unwrap();
+    eprintln!("Redfish inventory took {:?}", t.elapsed());
+
+    assert_eq!(inv.source, "redfish");
+    assert_eq!(inv.manufacturer.as_deref(), Some(MANUFACTURER));
+    let sys = curl_get(&s, &format!("/redfish/v1/Systems/{}", sushy::SYSTEM_0));
+    assert_eq!(sys["Manufacturer"], MANUFACTURER);
+    assert_eq!(
+        (
+            &inv.model,
+            &inv.serial,
+            &inv.sku,
+            &inv.bios_version,
+            &inv.processors,
+            inv.memory_bytes
+        ),
+        (&None, &None, &None, &None, &None, None),
+        "the fake driver serves none of these: {inv:?}"
+    );
+    assert_eq!(
+        inv.nics,
+        [sushy::NIC_0, NIC_1]
+            .map(|mac| OutOfBandNic {
+                id: mac.to_string(),
+                mac: Some(mac.to_string()),
+                speed_mbps: None,
+            })
+            .to_vec()
+    );
+    let want: Vec<OutOfBandDrive> = DRIVES
+        .iter()
+        .map(|(_, name, size, protocol)| OutOfBandDrive {
+            name: name.to_string(),
+            size_bytes: Some(*size),
+            serial: Some(DRIVE_SERIAL.into()),
+            model: Some(DRIVE_MODEL.into()),
+            media_type: Some(DRIVE_MEDIA.into()),
+            protocol: Some(protocol.to_string()),
+        })
+        .collect();
+    assert_eq!(inv.drives, want);
+    // curl sees the same drive.
+    let d = curl_get(
+        &s,
+        &format!(
+            "/redfish/v1/Systems/{}/Storage/{STORAGE_ID}/Drives/{}",
+            sushy::SYSTEM_0,
+            DRIVES[1].0
+        ),
+    );
+    assert_eq!(
+        (
+            &d["CapacityBytes"],
+            &d["SerialNumber"],
+            &d["Model"],
+            &d["MediaType"],
+            &d["Protocol"]
+        ),
+        (
+            &serde_json::json!(DRIVES[1].2),
+            &serde_json::json!(DRIVE_SERIAL),
+            &serde_json::json!(DRIVE_MODEL),
+            &serde_json::json!(DRIVE_MEDIA),
+            &serde_json::json!(DRIVES[1].3)
+        )
+    );
+    bmc.close().await;
+
+    // No storage configured: the Storage collection fails (500) and is skipped; the NIC is still there.
+    let plain = Sushy::start(true);
+    let inv = client(&plain.endpoint(None), sushy::PASSWORD)
+        .inventory()
+        .await
+        .unwrap();
+    assert_eq!(inv.manufacturer.as_deref(), Some(MANUFACTURER));
+    assert_eq!(inv.nics.len(), 1);
+    assert_eq!(inv.nics[0].mac.as_deref(), Some(sushy::NIC_0));
+    assert!(inv.drives.is_empty(), "{inv:?}");
+    // Wrong password: the usual authentication error, not an empty inventory.
+    let err = client(&plain.endpoint(None), "not-the-password")
+        .inventory()
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BmcError::Auth { .. }), "{err:?}");
+}

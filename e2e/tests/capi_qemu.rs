@@ -146,9 +146,13 @@ async fn machine_goes_to_provisioned_with_ipmi_sim_and_a_qemu_pxe_boot() {
     host::reconcile(Arc::new(hosts.get(&node.name).await.unwrap()), ctx.clone())
         .await
         .unwrap();
+    let registered = hosts.get(&node.name).await.unwrap().status.unwrap();
+    assert_eq!(registered.state, HostStateName::Available);
+    // The BMC's inventory is read once the host is available: ipmi_sim has no FRU device here (it answers
+    // completion code CCh), which is an empty IPMI inventory, not an error.
     assert_eq!(
-        hosts.get(&node.name).await.unwrap().status.unwrap().state,
-        HostStateName::Available
+        serde_json::to_value(registered.bmc_inventory.as_ref().unwrap()).unwrap(),
+        json!({"source": "ipmi-fru"})
     );
     let t0 = Instant::now();
     machine::reconcile(Arc::new(machines.get("m0").await.unwrap()), ctx.clone())

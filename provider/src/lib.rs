@@ -9,6 +9,7 @@ pub mod bmc;
 pub mod boot;
 pub mod cli;
 pub mod controllers;
+pub mod hardware;
 pub mod inventory;
 pub mod memory;
 pub mod provisioning;

@@ -20,6 +20,7 @@ use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{
     self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
 };
+use beowulf::hardware::Hardware;
 use beowulf::provisioning::io::BootProfiles as _;
 use beowulf::provisioning::io::{BmcFailure, BmcTarget, PowerControl, PowerError};
 use beowulf::runtime::profiles::{ProfileRegistry, ServedConfig};
@@ -350,6 +351,14 @@ impl Env {
                 instance: Some("test".into()),
             },
         ));
+        Arc::new(ctx)
+    }
+    /// A context like `ctx` whose manager was given `--inspection-image` (or not).
+    fn context_inspecting(&self, image: Option<&str>) -> Arc<Context> {
+        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), self.boot.clone());
+        let c = self.clock.clone();
+        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        ctx.inspection_image = image.map(str::to_string);
         Arc::new(ctx)
     }
     async fn register_hosts(&self, n: u8) {
@@ -754,6 +763,170 @@ async fn host_selector_and_registration_gate_the_claim() {
             .consumer_ref
             .is_none()
     );
+}
+
+/// `status.hardware` as the host controller stores it: an x86_64 inspection report through the real parser.
+/// `disks`: (kernel name, bytes, rotational).
+fn hardware(threads: u32, memory_gib: u64, disks: &[(&str, u64, bool)], gpus: u8) -> Value {
+    let disks: Vec<Value> = disks
+        .iter()
+        .map(|(name, size, rot)| json!({"name": name, "sizeBytes": size, "rotational": rot}))
+        .collect();
+    let pci: Vec<Value> = (0..gpus)
+        .map(|i| json!({"address": format!("0000:0{i}:00.0"), "class": "0x030200", "vendor": "0x10de", "device": "0x2330"}))
+        .collect();
+    let report = json!({
+        "version": 1,
+        "cpu": {"architecture": "x86_64", "sockets": 1, "cores": threads / 2, "threads": threads},
+        "memory": {"bytes": memory_gib << 30},
+        "disks": disks,
+        "nics": [{"name": "eth0", "mac": "52:54:00:aa:00:01", "speedMbps": 25000, "carrier": true}],
+        "pci": pci,
+    });
+    let hw = Hardware::from_report(&serde_json::to_vec(&report).unwrap()).unwrap();
+    serde_json::to_value(hw).unwrap()
+}
+
+const TB: u64 = 1_000_000_000_000;
+
+/// `standard(true, 3, machines)` with the three hosts available and inspected as they would be after
+/// registration: node-0 small (8 threads, 16 GiB, an HDD), node-1 medium (32 threads, 128 GiB, an SSD),
+/// node-2 big (64 threads, 512 GiB, an NVMe and an HDD).
+fn inspected(machines: &[&str], requirements: &[(&str, Value)]) -> Vec<Value> {
+    let mut objs = standard(true, 3, machines);
+    let hw = [
+        hardware(8, 16, &[("sda", TB / 2, true)], 0),
+        hardware(32, 128, &[("sda", TB, false)], 0),
+        hardware(
+            64,
+            512,
+            &[("nvme0n1", 2 * TB, false), ("sda", 4 * TB, true)],
+            0,
+        ),
+    ];
+    for o in &mut objs {
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        if o["kind"] == "BeowulfHost" {
+            let i: usize = name.trim_start_matches("node-").parse().unwrap();
+            o["status"] = json!({"state": "available", "powerState": "off", "hardware": hw[i]});
+        }
+        if o["kind"] == "BeowulfMachine"
+            && let Some((_, r)) = requirements.iter().find(|(m, _)| *m == name)
+        {
+            o["spec"]["hardwareRequirements"] = r.clone();
+        }
+    }
+    objs
+}
+
+fn ready_message(bm: &BeowulfMachine) -> String {
+    let c = bm
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready");
+    c.expect("Ready condition").message.clone()
+}
+
+async fn consumers(e: &Env) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<_> = e
+        .hosts()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.name_any(), h.spec.consumer_ref.map(|c| c.name)))
+        .collect();
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn hardware_requirements_claim_the_host_that_meets_them() {
+    let e = env(inspected(
+        &["m0", "m1", "m2"],
+        &[
+            // The big host's memory and an NVMe disk.
+            (
+                "m0",
+                json!({"memory": "512Gi", "disks": [{"type": "nvme", "minSize": "1T"}]}),
+            ),
+            // A quantity may be a plain integer (YAML's `memory: 107374182400`): 100 GiB.
+            (
+                "m1",
+                json!({"cpuThreads": 16, "memory": 107_374_182_400u64, "disks": [{"type": "ssd"}]}),
+            ),
+            // An empty object requires nothing.
+            ("m2", json!({})),
+        ],
+    ))
+    .await;
+    for m in ["m0", "m1", "m2"] {
+        e.reconcile_machine(m).await;
+    }
+    let host_of = |bm: BeowulfMachine| bm.spec.host_ref.map(|r| r.name);
+    for (m, host) in [("m0", "node-2"), ("m1", "node-1"), ("m2", "node-0")] {
+        let bm = e.machines().get(m).await.unwrap();
+        assert_eq!(host_of(bm), Some(host.to_string()), "{m}");
+    }
+    assert_eq!(
+        consumers(&e).await,
+        [("node-0", "m2"), ("node-1", "m1"), ("node-2", "m0")]
+            .map(|(h, m)| (h.to_string(), Some(m.to_string())))
+    );
+}
+
+#[tokio::test]
+async fn impossible_hardware_requirements_say_which_excluded_how_many() {
+    let mut objs = inspected(
+        &["m0"],
+        &[(
+            "m0",
+            json!({"memory": "256Gi", "gpus": {"vendor": "nvidia"}}),
+        )],
+    );
+    // node-3: available but never inspected; node-4: big with a GPU, but not selected by the machine's
+    // hostSelector, so it is not counted at all.
+    let mut fresh = host_obj("node-3", 3);
+    fresh["status"] = json!({"state": "available", "powerState": "off"});
+    objs.push(fresh);
+    let mut storage = host_obj("node-4", 4);
+    storage["metadata"]["labels"] = json!({"role": "storage"});
+    storage["status"] = json!({"state": "available", "powerState": "off",
+                               "hardware": hardware(64, 512, &[], 1)});
+    objs.push(storage);
+    let e = env(objs).await;
+    let action = e.reconcile_machine("m0").await;
+    assert_eq!(action, Action::requeue(machine::NO_HOST_REQUEUE));
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(ready(&bm), ("False".into(), "NoHostAvailable".into()));
+    assert_eq!(
+        ready_message(&bm),
+        "no host meets the hardware requirements: 2 hosts have less than 256Gi of memory, \
+         1 host has no nvidia GPU, 1 host has not been inspected"
+    );
+    assert_eq!(bm.spec.host_ref, None);
+    assert!(consumers(&e).await.iter().all(|(_, c)| c.is_none()));
+}
+
+#[tokio::test]
+async fn invalid_hardware_requirements_claim_nothing() {
+    let e = env(inspected(&["m0"], &[("m0", json!({"memory": "256GB"}))])).await;
+    assert_eq!(e.reconcile_machine("m0").await, Action::await_change());
+    let bm = e.machines().get("m0").await.unwrap();
+    assert_eq!(
+        ready(&bm),
+        ("False".into(), "InvalidHardwareRequirements".into())
+    );
+    assert_eq!(
+        ready_message(&bm),
+        "hardwareRequirements.memory: \"256GB\" is not a quantity: unknown suffix \"GB\" (use Ki, Mi, Gi, \
+         Ti, Pi, Ei, k, M, G, T, P, E, an exponent (e12) or none)"
+    );
+    assert_eq!(bm.spec.host_ref, None);
+    assert!(consumers(&e).await.iter().all(|(_, c)| c.is_none()));
 }
 
 #[tokio::test]
@@ -1385,5 +1558,184 @@ async fn host_lifecycle_and_bmc_reachability_publish_events_on_the_host() {
     assert!(
         evs.iter()
             .all(|ev| ev.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("node-0"))
+    );
+}
+
+// ---------------------------------------------------------------- inspection
+
+fn inspector_image_obj() -> Value {
+    json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfImage",
+        "metadata": {"name": "inspector", "namespace": NS},
+        "spec": {"kernel": {"url": "http://boot/inspector/vmlinuz"}, "initrds": [{"url": "http://boot/inspector/initrd.gz"}],
+                 "cmdline": "console=ttyS0 beowulf.inspect={{ inspection_url }}", "format": "live"},
+    })
+}
+
+/// What `images/inspector` posts (a small machine with one NVMe disk).
+const REPORT: &str = r#"{"version": 1,
+  "cpu": {"architecture": "x86_64", "model": "QEMU", "sockets": 1, "cores": 2, "threads": 4, "flags": []},
+  "memory": {"bytes": 2147483648, "usableBytes": 2000000000},
+  "disks": [{"name": "nvme0n1", "sizeBytes": 1000204886016, "rotational": false, "model": null, "serial": "S1",
+             "wwn": null, "byPath": null}],
+  "nics": [{"name": "eth0", "mac": "52:54:00:00:00:00", "speedMbps": 1000, "carrier": true, "driver": "e1000"}],
+  "pci": [], "system": null, "lldp": []}"#;
+
+#[tokio::test]
+async fn unclaimed_hosts_are_inspected_when_they_register_and_never_claimed_meanwhile() {
+    let mut objects = standard(true, 1, &["m0"]);
+    objects.push(inspector_image_obj());
+    let e = env(objects).await;
+    let ctx = e.context_inspecting(Some("inspector"));
+    let reconcile = |ctx: Arc<Context>| {
+        let hosts = e.hosts();
+        async move {
+            let h = hosts.get("node-0").await.unwrap();
+            host::reconcile(Arc::new(h), ctx).await.unwrap()
+        }
+    };
+    let state = |h: &BeowulfHost| h.status.as_ref().unwrap().state;
+    use beowulf::api::host::HostStateName;
+
+    // Registering → inspecting in one step: powered on into the inspection image.
+    reconcile(ctx.clone()).await;
+    let h = e.hosts().get("node-0").await.unwrap();
+    assert_eq!(state(&h), HostStateName::Inspecting);
+    assert_eq!(
+        e.bmc.ops(),
+        [
+            "ipmi://127.0.0.1:6230 bootdev-pxe",
+            "ipmi://127.0.0.1:6230 on"
+        ]
+    );
+    // A machine looking for a host finds none: an inspecting host is not available.
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        ready(&e.machines().get("m0").await.unwrap()).1,
+        "NoHostAvailable"
+    );
+    assert!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .is_none()
+    );
+
+    // The node boots the inspector (no NoCloud seed: it gets no user-data) and posts its report.
+    let (status, script) = e.get(0, "/boot/52-54-00-00-00-00.ipxe").await;
+    assert_eq!(status, 200);
+    assert!(script.contains("http://boot/inspector/vmlinuz"), "{script}");
+    let token = script
+        .split("/inspection/")
+        .nth(1)
+        .map(|t| &t[..64])
+        .expect("the inspection URL on the command line");
+    let post = |body: &'static str| {
+        e.node(0)
+            .post(format!("http://{}/inspection/{token}", e.http))
+            .body(body)
+            .send()
+    };
+    assert_eq!(
+        post("{\"version\": 1}").await.unwrap().status().as_u16(),
+        400
+    );
+    assert_eq!(post(REPORT).await.unwrap().status().as_u16(), 200);
+
+    // The report reaches the status; the host is powered off and free again.
+    reconcile(ctx.clone()).await;
+    let h = e.hosts().get("node-0").await.unwrap();
+    let st = h.status.as_ref().unwrap();
+    assert_eq!(st.state, HostStateName::Deprovisioning);
+    let hw = st.hardware.as_ref().expect("status.hardware");
+    assert_eq!((hw.cpu.threads, hw.memory.bytes), (4, 2 << 30));
+    assert!(st.inspected_at.is_some());
+    let inspected = st
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Inspected")
+        .unwrap();
+    assert_eq!(
+        (inspected.status.as_str(), inspected.message.as_str()),
+        (
+            "True",
+            "x86_64, 1 socket/2 cores/4 threads, 2 GiB, 1 disk (1 nvme), 1 NIC"
+        )
+    );
+    assert_eq!(e.bmc.ops().last().unwrap(), "ipmi://127.0.0.1:6230 off");
+    reconcile(ctx.clone()).await;
+    assert_eq!(
+        state(&e.hosts().get("node-0").await.unwrap()),
+        HostStateName::Available
+    );
+    let ops = e.bmc.ops().len();
+    reconcile(ctx.clone()).await;
+    assert_eq!(
+        e.bmc.ops().len(),
+        ops,
+        "inspected once: no second inspection"
+    );
+
+    // Now the machine claims it.
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        e.hosts()
+            .get("node-0")
+            .await
+            .unwrap()
+            .spec
+            .consumer_ref
+            .unwrap()
+            .name,
+        "m0"
+    );
+}
+
+#[tokio::test]
+async fn the_inspect_annotation_inspects_a_host_again_once() {
+    let mut objects = standard(true, 1, &[]);
+    objects.push(inspector_image_obj());
+    let e = env(objects).await;
+    let plain = e.context_inspecting(None);
+    let ctx = e.context_inspecting(Some("inspector"));
+    use beowulf::api::host::HostStateName;
+    let get = || async { e.hosts().get("node-0").await.unwrap() };
+
+    // Without --inspection-image nothing is inspected.
+    host::reconcile(Arc::new(get().await), plain).await.unwrap();
+    assert_eq!(get().await.status.unwrap().state, HostStateName::Available);
+    assert!(e.bmc.ops().is_empty());
+
+    let patch = json!({"metadata": {"annotations": {host::INSPECT_ANNOTATION: "please"}}});
+    e.hosts()
+        .patch(
+            "node-0",
+            &Default::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    host::reconcile(Arc::new(get().await), ctx.clone())
+        .await
+        .unwrap();
+    assert_eq!(get().await.status.unwrap().state, HostStateName::Inspecting);
+    host::reconcile(Arc::new(get().await), ctx.clone())
+        .await
+        .unwrap();
+    assert!(
+        !get()
+            .await
+            .annotations()
+            .contains_key(host::INSPECT_ANNOTATION),
+        "the request is answered once the inspection is under way"
+    );
+    assert_eq!(
+        e.bmc.ops().iter().filter(|o| o.ends_with(" on")).count(),
+        1,
+        "one inspection boot"
     );
 }

@@ -76,9 +76,21 @@ pub struct QemuHost {
 impl QemuHost {
     /// Host `name` with MAC `52:54:00:00:00:<n>` and address `10.99.0.(100+n)`.
     pub fn start(mc: &MgmtCluster, name: &str, n: u8, labels: Value) -> QemuHost {
+        Self::start_sized(mc, name, n, labels, 512)
+    }
+
+    /// [`QemuHost::start`] with `memory_mib` MiB of RAM (what QEMU's `-m` gets).
+    pub fn start_sized(
+        mc: &MgmtCluster,
+        name: &str,
+        n: u8,
+        labels: Value,
+        memory_mib: u32,
+    ) -> QemuHost {
         let node = Node::new(name, n, Firmware::Bios);
         let mut spec = MachineSpec::new(&mc.lan.name, "br0", &node.mac);
         spec.bmc_ip = Some(mc.api_ip);
+        spec.memory_mib = memory_mib;
         // Long enough for a whole test (the machine stays on until its BMC powers it off).
         spec.max_runtime = Duration::from_secs(900);
         QemuHost {

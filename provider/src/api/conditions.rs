@@ -13,6 +13,8 @@ pub const PAUSED: &str = "Paused";
 pub const BMC_REACHABLE: &str = "BMCReachable";
 /// Condition type on hosts and machines: the host is (being) provisioned.
 pub const PROVISIONED: &str = "Provisioned";
+/// Condition type on a BeowulfHost: its hardware was inspected (message: the summary), or why not.
+pub const INSPECTED: &str = "Inspected";
 
 /// Sets condition `type_` and returns whether anything changed.
 pub fn set(

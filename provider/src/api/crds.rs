@@ -88,15 +88,26 @@ fn finish(crd: &mut CustomResourceDefinition) {
 
 /// Integer formats Kubernetes knows are `int32` and `int64`; schemars writes Rust's (`uint8`, `uint32`, …),
 /// which the API server answers with an "unrecognized format" warning on every apply. The bounds schemars
-/// writes beside them (`minimum: 0`, `maximum`) stay, so nothing is lost.
+/// writes beside them (`minimum: 0`, `maximum`) stay, and the upper bound `uint16`/`uint32` only implied is
+/// written out: without it the server stores `5000000000` in a `u32` field, and the object (and every list
+/// holding it) no longer deserializes in the controllers.
 fn kubernetes_formats(v: &mut Value) {
     match v {
         Value::Object(map) => {
-            let replacement = match map.get("format").and_then(Value::as_str) {
+            let format = map.get("format").and_then(Value::as_str);
+            let implied_max = match format {
+                Some("uint16") => Some(u64::from(u16::MAX)),
+                Some("uint32") => Some(u64::from(u32::MAX)),
+                _ => None,
+            };
+            let replacement = match format {
                 Some("int8" | "int16" | "uint8" | "uint16") => Some("int32"),
                 Some("uint32" | "uint64" | "uint" | "int" | "uint128" | "int128") => Some("int64"),
                 _ => None,
             };
+            if let Some(max) = implied_max {
+                map.entry("maximum").or_insert(json!(max));
+            }
             if let Some(r) = replacement {
                 map.insert("format".into(), json!(r));
             }
@@ -254,6 +265,41 @@ mod tests {
             .filter(|f| !known.contains(&f.as_str()))
             .collect();
         assert!(unknown.is_empty(), "{unknown:?}");
+    }
+
+    /// Unsigned integers keep their bounds through the format mapping, and quantities are int-or-string:
+    /// the API server must refuse what the controllers could not read back
+    /// (`spec.hardwareRequirements.cpuThreads: 5000000000` was stored, then failed to deserialize).
+    #[test]
+    fn integers_keep_their_bounds_and_quantities_are_int_or_string() {
+        let reqs =
+            schema_of("BeowulfMachine")["properties"]["spec"]["properties"]["hardwareRequirements"]
+                ["properties"]
+                .clone();
+        let cpu = &reqs["cpuThreads"];
+        assert_eq!(
+            (&cpu["format"], &cpu["minimum"], &cpu["maximum"]),
+            (&json!("int64"), &json!(0.0), &json!(4_294_967_295.0))
+        );
+        let count = &reqs["disks"]["items"]["properties"]["count"];
+        assert_eq!(
+            (&count["minimum"], &count["maximum"]),
+            (&json!(1.0), &json!(4_294_967_295.0))
+        );
+        assert_eq!(reqs["gpus"]["properties"]["count"]["minimum"], json!(1.0));
+        for q in [
+            &reqs["memory"],
+            &reqs["disks"]["items"]["properties"]["minSize"],
+        ] {
+            assert_eq!(q["x-kubernetes-int-or-string"], json!(true), "{q}");
+            assert!(q.get("type").is_none() && q.get("anyOf").is_none(), "{q}");
+        }
+        assert_eq!(
+            schema_of("BeowulfHost")
+                .pointer("/properties/spec/properties/bmc/properties/cipherSuite/maximum"),
+            Some(&json!(255.0)),
+            "a bound schemars wrote stays as written"
+        );
     }
 
     #[test]

@@ -121,6 +121,8 @@ pub enum HostStateName {
     Registering,
     /// Powered off, free to be claimed.
     Available,
+    /// Booting the inspection image; never claimed until its report is in and it is off again.
+    Inspecting,
     /// Booting towards the node's callback.
     Provisioning,
     /// The node called back.
@@ -157,6 +159,16 @@ pub struct BeowulfHostStatus {
     /// Consecutive failed BMC operations (drives the BMC back-off).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub bmc_failures: u32,
+    /// What the host's last in-band inspection reported (CPU, memory, disks, NICs, PCI devices, DMI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware: Option<crate::hardware::Hardware>,
+    /// When that inspection report arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inspected_at: Option<Time>,
+    /// What the BMC says about the hardware (Redfish inventory or IPMI FRU), read once the host is available;
+    /// kept apart from the in-band `hardware`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bmc_inventory: Option<crate::hardware::out_of_band::OutOfBand>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
 }

@@ -6,6 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Initialization, LocalRef, MachineAddress, TemplateMeta};
+use crate::hardware::requirements::HardwareRequirements;
 
 /// One CAPI machine, fulfilled by claiming a [`super::BeowulfHost`] and network-booting it.
 #[derive(CustomResource, Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
@@ -42,6 +43,11 @@ pub struct BeowulfMachineSpec {
     /// Which hosts may be claimed; empty selects every host.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_selector: Option<LabelSelector>,
+    /// What the host's inspected hardware (`BeowulfHost.status.hardware`) must offer: architecture, CPU
+    /// threads, memory, disks, GPUs, NIC speed. Hosts that miss one are never claimed; a non-empty
+    /// requirement never matches a host that was not inspected. Checked at the claim only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hardware_requirements: Option<HardwareRequirements>,
     /// The claimed host. Set by the controller after the claim (kept in spec so `clusterctl move` keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ref: Option<LocalRef>,

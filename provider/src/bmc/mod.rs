@@ -1,4 +1,5 @@
-//! BMC drivers: power and next-boot-device control over IPMI v2.0 lanplus (native, async) and Redfish.
+//! BMC drivers: power and next-boot-device control, and the out-of-band hardware inventory, over IPMI v2.0
+//! lanplus (native, async) and Redfish.
 //!
 //! The engine talks to one trait, [`BmcDriver`]; [`Bmc`] picks the implementation from the endpoint URL
 //! ([`Endpoint`]). Every driver is a good citizen towards its BMC: one session per BMC, reused; at most one
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use tokio::sync::{Semaphore, SemaphorePermit};
 
+pub use crate::hardware::out_of_band::OutOfBand;
 pub use endpoint::{Credentials, Endpoint, Protocol, parse_bmc_key};
 pub use error::{BmcError, Result};
 
@@ -120,6 +122,11 @@ pub trait BmcDriver: Send + Sync {
     fn set_boot(&self, boot: BootOverride) -> impl Future<Output = Result<()>> + Send;
     /// Reads the boot override back.
     fn boot(&self) -> impl Future<Output = Result<BootOverrideStatus>> + Send;
+    /// Reads what the BMC knows about the hardware: over Redfish the ComputerSystem with its NICs and drives,
+    /// over IPMI the FRU inventory of device 0. Facts the BMC does not offer are absent (a BMC without FRU
+    /// data gives an inventory with nothing but its `source`); a sub-resource that fails is skipped. An
+    /// unreachable BMC, refused credentials or a corrupt FRU are errors as usual.
+    fn inventory(&self) -> impl Future<Output = Result<OutOfBand>> + Send;
     /// Ends the session with the BMC, if any (drivers reopen one on the next call).
     fn close(&self) -> impl Future<Output = ()> + Send;
 
@@ -289,6 +296,12 @@ impl BmcDriver for Bmc {
         match self {
             Bmc::Ipmi(c) => c.boot().await,
             Bmc::Redfish(c) => c.boot().await,
+        }
+    }
+    async fn inventory(&self) -> Result<OutOfBand> {
+        match self {
+            Bmc::Ipmi(c) => c.inventory().await,
+            Bmc::Redfish(c) => c.inventory().await,
         }
     }
     async fn close(&self) {

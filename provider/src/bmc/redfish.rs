@@ -10,6 +10,12 @@
 //! absorbs: a session answered with 201 or 204, `Location`s relative or absolute (an absolute one may
 //! name the BMC by an address we cannot reach, so only its path is used), systems without allowable
 //! values (the schema's values are assumed, and the log says so).
+//!
+//! Inventory: the ComputerSystem's own facts (manufacturer, model, serial, SKU, BIOS version, processor and
+//! memory summaries), then its `EthernetInterfaces`, its `Storage` (each storage's `Drives`) and, when that
+//! gives no drive, its `SimpleStorage`. Every link is optional and at most `MAX_FOLLOWED` (128) are read; a
+//! sub-resource that is missing or fails is left out (debug log), refused credentials and an unreachable BMC
+//! are errors as for every other call.
 
 use std::time::Duration;
 
@@ -20,6 +26,9 @@ use tokio::sync::Mutex;
 use super::{
     BmcDriver, BmcError, BootDevice, BootMode, BootOverride, BootOverrideStatus, Credentials,
     Endpoint, Limits, Options, PowerAction, PowerState, Protocol, Result,
+};
+use crate::hardware::out_of_band::{
+    OutOfBand, OutOfBandDrive, OutOfBandNic, Processors, SOURCE_REDFISH,
 };
 
 #[derive(Debug, Clone)]
@@ -529,6 +538,136 @@ impl RedfishClient {
     }
 }
 
+/// At most this many sub-resources (collections, NICs, storage, drives) are read for one inventory.
+const MAX_FOLLOWED: usize = 128;
+
+impl RedfishClient {
+    /// GETs a sub-resource of the inventory. `None` (with a debug log) when it fails in a way that concerns
+    /// only it — missing (404), refused, malformed, slow (a timeout also ends the following of further links,
+    /// so one slow BMC does not cost a timeout per link) — or when `budget` is spent; refused credentials and
+    /// an unreachable BMC are errors.
+    async fn follow(&self, auth: &Auth, budget: &mut usize, path: &str) -> Result<Option<Value>> {
+        if *budget == 0 {
+            return Ok(None);
+        }
+        *budget -= 1;
+        match self.checked(auth, Method::GET, path, None, None).await {
+            Ok(r) if r.body.is_object() => Ok(Some(r.body)),
+            Ok(_) => {
+                tracing::debug!(bmc = %self.name, path, "inventory: not a JSON object, skipped");
+                Ok(None)
+            }
+            Err(e @ (BmcError::Auth { .. } | BmcError::Unreachable { .. })) => Err(e),
+            Err(e) => {
+                if matches!(e, BmcError::Timeout { .. }) {
+                    *budget = 0;
+                }
+                tracing::debug!(bmc = %self.name, path, error = %e, "inventory: sub-resource skipped");
+                Ok(None)
+            }
+        }
+    }
+
+    /// A collection member: used as it is when the service expanded it, otherwise read by its `@odata.id`.
+    async fn member(&self, auth: &Auth, budget: &mut usize, m: &Value) -> Result<Option<Value>> {
+        let expanded = m
+            .as_object()
+            .is_some_and(|o| o.keys().any(|k| !k.starts_with('@')));
+        match odata_id(m) {
+            _ if expanded => Ok(Some(m.clone())),
+            Some(path) => self.follow(auth, budget, path).await,
+            None => Ok(None),
+        }
+    }
+}
+
+fn members(collection: &Value) -> impl Iterator<Item = &Value> {
+    collection["Members"].as_array().into_iter().flatten()
+}
+
+fn text(v: &Value) -> Option<String> {
+    v.as_str().map(str::to_string)
+}
+
+/// A non-negative integer, also when the service writes it as a float (`1000.0`).
+fn uint(v: &Value) -> Option<u64> {
+    v.as_u64().or_else(|| {
+        v.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0 && f.fract() == 0.0 && *f < u64::MAX as f64)
+            .map(|f| f as u64)
+    })
+}
+
+/// The inventory facts of a ComputerSystem resource itself (its links are followed by the caller).
+fn system_facts(sys: &Value) -> OutOfBand {
+    let mut inv = OutOfBand::new(SOURCE_REDFISH);
+    inv.manufacturer = text(&sys["Manufacturer"]);
+    inv.model = text(&sys["Model"]);
+    inv.serial = text(&sys["SerialNumber"]);
+    inv.sku = text(&sys["SKU"]);
+    inv.bios_version = text(&sys["BiosVersion"]);
+    let p = &sys["ProcessorSummary"];
+    let processors = Processors {
+        count: uint(&p["Count"]).and_then(|n| u32::try_from(n).ok()),
+        model: text(&p["Model"]),
+    };
+    if processors != Processors::default() {
+        inv.processors = Some(processors);
+    }
+    // GiB may be fractional (0.5); anything not a plausible size is left out.
+    inv.memory_bytes = sys["MemorySummary"]["TotalSystemMemoryGiB"]
+        .as_f64()
+        .filter(|g| g.is_finite() && *g > 0.0 && *g < (1u64 << 33) as f64)
+        .map(|g| (g * (1u64 << 30) as f64).round() as u64);
+    inv
+}
+
+fn nic(n: &Value) -> OutOfBandNic {
+    OutOfBandNic {
+        id: text(&n["Id"])
+            .or_else(|| {
+                odata_id(n)
+                    .and_then(|p| p.rsplit('/').next())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default(),
+        // Some services leave MACAddress empty and fill only the permanent one.
+        mac: text(&n["MACAddress"])
+            .filter(|m| !m.trim().is_empty())
+            .or_else(|| text(&n["PermanentMACAddress"])),
+        speed_mbps: uint(&n["SpeedMbps"]).and_then(|s| u32::try_from(s).ok()),
+    }
+}
+
+fn drive(d: &Value) -> OutOfBandDrive {
+    OutOfBandDrive {
+        name: text(&d["Name"])
+            .or_else(|| text(&d["Id"]))
+            .unwrap_or_default(),
+        size_bytes: uint(&d["CapacityBytes"]),
+        serial: text(&d["SerialNumber"]),
+        model: text(&d["Model"]),
+        media_type: text(&d["MediaType"]),
+        protocol: text(&d["Protocol"]),
+    }
+}
+
+/// The devices of a SimpleStorage resource (name and capacity are all it has; absent devices are left out).
+fn simple_storage_devices(ss: &Value) -> Vec<OutOfBandDrive> {
+    ss["Devices"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|d| d["Status"]["State"].as_str() != Some("Absent"))
+        .map(|d| OutOfBandDrive {
+            name: text(&d["Name"]).unwrap_or_default(),
+            size_bytes: uint(&d["CapacityBytes"]),
+            model: text(&d["Model"]),
+            ..OutOfBandDrive::default()
+        })
+        .collect()
+}
+
 fn reset_preferences(action: PowerAction) -> &'static [&'static str] {
     match action {
         PowerAction::On => &["On", "ForceOn"],
@@ -698,6 +837,54 @@ impl BmcDriver for RedfishClient {
         .await
     }
 
+    async fn inventory(&self) -> Result<OutOfBand> {
+        self.with_system(async move |c: &Self, auth: &Auth, sys: &str| {
+            let r = c.checked(auth, Method::GET, sys, None, None).await?;
+            let mut inv = system_facts(&r.body);
+            let mut budget = MAX_FOLLOWED;
+            if let Some(link) = r.body.get("EthernetInterfaces").and_then(odata_id)
+                && let Some(coll) = c.follow(auth, &mut budget, link).await?
+            {
+                for m in members(&coll) {
+                    if let Some(n) = c.member(auth, &mut budget, m).await? {
+                        inv.nics.push(nic(&n));
+                    }
+                }
+            }
+            if let Some(link) = r.body.get("Storage").and_then(odata_id)
+                && let Some(coll) = c.follow(auth, &mut budget, link).await?
+            {
+                for m in members(&coll) {
+                    let Some(storage) = c.member(auth, &mut budget, m).await? else {
+                        continue;
+                    };
+                    for d in storage["Drives"].as_array().into_iter().flatten() {
+                        if let Some(d) = c.member(auth, &mut budget, d).await? {
+                            inv.drives.push(drive(&d));
+                        }
+                    }
+                }
+            }
+            // Older services (and some current ones) describe disks only in SimpleStorage.
+            if inv.drives.is_empty()
+                && let Some(link) = r.body.get("SimpleStorage").and_then(odata_id)
+                && let Some(coll) = c.follow(auth, &mut budget, link).await?
+            {
+                for m in members(&coll) {
+                    if let Some(ss) = c.member(auth, &mut budget, m).await? {
+                        inv.drives.extend(simple_storage_devices(&ss));
+                    }
+                }
+            }
+            if budget == 0 {
+                tracing::debug!(bmc = %c.name, limit = MAX_FOLLOWED, "the inventory followed as many links as it may; the rest is left out");
+            }
+            inv.normalize();
+            Ok(inv)
+        })
+        .await
+    }
+
     async fn close(&self) {
         let mut st = self.state.lock().await;
         if let Some(Auth::Token {
@@ -720,5 +907,97 @@ impl BmcDriver for RedfishClient {
         super::poll_power(self, want, timeout)
             .await
             .map_err(|e| e.with_bmc(&self.name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ComputerSystem as iDRAC/iLO-like services write it (DMTF mockup shape).
+    #[test]
+    fn system_facts_are_read_with_memory_in_bytes() {
+        let sys = json!({
+            "Manufacturer": "Contoso", "Model": "3500RX", "SerialNumber": "437XR1138R2", "SKU": "8675309",
+            "BiosVersion": "P79 v1.33 (02/28/2015)",
+            "ProcessorSummary": {"Count": 2, "Model": "Multi-Core Intel(R) Xeon(R) processor 7xxx Series"},
+            "MemorySummary": {"TotalSystemMemoryGiB": 96.5},
+        });
+        let inv = system_facts(&sys);
+        assert_eq!(inv.source, "redfish");
+        assert_eq!(inv.manufacturer.as_deref(), Some("Contoso"));
+        assert_eq!(inv.model.as_deref(), Some("3500RX"));
+        assert_eq!(inv.serial.as_deref(), Some("437XR1138R2"));
+        assert_eq!(inv.sku.as_deref(), Some("8675309"));
+        assert_eq!(inv.bios_version.as_deref(), Some("P79 v1.33 (02/28/2015)"));
+        assert_eq!(
+            inv.processors,
+            Some(Processors {
+                count: Some(2),
+                model: Some("Multi-Core Intel(R) Xeon(R) processor 7xxx Series".into())
+            })
+        );
+        assert_eq!(inv.memory_bytes, Some(96 * (1 << 30) + (1 << 29)));
+    }
+
+    #[test]
+    fn absent_null_and_implausible_values_are_left_out() {
+        let inv = system_facts(&json!({
+            "Manufacturer": null, "Model": 7, "ProcessorSummary": {"Count": -1, "Status": {}},
+            "MemorySummary": {"TotalSystemMemoryGiB": -4},
+        }));
+        assert_eq!(inv, OutOfBand::new(SOURCE_REDFISH));
+        assert!(inv.is_empty());
+        let inv = system_facts(&json!({"MemorySummary": {"TotalSystemMemoryGiB": 1e300}}));
+        assert_eq!(inv.memory_bytes, None);
+    }
+
+    #[test]
+    fn nics_and_drives() {
+        let n = nic(
+            &json!({"@odata.id": "/redfish/v1/Systems/1/EthernetInterfaces/12446A3B0411",
+            "MACAddress": "", "PermanentMACAddress": "12:44:6A:3B:04:11", "SpeedMbps": 1000.0}),
+        );
+        assert_eq!(
+            n,
+            OutOfBandNic {
+                id: "12446A3B0411".into(),
+                mac: Some("12:44:6A:3B:04:11".into()),
+                speed_mbps: Some(1000)
+            }
+        );
+        let d = drive(
+            &json!({"Id": "3D58ECBC375FD9F2", "Name": "Drive Sample", "CapacityBytes": 899527000000u64,
+            "SerialNumber": "72D0A037FRD26", "Model": "3000GT8", "MediaType": "SSD", "Protocol": "SAS"}),
+        );
+        assert_eq!(d.name, "Drive Sample");
+        assert_eq!(d.size_bytes, Some(899_527_000_000));
+        assert_eq!(
+            (
+                d.serial.as_deref(),
+                d.model.as_deref(),
+                d.media_type.as_deref(),
+                d.protocol.as_deref()
+            ),
+            (
+                Some("72D0A037FRD26"),
+                Some("3000GT8"),
+                Some("SSD"),
+                Some("SAS")
+            )
+        );
+        let ss = simple_storage_devices(&json!({"Devices": [
+            {"Name": "SATA Bay 1", "Manufacturer": "Contoso", "Model": "3000GT8", "CapacityBytes": 8000000000000u64,
+             "Status": {"State": "Enabled"}},
+            {"Name": "SATA Bay 2", "Status": {"State": "Absent"}},
+            {"Name": "SATA Bay 3", "CapacityBytes": null}
+        ]}));
+        assert_eq!(ss.len(), 2);
+        assert_eq!(ss[0].size_bytes, Some(8_000_000_000_000));
+        assert_eq!(ss[0].model.as_deref(), Some("3000GT8"));
+        assert_eq!(
+            (ss[1].name.as_str(), ss[1].size_bytes),
+            ("SATA Bay 3", None)
+        );
     }
 }

@@ -29,6 +29,17 @@ pub struct Network {
     pub lease_secs: u32,
     /// The boot plane's address as the hosts on this network reach it (next-server, HTTP URLs).
     pub boot_server: Ipv4Addr,
+    /// Discovery: unknown MACs that network-boot here get an address from this range and boot the
+    /// inspection image (standalone only; `None`: unknown MACs get no answer).
+    pub discovery: Option<DiscoveryRange>,
+}
+
+/// The addresses discovery hands out on a network (never one a reservation owns), and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiscoveryRange {
+    pub first: Ipv4Addr,
+    pub last: Ipv4Addr,
+    pub lease_secs: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,6 +112,10 @@ pub struct Directory {
     pub images: BTreeMap<String, Arc<Image>>,
     /// In the loader's order (the inventory file's; the order profiles were published in).
     pub hosts: Vec<Arc<Host>>,
+    /// The image hosts boot to be inspected (standalone: the inventory's `inspection.image`): a host with no
+    /// inspection report yet, or one asked to be inspected again, boots it instead of its own. The manager
+    /// leaves it unset: it publishes an inspection profile for the host instead.
+    pub inspection_image: Option<String>,
     by_mac: HashMap<MacAddr, usize>,
     by_ip: HashMap<Ipv4Addr, usize>,
     by_name: HashMap<String, usize>,
@@ -204,6 +219,11 @@ impl Directory {
         self.by_ip.get(&ip).map(|&i| &*self.hosts[i])
     }
 
+    /// The host holding `ip`, shared (to hold beyond this snapshot's borrow).
+    pub fn shared_host_by_ip(&self, ip: Ipv4Addr) -> Option<Arc<Host>> {
+        self.by_ip.get(&ip).map(|&i| self.hosts[i].clone())
+    }
+
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.by_name.get(name).map(|&i| &*self.hosts[i])
     }
@@ -267,8 +287,10 @@ impl Directory {
 
     fn drop_unused_images(&mut self) {
         let hosts = &self.hosts;
-        self.images
-            .retain(|name, _| hosts.iter().any(|h| h.image == *name));
+        let inspection = self.inspection_image.as_deref();
+        self.images.retain(|name, _| {
+            Some(name.as_str()) == inspection || hosts.iter().any(|h| h.image == *name)
+        });
     }
 }
 
@@ -329,6 +351,7 @@ mod tests {
             domain: None,
             mtu: None,
             lease_secs: 3600,
+            discovery: None,
             boot_server: Ipv4Addr::from(server),
         }
     }

@@ -4,8 +4,8 @@
 //! Authentication (docs/architecture.md, "Boot plane authentication"):
 //! - the iPXE script URL (handed out by DHCP, which is broadcast) carries no secret; the request must come from
 //!   the address reserved for the MAC in its path. The script then carries a fresh per-boot token;
-//! - everything per host and secret (`/nocloud/<token>/…`, `/ignition/<token>`, `/callback/<token>`) needs that
-//!   token, and it must come from the token's host's address; anything else gets the same bare 403;
+//! - everything per host and secret (`/nocloud/<token>/…`, `/ignition/<token>`, `/callback/<token>`,
+//!   `/inspection/<token>`) needs that token, and it must come from the token's host's address; anything else gets the same bare 403;
 //! - boot files (`/images/…`) are shared by every host of an image and hold no secrets.
 //!
 //! Nothing here logs a URL, a token or a response body: request paths contain tokens.
@@ -19,7 +19,7 @@ use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{any, get};
+use axum::routing::{any, get, post};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -48,6 +48,7 @@ pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
         .route("/nocloud/{token}/{item}", get(nocloud))
         .route("/ignition/{token}", get(ignition))
         .route("/callback/{token}", any(callback))
+        .route("/inspection/{token}", post(inspection))
         .with_state(AppState { plane, registry })
 }
 
@@ -106,24 +107,24 @@ async fn ipxe_script(
         return not_found();
     };
     let inv = s.plane.directory.get();
-    let host = v4(peer).and_then(|ip| inv.host_by_ip(ip));
+    let host = v4(peer).and_then(|ip| s.plane.host_at(&inv, ip));
     let Some(host) = host.filter(|h| h.mac == mac) else {
         s.plane.metrics.unknown_clients.inc();
         tracing::warn!(peer = %peer.ip(), %mac, "iPXE script refused: the address does not hold this MAC's reservation");
         return forbidden();
     };
-    let Some(image) = inv.image_of(host) else {
+    let Some(image) = s.plane.boot_image(&inv, &host) else {
         return not_found();
     };
     s.plane.record(&host.mac, Phase::IpxeScript);
-    let token = s.plane.start_boot(host);
-    let server = s.plane.server_url(&inv, host);
+    let token = s.plane.start_boot(&host);
+    let server = s.plane.server_url(&inv, &host);
     let ctx = BootContext {
         server: &server,
         namespace: &host.namespace,
         token: token.expose(),
     };
-    match render_script(host, image, &ctx) {
+    match render_script(&host, image, &ctx) {
         Ok(script) => {
             tracing::info!(host = %host.name, image = %image.name, "iPXE script served");
             text("text/plain; charset=utf-8", script)
@@ -166,7 +167,7 @@ async fn artifact(
         Phase::Initrd
     };
     if req.method() == Method::GET
-        && let Some(host) = v4(peer).and_then(|ip| inv.host_by_ip(ip))
+        && let Some(host) = v4(peer).and_then(|ip| s.plane.host_at(&inv, ip))
     {
         s.plane.record(&host.mac, phase);
     }
@@ -174,14 +175,14 @@ async fn artifact(
 }
 
 /// The host at the peer address, and its grant for `token`; `None`: answer 403.
-fn authorize<'a>(
+fn authorize(
     s: &AppState,
-    inv: &'a Directory,
+    inv: &Directory,
     peer: SocketAddr,
     token: &str,
-) -> Option<(&'a Host, TokenGrant)> {
-    let host = v4(peer).and_then(|ip| inv.host_by_ip(ip));
-    let expected = host.map(|h| h.name.as_str()).unwrap_or("");
+) -> Option<(Arc<Host>, TokenGrant)> {
+    let host = v4(peer).and_then(|ip| s.plane.host_at(inv, ip));
+    let expected = host.as_ref().map(|h| h.name.as_str()).unwrap_or("");
     match s.plane.verify(token, Some(expected)) {
         Ok(grant) => match host {
             Some(h) if h.mac == grant.mac => Some((h, grant)),
@@ -224,10 +225,10 @@ async fn nocloud(
         // templates read (`{{ ds.meta_data.provider_id }}` for kubelet's `--provider-id`); `provider-id` is the
         // spelling of the earlier releases, kept for inventories' own templates.
         "meta-data" => {
-            let pid = provider_id(host);
+            let pid = provider_id(&host);
             format!(
                 "instance-id: {}\nlocal-hostname: {}\nprovider_id: {pid}\nprovider-id: {pid}\n",
-                instance_id(host),
+                instance_id(&host),
                 host.name,
             )
         }
@@ -236,7 +237,7 @@ async fn nocloud(
             Some(v) => v.expose().to_string(),
             // Our own vendor-data makes cloud-init call back when it is done, without the operator writing it.
             None => {
-                let server = s.plane.server_url(&inv, host);
+                let server = s.plane.server_url(&inv, &host);
                 format!(
                     "#cloud-config\nphone_home:\n  url: {}\n  post: [pub_key_rsa, pub_key_ecdsa, pub_key_ed25519, instance_id, hostname, fqdn]\n  tries: 10\n",
                     super::script::callback_url(&server, &token)
@@ -318,6 +319,51 @@ async fn callback(
     text("text/plain; charset=utf-8", "ok\n".to_string())
 }
 
+/// `POST /inspection/<token>`: the inspector's hardware report (JSON, `crate::hardware`). Consumes the token;
+/// a report that is too large (413) or unusable (400, saying why) changes nothing and leaves the token valid.
+async fn inspection(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
+    use crate::hardware::{Hardware, MAX_REPORT_BYTES};
+    let inv = s.plane.directory.get();
+    let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
+        return forbidden();
+    };
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REPORT_BYTES).await else {
+        tracing::warn!(host = %host.name, "inspection report refused: larger than {MAX_REPORT_BYTES} bytes");
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("inspection report larger than {MAX_REPORT_BYTES} bytes\n"),
+        )
+            .into_response();
+    };
+    let hardware = match Hardware::from_report(&body) {
+        Ok(hw) => hw,
+        Err(e) => {
+            tracing::warn!(host = %host.name, error = %e, "inspection report refused");
+            return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response();
+        }
+    };
+    let summary = hardware.summary();
+    match s.plane.complete_inspection(&grant, &host, hardware) {
+        Ok(_) => {
+            tracing::info!(host = %host.name, hardware = %summary, "inspection report stored");
+            text("text/plain; charset=utf-8", "ok\n".to_string())
+        }
+        Err(e) => {
+            tracing::error!(host = %host.name, error = %e, "inspection report not stored");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the report could not be stored; try again\n",
+            )
+                .into_response()
+        }
+    }
+}
+
 /// Parses `application/x-www-form-urlencoded` with axum's own form support.
 fn serde_urlencoded_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, ()> {
     let uri = format!("/?{}", String::from_utf8_lossy(bytes));
@@ -335,6 +381,8 @@ struct HostView {
     image: String,
     network: String,
     provider_id: String,
+    /// Not in the inventory: an unknown MAC that booted on a network with discovery (`discovered-<mac>`).
+    discovered: bool,
     /// `booted` (callback seen in the current boot), `booting`, or `idle` (never seen).
     state: &'static str,
     boot: u64,
@@ -343,14 +391,23 @@ struct HostView {
     /// The last phase reached.
     last_phase: Option<&'static str>,
     callback: Option<CallbackReport>,
+    /// The image its next boot gets (the inspection image while it is to be inspected).
+    boots: Option<String>,
+    /// Its latest inspection report (`crate::hardware::Hardware`) and when it arrived.
+    hardware: Option<crate::hardware::Hardware>,
+    inspected_at: Option<String>,
 }
 
 fn host_views(plane: &BootPlane) -> Vec<HostView> {
     let inv = plane.directory.get();
+    let discovered = plane.discovered_hosts(&inv);
     inv.hosts
         .iter()
-        .map(|h| {
+        .map(|h| (h, false))
+        .chain(discovered.iter().map(|h| (h, true)))
+        .map(|(h, discovered)| {
             let rec = plane.boot_record(&h.mac).unwrap_or_default();
+            let inspection = plane.inspections.get(&super::plane::host_key(h));
             let state = if rec.completed() {
                 "booted"
             } else if rec.phases.is_empty() {
@@ -363,8 +420,13 @@ fn host_views(plane: &BootPlane) -> Vec<HostView> {
                 mac: h.mac.to_string(),
                 ip: h.ip.to_string(),
                 image: h.image.clone(),
-                network: inv.network_of(h).name.clone(),
+                network: inv
+                    .networks
+                    .get(h.network)
+                    .map(|n| n.name.clone())
+                    .unwrap_or_default(),
                 provider_id: provider_id(h),
+                discovered,
                 state,
                 boot: rec.boot,
                 phases: serde_json::to_value(&rec)
@@ -377,6 +439,14 @@ fn host_views(plane: &BootPlane) -> Vec<HostView> {
                 } else {
                     None
                 },
+                // A discovered host that reported is not answered until it is in the inventory.
+                boots: if discovered && inspection.is_some() {
+                    None
+                } else {
+                    plane.boot_image(&inv, h).map(|i| i.name.clone())
+                },
+                hardware: inspection.as_ref().map(|i| i.hardware.clone()),
+                inspected_at: inspection.map(|i| i.at.to_string()),
             }
         })
         .collect()
@@ -423,7 +493,7 @@ h1{{font-size:1.3em}} table{{border-collapse:collapse}} th,td{{padding:.25em .6e
 td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{color:#555;text-align:right}}\
 .booted{{color:#4d4;font-weight:bold}} .booting{{color:#fc3}} .idle{{color:#777}}\
 </style></head><body><h1>beowulf boot plane &middot; namespace {ns} &middot; {booted} booted, {booting} booting, {total} hosts</h1>\
-<table><tr><th>host</th><th>MAC</th><th>address</th><th>image</th><th>state</th><th>boot</th>",
+<table><tr><th>host</th><th>MAC</th><th>address</th><th>image</th><th>hardware</th><th>state</th><th>boot</th>",
         total = views.len(),
         ns = esc(&inv.namespace),
     );
@@ -434,11 +504,12 @@ td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{colo
     for v in &views {
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{st}\">{st}</td><td>{}</td>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{st}\">{st}</td><td>{}</td>",
             esc(&v.name),
             esc(&v.mac),
             esc(&v.ip),
             esc(&v.image),
+            esc(&hardware_cell(v)),
             v.boot,
             st = v.state,
         );
@@ -463,6 +534,22 @@ td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{colo
     }
     h.push_str("</table><p>Times are seconds since the boot's first phase. JSON: <a href=\"/api/hosts\" style=\"color:#9cf\">/api/hosts</a>, metrics: <a href=\"/metrics\" style=\"color:#9cf\">/metrics</a>.</p></body></html>\n");
     Html(h)
+}
+
+/// The status page's hardware cell: the inspection summary, or whether an inspection is due.
+fn hardware_cell(v: &HostView) -> String {
+    if v.discovered {
+        return match &v.hardware {
+            Some(hw) => format!("{} (discovered: add it to the inventory)", hw.summary()),
+            None => "discovered: inspecting".to_string(),
+        };
+    }
+    match (&v.hardware, v.boots.as_deref() == Some(v.image.as_str())) {
+        (Some(hw), true) => hw.summary(),
+        (Some(hw), false) => format!("{} (inspection requested)", hw.summary()),
+        (None, false) => "not inspected yet: next boot inspects".to_string(),
+        (None, true) => "·".to_string(),
+    }
 }
 
 mod files;

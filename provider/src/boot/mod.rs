@@ -9,7 +9,9 @@
 pub mod counters;
 pub mod dhcp;
 pub mod directory;
+pub mod discovery;
 pub mod http;
+pub mod inspection;
 pub mod metrics;
 pub mod phases;
 pub mod plane;
@@ -93,10 +95,12 @@ pub enum Phase {
     Rootfs,
     Metadata,
     Callback,
+    /// The end of an inspection boot: the inspector's hardware report arrived (instead of a callback).
+    Inspection,
 }
 
 impl Phase {
-    pub const ALL: [Phase; 9] = [
+    pub const ALL: [Phase; 10] = [
         Phase::DhcpOffer,
         Phase::DhcpAck,
         Phase::Tftp,
@@ -106,6 +110,7 @@ impl Phase {
         Phase::Rootfs,
         Phase::Metadata,
         Phase::Callback,
+        Phase::Inspection,
     ];
 
     /// The name used in the JSON API, metrics labels and the status page.
@@ -120,6 +125,7 @@ impl Phase {
             Phase::Rootfs => "rootfs",
             Phase::Metadata => "metadata",
             Phase::Callback => "callback",
+            Phase::Inspection => "inspection",
         }
     }
 }

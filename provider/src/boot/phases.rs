@@ -45,8 +45,9 @@ impl BootRecord {
         self.phases.keys().max().copied()
     }
 
+    /// The boot reached its end: the node's callback, or an inspection boot's report.
     pub fn completed(&self) -> bool {
-        self.phases.contains_key(&Phase::Callback)
+        self.phases.contains_key(&Phase::Callback) || self.phases.contains_key(&Phase::Inspection)
     }
 }
 

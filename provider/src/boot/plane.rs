@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::directory::{Directory, DirectoryHandle, Host};
+use super::directory::{Directory, DirectoryHandle, Host, Image};
+use super::inspection::{Inspection, InspectionStore};
 use super::metrics::BootMetrics;
 use super::phases::{BootRecord, PhaseLog};
 use super::tokens::{Token, TokenGrant, TokenRejection, TokenStore};
@@ -34,6 +35,10 @@ pub struct BootPlane {
     pub metrics: BootMetrics,
     /// The HTTP port hosts reach the boot plane on (the address is each network's `bootServer`).
     pub http_port: u16,
+    /// Inspection reports received (and, in standalone mode, kept on disk).
+    pub inspections: InspectionStore,
+    /// Unknown hosts booting on a network with discovery (standalone).
+    pub discovery: super::discovery::Discovery,
     callbacks: Mutex<std::collections::HashMap<String, CallbackReport>>,
     observer: std::sync::OnceLock<PhaseObserver>,
 }
@@ -54,6 +59,8 @@ impl BootPlane {
             phases: PhaseLog::new(),
             metrics,
             http_port,
+            inspections: InspectionStore::in_memory(),
+            discovery: Default::default(),
             callbacks: Mutex::new(Default::default()),
             observer: std::sync::OnceLock::new(),
         }
@@ -67,9 +74,99 @@ impl BootPlane {
 
     /// Called when the loader changed the directory: tokens of hosts that left it die with them.
     pub fn directory_changed(&self, dir: &Directory) {
+        // Hosts taken into the inventory leave the discovered list.
+        self.write_discovered(dir);
         self.tokens.retain_hosts(|h| dir.host(h).is_some());
         self.metrics.inventory_reloads.inc();
         self.metrics.inventory_hosts.set(dir.hosts.len() as i64);
+    }
+
+    /// Keeps inspection reports in `store` (standalone: on disk) instead of memory only.
+    pub fn with_inspections(mut self, store: InspectionStore) -> Self {
+        self.inspections = store;
+        self
+    }
+
+    /// The host holding `ip`: a reservation of the directory, or a discovered host.
+    pub fn host_at(&self, dir: &Directory, ip: Ipv4Addr) -> Option<Arc<Host>> {
+        dir.shared_host_by_ip(ip)
+            .or_else(|| self.discovery.host_at(ip))
+    }
+
+    /// The host of `mac`: a reservation, or a discovered host with a live lease.
+    fn host_of(&self, dir: &Directory, mac: &MacAddr) -> Option<Arc<Host>> {
+        match dir.host_by_mac(mac) {
+            Some(h) => dir.shared_host_by_ip(h.ip),
+            None => self.discovery.host_of(mac),
+        }
+    }
+
+    /// The image `host` boots now: the directory's inspection image while the host is to be inspected (no
+    /// report yet, or asked again), else its own.
+    pub fn boot_image<'a>(&self, dir: &'a Directory, host: &Host) -> Option<&'a Image> {
+        if let Some(inspector) = dir.inspection_image.as_deref() {
+            let key = host_key(host);
+            if self.inspections.get(&key).is_none() || self.inspections.requested(&key) {
+                return dir.images.get(inspector).map(|i| &**i);
+            }
+        }
+        dir.image_of(host)
+    }
+
+    /// The inspection boot of `grant`'s host reported its hardware: store it, record the phase, consume the
+    /// token. On a storage error nothing is recorded and the token stays valid (the inspector may retry).
+    pub fn complete_inspection(
+        &self,
+        grant: &TokenGrant,
+        host: &Host,
+        hardware: crate::hardware::Hardware,
+    ) -> std::io::Result<Arc<Inspection>> {
+        let inspection = self.inspections.record(&host_key(host), hardware)?;
+        self.record(&grant.mac, Phase::Inspection);
+        self.tokens.consume(&grant.host);
+        if super::discovery::mac_of(&host.name).is_some() {
+            self.write_discovered(&self.directory.get());
+        }
+        Ok(inspection)
+    }
+
+    /// Rewrites the state directory's `discovered.yaml` (standalone); failures are logged: the reports
+    /// themselves are stored.
+    pub fn write_discovered(&self, dir: &Directory) {
+        if let Err(e) = self.inspections.write_discovered(dir) {
+            tracing::warn!(error = %e, "discovered.yaml not written");
+        }
+    }
+
+    /// Discovered hosts: those with a live discovery lease, then those that reported (and are not in the
+    /// directory) without one, which have no address.
+    pub fn discovered_hosts(&self, dir: &Directory) -> Vec<Arc<Host>> {
+        let mut hosts = self.discovery.hosts();
+        let prefix = format!("{}/", dir.namespace);
+        for key in self.inspections.keys() {
+            let Some(name) = key.strip_prefix(&prefix) else {
+                continue;
+            };
+            let Some(mac) = super::discovery::mac_of(name) else {
+                continue;
+            };
+            if dir.host_by_mac(&mac).is_some() || hosts.iter().any(|h| h.mac == mac) {
+                continue;
+            }
+            hosts.push(Arc::new(Host {
+                name: name.to_string(),
+                namespace: dir.namespace.clone(),
+                mac,
+                ip: Ipv4Addr::UNSPECIFIED,
+                network: usize::MAX,
+                image: dir.inspection_image.clone().unwrap_or_default(),
+                user_data: super::directory::Secret::new(""),
+                vendor_data: None,
+                network_config: None,
+                ignition: None,
+            }));
+        }
+        hosts
     }
 
     /// Calls `observer` for every phase recorded from now on (once per plane; a second observer is ignored).
@@ -117,11 +214,29 @@ impl BootPlane {
     }
 }
 
+/// `<namespace>/<name>`: a host's key in the inspection store (and the manager's name for a BeowulfHost).
+pub fn host_key(host: &Host) -> String {
+    format!("{}/{}", host.namespace, host.name)
+}
+
 impl BootDirectory for BootPlane {
     fn lease(&self, mac: &MacAddr, relay: Option<Ipv4Addr>) -> Option<Lease> {
         let inv = self.directory.get();
-        let host = inv.host_by_mac(mac)?;
+        let discovered;
+        let host = match inv.host_by_mac(mac) {
+            Some(h) => h,
+            None => {
+                discovered = self
+                    .discovery
+                    .lease(&inv, mac, relay, |key| self.inspections.get(key).is_some())?;
+                &*discovered
+            }
+        };
         let net = inv.network_of(host);
+        let lease_secs = match (&net.discovery, inv.host_by_mac(mac)) {
+            (Some(d), None) => d.lease_secs,
+            _ => net.lease_secs,
+        };
         if let Some(giaddr) = relay
             && !net.subnet.contains(&giaddr)
         {
@@ -137,22 +252,22 @@ impl BootDirectory for BootPlane {
             dns: net.dns.clone(),
             domain: net.domain.clone(),
             mtu: net.mtu,
-            lease_secs: net.lease_secs,
+            lease_secs,
         })
     }
 
     fn ipxe_script_url(&self, mac: &MacAddr) -> Option<String> {
         let inv = self.directory.get();
-        let host = inv.host_by_mac(mac)?;
+        let host = self.host_of(&inv, mac)?;
         Some(format!(
             "{}/boot/{}.ipxe",
-            self.server_url(&inv, host),
+            self.server_url(&inv, &host),
             host.mac.to_string().replace(':', "-")
         ))
     }
 
     fn mac_for_ip(&self, ip: Ipv4Addr) -> Option<MacAddr> {
-        self.directory.get().host_by_ip(ip).map(|h| h.mac)
+        self.host_at(&self.directory.get(), ip).map(|h| h.mac)
     }
 
     fn record(&self, mac: &MacAddr, phase: Phase) {
@@ -165,7 +280,7 @@ impl BootDirectory for BootPlane {
         }
         if r.first_in_boot {
             self.metrics.phase(phase, r.since_start);
-            if phase == Phase::Callback {
+            if matches!(phase, Phase::Callback | Phase::Inspection) {
                 self.metrics.boots_completed.inc();
             }
             tracing::info!(%mac, phase = phase.as_str(), "boot phase");

@@ -51,6 +51,11 @@ pub fn callback_url(server: &str, token: &str) -> String {
     format!("{server}/callback/{token}")
 }
 
+/// Where the inspector posts its hardware report.
+pub fn inspection_url(server: &str, token: &str) -> String {
+    format!("{server}/inspection/{token}")
+}
+
 pub fn ignition_url(server: &str, token: &str) -> String {
     format!("{server}/ignition/{token}")
 }
@@ -81,6 +86,7 @@ fn cmdline_vars(
         nocloud_url => nocloud_url(b.server, b.token),
         callback_url => callback_url(b.server, b.token),
         ignition_url => ignition_url(b.server, b.token),
+        inspection_url => inspection_url(b.server, b.token),
     };
     match rootfs_url {
         // Only defined when the image has a rootfs, so a template using it on an image without one fails.

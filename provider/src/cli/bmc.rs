@@ -1,8 +1,8 @@
-//! `beowulf bmc`: talk to BMCs directly (power and next boot device), with the same drivers the provider
-//! uses: one BMC by `--address`, or the BMCs of a standalone inventory's hosts (`--inventory` with `--host` or
-//! `--all-hosts`), all at once. The password comes from a file (`--password-file`, or the inventory's
-//! `passwordFile`/`passwordEnv`) or the `BEOWULF_BMC_PASSWORD` environment variable, never from a flag value,
-//! so it does not show up in process lists.
+//! `beowulf bmc`: talk to BMCs directly (power, next boot device, hardware inventory), with the same drivers
+//! the provider uses: one BMC by `--address`, or the BMCs of a standalone inventory's hosts (`--inventory`
+//! with `--host` or `--all-hosts`), all at once. The password comes from a file (`--password-file`, or the
+//! inventory's `passwordFile`/`passwordEnv`) or the `BEOWULF_BMC_PASSWORD` environment variable, never from a
+//! flag value, so it does not show up in process lists.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -34,6 +34,7 @@ bmcKeyFile when set (the flags above are the fallback). Every selected BMC is as
 one line per host is printed, `NAME: RESULT`, in inventory order; the exit status is non-zero if any failed.\n\n\
 Examples:\n  beowulf bmc --address ipmi://10.0.0.21 --username admin --password-file pw power status\n  \
 beowulf bmc --address redfish://bmc21/System.Embedded.1 --username root --password-file pw bootdev pxe --once --uefi\n  \
+beowulf bmc --address redfish://bmc21 --username root --password-file pw inventory\n  \
 beowulf bmc --inventory hosts.yaml --all-hosts power status\n  \
 beowulf bmc --inventory hosts.yaml --host node-0,node-1 bootdev pxe --once"
 )]
@@ -112,6 +113,10 @@ pub enum BmcAction {
         #[arg(long)]
         uefi: bool,
     },
+    /// Print what the BMC knows about the hardware, as JSON: over Redfish the system's manufacturer, model,
+    /// serial, BIOS, processors, memory, NICs and drives; over IPMI the FRU (manufacturer, product, serials,
+    /// part numbers). Absent facts are left out. With --inventory: one line of JSON per host.
+    Inventory,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -166,7 +171,16 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
         };
         let password = read_password(args.password_file.as_ref())?;
         let key = args.bmc_key_file.as_deref().map(read_bmc_key).transpose()?;
-        let out = one(&address, username, password, key, options, &args.action).await?;
+        let out = one(
+            &address,
+            username,
+            password,
+            key,
+            options,
+            &args.action,
+            true,
+        )
+        .await?;
         println!("{out}");
         return Ok(());
     };
@@ -183,7 +197,7 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
             async move {
                 let out = match t.credentials {
                     Ok((username, password, key)) => {
-                        one(&t.address, username, password, key, options, action).await
+                        one(&t.address, username, password, key, options, action, false).await
                     }
                     Err(e) => Err(e),
                 };
@@ -323,7 +337,8 @@ fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> 
         .collect())
 }
 
-/// Runs `action` on one BMC and returns what to print.
+/// Runs `action` on one BMC and returns what to print (`pretty`: JSON over several lines, for one BMC; one
+/// line per host otherwise).
 async fn one(
     address: &str,
     username: String,
@@ -331,6 +346,7 @@ async fn one(
     key: Option<Vec<u8>>,
     options: Options,
     action: &BmcAction,
+    pretty: bool,
 ) -> anyhow::Result<String> {
     let endpoint = Endpoint::parse(address)?;
     let mut credentials = Credentials::new(username, password);
@@ -338,7 +354,7 @@ async fn one(
         credentials = credentials.with_bmc_key(key);
     }
     let bmc = Bmc::new(endpoint.clone(), credentials, options, Limits::new(1))?;
-    let result = act(&bmc, action).await;
+    let result = act(&bmc, action, pretty).await;
     bmc.close().await;
     // The driver's errors name the BMC already; only the others (a flag that does not apply) need it.
     result.map_err(|e| {
@@ -350,8 +366,16 @@ async fn one(
     })
 }
 
-async fn act(bmc: &Bmc, action: &BmcAction) -> anyhow::Result<String> {
+async fn act(bmc: &Bmc, action: &BmcAction, pretty: bool) -> anyhow::Result<String> {
     Ok(match *action {
+        BmcAction::Inventory => {
+            let inv = bmc.inventory().await?;
+            if pretty {
+                serde_json::to_string_pretty(&inv)?
+            } else {
+                serde_json::to_string(&inv)?
+            }
+        }
         BmcAction::Power { op, soft, wait } => {
             if soft && op != PowerOp::Off {
                 bail!("--soft only applies to `power off`");

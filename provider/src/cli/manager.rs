@@ -104,6 +104,11 @@ pub struct ManagerArgs {
         help_heading = "Boot plane"
     )]
     pub token_ttl: u64,
+    /// The BeowulfImage (in each host's namespace) that hosts boot to be inspected: every unclaimed host without
+    /// `status.hardware`, or annotated `beowulf.infrastructure.cluster.x-k8s.io/inspect`, boots it once and
+    /// reports its CPU, memory, disks, NICs and PCI devices (`images/inspector`). Empty or `*`: no inspection.
+    #[arg(long, default_value = "", value_name = "NAME")]
+    pub inspection_image: String,
     /// Run the controllers without the boot plane (another process serves the boot network). Hosts then only
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
@@ -119,6 +124,7 @@ impl ManagerArgs {
             &mut self.watch_filter,
             &mut self.boot_interface,
             &mut self.boot_server_ip,
+            &mut self.inspection_image,
         ] {
             if value == "*" {
                 value.clear();
@@ -278,6 +284,8 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             None
         }
     };
+    // A boot that ends (callback, inspection report) wakes its host's controllers at once.
+    let (host_ends, machine_ends) = (profiles.boot_ends(), profiles.boot_ends());
     let mut ctx = Context::new(client.clone(), Arc::new(BmcPower::default()), profiles);
     ctx.recorder = Some(kube::runtime::events::Recorder::new(
         client.clone(),
@@ -293,6 +301,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     // Claims read free hosts from the host controller's store instead of listing them per claim.
     let host_controller = controller(api::<BeowulfHost>(&client, &args.namespace), cfg.clone());
     ctx.hosts = Some(Arc::new(HostCache::new(host_controller.store())));
+    ctx.inspection_image = Some(args.inspection_image.clone()).filter(|i| !i.is_empty());
     let ctx = Arc::new(ctx);
 
     // Health and metrics answer while waiting for leadership (a follower is alive and ready).
@@ -372,6 +381,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_on(consumers_of(machine_ends, ctx.hosts.clone()))
         .shutdown_on_signal()
         .run(machine::reconcile, machine::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -385,6 +395,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .run(cluster::reconcile, cluster::error_policy, ctx.clone())
         .for_each(|_| async {});
     let hosts = host_controller
+        .reconcile_on(keys(host_ends).filter_map(|key| async move {
+            let (ns, name) = key.split_once('/')?;
+            Some(ObjectRef::<BeowulfHost>::new(name).within(ns))
+        }))
         .shutdown_on_signal()
         .run(host::reconcile, host::error_policy, ctx.clone())
         .for_each(|_| async {});
@@ -396,4 +410,27 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         r = health => r.context("health server task")?.context("health server"),
         r = boot_plane => r.context("boot plane"),
     }
+}
+
+/// The host keys a [`ProfileRegistry::boot_ends`] receiver yields, as a stream.
+fn keys(
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+) -> impl futures::Stream<Item = String> + Send + 'static {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|k| (k, rx)) })
+}
+
+/// The BeowulfMachines holding the hosts whose boot ended (looked up in the host controller's store).
+fn consumers_of(
+    rx: tokio::sync::mpsc::UnboundedReceiver<String>,
+    hosts: Option<Arc<HostCache>>,
+) -> impl futures::Stream<Item = ObjectRef<BeowulfMachine>> + Send + 'static {
+    keys(rx).filter_map(move |key| {
+        let hosts = hosts.clone();
+        async move {
+            let (ns, name) = key.split_once('/')?;
+            let host = hosts?.get(ns, name)?;
+            let consumer = host.spec.consumer_ref.as_ref()?;
+            Some(ObjectRef::<BeowulfMachine>::new(&consumer.name).within(ns))
+        }
+    })
 }

@@ -8,6 +8,7 @@ pub mod bmc;
 pub mod boot_services;
 pub mod crds;
 pub mod diagnostics;
+pub mod inspect;
 pub mod manager;
 pub mod release;
 
@@ -42,6 +43,8 @@ pub enum Command {
     Bmc(bmc::BmcArgs),
     /// Run the boot plane (DHCP, TFTP, HTTP) from an inventory file, without Kubernetes.
     Standalone(standalone::StandaloneArgs),
+    /// Standalone: have hosts boot the inspection image again on their next network boot.
+    Inspect(inspect::InspectArgs),
 }
 
 /// The `beowulf` binary: parses the command line, runs it, and turns the outcome into the exit status. A
@@ -87,5 +90,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Manager(args) => manager::run(args).await,
         Command::Release(args) => release::run(args).await,
         Command::Standalone(args) => standalone::run(args).await,
+        Command::Inspect(args) => inspect::run(args).await,
     }
 }

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use super::boot_services::{Services, ServicesConfig, terminated};
 use crate::boot::directory::DirectoryHandle;
+use crate::boot::inspection::InspectionStore;
 use crate::boot::metrics::BootMetrics;
 use crate::boot::plane::BootPlane;
 use crate::inventory::Inventory;
@@ -59,10 +60,18 @@ pub struct StandaloneArgs {
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub poll_interval: u64,
 
+    /// Where the server keeps what must survive a restart: hosts' inspection reports (`hardware/`) and
+    /// requests to inspect again (`inspect/`, written by `beowulf inspect`).
+    #[arg(long, value_name = "DIR", env = "BEOWULF_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
     /// Check the inventory, print a summary and exit (no servers).
     #[arg(long)]
     pub check: bool,
 }
+
+/// The state directory when `--state-dir` is not given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/beowulf/standalone";
 
 pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let path = args.inventory.clone();
@@ -93,12 +102,26 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     let metrics = BootMetrics::register(&mut registry);
     let referenced = inventory.referenced_files().to_vec();
     let handle = Arc::new(DirectoryHandle::new(inventory.directory));
-    let plane = Arc::new(BootPlane::new(
-        handle.clone(),
-        Duration::from_secs(args.token_ttl),
-        args.http_port,
-        metrics,
-    ));
+    let state_dir = args.state_dir.clone();
+    let inspections = tokio::task::spawn_blocking(move || InspectionStore::open(&state_dir))
+        .await
+        .context("opening the state directory")?
+        .with_context(|| {
+            format!(
+                "cannot use the state directory {} (pass --state-dir DIR)",
+                args.state_dir.display()
+            )
+        })?;
+    let plane = Arc::new(
+        BootPlane::new(
+            handle.clone(),
+            Duration::from_secs(args.token_ttl),
+            args.http_port,
+            metrics,
+        )
+        .with_inspections(inspections),
+    );
+    plane.write_discovered(&plane.directory.get());
 
     let server_ip = match args.server_ip {
         Some(ip) => ip,

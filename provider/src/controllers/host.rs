@@ -58,6 +58,10 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
         // The consumer's controller drives it; a second writer would race on the status.
         return Ok(Action::await_change());
     }
+    if let Some((goal, input)) = inspection(host, ctx, &api, &ns).await? {
+        let outcome = hostops::drive(ctx, host, goal, input.as_ref()).await?;
+        return Ok(Action::requeue(outcome.requeue.unwrap_or(IDLE_RECHECK)));
+    }
     let (goal, input) = match (&host.spec.image, &host.spec.user_data) {
         (Some(image), Some(ud)) => {
             let image = Api::<BeowulfImage>::namespaced(ctx.client.clone(), &ns)
@@ -95,6 +99,59 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
     let outcome = hostops::drive(ctx, host, goal, input.as_ref()).await?;
     Ok(Action::requeue(outcome.requeue.unwrap_or(IDLE_RECHECK)))
 }
+
+/// Whether an unclaimed host is to be inspected now, and with what: the manager has an inspection image
+/// (`--inspection-image`), and the host has no `status.hardware` yet or carries [`INSPECT_ANNOTATION`].
+/// `None`: go on with the host's other goals. The annotation is removed once the inspection boot starts;
+/// on a host in `error` (an inspection or a provisioning that failed) it first releases the host.
+async fn inspection(
+    host: &BeowulfHost,
+    ctx: &Context,
+    api: &Api<BeowulfHost>,
+    ns: &str,
+) -> Result<Option<(Goal, Option<ProvisionInput>)>, Error> {
+    let Some(image_name) = &ctx.inspection_image else {
+        return Ok(None);
+    };
+    let status = host.status.clone().unwrap_or_default();
+    let requested = host.annotations().contains_key(INSPECT_ANNOTATION);
+    let inspecting = status.state == HostStateName::Inspecting;
+    if !(inspecting || requested || status.hardware.is_none()) {
+        return Ok(None);
+    }
+    if status.state == HostStateName::Error {
+        // A failed host inspects again only when asked: release it first (power off, then available).
+        return Ok(requested.then_some((Goal::Idle, None)));
+    }
+    if requested && inspecting {
+        // The inspection the annotation asked for is under way: the request is answered.
+        let patch = serde_json::json!({"metadata": {"annotations": {INSPECT_ANNOTATION: null}}});
+        api.patch(
+            &host.name_any(),
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await?;
+    }
+    let Some(image) = Api::<BeowulfImage>::namespaced(ctx.client.clone(), ns)
+        .get_opt(image_name)
+        .await?
+    else {
+        tracing::warn!(host = %hostops::host_key(host), image = %image_name,
+            "inspection image not found in the host's namespace; the host is not inspected");
+        return Ok(None);
+    };
+    let input = ProvisionInput {
+        image,
+        user_data: Vec::new(),
+        format: UserDataFormat::CloudConfig,
+        consumer_says_provisioned: false,
+    };
+    Ok(Some((Goal::Inspect, Some(input))))
+}
+
+/// Asks for a host to be inspected again (any value); removed when that inspection starts.
+pub const INSPECT_ANNOTATION: &str = "beowulf.infrastructure.cluster.x-k8s.io/inspect";
 
 /// Deletion: a host that is (or was being) provisioned is deprovisioned first — boot profile withdrawn, powered
 /// off through its BMC, confirmed off — and only then is the finalizer removed. This holds whether a machine

@@ -45,6 +45,12 @@ impl HostCache {
         }
     }
 
+    /// Host `namespace/name` as the store knows it now (no claim bookkeeping).
+    pub fn get(&self, namespace: &str, name: &str) -> Option<Arc<BeowulfHost>> {
+        self.store
+            .get(&kube::runtime::reflector::ObjectRef::new(name).within(namespace))
+    }
+
     /// The hosts of `namespace` as the store knows them, minus those a claim was attempted on at the version
     /// the store still shows. `None`: the store has not completed its first list (use the API).
     pub async fn hosts(&self, namespace: &str) -> Option<Vec<Arc<BeowulfHost>>> {

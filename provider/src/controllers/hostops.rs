@@ -131,6 +131,7 @@ fn to_engine(s: HostStateName) -> HostState {
         HostStateName::Provisioned => HostState::Provisioned,
         HostStateName::Deprovisioning => HostState::Deprovisioning,
         HostStateName::Error => HostState::Error,
+        HostStateName::Inspecting => HostState::Inspecting,
     }
 }
 
@@ -142,6 +143,7 @@ fn from_engine(s: HostState) -> HostStateName {
         HostState::Provisioned => HostStateName::Provisioned,
         HostState::Deprovisioning => HostStateName::Deprovisioning,
         HostState::Error => HostStateName::Error,
+        HostState::Inspecting => HostStateName::Inspecting,
     }
 }
 
@@ -325,6 +327,36 @@ pub async fn drive(
         generation,
         now,
     );
+    // The BMC's own inventory, once, while the host is idle (a BMC that cannot give one is asked again at the
+    // next idle check; it never holds up anything else).
+    if status.bmc_inventory.is_none()
+        && d.progress.state == HostState::Available
+        && let (Ok(t), PowerObservation::On | PowerObservation::Off) = (&target, &power)
+    {
+        match ctx.power.inventory(t).await {
+            Ok(inv) => status.bmc_inventory = Some(inv),
+            Err(e) => tracing::debug!(host = %key, error = %e, "no inventory from the BMC"),
+        }
+    }
+    // A report newer than the one in the status replaces it (the boot plane keeps reports in memory only).
+    if let Some((hardware, at)) = ctx.boot.inspection(&key)
+        && status
+            .inspected_at
+            .as_ref()
+            .is_none_or(|t| t.0.as_second() < at)
+    {
+        conditions::set(
+            &mut status.conditions,
+            conditions::INSPECTED,
+            true,
+            "Inspected",
+            &hardware.summary(),
+            generation,
+            now,
+        );
+        status.hardware = Some(hardware);
+        status.inspected_at = ts(Some(at));
+    }
     let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
     write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
     announce(ctx, host, host.status.as_ref(), &status).await;
@@ -364,6 +396,11 @@ async fn announce(
         }
         _ => {}
     }
+    if let Some(hw) = &new.hardware
+        && old.and_then(|o| o.inspected_at.as_ref()) != new.inspected_at.as_ref()
+    {
+        ctx.event(host, false, "Inspected", &hw.summary()).await;
+    }
     if old.map(|o| o.state) != Some(new.state) {
         let provisioned = conditions::get(&new.conditions, conditions::PROVISIONED);
         let note = provisioned.map_or("", |c| c.message.as_str());
@@ -374,6 +411,7 @@ async fn announce(
             HostStateName::Provisioned => "Provisioned",
             HostStateName::Deprovisioning => "Deprovisioning",
             HostStateName::Error => "ProvisioningFailed",
+            HostStateName::Inspecting => "Inspecting",
         };
         ctx.event(host, new.state == HostStateName::Error, reason, note)
             .await;

@@ -26,6 +26,8 @@ use crate::api::{
     API_VERSION, BeowulfHost, BeowulfImage, BeowulfMachine, BeowulfMachineStatus, ConsumerRef,
     Initialization, LocalRef, MachineAddress,
 };
+use crate::hardware::Hardware;
+use crate::hardware::requirements::explain;
 use crate::provisioning::io::UserDataFormat;
 use crate::provisioning::{Goal, HostState};
 
@@ -38,6 +40,9 @@ pub mod reason {
     pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
     pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneInitialized";
     pub const NO_HOST_AVAILABLE: &str = "NoHostAvailable";
+    /// `spec.hardwareRequirements` cannot be read (a bad quantity, a count of 0, an unknown GPU vendor); nothing
+    /// is claimed until it is fixed.
+    pub const INVALID_HARDWARE_REQUIREMENTS: &str = "InvalidHardwareRequirements";
     pub const BOOTSTRAP_SECRET_INVALID: &str = "BootstrapSecretInvalid";
     pub const IMAGE_NOT_FOUND: &str = "ImageNotFound";
     pub const DELETING: &str = "Deleting";
@@ -119,13 +124,30 @@ fn selectable(host: &BeowulfHost, bm: &BeowulfMachine, failure_domain: Option<&s
     }
 }
 
-/// For a machine without `spec.hostRef`: the host it holds (a lost hostRef write), else a freshly claimed one.
-/// `None`: no host is free.
+fn hardware_of(host: &BeowulfHost) -> Option<&Hardware> {
+    host.status.as_ref().and_then(|s| s.hardware.as_ref())
+}
+
+/// The `NoHostAvailable` message when no host passes the other filters (or every one was claimed first).
+const NO_HOST_MESSAGE: &str =
+    "no available BeowulfHost matches spec.hostSelector (and the Machine's failure domain)";
+
+/// What [`find_or_claim`] found.
+enum Found {
+    Host(Box<BeowulfHost>),
+    /// Nothing to claim; the `NoHostAvailable` message.
+    None(String),
+    /// `spec.hardwareRequirements` is invalid; why.
+    Invalid(String),
+}
+
+/// For a machine without `spec.hostRef`: the host it holds (a lost hostRef write), else a freshly claimed one
+/// that passes [`selectable`] and meets `spec.hardwareRequirements` (validated first).
 async fn find_or_claim(
     ctx: &Context,
     bm: &BeowulfMachine,
     machine: &Machine,
-) -> Result<Option<BeowulfHost>, Error> {
+) -> Result<Found, Error> {
     let ns = bm.namespace().unwrap_or_default();
     let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
     // Candidates from the host controller's store (in memory); an API list only without one (tests) or
@@ -146,10 +168,24 @@ async fn find_or_claim(
     };
     // A claim whose hostRef write was lost (crash between the two writes) is picked up again.
     if let Some(h) = hosts.iter().find(|h| held_by(h, bm)) {
-        return Ok(Some((**h).clone()));
+        return Ok(Found::Host(Box::new((**h).clone())));
+    }
+    let reqs = bm.spec.hardware_requirements.clone().unwrap_or_default();
+    if let Err(why) = reqs.validate() {
+        return Ok(Found::Invalid(why));
     }
     let fd = machine.spec.failure_domain.as_deref();
     hosts.retain(|h| selectable(h, bm, fd));
+    // Hardware last, so that when nothing is left the message can say which requirement excluded how many
+    // of the hosts that were otherwise eligible.
+    let (candidates, excluded): (Vec<_>, Vec<_>) = hosts
+        .into_iter()
+        .partition(|h| reqs.check(hardware_of(h)).is_ok());
+    if candidates.is_empty() && !excluded.is_empty() {
+        let why = explain(&reqs, excluded.iter().map(|h| hardware_of(h)));
+        return Ok(Found::None(why));
+    }
+    let mut hosts = candidates;
     hosts.sort_by_key(|h| h.name_any());
     for host in &hosts {
         if let Some(cache) = &ctx.hosts
@@ -168,11 +204,11 @@ async fn find_or_claim(
         };
         if let Some(claimed) = result {
             tracing::info!(machine = %bm.name_any(), host = %host.name_any(), "claimed host");
-            return Ok(Some(claimed));
+            return Ok(Found::Host(Box::new(claimed)));
         }
         tracing::debug!(host = %host.name_any(), "host claimed concurrently; trying the next one");
     }
-    Ok(None)
+    Ok(Found::None(NO_HOST_MESSAGE.to_string()))
 }
 
 async fn bootstrap_data(
@@ -352,18 +388,24 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
             }
         }
     }
-    let host = match held {
-        Some(h) => Some(h),
+    let found = match held {
+        Some(h) => Found::Host(Box::new(h)),
         None => find_or_claim(ctx, bm, &machine).await?,
     };
-    let Some(host) = host else {
-        wait(
-            &mut status,
-            reason::NO_HOST_AVAILABLE,
-            "no available BeowulfHost matches spec.hostSelector (and the Machine's failure domain)",
-        );
-        write_status(&api, &name, old.as_ref(), &status).await?;
-        return Ok(Action::requeue(NO_HOST_REQUEUE));
+    let host = match found {
+        Found::Host(h) => *h,
+        Found::None(message) => {
+            wait(&mut status, reason::NO_HOST_AVAILABLE, &message);
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            return Ok(Action::requeue(NO_HOST_REQUEUE));
+        }
+        Found::Invalid(message) => {
+            // A spec edit brings the machine back; nothing to retry before that.
+            wait(&mut status, reason::INVALID_HARDWARE_REQUIREMENTS, &message);
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            announce(ctx, bm, old.as_ref(), &status).await;
+            return Ok(Action::await_change());
+        }
     };
     if bm.spec.host_ref.is_none() {
         let patch = json!({"spec": {"hostRef": LocalRef { name: host.name_any() }}});

@@ -45,6 +45,9 @@ pub struct Context {
     pub recorder: Option<kube::runtime::events::Recorder>,
     /// Where claims find free hosts (the host controller's store); `None`: an API list per claim.
     pub hosts: Option<Arc<hostcache::HostCache>>,
+    /// The BeowulfImage (looked up in each host's namespace) that unclaimed hosts boot to be inspected;
+    /// `None`: no inspection.
+    pub inspection_image: Option<String>,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
             metrics: Arc::new(Metrics::default()),
             recorder: None,
             hosts: None,
+            inspection_image: None,
         }
     }
 

@@ -18,6 +18,16 @@ pub struct InventoryFile {
     pub images: Vec<ImageFile>,
     #[serde(default)]
     pub hosts: Vec<HostFile>,
+    /// In-band inspection: the image hosts boot to report their hardware.
+    #[serde(default)]
+    pub inspection: Option<InspectionFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct InspectionFile {
+    /// One of `images`: hosts without a hardware report, or asked to be inspected again, boot it.
+    pub image: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +46,18 @@ pub struct NetworkFile {
     #[serde(default)]
     pub lease_seconds: Option<Spanned<u32>>,
     pub boot_server: Spanned<String>,
+    /// Unknown MACs that network-boot here get an address from this range and are inspected.
+    #[serde(default)]
+    pub discovery: Option<DiscoveryFile>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct DiscoveryFile {
+    /// `FIRST-LAST`, both in the network's subnet.
+    pub range: Spanned<String>,
+    #[serde(default)]
+    pub lease_seconds: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,7 +21,7 @@ use sha2::{Digest, Sha256};
 
 use crate::boot::MacAddr;
 pub use crate::boot::directory::{
-    Artifact, ArtifactSource, Directory, Host, Image, ImageFormat, Network, Secret,
+    Artifact, ArtifactSource, Directory, DiscoveryRange, Host, Image, ImageFormat, Network, Secret,
 };
 
 /// The namespace in provider IDs when the file names none.
@@ -276,6 +276,10 @@ impl Validator<'_> {
             }
         }
 
+        let discovery_at = raw
+            .networks
+            .iter()
+            .find_map(|n| n.discovery.as_ref().map(|d| d.range.referenced));
         // Entries that are declared but broken: references to them are not reported a second time.
         let declared_networks: HashSet<String> =
             raw.networks.iter().map(|n| n.name.value.clone()).collect();
@@ -343,10 +347,35 @@ impl Validator<'_> {
             hosts.push(host);
         }
 
+        if raw.inspection.is_none()
+            && let Some(d) = discovery_at
+        {
+            self.err(
+                &d,
+                "discovery needs an inspection image (discovered hosts boot it): add `inspection: {image: NAME}`"
+                    .to_string(),
+            );
+        }
+        let inspection_image = raw.inspection.map(|i| {
+            if !images.contains_key(&i.image.value) {
+                self.err(
+                    &i.image.referenced,
+                    format!(
+                        "inspection image {:?} is not one of `images`: add it there (images/inspector builds one)",
+                        i.image.value
+                    ),
+                );
+            }
+            i.image.value
+        });
+
         // Everything was checked above, entry by entry with its position; the directory checks the same
         // references and uniqueness again, so a refusal here would be a bug in this validator.
         let directory = match Directory::new(namespace.clone(), networks, images, hosts) {
-            Ok(d) => d,
+            Ok(mut d) => {
+                d.inspection_image = inspection_image;
+                d
+            }
             Err(e) => {
                 self.problems.push(Problem {
                     line: 0,
@@ -416,7 +445,13 @@ impl Validator<'_> {
         if self.problems.len() != before {
             return None;
         }
+        // A broken discovery range is reported, but the network stays (its hosts are not reported again).
+        let discovery = n
+            .discovery
+            .as_ref()
+            .and_then(|d| self.discovery(d, subnet, gateway, boot_server));
         Some(Network {
+            discovery,
             name: n.name.value.clone(),
             subnet: subnet?.trunc(),
             gateway,
@@ -429,6 +464,66 @@ impl Validator<'_> {
                 .map(|l| l.value)
                 .unwrap_or(DEFAULT_LEASE_SECS),
             boot_server: boot_server?,
+        })
+    }
+
+    /// A discovery range: `FIRST-LAST` inside the subnet, without the gateway or the boot server.
+    fn discovery(
+        &mut self,
+        d: &file::DiscoveryFile,
+        subnet: Option<Ipv4Net>,
+        gateway: Option<Ipv4Addr>,
+        boot_server: Option<Ipv4Addr>,
+    ) -> Option<DiscoveryRange> {
+        let at = &d.range.referenced;
+        let bounds = d.range.value.split_once('-').and_then(|(a, b)| {
+            Some((
+                a.trim().parse::<Ipv4Addr>().ok()?,
+                b.trim().parse::<Ipv4Addr>().ok()?,
+            ))
+        });
+        let Some((first, last)) = bounds else {
+            self.err(
+                at,
+                format!(
+                    "discovery range {:?} is not FIRST-LAST (like 10.0.0.200-10.0.0.250)",
+                    d.range.value
+                ),
+            );
+            return None;
+        };
+        let subnet = subnet?;
+        if first > last || !subnet.contains(&first) || !subnet.contains(&last) {
+            self.err(
+                at,
+                format!("discovery range {first}-{last} must be ascending and inside the subnet {subnet}"),
+            );
+            return None;
+        }
+        for (what, a) in [("gateway", gateway), ("bootServer", boot_server)] {
+            if let Some(a) = a
+                && first <= a
+                && a <= last
+            {
+                self.err(
+                    at,
+                    format!("discovery range {first}-{last} contains the {what} {a}"),
+                );
+                return None;
+            }
+        }
+        let lease_secs = d.lease_seconds.as_ref().map_or(300, |l| l.value);
+        if lease_secs < 60 {
+            self.err(
+                &d.lease_seconds.as_ref()?.referenced,
+                format!("discovery leaseSeconds {lease_secs} is too short (at least 60)"),
+            );
+            return None;
+        }
+        Some(DiscoveryRange {
+            first,
+            last,
+            lease_secs,
         })
     }
 

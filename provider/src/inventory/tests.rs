@@ -238,6 +238,79 @@ fn rootfs_variable_without_rootfs() {
 }
 
 #[test]
+fn inspection_and_discovery_are_checked() {
+    let d = dir();
+    let with = |network_extra: &str, tail: &str| {
+        GOOD.replace(
+            "    bootServer: 10.99.0.1\n",
+            &format!("    bootServer: 10.99.0.1\n{network_extra}"),
+        ) + tail
+    };
+    let ok = parse(
+        &with(
+            "    discovery: { range: 10.99.0.200-10.99.0.250, leaseSeconds: 120 }\n",
+            "inspection:\n  image: testnode\n",
+        ),
+        d.path(),
+    )
+    .unwrap();
+    assert_eq!(ok.directory.inspection_image.as_deref(), Some("testnode"));
+    assert_eq!(
+        ok.directory.networks[0].discovery,
+        Some(DiscoveryRange {
+            first: [10, 99, 0, 200].into(),
+            last: [10, 99, 0, 250].into(),
+            lease_secs: 120
+        })
+    );
+    let inspection = "inspection:\n  image: testnode\n";
+    // Line 11 is the `discovery` line; the inspection section is appended after the hosts (its image: line 37).
+    for (net, tail, line, needle) in [
+        (
+            "    discovery: { range: 10.99.0.9 }\n",
+            inspection,
+            11,
+            "is not FIRST-LAST",
+        ),
+        (
+            "    discovery: { range: 10.99.0.250-10.99.0.200 }\n",
+            inspection,
+            11,
+            "must be ascending",
+        ),
+        (
+            "    discovery: { range: 10.99.0.200-10.99.1.5 }\n",
+            inspection,
+            11,
+            "inside the subnet",
+        ),
+        (
+            "    discovery: { range: 10.99.0.1-10.99.0.5 }\n",
+            inspection,
+            11,
+            "contains the gateway",
+        ),
+        (
+            "    discovery: { range: 10.99.0.200-10.99.0.210 }\n",
+            "",
+            11,
+            "discovery needs an inspection image",
+        ),
+        (
+            "",
+            "inspection:\n  image: nosuch\n",
+            37,
+            "inspection image \"nosuch\" is not one of `images`",
+        ),
+    ] {
+        let problems = parse(&with(net, tail), d.path()).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].line, line, "{problems:?}");
+        assert!(problems[0].message.contains(needle), "{problems:?}");
+    }
+}
+
+#[test]
 fn several_problems_are_all_reported_in_order() {
     let d = dir();
     let text = GOOD

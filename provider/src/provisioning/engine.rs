@@ -111,6 +111,17 @@ pub mod reason {
     pub const HOST_OFFLINE: &str = "HostOffline";
     pub const NO_DHCP: &str = "NoDHCPRequest";
     pub const POWER_OFF_PENDING: &str = "PowerOffPending";
+    pub const INSPECTING: &str = "Inspecting";
+    pub const INSPECTED: &str = "Inspected";
+}
+
+/// The reason while a boot is under way: provisioning, or inspecting.
+fn booting(p: &Progress) -> &'static str {
+    if p.state == HostState::Inspecting {
+        reason::INSPECTING
+    } else {
+        reason::PROVISIONING
+    }
 }
 
 fn camel(phase: Phase) -> String {
@@ -175,11 +186,16 @@ pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observa
                 }
                 p.since = Some(now);
             }
-            (HostState::Available, Goal::Provision) => {
+            (HostState::Available, Goal::Provision | Goal::Inspect) => {
                 if !obs.online {
                     return Decision::new(p, reason::HOST_OFFLINE, "spec.online is false");
                 }
-                p.state = HostState::Provisioning;
+                let (state, why) = if goal == Goal::Inspect {
+                    (HostState::Inspecting, reason::INSPECTING)
+                } else {
+                    (HostState::Provisioning, reason::PROVISIONING)
+                };
+                p.state = state;
                 p.attempt = 1;
                 p.since = Some(now);
                 p.retry_at = None;
@@ -190,18 +206,20 @@ pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observa
                 }
                 actions.push(Action::PowerOn);
                 let wait = cfg.dhcp_timeout.min(cfg.poll);
-                return Decision::new(p, reason::PROVISIONING, "boot attempt 1: powering on")
+                return Decision::new(p, why, "boot attempt 1: powering on")
                     .with(actions)
                     .requeue(wait);
             }
             (HostState::Available, _) => {
                 return Decision::new(p, reason::AVAILABLE, "powered off and free");
             }
-            (HostState::Provisioning, Goal::Provision) => return provisioning(cfg, p, obs),
+            (HostState::Provisioning, Goal::Provision) | (HostState::Inspecting, Goal::Inspect) => {
+                return provisioning(cfg, p, obs);
+            }
             (HostState::Provisioned, Goal::Provision) => {
                 return Decision::new(p, reason::PROVISIONED, "the node called back");
             }
-            (HostState::Error, Goal::Provision) => {
+            (HostState::Error, Goal::Provision | Goal::Inspect) => {
                 let (r, m) = p.failure.clone().unwrap_or_else(|| {
                     (
                         "ProvisioningFailed".to_string(),
@@ -210,10 +228,13 @@ pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observa
                 });
                 return Decision::new(p, &r, m);
             }
+            // Inspection is never interrupted by a claim (claims take available hosts only), but a host asked
+            // to inspect while it runs an image, or to provision while it inspects, is powered off first.
             (
                 HostState::Provisioning | HostState::Provisioned | HostState::Error,
-                Goal::Release | Goal::Idle,
-            ) => {
+                Goal::Release | Goal::Idle | Goal::Inspect,
+            )
+            | (HostState::Inspecting, Goal::Release | Goal::Idle | Goal::Provision) => {
                 p.state = HostState::Deprovisioning;
                 p.since = Some(now);
                 p.retry_at = None;
@@ -307,7 +328,24 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
     }
     // Phases recorded before this attempt began belong to an earlier boot.
     let current = obs.boot.last_phase.filter(|(_, t)| *t >= since);
-    if matches!(current, Some((Phase::Callback, _))) {
+    if p.state == HostState::Inspecting && matches!(current, Some((Phase::Inspection, _))) {
+        // The report is in; the inspector powers the host off itself, the BMC makes sure of it.
+        p.state = HostState::Deprovisioning;
+        p.since = Some(now);
+        p.attempt = 0;
+        let mut actions = vec![Action::WithdrawProfile];
+        if obs.power == PowerObservation::On {
+            actions.push(Action::PowerOff);
+        }
+        return Decision::new(
+            p,
+            reason::INSPECTED,
+            "hardware report received; powering off",
+        )
+        .with(actions)
+        .requeue(cfg.poll);
+    }
+    if p.state == HostState::Provisioning && matches!(current, Some((Phase::Callback, _))) {
         p.state = HostState::Provisioned;
         p.since = Some(now);
         return Decision::new(p, reason::PROVISIONED, "the node called back");
@@ -319,7 +357,8 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
     if now < deadline {
         let wait = Duration::from_secs(u64::try_from(deadline - now).unwrap_or(0)).min(cfg.poll);
         let msg = format!("boot attempt {}: last phase {at}", p.attempt);
-        return Decision::new(p, reason::PROVISIONING, msg).requeue(wait);
+        let why = booting(&p);
+        return Decision::new(p, why, msg).requeue(wait);
     }
     let why = stall_reason(last);
     if p.attempt >= cfg.max_attempts {
@@ -353,7 +392,8 @@ fn boot(cfg: &EngineConfig, mut p: Progress, obs: &Observation, message: String)
         actions.push(Action::PowerOff);
     }
     actions.push(Action::PowerOn);
-    Decision::new(p, reason::PROVISIONING, message)
+    let why = booting(&p);
+    Decision::new(p, why, message)
         .with(actions)
         .requeue(cfg.dhcp_timeout.min(cfg.poll))
 }
@@ -426,6 +466,62 @@ mod tests {
             since: Some(since),
             ..Progress::default()
         }
+    }
+
+    #[test]
+    fn inspection_boots_until_the_report_then_powers_off_and_frees_the_host() {
+        let c = cfg();
+        // A new host goes from registering straight to inspecting: it is never `available` (claimable) first.
+        let d = decide(&c, &Progress::default(), Goal::Inspect, &obs(0, Off, None));
+        assert_eq!(d.progress.state, HostState::Inspecting);
+        assert_eq!(d.reason, reason::INSPECTING);
+        assert_eq!(
+            d.actions,
+            [Action::PublishProfile, Action::SetBootPxe, Action::PowerOn]
+        );
+        // A callback is not the end of an inspection; the report (phase `inspection`) is.
+        let w = decide(
+            &c,
+            &d.progress,
+            Goal::Inspect,
+            &obs(20, On, Some((Phase::Callback, 15))),
+        );
+        assert_eq!(w.progress.state, HostState::Inspecting);
+        let d = decide(
+            &c,
+            &d.progress,
+            Goal::Inspect,
+            &obs(30, On, Some((Phase::Inspection, 25))),
+        );
+        assert_eq!(d.progress.state, HostState::Deprovisioning);
+        assert_eq!(d.reason, reason::INSPECTED);
+        assert_eq!(d.actions, [Action::WithdrawProfile, Action::PowerOff]);
+        // The controller's goal is Idle once the report is in the status.
+        let d = decide(&c, &d.progress, Goal::Idle, &obs(40, Off, None));
+        assert_eq!(d.progress.state, HostState::Available);
+    }
+
+    #[test]
+    fn a_stalled_inspection_retries_like_a_boot_and_ends_in_error() {
+        let c = cfg();
+        let p = at(HostState::Inspecting, 3, 0);
+        let d = decide(
+            &c,
+            &p,
+            Goal::Inspect,
+            &obs(60, On, Some((Phase::Kernel, 5))),
+        );
+        assert_eq!(d.progress.state, HostState::Error);
+        assert_eq!(d.reason, "BootStalledAfterKernel");
+        // Asked to provision while inspecting (a host with its own image): powered off first.
+        let d = decide(
+            &c,
+            &at(HostState::Inspecting, 1, 0),
+            Goal::Provision,
+            &obs(5, On, None),
+        );
+        assert_eq!(d.progress.state, HostState::Deprovisioning);
+        assert_eq!(d.actions, [Action::WithdrawProfile, Action::PowerOff]);
     }
 
     #[test]

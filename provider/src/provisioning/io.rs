@@ -85,6 +85,19 @@ pub trait PowerControl: Send + Sync + 'static {
     /// Next boot from the network, once.
     fn set_next_boot_pxe<'a>(&'a self, bmc: &'a BmcTarget)
     -> BoxFuture<'a, Result<(), PowerError>>;
+    /// What the BMC says about the hardware (Redfish inventory, IPMI FRU). Implementations that cannot ask
+    /// (test doubles) say so.
+    fn inventory<'a>(
+        &'a self,
+        bmc: &'a BmcTarget,
+    ) -> BoxFuture<'a, Result<crate::hardware::out_of_band::OutOfBand, PowerError>> {
+        Box::pin(async move {
+            Err(PowerError::new(
+                BmcFailure::Unsupported,
+                format!("{}: no inventory from this BMC control", bmc.address),
+            ))
+        })
+    }
 }
 
 /// Format of the user-data a host receives.
@@ -142,4 +155,6 @@ pub trait BootProfiles: Send + Sync + 'static {
     fn last_phase(&self, host: &str) -> Option<(Phase, i64)>;
     /// Whether the host's profile is published here (and not withdrawn since).
     fn serves(&self, host: &str) -> bool;
+    /// The host's latest inspection report received here, with its Unix time.
+    fn inspection(&self, host: &str) -> Option<(crate::hardware::Hardware, i64)>;
 }

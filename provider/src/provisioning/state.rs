@@ -11,7 +11,11 @@ use crate::boot::Phase;
 ///      ▲                          ▲                          │  timeout: power off, back off, retry │
 ///      │                          │                          ▼  (max attempts) ▶ error             │
 ///      │                          └──── powered off ◀── deprovisioning ◀──── goal Release ────────┘
+///      │                          │                          ▲
+///      │           available ──goal Inspect──▶ inspecting ──report (phase inspection)──┘
 /// ```
+/// `inspecting` boots the inspection image with the same timeouts and retries as `provisioning`; its end is
+/// the inspector's report instead of a callback, after which the host is powered off and available again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum HostState {
     #[default]
@@ -21,6 +25,7 @@ pub enum HostState {
     Provisioned,
     Deprovisioning,
     Error,
+    Inspecting,
 }
 
 /// What the owner of the host wants.
@@ -32,6 +37,8 @@ pub enum Goal {
     Provision,
     /// Power it off and make it available again.
     Release,
+    /// Boot it into the inspection image until its hardware report arrives, then power it off.
+    Inspect,
 }
 
 /// The engine's memory about one host, persisted by the caller (in `BeowulfHost.status`). Times are Unix
@@ -75,6 +82,10 @@ pub struct BootObservation {
 impl BootObservation {
     pub fn called_back(&self) -> bool {
         matches!(self.last_phase, Some((Phase::Callback, _)))
+    }
+
+    pub fn inspected(&self) -> bool {
+        matches!(self.last_phase, Some((Phase::Inspection, _)))
     }
 }
 

@@ -177,6 +177,8 @@ pub fn components(image: &str) -> Result<Vec<Value>, Error> {
                             "--boot-interface=${BEOWULF_BOOT_INTERFACE:=*}",
                             "--boot-server-ip=${BEOWULF_BOOT_SERVER_IP:=*}",
                             "--boot-http-port=${BEOWULF_BOOT_HTTP_PORT:=8081}",
+                            // `*`: no inspection; a BeowulfImage name in the hosts' namespace turns it on.
+                            "--inspection-image=${BEOWULF_INSPECTION_IMAGE:=*}",
                         ],
                         "env": [
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

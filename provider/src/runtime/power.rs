@@ -104,4 +104,10 @@ impl PowerControl for BmcPower {
             self.driver(t)?.set_boot(boot).await.map_err(io)
         })
     }
+    fn inventory<'a>(
+        &'a self,
+        t: &'a BmcTarget,
+    ) -> BoxFuture<'a, Result<crate::hardware::out_of_band::OutOfBand, PowerError>> {
+        Box::pin(async move { self.driver(t)?.inventory().await.map_err(io) })
+    }
 }

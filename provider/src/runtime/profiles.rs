@@ -94,6 +94,9 @@ impl Inner {
 struct Shared {
     inner: Mutex<Inner>,
     clock: Clock,
+    /// Told the host key whenever a boot ends (callback or inspection report): the controllers reconcile that
+    /// host at once instead of at their next poll.
+    ends: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
 }
 
 impl Shared {
@@ -134,13 +137,24 @@ impl ProfileRegistry {
         let shared = Arc::new(Shared {
             inner: Mutex::new(Inner::default()),
             clock,
+            ends: Mutex::new(Vec::new()),
         });
         let s2 = shared.clone();
         plane.observe_phases(Box::new(move |mac, phase| {
             let now = (s2.clock)();
-            let mut g = s2.lock();
-            if let Some(key) = g.by_mac.get(mac).cloned() {
-                g.record(&key, phase, now);
+            let key = {
+                let mut g = s2.lock();
+                let key = g.by_mac.get(mac).cloned();
+                if let Some(key) = &key {
+                    g.record(key, phase, now);
+                }
+                key
+            };
+            if let Some(key) = key
+                && matches!(phase, Phase::Callback | Phase::Inspection)
+            {
+                let mut ends = s2.ends.lock().unwrap_or_else(|e| e.into_inner());
+                ends.retain(|tx| tx.send(key.clone()).is_ok());
             }
         }));
         ProfileRegistry {
@@ -148,6 +162,17 @@ impl ProfileRegistry {
             plane,
             config,
         }
+    }
+
+    /// The keys (`<namespace>/<host>`) of hosts whose boot ended (callback or inspection report), from now on.
+    pub fn boot_ends(&self) -> tokio::sync::mpsc::UnboundedReceiver<String> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.shared
+            .ends
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
     }
 
     /// The boot plane to serve (DHCP, TFTP, HTTP) on these profiles.
@@ -294,6 +319,7 @@ impl ProfileRegistry {
             domain: None,
             mtu: None,
             lease_secs: self.config.lease_secs,
+            discovery: None,
             boot_server: self.config.boot_server,
         };
         Ok(Served {
@@ -355,6 +381,13 @@ impl BootProfiles for ProfileRegistry {
 
     fn serves(&self, host: &str) -> bool {
         self.shared.lock().published.contains_key(host)
+    }
+
+    fn inspection(&self, host: &str) -> Option<(crate::hardware::Hardware, i64)> {
+        self.plane
+            .inspections
+            .get(host)
+            .map(|i| (i.hardware.clone(), i.at.as_second()))
     }
 }
 

@@ -1,16 +1,19 @@
 //! The IPMI commands this driver sends: request data and response parsing, as pure functions.
 
 use super::super::{
-    BootDevice, BootMode, BootOverride, BootOverrideStatus, PowerAction, PowerState,
+    BmcError, BootDevice, BootMode, BootOverride, BootOverrideStatus, PowerAction, PowerState,
 };
 
 pub const NETFN_CHASSIS: u8 = 0x00;
 pub const NETFN_APP: u8 = 0x06;
+pub const NETFN_STORAGE: u8 = 0x0a;
 
 pub const CMD_GET_CHASSIS_STATUS: u8 = 0x01;
 pub const CMD_CHASSIS_CONTROL: u8 = 0x02;
 pub const CMD_SET_BOOT_OPTIONS: u8 = 0x08;
 pub const CMD_GET_BOOT_OPTIONS: u8 = 0x09;
+pub const CMD_GET_FRU_INVENTORY_AREA_INFO: u8 = 0x10;
+pub const CMD_READ_FRU_DATA: u8 = 0x11;
 pub const CMD_GET_CHANNEL_AUTH_CAPS: u8 = 0x38;
 pub const CMD_SET_SESSION_PRIVILEGE: u8 = 0x3b;
 pub const CMD_CLOSE_SESSION: u8 = 0x3c;
@@ -108,6 +111,47 @@ pub fn parse_boot_flags(data: &[u8]) -> Option<BootOverrideStatus> {
         }),
     })
 }
+
+/// The error for a request the BMC answered with completion code `cc` (not 0).
+pub fn completion_error(bmc: &str, netfn: u8, cmd: u8, cc: u8) -> BmcError {
+    BmcError::Protocol {
+        bmc: bmc.to_string(),
+        detail: format!(
+            "netfn {netfn:#04x} command {cmd:#04x} failed: {} (completion code {cc:#04x})",
+            completion_text(cc)
+        ),
+    }
+}
+
+/// Get FRU Inventory Area Info data: `(size in bytes, accessed by words)`.
+pub fn parse_fru_area_info(data: &[u8]) -> Option<(usize, bool)> {
+    match data {
+        [lo, hi, access, ..] => Some((
+            usize::from(u16::from_le_bytes([*lo, *hi])),
+            access & 0x01 != 0,
+        )),
+        _ => None,
+    }
+}
+
+/// Read FRU Data request: device, offset (little-endian, in bytes or words as the device is accessed), count.
+pub fn read_fru_request(device: u8, offset: u16, count: u8) -> [u8; 4] {
+    let [lo, hi] = offset.to_le_bytes();
+    [device, lo, hi, count]
+}
+
+/// The bytes of a Read FRU Data response (`[count, data…]`; `count` in words for word-accessed devices);
+/// `None` when the response holds fewer bytes than it says.
+pub fn parse_read_fru(data: &[u8], words: bool) -> Option<&[u8]> {
+    let (&count, rest) = data.split_first()?;
+    let n = usize::from(count) * if words { 2 } else { 1 };
+    rest.get(..n)
+}
+
+/// Completion codes of Get FRU Inventory Area Info that mean "no FRU device 0 here": invalid command (no FRU
+/// support), requested data not present, and invalid data field (ipmi_sim's answer for a device id it has no
+/// FRU for).
+pub const FRU_ABSENT: [u8; 3] = [0xc1, 0xcb, 0xcc];
 
 /// Human-readable completion codes (IPMI v2.0 table 5-2) for error messages.
 pub fn completion_text(cc: u8) -> &'static str {
@@ -226,6 +270,28 @@ mod tests {
         assert_eq!(s.device, None);
         assert!(parse_boot_flags(&[0x01, 0x04, 0x80, 0x04]).is_none());
         assert!(parse_boot_flags(&[0x01]).is_none());
+    }
+
+    #[test]
+    fn fru_requests_and_responses() {
+        assert_eq!(
+            parse_fru_area_info(&[0x60, 0x00, 0x00]),
+            Some((0x60, false))
+        );
+        assert_eq!(parse_fru_area_info(&[0x00, 0x04, 0x01]), Some((1024, true)));
+        assert_eq!(parse_fru_area_info(&[0x60, 0x00]), None);
+        assert_eq!(read_fru_request(0, 0x0123, 24), [0, 0x23, 0x01, 24]);
+        assert_eq!(
+            parse_read_fru(&[3, 0xaa, 0xbb, 0xcc, 0xdd], false),
+            Some(&[0xaa, 0xbb, 0xcc][..])
+        );
+        assert_eq!(
+            parse_read_fru(&[2, 1, 2, 3, 4], true),
+            Some(&[1, 2, 3, 4][..])
+        );
+        // A count larger than the data: refused, not read past.
+        assert_eq!(parse_read_fru(&[9, 1, 2], false), None);
+        assert_eq!(parse_read_fru(&[], false), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 
 pub mod commands;
 pub mod crypto;
+mod fru;
 pub mod negotiate;
 pub mod packet;
 pub mod ping;
@@ -24,6 +25,7 @@ use super::{
     BmcDriver, BmcError, BootOverride, BootOverrideStatus, Credentials, Endpoint, Limits, Options,
     PowerAction, PowerState, Result,
 };
+use crate::hardware::out_of_band::OutOfBand;
 use commands::NETFN_CHASSIS;
 use crypto::Suite;
 use session::{Session, SessionParams};
@@ -129,8 +131,17 @@ impl IpmiClient {
         })
     }
 
-    /// Runs one request on the BMC's session, opening (or reopening) the session as needed.
+    /// Runs one request on the BMC's session, opening (or reopening) the session as needed; a completion
+    /// code other than 0 is an error.
     async fn call(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>> {
+        match self.call_raw(netfn, cmd, data).await? {
+            (0, d) => Ok(d),
+            (cc, _) => Err(commands::completion_error(&self.name, netfn, cmd, cc)),
+        }
+    }
+
+    /// [`IpmiClient::call`] that returns the completion code with the data instead of failing on it.
+    async fn call_raw(&self, netfn: u8, cmd: u8, data: &[u8]) -> Result<(u8, Vec<u8>)> {
         let _permit = self.limits.acquire().await;
         let mut slot = self.session.lock().await;
         if let Some(s) = slot.take_if(|s| s.last_used.elapsed() > IDLE_REOPEN) {
@@ -150,7 +161,7 @@ impl IpmiClient {
                     .await?,
                 ),
             };
-            match session.request(netfn, cmd, data).await {
+            match session.request_raw(netfn, cmd, data).await {
                 Ok(d) => return Ok(d),
                 // A reused session may have been dropped by the BMC (it then ignores us): reopen once.
                 Err(e @ BmcError::Timeout { .. }) if !fresh && attempt == 0 => {
@@ -219,6 +230,10 @@ impl BmcDriver for IpmiClient {
             bmc: self.name.clone(),
             detail: "malformed Get System Boot Options (parameter 5) response".into(),
         })
+    }
+
+    async fn inventory(&self) -> Result<OutOfBand> {
+        self.fru_inventory().await
     }
 
     async fn close(&self) {

@@ -517,8 +517,18 @@ impl Session {
         self.keys.suite
     }
 
-    /// Sends one IPMI request in the session and returns the response data after the completion code.
+    /// Sends one IPMI request in the session and returns the response data after the completion code; a
+    /// completion code other than 0 is a [`BmcError::Protocol`] naming it.
     pub async fn request(&mut self, netfn: u8, cmd: u8, data: &[u8]) -> Result<Vec<u8>> {
+        match self.request_raw(netfn, cmd, data).await? {
+            (0, data) => Ok(data),
+            (cc, _) => Err(commands::completion_error(&self.params.bmc, netfn, cmd, cc)),
+        }
+    }
+
+    /// Sends one IPMI request in the session and returns the completion code and the response data after it,
+    /// for callers that treat some completion codes as answers (e.g. "not present").
+    pub async fn request_raw(&mut self, netfn: u8, cmd: u8, data: &[u8]) -> Result<(u8, Vec<u8>)> {
         self.rq_seq = (self.rq_seq + 1) & 0x3f;
         let rq_seq = self.rq_seq;
         let msg = packet::encode_request(netfn, cmd, rq_seq, data);
@@ -546,17 +556,7 @@ impl Session {
         )
         .await?;
         self.last_used = Instant::now();
-        if resp.completion != 0 {
-            return Err(BmcError::Protocol {
-                bmc: self.params.bmc.clone(),
-                detail: format!(
-                    "netfn {netfn:#04x} command {cmd:#04x} failed: {} (completion code {:#04x})",
-                    commands::completion_text(resp.completion),
-                    resp.completion
-                ),
-            });
-        }
-        Ok(resp.data)
+        Ok((resp.completion, resp.data))
     }
 
     /// Closes the session; best effort, one short attempt.

@@ -27,6 +27,10 @@ images:
     initrds: [{{ path: initrd.gz }}]
     rootfs: {{ path: rootfs.img }}
     cmdline: "console=ttyS0 BOOTIF={{{{ bootif }}}} root=live:{{{{ rootfs_url }}}} ds=nocloud;s={{{{ nocloud_url }}}}"
+  - name: inspector
+    kernel: {{ path: vmlinuz }}
+    initrds: [{{ path: initrd.gz }}]
+    cmdline: "console=ttyS0 BOOTIF={{{{ bootif }}}} beowulf.inspect={{{{ inspection_url }}}}"
 hosts:
   - name: node-0
     mac: 52:54:00:00:00:10
@@ -52,6 +56,15 @@ struct Server {
 }
 
 async fn start() -> Server {
+    start_with("", None).await
+}
+
+/// A server on `inventory_text()` followed by `extra` (more top-level keys), keeping inspection reports in
+/// `store` (memory only without).
+async fn start_with(
+    extra: &str,
+    store: Option<crate::boot::inspection::InspectionStore>,
+) -> Server {
     let d = tempfile::tempdir().unwrap();
     // A kernel-sized pseudo-random file, so ranges at odd offsets are meaningful.
     let mut big = Vec::with_capacity(3 << 20);
@@ -64,18 +77,22 @@ async fn start() -> Server {
     std::fs::write(d.path().join("initrd.gz"), b"initrd").unwrap();
     std::fs::write(d.path().join("rootfs.img"), b"rootfs").unwrap();
     let path = d.path().join("hosts.yaml");
-    std::fs::write(&path, inventory_text()).unwrap();
+    std::fs::write(&path, inventory_text() + extra).unwrap();
     let inv = crate::inventory::Inventory::load(&path).unwrap();
     let mut registry = Registry::default();
     let metrics = BootMetrics::register(&mut registry);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
-    let plane = Arc::new(BootPlane::new(
+    let mut plane = BootPlane::new(
         Arc::new(DirectoryHandle::new(inv.directory)),
         Duration::from_secs(600),
         port,
         metrics,
-    ));
+    );
+    if let Some(store) = store {
+        plane = plane.with_inspections(store);
+    }
+    let plane = Arc::new(plane);
     let p = plane.clone();
     tokio::spawn(async move {
         axum::serve(
@@ -624,3 +641,5 @@ async fn boot_files_changed_under_a_download() {
     .await;
     assert_eq!((r.status, r.body.as_slice()), (200, &old[..4 << 20]));
 }
+
+mod inspection;

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Builds the in-band hardware inspection image ("inspector") from Debian packages: the Debian kernel that
+# .ci/install unpacks ($BEOWULF_PEERS_DIR/kroot) and a busybox-static initramfs with the NIC drivers of the
+# test node image (virtio-net chain, e1000) and disk drivers (virtio-blk, NVMe, AHCI/SATA with sd).
+# Its /init collects CPU, memory, disk, NIC, PCI and DMI facts into /tmp/hardware.json, prints them between
+# `INSPECTOR: BEGIN` and `INSPECTOR: END`, posts them to `beowulf.inspect=URL` when the kernel command line has
+# one (over the NIC of `BOOTIF=`, else eth0, configured by DHCP), and powers off.
+#
+# usage: images/inspector/build.sh [OUT_DIR]     (default: $CARGO_TARGET_DIR or target/, then /inspector)
+# output: OUT_DIR/{vmlinuz,initrd.gz}. Deterministic for a given kernel and busybox.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+peers=${BEOWULF_PEERS_DIR:-/opt/beowulf-peers}
+out=${1:-${CARGO_TARGET_DIR:-$repo/target}/inspector}
+
+kroot=$peers/kroot
+vmlinuz=$(ls "$kroot"/boot/vmlinuz-* 2>/dev/null | sort | tail -n1 || true)
+[ -n "$vmlinuz" ] || { echo "no kernel under $kroot/boot: run .ci/install (or set BEOWULF_PEERS_DIR)" >&2; exit 1; }
+kver=${vmlinuz##*/vmlinuz-}
+moddir=$kroot/lib/modules/$kver/kernel
+busybox=/bin/busybox
+[ -x "$busybox" ] || { echo "busybox-static is not installed: run .ci/install" >&2; exit 1; }
+
+# The drivers the image needs; their dependencies are added from each module's own `depends=` (its .modinfo
+# section: no modinfo/depmod needed on the build machine) and everything is loaded dependencies first.
+wanted="e1000 virtio_pci virtio_net virtio_blk nvme ahci sd_mod"
+
+declare -A path=() seen=()
+order=()
+modfile() { # the .ko of a module name (names and file names mix `-` and `_`)
+  local f
+  f=$(find "$moddir" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) -print -quit)
+  [ -n "$f" ] || { echo "module $1.ko not found under $moddir" >&2; exit 1; }
+  echo "$f"
+}
+add() { # depth-first: dependencies before the module
+  local m=$1 f d
+  [ -z "${seen[$m]:-}" ] || return 0
+  seen[$m]=1
+  f=$(modfile "$m")
+  path[$m]=$f
+  for d in $(tr '\0' '\n' < "$f" | sed -n 's/^depends=//p' | head -n1 | tr ',' ' '); do add "$d"; done
+  order+=("$m")
+}
+for m in $wanted; do add "$m"; done
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+ir=$work/ir
+mkdir -p "$ir"/{bin,proc,sys,dev,tmp,etc/udhcpc,lib/modules}
+cp "$busybox" "$ir/bin/busybox"
+for m in "${order[@]}"; do cp "${path[$m]}" "$ir/lib/modules/$m.ko"; done
+echo "${order[*]}" > "$ir/lib/modules/order"
+# The udhcpc hook is the test node's (it configures the address and the default route).
+install -m 0755 "$here/../testnode/default.script" "$ir/etc/udhcpc/default.script"
+install -m 0755 "$here/init" "$ir/init"
+
+mkdir -p "$out"
+# Fixed mtimes and sorted names: the same inputs give the same initrd bytes.
+find "$ir" -exec touch -h -d @0 {} +
+(cd "$ir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --reproducible --quiet | gzip -n -1) > "$out/initrd.gz.tmp"
+mv "$out/initrd.gz.tmp" "$out/initrd.gz"
+cp "$vmlinuz" "$out/vmlinuz"
+echo "inspector image in $out (kernel $kver; modules: ${order[*]}):"
+ls -l "$out"
