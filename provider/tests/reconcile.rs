@@ -18,7 +18,7 @@ use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
 use beowulf::boot::Phase;
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{
-    self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine,
+    self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine, spread,
 };
 use beowulf::hardware::Hardware;
 use beowulf::provisioning::io::BootProfiles as _;
@@ -1078,6 +1078,230 @@ async fn two_managers_with_stale_caches_racing_for_one_host_only_one_wins() {
         .name;
     let loser = if holder == "m0" { &bm1 } else { &bm0 };
     assert_eq!(ready(loser).1, "NoHostAvailable");
+}
+
+// ---------------------------------------------------------------- spreading across failure domains
+
+const MD: &str = "cluster.x-k8s.io/deployment-name";
+
+/// Four available hosts in two racks, node-0 and node-1 in rack-1, node-2 and node-3 in rack-2 (so name order
+/// alone puts the first two claims in rack-1), and `machines`: (name, MachineDeployment, Machine failure
+/// domain). CAPI labels both the Machine and the BeowulfMachine of a MachineDeployment with its name.
+fn racks(machines: &[(&str, Option<&str>, Option<&str>)]) -> Vec<Value> {
+    let names: Vec<&str> = machines.iter().map(|m| m.0).collect();
+    let mut objs = standard(true, 4, &names);
+    for o in &mut objs {
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        let (group, fd) = machines
+            .iter()
+            .find(|m| m.0 == name)
+            .map_or((None, None), |m| (m.1, m.2));
+        match o["kind"].as_str().unwrap() {
+            "BeowulfHost" if name == "node-2" || name == "node-3" => {
+                o["spec"]["failureDomain"] = json!("rack-2");
+            }
+            "BeowulfMachine" => {
+                if let Some(g) = group {
+                    o["metadata"]["labels"][MD] = json!(g);
+                }
+            }
+            "Machine" => {
+                if let Some(g) = group {
+                    o["metadata"]["labels"][MD] = json!(g);
+                }
+                if let Some(fd) = fd {
+                    o["spec"]["failureDomain"] = json!(fd);
+                }
+                assert_valid("cluster.x-k8s.io_machines.yaml", o);
+            }
+            _ => {}
+        }
+    }
+    objs
+}
+
+impl Env {
+    /// The host `machine` holds (`spec.hostRef`), checked against the host's consumerRef.
+    async fn host_of(&self, machine: &str) -> Option<String> {
+        let bm = self.machines().get(machine).await.unwrap();
+        let host = bm.spec.host_ref?.name;
+        let h = self.hosts().get(&host).await.unwrap();
+        assert_eq!(h.spec.consumer_ref.unwrap().name, machine);
+        Some(host)
+    }
+    /// The failure domain of the host `machine` holds.
+    async fn rack_of(&self, machine: &str) -> String {
+        let host = self.host_of(machine).await.expect("claimed");
+        let h = self.hosts().get(&host).await.unwrap();
+        h.spec.failure_domain.unwrap()
+    }
+    /// The group label on `host`.
+    async fn group_on(&self, host: &str) -> Option<String> {
+        let h = self.hosts().get(host).await.unwrap();
+        h.labels().get(spread::GROUP_LABEL).cloned()
+    }
+}
+
+#[tokio::test]
+async fn machines_of_one_deployment_spread_across_failure_domains() {
+    let md = Some("md-0");
+    let e = env(racks(&[
+        ("m0", md, None),
+        ("m1", md, None),
+        ("m2", md, None),
+        ("m3", md, None),
+    ]))
+    .await;
+    e.register_hosts(4).await;
+    // One after the other: the second goes to the rack that holds none of the deployment yet; then ties are
+    // broken by name.
+    let mut held = Vec::new();
+    for m in ["m0", "m1", "m2", "m3"] {
+        e.reconcile_machine(m).await;
+        held.push(e.host_of(m).await.expect("claimed"));
+    }
+    assert_eq!(held, ["node-0", "node-2", "node-1", "node-3"]);
+    assert_eq!(e.rack_of("m0").await, "rack-1");
+    assert_eq!(e.rack_of("m1").await, "rack-2");
+    // The claim recorded the group on each host, next to the consumerRef.
+    for h in &held {
+        assert_eq!(e.group_on(h).await.as_deref(), Some("md-0"), "{h}");
+        let labels = e.hosts().get(h).await.unwrap().labels().clone();
+        assert_eq!(labels.get("role").map(String::as_str), Some("worker"));
+    }
+}
+
+#[tokio::test]
+async fn concurrent_claims_from_a_lagging_host_cache_spread_across_failure_domains() {
+    let md = Some("md-0");
+    let e = env(racks(&[
+        ("m0", md, None),
+        ("m1", md, None),
+        ("m2", md, None),
+        ("m3", md, None),
+    ]))
+    .await;
+    e.register_hosts(4).await;
+    // The store never shows the claims: every count of the deployment comes from the cache's reservations.
+    let cache = host_cache(&e).await;
+    let ctx = e.ctx_with(cache.clone());
+    tokio::join!(
+        e.reconcile_machine_with("m0", ctx.clone()),
+        e.reconcile_machine_with("m1", ctx.clone())
+    );
+    let mut racks = vec![e.rack_of("m0").await, e.rack_of("m1").await];
+    racks.sort();
+    assert_eq!(racks, ["rack-1", "rack-2"], "one in each rack");
+    assert_eq!(
+        cache.group_counts(NS, "md-0"),
+        HashMap::from([("rack-1".into(), 1), ("rack-2".into(), 1)])
+    );
+    assert!(cache.group_counts(NS, "md-1").is_empty());
+    // Two more, still from the stale store: one more in each rack.
+    tokio::join!(
+        e.reconcile_machine_with("m2", ctx.clone()),
+        e.reconcile_machine_with("m3", ctx.clone())
+    );
+    let mut racks = vec![e.rack_of("m2").await, e.rack_of("m3").await];
+    racks.sort();
+    assert_eq!(racks, ["rack-1", "rack-2"]);
+    assert_eq!(
+        cache.group_counts(NS, "md-0"),
+        HashMap::from([("rack-1".into(), 2), ("rack-2".into(), 2)])
+    );
+    // Once the store shows the claims, the hosts' labels count instead of the reservations.
+    let fresh = host_cache(&e).await;
+    assert_eq!(
+        fresh.group_counts(NS, "md-0"),
+        HashMap::from([("rack-1".into(), 2), ("rack-2".into(), 2)])
+    );
+}
+
+#[tokio::test]
+async fn a_machine_with_a_failure_domain_takes_only_its_own() {
+    let md = Some("md-0");
+    let rack1 = Some("rack-1");
+    let e = env(racks(&[
+        ("m0", md, rack1),
+        ("m1", md, rack1),
+        ("m2", md, rack1),
+        ("m3", md, None),
+    ]))
+    .await;
+    e.register_hosts(4).await;
+    // Both in rack-1, though rack-2 holds none of the deployment.
+    e.reconcile_machine("m0").await;
+    e.reconcile_machine("m1").await;
+    assert_eq!(e.host_of("m0").await.as_deref(), Some("node-0"));
+    assert_eq!(e.host_of("m1").await.as_deref(), Some("node-1"));
+    assert_eq!(e.group_on("node-0").await.as_deref(), Some("md-0"));
+    assert_eq!(e.group_on("node-1").await.as_deref(), Some("md-0"));
+    // rack-1 is full: m2 waits although rack-2 has free hosts.
+    assert_eq!(
+        e.reconcile_machine("m2").await,
+        Action::requeue(machine::NO_HOST_REQUEUE)
+    );
+    let bm2 = e.machines().get("m2").await.unwrap();
+    assert_eq!(ready(&bm2).1, "NoHostAvailable");
+    assert_eq!(e.host_of("m2").await, None);
+    // A machine of the deployment without a failure domain goes to rack-2.
+    e.reconcile_machine("m3").await;
+    assert_eq!(e.rack_of("m3").await, "rack-2");
+}
+
+#[tokio::test]
+async fn machines_without_a_group_keep_name_order() {
+    let e = env(racks(&[("m0", None, None), ("m1", None, None)])).await;
+    e.register_hosts(4).await;
+    e.reconcile_machine("m0").await;
+    e.reconcile_machine("m1").await;
+    assert_eq!(e.host_of("m0").await.as_deref(), Some("node-0"));
+    assert_eq!(e.host_of("m1").await.as_deref(), Some("node-1"));
+    assert_eq!(e.group_on("node-0").await, None);
+    assert_eq!(e.group_on("node-1").await, None);
+    // The same through a lagging host cache.
+    let e = env(racks(&[("m0", None, None), ("m1", None, None)])).await;
+    e.register_hosts(4).await;
+    let ctx = e.ctx_with(host_cache(&e).await);
+    e.reconcile_machine_with("m0", ctx.clone()).await;
+    e.reconcile_machine_with("m1", ctx).await;
+    assert_eq!(e.host_of("m0").await.as_deref(), Some("node-0"));
+    assert_eq!(e.host_of("m1").await.as_deref(), Some("node-1"));
+}
+
+#[tokio::test]
+async fn releasing_a_host_clears_its_group_label() {
+    // Claimed and provisioned by a machine of md-0, then deleted (re-seeded as in
+    // deletion_powers_off_releases_then_drops_finalizer).
+    let e = env(racks(&[("m0", Some("md-0"), None)])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.node_boots_and_calls_back(0).await;
+    e.reconcile_machine("m0").await;
+    assert_eq!(e.group_on("node-0").await.as_deref(), Some("md-0"));
+    let bm = e.machines().get("m0").await.unwrap();
+    let host = e.hosts().get("node-0").await.unwrap();
+
+    let mut objs = standard(true, 0, &[]);
+    objs.push(machine_obj("m0", Some("boot-data")));
+    objs.push(deleting(without_rv(&bm)));
+    objs.push(without_rv(&host));
+    let d = env(objs).await;
+    d.bmc
+        .power
+        .lock()
+        .unwrap()
+        .insert("ipmi://127.0.0.1:6230".into(), true);
+    d.reconcile_machine("m0").await; // power off
+    assert_eq!(d.group_on("node-0").await.as_deref(), Some("md-0"));
+    d.reconcile_machine("m0").await; // off: released
+    let h = d.hosts().get("node-0").await.unwrap();
+    assert!(h.spec.consumer_ref.is_none());
+    assert_eq!(
+        h.labels(),
+        &BTreeMap::from([("role".to_string(), "worker".to_string())]),
+        "the group label went with the consumerRef; other labels stay"
+    );
 }
 
 fn deleting(mut v: Value) -> Value {

@@ -123,6 +123,9 @@ pub enum HostStateName {
     Available,
     /// Booting the inspection image; never claimed until its report is in and it is off again.
     Inspecting,
+    /// Found by discovery (an unknown MAC that booted the inspection image); not driven until accepted: give
+    /// it `spec.bmc` and `spec.interfaces` and remove the label `beowulf.infrastructure.cluster.x-k8s.io/discovered`.
+    Discovered,
     /// Booting towards the node's callback.
     Provisioning,
     /// The node called back.

@@ -25,6 +25,9 @@ pub struct CallbackReport {
     pub at: String,
 }
 
+/// Says whether a MAC belongs to a host the loader knows (discovery leaves it alone).
+pub type KnownMacs = Box<dyn Fn(&MacAddr) -> bool + Send + Sync>;
+
 /// Told about every phase any host reaches (the controllers map it back to their BeowulfHost).
 pub type PhaseObserver = Box<dyn Fn(&MacAddr, Phase) + Send + Sync>;
 
@@ -37,8 +40,11 @@ pub struct BootPlane {
     pub http_port: u16,
     /// Inspection reports received (and, in standalone mode, kept on disk).
     pub inspections: InspectionStore,
-    /// Unknown hosts booting on a network with discovery (standalone).
+    /// Unknown hosts booting on a network with discovery.
     pub discovery: super::discovery::Discovery,
+    /// MACs discovery must leave alone although the directory does not have them (the manager's registered
+    /// hosts that are idle: their profile is published only while they boot).
+    known: std::sync::OnceLock<KnownMacs>,
     callbacks: Mutex<std::collections::HashMap<String, CallbackReport>>,
     observer: std::sync::OnceLock<PhaseObserver>,
 }
@@ -61,6 +67,7 @@ impl BootPlane {
             http_port,
             inspections: InspectionStore::in_memory(),
             discovery: Default::default(),
+            known: std::sync::OnceLock::new(),
             callbacks: Mutex::new(Default::default()),
             observer: std::sync::OnceLock::new(),
         }
@@ -169,6 +176,11 @@ impl BootPlane {
         hosts
     }
 
+    /// Tells discovery which MACs it must not answer besides the directory's (once per plane).
+    pub fn exclude_from_discovery(&self, known: KnownMacs) {
+        let _ = self.known.set(known);
+    }
+
     /// Calls `observer` for every phase recorded from now on (once per plane; a second observer is ignored).
     pub fn observe_phases(&self, observer: PhaseObserver) {
         let _ = self.observer.set(observer);
@@ -226,6 +238,9 @@ impl BootDirectory for BootPlane {
         let host = match inv.host_by_mac(mac) {
             Some(h) => h,
             None => {
+                if self.known.get().is_some_and(|known| known(mac)) {
+                    return None;
+                }
                 discovered = self
                     .discovery
                     .lease(&inv, mac, relay, |key| self.inspections.get(key).is_some())?;

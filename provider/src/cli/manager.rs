@@ -109,6 +109,33 @@ pub struct ManagerArgs {
     /// reports its CPU, memory, disks, NICs and PCI devices (`images/inspector`). Empty or `*`: no inspection.
     #[arg(long, default_value = "", value_name = "NAME")]
     pub inspection_image: String,
+    /// Discovery: unknown MACs that network-boot on --discovery-network get an address from
+    /// --discovery-range, boot the inspection image (--inspection-image, looked up in this namespace) and become
+    /// BeowulfHosts `discovered-<mac>` here, in state `discovered`, never claimed until accepted. `*`: off.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "NAMESPACE",
+        help_heading = "Discovery"
+    )]
+    pub discovery_namespace: String,
+    /// The boot network discovery answers on (CIDR, e.g. 10.0.0.0/24). `*`: unset.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "CIDR",
+        help_heading = "Discovery"
+    )]
+    pub discovery_network: String,
+    /// Addresses for discovered hosts, `FIRST-LAST` inside --discovery-network; never one a BeowulfHost's
+    /// interface holds. `*`: unset.
+    #[arg(
+        long,
+        default_value = "",
+        value_name = "FIRST-LAST",
+        help_heading = "Discovery"
+    )]
+    pub discovery_range: String,
     /// Run the controllers without the boot plane (another process serves the boot network). Hosts then only
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
@@ -116,7 +143,7 @@ pub struct ManagerArgs {
 }
 
 impl ManagerArgs {
-    /// `*` stands for "unset" in the four flags that default to empty: clusterctl refuses a variable whose
+    /// `*` stands for "unset" in the flags that default to empty: clusterctl refuses a variable whose
     /// default is empty (`${VAR:=}` counts as required), so the release's Deployment defaults them to `*`.
     fn resolved(mut self) -> Self {
         for value in [
@@ -125,6 +152,9 @@ impl ManagerArgs {
             &mut self.boot_interface,
             &mut self.boot_server_ip,
             &mut self.inspection_image,
+            &mut self.discovery_namespace,
+            &mut self.discovery_network,
+            &mut self.discovery_range,
         ] {
             if value == "*" {
                 value.clear();
@@ -286,6 +316,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     };
     // A boot that ends (callback, inspection report) wakes its host's controllers at once.
     let (host_ends, machine_ends) = (profiles.boot_ends(), profiles.boot_ends());
+    let (profiles_for_discovery, profiles_plane) = (profiles.clone(), profiles.plane());
     let mut ctx = Context::new(client.clone(), Arc::new(BmcPower::default()), profiles);
     ctx.recorder = Some(kube::runtime::events::Recorder::new(
         client.clone(),
@@ -353,6 +384,24 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             Box::pin(std::future::pending())
         };
 
+    // Discovery answers unknown MACs: only the leader may (two replicas would hand out addresses twice).
+    let discovery = match discovery_config(&args)? {
+        Some(d) => {
+            let known = ctx.hosts.clone();
+            profiles_plane.exclude_from_discovery(Box::new(move |mac| {
+                known
+                    .as_ref()
+                    .is_some_and(|h| h.with_boot_mac(mac).is_some())
+            }));
+            Some(tokio::spawn(run_discovery(
+                d,
+                profiles_for_discovery,
+                ctx.clone(),
+            )))
+        }
+        None => None,
+    };
+
     let ns = args.namespace.as_str();
     tracing::info!(namespace = ns, watch_filter = %args.watch_filter, "starting controllers");
 
@@ -403,13 +452,17 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .run(host::reconcile, host::error_policy, ctx.clone())
         .for_each(|_| async {});
 
-    tokio::select! {
+    let result = tokio::select! {
         _ = async { tokio::join!(machines, clusters, hosts) } => Ok(()),
         e = lost => Err(e),
         r = metrics => r.context("metrics server task")?.context("metrics server"),
         r = health => r.context("health server task")?.context("health server"),
         r = boot_plane => r.context("boot plane"),
+    };
+    if let Some(d) = discovery {
+        d.abort();
     }
+    result
 }
 
 /// The host keys a [`ProfileRegistry::boot_ends`] receiver yields, as a stream.
@@ -433,4 +486,101 @@ fn consumers_of(
             Some(ObjectRef::<BeowulfMachine>::new(&consumer.name).within(ns))
         }
     })
+}
+
+/// `--discovery-*`, checked: all three with `--inspection-image`, or none.
+struct DiscoveryConfig {
+    namespace: String,
+    image: String,
+    subnet: ipnet::Ipv4Net,
+    range: crate::boot::directory::DiscoveryRange,
+}
+
+fn discovery_config(args: &ManagerArgs) -> anyhow::Result<Option<DiscoveryConfig>> {
+    let (ns, net, range) = (
+        &args.discovery_namespace,
+        &args.discovery_network,
+        &args.discovery_range,
+    );
+    if ns.is_empty() && net.is_empty() && range.is_empty() {
+        return Ok(None);
+    }
+    if ns.is_empty() || net.is_empty() || range.is_empty() {
+        anyhow::bail!(
+            "discovery needs --discovery-namespace, --discovery-network and --discovery-range together"
+        );
+    }
+    if args.inspection_image.is_empty() {
+        anyhow::bail!("discovery needs --inspection-image: discovered hosts boot it");
+    }
+    let subnet = net
+        .parse::<ipnet::Ipv4Net>()
+        .with_context(|| {
+            format!("--discovery-network {net:?} is not an IPv4 CIDR like 10.0.0.0/24")
+        })?
+        .trunc();
+    let (first, last) = range
+        .split_once('-')
+        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
+        .with_context(|| format!("--discovery-range {range:?} is not FIRST-LAST"))?;
+    if first > last || !subnet.contains(&first) || !subnet.contains(&last) {
+        anyhow::bail!(
+            "--discovery-range {range} must be ascending and inside --discovery-network {subnet}"
+        );
+    }
+    Ok(Some(DiscoveryConfig {
+        namespace: ns.clone(),
+        image: args.inspection_image.clone(),
+        subnet,
+        range: crate::boot::directory::DiscoveryRange {
+            first,
+            last,
+            lease_secs: 300,
+        },
+    }))
+}
+
+/// Keeps the boot plane's discovery image in step with the BeowulfImage (checked every 30 s) and writes every
+/// discovered host's report as a BeowulfHost (`controllers::discovery`).
+async fn run_discovery(d: DiscoveryConfig, profiles: Arc<ProfileRegistry>, ctx: Arc<Context>) {
+    use crate::api::BeowulfImage;
+    let mut found = profiles.discoveries();
+    let images: Api<BeowulfImage> = Api::namespaced(ctx.client.clone(), &d.namespace);
+    let mut served: Option<crate::api::image::BeowulfImageSpec> = None;
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                match images.get_opt(&d.image).await {
+                    Ok(Some(image)) if served.as_ref() != Some(&image.spec) => {
+                        let spec = &image.spec;
+                        let src = crate::runtime::profiles::ImageSource {
+                            kernel: spec.kernel.url.clone(),
+                            initrds: spec.initrds.iter().map(|a| a.url.clone()).collect(),
+                            rootfs: spec.rootfs.as_ref().map(|a| a.url.clone()),
+                            cmdline: spec.cmdline.clone(),
+                        };
+                        match profiles.enable_discovery(d.subnet, d.range, &src) {
+                            Ok(()) => {
+                                tracing::info!(network = %d.subnet, image = %d.image, "discovery on");
+                                served = Some(image.spec.clone());
+                            }
+                            Err(e) => tracing::warn!(error = %e, "discovery image not usable"),
+                        }
+                    }
+                    Ok(Some(_)) => {}
+                    Ok(None) => tracing::warn!(namespace = %d.namespace, image = %d.image,
+                        "discovery waits for its inspection BeowulfImage"),
+                    Err(e) => tracing::warn!(error = %e, "reading the discovery image"),
+                }
+            }
+            mac = found.recv() => {
+                let Some(mac) = mac else { return };
+                let Some((hardware, at)) = profiles.discovered_report(&mac) else { continue };
+                if let Err(e) = crate::controllers::discovery::record(&ctx, &d.namespace, mac, hardware, at).await {
+                    tracing::warn!(%mac, error = %e, "discovered host not recorded");
+                }
+            }
+        }
+    }
 }

@@ -53,6 +53,10 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
     if host.metadata.deletion_timestamp.is_some() {
         return reconcile_delete(host, ctx, &api).await;
     }
+    if super::discovery::is_discovered(host) {
+        // No BMC yet: nothing to drive until an operator accepts it (controllers::discovery).
+        return Ok(Action::await_change());
+    }
     let host = &add_finalizer(&api, host, HOST_FINALIZER).await?;
     if host.spec.consumer_ref.is_some() {
         // The consumer's controller drives it; a second writer would race on the status.

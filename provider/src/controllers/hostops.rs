@@ -132,6 +132,8 @@ fn to_engine(s: HostStateName) -> HostState {
         HostStateName::Deprovisioning => HostState::Deprovisioning,
         HostStateName::Error => HostState::Error,
         HostStateName::Inspecting => HostState::Inspecting,
+        // Accepted from discovery: it registers like a new host (its report is kept).
+        HostStateName::Discovered => HostState::Registering,
     }
 }
 
@@ -412,6 +414,7 @@ async fn announce(
             HostStateName::Deprovisioning => "Deprovisioning",
             HostStateName::Error => "ProvisioningFailed",
             HostStateName::Inspecting => "Inspecting",
+            HostStateName::Discovered => "Discovered",
         };
         ctx.event(host, new.state == HostStateName::Error, reason, note)
             .await;

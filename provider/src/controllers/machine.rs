@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use super::hostops::{self, ProvisionInput, host_ips, provider_id};
+use super::spread::{self, GROUP_LABEL};
 use super::{
     Context, Error, MACHINE_FINALIZER, add_finalizer, has_paused_annotation, remove_finalizer,
     write_status,
@@ -79,14 +80,19 @@ fn held_by(host: &BeowulfHost, bm: &BeowulfMachine) -> bool {
 }
 
 /// Claims `host` for `bm`: a merge patch carrying the resourceVersion the host was read at, so of two
-/// machines that saw the same free host, exactly one succeeds and the other gets 409 Conflict.
+/// machines that saw the same free host, exactly one succeeds and the other gets 409 Conflict. The same patch
+/// records the machine's group on the host ([`GROUP_LABEL`], removed when the machine has none), so the
+/// hosts show how a group is spread over failure domains exactly when they show the claims.
 pub async fn claim(
     api: &Api<BeowulfHost>,
     host: &BeowulfHost,
     bm: &BeowulfMachine,
 ) -> Result<Option<BeowulfHost>, Error> {
     let patch = json!({
-        "metadata": {"resourceVersion": host.resource_version()},
+        "metadata": {
+            "resourceVersion": host.resource_version(),
+            "labels": {GROUP_LABEL: spread::group_of(bm)},
+        },
         "spec": {"consumerRef": consumer_of(bm)},
     });
     match api
@@ -156,6 +162,7 @@ async fn find_or_claim(
         Some(cache) => cache.hosts(&ns).await,
         None => None,
     };
+    let from_store = cached.is_some();
     let mut hosts: Vec<Arc<BeowulfHost>> = match cached {
         Some(h) => h,
         None => api
@@ -174,6 +181,8 @@ async fn find_or_claim(
     if let Err(why) = reqs.validate() {
         return Ok(Found::Invalid(why));
     }
+    // Every host, claimed ones included, for spreading (API list only; the cache counts from its store).
+    let listed = (!from_store).then(|| hosts.clone());
     let fd = machine.spec.failure_domain.as_deref();
     hosts.retain(|h| selectable(h, bm, fd));
     // Hardware last, so that when nothing is left the message can say which requirement excluded how many
@@ -185,28 +194,46 @@ async fn find_or_claim(
         let why = explain(&reqs, excluded.iter().map(|h| hardware_of(h)));
         return Ok(Found::None(why));
     }
-    let mut hosts = candidates;
-    hosts.sort_by_key(|h| h.name_any());
-    for host in &hosts {
-        if let Some(cache) = &ctx.hosts
-            && !cache.reserve(host)
-        {
-            continue;
-        }
-        let result = match claim(&api, host, bm).await {
+    // Spreading: fewest hosts of the machine's group in the failure domain first, then by name (plain name
+    // order without a group). With the cache, the order is computed at each attempt together with the
+    // reservation, counting the claims the store does not show yet.
+    let group = spread::group_of(bm);
+    let mut candidates = candidates;
+    if ctx.hosts.is_none() {
+        let counts = match (&group, &listed) {
+            (Some(g), Some(all)) => spread::counts(all, g),
+            _ => Default::default(),
+        };
+        spread::order(&mut candidates, &counts);
+    }
+    loop {
+        let next = match &ctx.hosts {
+            Some(cache) => {
+                cache.reserve_next(&ns, &candidates, group.as_deref(), listed.as_deref())
+            }
+            None => candidates.first().cloned(),
+        };
+        let Some(host) = next else { break };
+        let name = host.name_any();
+        candidates.retain(|h| h.name_any() != name);
+        let result = match claim(&api, &host, bm).await {
             Ok(r) => r,
             Err(e) => {
                 if let Some(cache) = &ctx.hosts {
-                    cache.unreserve(host);
+                    cache.unreserve(&host);
                 }
                 return Err(e);
             }
         };
         if let Some(claimed) = result {
-            tracing::info!(machine = %bm.name_any(), host = %host.name_any(), "claimed host");
+            tracing::info!(machine = %bm.name_any(), host = %name, group = group.as_deref().unwrap_or(""),
+                failure_domain = spread::domain_of(&host), "claimed host");
             return Ok(Found::Host(Box::new(claimed)));
         }
-        tracing::debug!(host = %host.name_any(), "host claimed concurrently; trying the next one");
+        if let Some(cache) = &ctx.hosts {
+            cache.lost(&host);
+        }
+        tracing::debug!(host = %name, "host claimed concurrently; trying the next one");
     }
     Ok(Found::None(NO_HOST_MESSAGE.to_string()))
 }
@@ -559,9 +586,13 @@ async fn reconcile_delete(
             write_status(&api, &name, bm.status.as_ref(), &status).await?;
             return Ok(Action::requeue(outcome.requeue.unwrap_or(ctx.engine.poll)));
         }
-        // Powered off: release (guarded, so a concurrent change is not overwritten).
+        // Powered off: release (guarded, so a concurrent change is not overwritten), dropping the group the
+        // claim recorded in the same patch.
         let fresh = hosts.get(&host.name_any()).await?;
-        let patch = json!({"metadata": {"resourceVersion": fresh.resource_version()}, "spec": {"consumerRef": null}});
+        let patch = json!({
+            "metadata": {"resourceVersion": fresh.resource_version(), "labels": {GROUP_LABEL: null}},
+            "spec": {"consumerRef": null},
+        });
         hosts
             .patch(
                 &host.name_any(),

@@ -7,11 +7,13 @@
 
 pub mod capi;
 pub mod cluster;
+pub mod discovery;
 pub mod host;
 pub mod hostcache;
 pub mod hostops;
 pub mod leader;
 pub mod machine;
+pub mod spread;
 
 use std::sync::Arc;
 use std::time::Duration;

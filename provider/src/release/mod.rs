@@ -179,6 +179,9 @@ pub fn components(image: &str) -> Result<Vec<Value>, Error> {
                             "--boot-http-port=${BEOWULF_BOOT_HTTP_PORT:=8081}",
                             // `*`: no inspection; a BeowulfImage name in the hosts' namespace turns it on.
                             "--inspection-image=${BEOWULF_INSPECTION_IMAGE:=*}",
+                            "--discovery-namespace=${BEOWULF_DISCOVERY_NAMESPACE:=*}",
+                            "--discovery-network=${BEOWULF_DISCOVERY_NETWORK:=*}",
+                            "--discovery-range=${BEOWULF_DISCOVERY_RANGE:=*}",
                         ],
                         "env": [
                             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},

@@ -97,6 +97,8 @@ struct Shared {
     /// Told the host key whenever a boot ends (callback or inspection report): the controllers reconcile that
     /// host at once instead of at their next poll.
     ends: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<String>>>,
+    /// Told the MAC of every discovered host whose report arrived.
+    discovered: Mutex<Vec<tokio::sync::mpsc::UnboundedSender<MacAddr>>>,
 }
 
 impl Shared {
@@ -138,6 +140,7 @@ impl ProfileRegistry {
             inner: Mutex::new(Inner::default()),
             clock,
             ends: Mutex::new(Vec::new()),
+            discovered: Mutex::new(Vec::new()),
         });
         let s2 = shared.clone();
         plane.observe_phases(Box::new(move |mac, phase| {
@@ -150,11 +153,17 @@ impl ProfileRegistry {
                 }
                 key
             };
-            if let Some(key) = key
-                && matches!(phase, Phase::Callback | Phase::Inspection)
-            {
-                let mut ends = s2.ends.lock().unwrap_or_else(|e| e.into_inner());
-                ends.retain(|tx| tx.send(key.clone()).is_ok());
+            match key {
+                Some(key) if matches!(phase, Phase::Callback | Phase::Inspection) => {
+                    let mut ends = s2.ends.lock().unwrap_or_else(|e| e.into_inner());
+                    ends.retain(|tx| tx.send(key.clone()).is_ok());
+                }
+                // No profile: a discovered host (the plane records phases only of hosts it serves).
+                None if phase == Phase::Inspection => {
+                    let mut found = s2.discovered.lock().unwrap_or_else(|e| e.into_inner());
+                    found.retain(|tx| tx.send(*mac).is_ok());
+                }
+                _ => {}
             }
         }));
         ProfileRegistry {
@@ -246,7 +255,127 @@ fn artifact(url: &str, root: Option<&Path>, host: &str) -> Result<Artifact, IoEr
     })
 }
 
+/// The artifacts and command line of an image (a profile's, or the discovery image's).
+pub struct ImageSource {
+    pub kernel: String,
+    pub initrds: Vec<String>,
+    pub rootfs: Option<String>,
+    pub cmdline: String,
+}
+
+impl ImageSource {
+    fn of(p: &BootProfile) -> ImageSource {
+        ImageSource {
+            kernel: p.kernel.clone(),
+            initrds: p.initrds.clone(),
+            rootfs: p.rootfs.clone(),
+            cmdline: p.cmdline.clone(),
+        }
+    }
+}
+
 impl ProfileRegistry {
+    /// The image the boot plane serves for `src` (`what` names its user in errors). Hosts booting the same
+    /// artifacts with the same command line share one served image.
+    fn served_image(&self, src: &ImageSource, what: &str) -> Result<Image, IoError> {
+        let root = self.config.artifact_root.as_deref();
+        let kernel = artifact(&src.kernel, root, what)?;
+        let initrds = src
+            .initrds
+            .iter()
+            .map(|u| artifact(u, root, what))
+            .collect::<Result<Vec<_>, _>>()?;
+        let rootfs = src
+            .rootfs
+            .as_deref()
+            .map(|u| artifact(u, root, what))
+            .transpose()?;
+        let mut h = Sha256::new();
+        for part in std::iter::once(&src.kernel)
+            .chain(&src.initrds)
+            .chain(&src.rootfs)
+            .chain(std::iter::once(&src.cmdline))
+        {
+            h.update(part.as_bytes());
+            h.update([0]);
+        }
+        let image = Image {
+            name: format!("img-{}", &hex::encode(h.finalize())[..16]),
+            format: ImageFormat::Live,
+            kernel,
+            initrds,
+            rootfs,
+            cmdline: src.cmdline.clone(),
+        };
+        crate::boot::script::check_cmdline(&image).map_err(|e| {
+            IoError(format!(
+                "{what}: the image's kernel command line template does not render: {e}"
+            ))
+        })?;
+        Ok(image)
+    }
+
+    /// Discovery: unknown MACs (neither published nor `known`) that network-boot on `subnet` get an address
+    /// from `range` and boot `image` (the inspection image); their reports arrive through
+    /// [`ProfileRegistry::discoveries`]. Called again with another image, it replaces the first.
+    pub fn enable_discovery(
+        &self,
+        subnet: Ipv4Net,
+        range: crate::boot::directory::DiscoveryRange,
+        image: &ImageSource,
+    ) -> Result<(), IoError> {
+        let image = self.served_image(image, "the discovery image")?;
+        let _g = self.shared.lock();
+        let name = image.name.clone();
+        self.plane.directory.change(|d| {
+            match d.networks.iter_mut().find(|n| n.subnet == subnet) {
+                Some(n) => n.discovery = Some(range),
+                None => d.networks.push(Network {
+                    name: subnet.to_string(),
+                    subnet,
+                    gateway: None,
+                    dns: Vec::new(),
+                    domain: None,
+                    mtu: None,
+                    lease_secs: self.config.lease_secs,
+                    discovery: Some(range),
+                    boot_server: self.config.boot_server,
+                }),
+            }
+            d.images
+                .entry(name.clone())
+                .or_insert_with(|| Arc::new(image));
+            d.inspection_image = Some(name);
+        });
+        self.plane.directory_changed(&self.plane.directory.get());
+        Ok(())
+    }
+
+    /// The MACs of hosts that finished a discovery boot (their report is in the boot plane's inspection store
+    /// under `<served namespace>/discovered-<mac>`: [`ProfileRegistry::discovered_report`]), from now on.
+    pub fn discoveries(&self) -> tokio::sync::mpsc::UnboundedReceiver<MacAddr> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.shared
+            .discovered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        rx
+    }
+
+    /// The report of the host discovered with `mac`, and when it arrived (Unix seconds).
+    pub fn discovered_report(&self, mac: &MacAddr) -> Option<(crate::hardware::Hardware, i64)> {
+        let key = format!(
+            "{}/{}",
+            self.plane.directory.get().namespace,
+            crate::boot::discovery::host_name(mac)
+        );
+        self.plane
+            .inspections
+            .get(&key)
+            .map(|i| (i.hardware.clone(), i.at.as_second()))
+    }
+
     /// Checks `p` and builds what the boot plane serves for it.
     fn prepare(&self, p: &BootProfile) -> Result<Served, IoError> {
         let key = p.host.clone();
@@ -259,41 +388,7 @@ impl ProfileRegistry {
         let subnet = Ipv4Net::new(ip, prefix)
             .map_err(|e| IoError(format!("host {key}: address {ip}/{prefix}: {e}")))?
             .trunc();
-        let root = self.config.artifact_root.as_deref();
-        let kernel = artifact(&p.kernel, root, &key)?;
-        let initrds = p
-            .initrds
-            .iter()
-            .map(|u| artifact(u, root, &key))
-            .collect::<Result<Vec<_>, _>>()?;
-        let rootfs = p
-            .rootfs
-            .as_deref()
-            .map(|u| artifact(u, root, &key))
-            .transpose()?;
-        // Hosts booting the same artifacts with the same command line share one served image.
-        let mut h = Sha256::new();
-        for part in std::iter::once(&p.kernel)
-            .chain(&p.initrds)
-            .chain(&p.rootfs)
-            .chain(std::iter::once(&p.cmdline))
-        {
-            h.update(part.as_bytes());
-            h.update([0]);
-        }
-        let image = Image {
-            name: format!("img-{}", &hex::encode(h.finalize())[..16]),
-            format: ImageFormat::Live,
-            kernel,
-            initrds,
-            rootfs,
-            cmdline: p.cmdline.clone(),
-        };
-        crate::boot::script::check_cmdline(&image).map_err(|e| {
-            IoError(format!(
-                "host {key}: the image's kernel command line template does not render: {e}"
-            ))
-        })?;
+        let image = self.served_image(&ImageSource::of(p), &key)?;
         let text = String::from_utf8_lossy(&p.user_data).into_owned();
         let (user_data, ignition) = match p.format {
             UserDataFormat::CloudConfig => (Secret::new(text), None),
