@@ -188,7 +188,16 @@ async fn hosts_are_inspected_before_they_are_available_and_machines_select_them_
         &beowulf(),
         "mgr-0",
         &artifacts,
-        &["--inspection-image", INSPECTOR],
+        &[
+            "--inspection-image",
+            INSPECTOR,
+            "--discovery-namespace",
+            NS,
+            "--discovery-network",
+            "10.99.0.0/24",
+            "--discovery-range",
+            "10.99.0.200-10.99.0.210",
+        ],
     )
     .await
     .unwrap();
@@ -283,6 +292,61 @@ async fn hosts_are_inspected_before_they_are_available_and_machines_select_them_
         );
         eprintln!("{name} ({mib} MiB): {states:?}");
     }
+
+    // Discovery: a machine no BeowulfHost names network-boots (someone powers it on at its BMC). It becomes
+    // exactly one BeowulfHost `discovered-<mac>`, with its hardware, waiting to be accepted.
+    let stranger = QemuHost::start_sized(&mc, "stranger", 0x63, json!({}), 640);
+    stranger.bmc.sim.ipmitool(&["chassis", "bootdev", "pxe"]);
+    stranger.bmc.sim.ipmitool(&["power", "on"]);
+    let t_discovery = Instant::now();
+    let found = eventually(
+        "the unknown machine recorded as a discovered host",
+        Duration::from_secs(180),
+        || {
+            let hosts_api = hosts_api.clone();
+            async move {
+                let hosts = objects(&hosts_api).await?;
+                match hosts.get("discovered-525400000063") {
+                    Some(h) if state(h) == "discovered" && h["status"]["hardware"].is_object() => {
+                        Ok((hosts.len(), h.clone()))
+                    }
+                    other => Err(format!("{other:?}")),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "{e}\nstranger's console:\n{}\nmanager log:\n{}",
+            tail(&stranger.bmc.serial(), 20),
+            tail(&manager.log(), 40)
+        )
+    });
+    let (count, discovered) = found;
+    assert_eq!(count, RACK.len() + 1, "one discovered host, no other");
+    assert_eq!(
+        discovered["status"]["hardware"]["memory"]["bytes"],
+        640u64 << 20
+    );
+    assert_eq!(
+        discovered["spec"]["bootMACAddress"],
+        stranger.node.mac.as_str()
+    );
+    assert_eq!(discovered["spec"]["online"], false);
+    assert_eq!(
+        discovered["metadata"]["labels"]["beowulf.infrastructure.cluster.x-k8s.io/discovered"],
+        "true"
+    );
+    assert!(
+        discovered["metadata"]["finalizers"].is_null(),
+        "{discovered}"
+    );
+    assert!(stranger.bmc.serial().contains("INSPECTOR: BEGIN"));
+    eprintln!(
+        "unknown machine powered on → discovered host recorded: {:.1}s",
+        t_discovery.elapsed().as_secs_f64()
+    );
 
     // Selection: a Cluster without a control plane, and a MachineDeployment of one machine that needs 1Gi.
     let endpoint = mc.unanswered_ip().to_string();
