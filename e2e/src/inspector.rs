@@ -49,7 +49,8 @@ impl Inspector {
     pub fn boot(&self, dir: &Path, name: &str, append: &str, qemu_args: &[&str]) -> Inspection {
         let serial = dir.join(format!("serial-{name}.log"));
         std::fs::write(&serial, b"").unwrap();
-        let mut cmdline = "console=ttyS0,115200 quiet panic=-1".to_string();
+        // No LLDP sender here: do not wait for one (the PXE lab tests LLDP with lldpd).
+        let mut cmdline = "console=ttyS0,115200 quiet panic=-1 beowulf.lldp_wait=0".to_string();
         if !append.is_empty() {
             cmdline.push(' ');
             cmdline.push_str(append);

@@ -125,6 +125,9 @@ pub struct PxeLab {
     // Field order is drop order: processes before the namespace.
     pub beowulf: Proc,
     _ra: Proc,
+    /// With an inspector: lldpd on the lab's bridge, the switch the machines' NICs hear (system name
+    /// [`LLDP_SWITCH`], port ID `br0`).
+    _lldp: Option<Proc>,
     pub ns: Netns,
     pub dir: tempfile::TempDir,
     pub nodes: Vec<Node>,
@@ -192,11 +195,13 @@ impl PxeLab {
 
         let (ns, ra) = boot_network(test, dir.path());
 
+        let lldp = inspector.as_ref().map(|_| lldp_switch(&ns, dir.path()));
         let beowulf_cmd = beowulf;
         let beowulf = spawn_beowulf(&ns, &beowulf_cmd, dir.path());
         PxeLab {
             beowulf,
             _ra: ra,
+            _lldp: lldp,
             ns,
             dir,
             nodes,
@@ -346,6 +351,32 @@ impl Machine {
     }
 }
 
+/// The system name the lab's LLDP sender announces.
+pub const LLDP_SWITCH: &str = "lab-switch";
+
+/// lldpd on `br0` in `ns`, sending every second (its own control socket and configuration in `dir`, so labs
+/// do not meet). Only sends on the lab's bridge, inside the namespace.
+fn lldp_switch(ns: &Netns, dir: &Path) -> Proc {
+    let conf = dir.join("lldpd.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "configure system hostname {LLDP_SWITCH}\nconfigure lldp tx-interval 1\nconfigure lldp portidsubtype ifname\n"
+        ),
+    )
+    .unwrap();
+    Proc::spawn(
+        "lldpd",
+        ns.cmd("lldpd")
+            .args(["-d", "-I", "br0", "-u"])
+            .arg(dir.join("lldpd.sock"))
+            .arg("-O")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    )
+}
+
 /// Starts `beowulf standalone` for the lab in `dir` (inventory `hosts.yaml`, state `state/`, log appended to
 /// `beowulf.log`) and waits for its HTTP server.
 fn spawn_beowulf(ns: &Netns, beowulf: &BeowulfCmd, dir: &Path) -> Proc {
@@ -450,7 +481,7 @@ hosts:
         let hosts = y.split_off(y.len() - "hosts:\n".len());
         y.push_str(&format!(
             "  - name: inspector\n    format: live\n    kernel: {{ path: {} }}\n    initrds: [{{ path: {} }}]\n    \
-             cmdline: \"console=ttyS0,115200 quiet panic=-1 BOOTIF={{{{ bootif }}}} beowulf.inspect={{{{ inspection_url }}}}\"\n\
+             cmdline: \"console=ttyS0,115200 quiet panic=-1 BOOTIF={{{{ bootif }}}} beowulf.lldp_wait=5 beowulf.inspect={{{{ inspection_url }}}}\"\n\
              inspection:\n  image: inspector\n{hosts}",
             i.kernel.display(),
             i.initrd.display(),

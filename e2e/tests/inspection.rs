@@ -136,6 +136,13 @@ fn machines_of_different_shapes_are_inspected_through_the_boot_plane() {
                            "biosVersion": hw["system"]["biosVersion"]}),
     );
     find(&hw["pci"], "class", "0x010802");
+    // LLDP: the NIC on the lab's bridge hears the lab's switch (lldpd on br0); the other NIC hears nothing.
+    let lab_nic = find(&hw["nics"], "mac", &big.mac)["name"].as_str().unwrap();
+    assert_eq!(
+        hw["lldp"],
+        serde_json::json!([{"interface": lab_nic, "switch": e2e::pxe::LLDP_SWITCH, "port": "br0"}]),
+        "{hw}"
+    );
     assert_eq!(view["boots"], "testnode", "inspected: its own image next");
 
     let view = lab.host_view("small");

@@ -31,8 +31,7 @@ use sha2::{Digest, Sha256};
 const NS: &str = "lab";
 /// The inspection image's name (`--inspection-image`) and its command line.
 const INSPECTOR: &str = "inspector";
-const INSPECTOR_CMDLINE: &str =
-    "console=ttyS0,115200 quiet panic=-1 BOOTIF={{ bootif }} beowulf.inspect={{ inspection_url }}";
+const INSPECTOR_CMDLINE: &str = "console=ttyS0,115200 quiet panic=-1 BOOTIF={{ bootif }} beowulf.lldp_wait=0 beowulf.inspect={{ inspection_url }}";
 /// The bootstrap data of the deployments' machines.
 const DATA: &str = "#cloud-config\n# big memory\nruncmd: [\"echo big\"]\n";
 /// The rack: name, MAC/address suffix, memory (MiB).

@@ -2,12 +2,12 @@
 # Builds the in-band hardware inspection image ("inspector") from Debian packages: the Debian kernel that
 # .ci/install unpacks ($BEOWULF_PEERS_DIR/kroot) and a busybox-static initramfs with the NIC drivers of the
 # test node image (virtio-net chain, e1000) and disk drivers (virtio-blk, NVMe, AHCI/SATA with sd).
-# Its /init collects CPU, memory, disk, NIC, PCI and DMI facts into /tmp/hardware.json, prints them between
+# Its /init collects CPU, memory, disk, NIC, PCI, DMI and LLDP facts into /tmp/hardware.json, prints them between
 # `INSPECTOR: BEGIN` and `INSPECTOR: END`, posts them to `beowulf.inspect=URL` when the kernel command line has
 # one (over the NIC of `BOOTIF=`, else eth0, configured by DHCP), and powers off.
 #
 # usage: images/inspector/build.sh [OUT_DIR]     (default: $CARGO_TARGET_DIR or target/, then /inspector)
-# output: OUT_DIR/{vmlinuz,initrd.gz}. Deterministic for a given kernel and busybox.
+# output: OUT_DIR/{vmlinuz,initrd.gz}. Deterministic for a given kernel, busybox and Rust toolchain.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -56,6 +56,15 @@ echo "${order[*]}" > "$ir/lib/modules/order"
 # The udhcpc hook is the test node's (it configures the address and the default route).
 install -m 0755 "$here/../testnode/default.script" "$ir/etc/udhcpc/default.script"
 install -m 0755 "$here/init" "$ir/init"
+# The LLDP listener (busybox has none): a static build of images/inspector/lldp, paths remapped so the binary
+# does not depend on where the checkout is. Its own target directory: this may run inside `cargo test`.
+triple=x86_64-unknown-linux-gnu
+lldp_target=${CARGO_TARGET_DIR:-$repo/target}/inspector-lldp
+RUSTFLAGS="-C target-feature=+crt-static -C strip=symbols --remap-path-prefix=$repo=/src --remap-path-prefix=$HOME=/home" \
+  CARGO_TARGET_DIR=$lldp_target cargo build --quiet --locked --release --target "$triple" \
+  --manifest-path "$repo/Cargo.toml" -p inspector-lldp \
+  || { echo "building the LLDP listener failed (cargo, and the x86_64 target, are needed)" >&2; exit 1; }
+install -m 0755 "$lldp_target/$triple/release/lldp-listen" "$ir/bin/lldp-listen"
 
 mkdir -p "$out"
 # Fixed mtimes and sorted names: the same inputs give the same initrd bytes.
