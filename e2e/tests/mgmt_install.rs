@@ -93,6 +93,8 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
         "beowulfimages",
         "beowulfmachines",
         "beowulfmachinetemplates",
+        "beowulfremediations",
+        "beowulfremediationtemplates",
     ] {
         let crd = crds
             .get(&format!("{kind}.infrastructure.cluster.x-k8s.io"))

@@ -14,11 +14,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
+use beowulf::api::remediation::RemediationPhase;
+use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfMachine, BeowulfRemediation};
 use beowulf::boot::Phase;
+use beowulf::controllers::capi::Machine;
 use beowulf::controllers::hostcache::HostCache;
 use beowulf::controllers::{
-    self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine, spread,
+    self, Context, HOST_FINALIZER, MACHINE_FINALIZER, cluster, host, machine, remediation, spread,
 };
 use beowulf::hardware::Hardware;
 use beowulf::provisioning::io::BootProfiles as _;
@@ -1962,4 +1964,214 @@ async fn the_inspect_annotation_inspects_a_host_again_once() {
         1,
         "one inspection boot"
     );
+}
+
+// ---------------------------------------------------------------- remediation
+
+fn remediation_obj(machine: &str, power_cycles: u32) -> Value {
+    json!({
+        "apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+        "kind": "BeowulfRemediation",
+        "metadata": {"name": machine, "namespace": NS, "uid": format!("uid-r-{machine}"),
+            "labels": {"cluster.x-k8s.io/cluster-name": "c1"},
+            "ownerReferences": [{"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Machine", "name": machine,
+                                 "uid": format!("uid-m-{machine}")}]},
+        "spec": {"strategy": {"powerCycles": power_cycles, "timeoutSeconds": 100, "reprovision": true,
+                              "reprovisionTimeoutSeconds": 500}},
+    })
+}
+
+impl Env {
+    fn remediations(&self) -> Api<BeowulfRemediation> {
+        Api::namespaced(self.client.clone(), NS)
+    }
+    async fn reconcile_remediation(&self, name: &str) -> Action {
+        let r = self.remediations().get(name).await.unwrap();
+        remediation::reconcile(Arc::new(r), self.ctx.clone())
+            .await
+            .unwrap()
+    }
+    async fn remediate_annotation(&self, machine: &str) -> Option<String> {
+        let bm = self.machines().get(machine).await.unwrap();
+        bm.annotations()
+            .get(remediation::REMEDIATE_ANNOTATION)
+            .cloned()
+    }
+    async fn provision(&self, machine: &str, idx: u8) {
+        self.reconcile_machine(machine).await;
+        self.node_boots_and_calls_back(idx).await;
+        self.reconcile_machine(machine).await;
+        let bm = self.machines().get(machine).await.unwrap();
+        assert_eq!(ready(&bm), ("True".into(), "Provisioned".into()));
+    }
+}
+
+fn remediation_status(r: &BeowulfRemediation) -> (Option<RemediationPhase>, u32, bool, bool) {
+    let s = r.status.clone().unwrap_or_default();
+    (
+        s.phase,
+        s.power_cycles,
+        s.reprovisioned,
+        s.pending.is_some(),
+    )
+}
+
+#[tokio::test]
+async fn remediation_power_cycles_then_reprovisions_then_gives_up_and_the_host_is_not_claimed_again()
+ {
+    let mut objs = standard(true, 2, &["m0", "m1"]);
+    objs.push(remediation_obj("m0", 1));
+    let e = env(objs).await;
+    e.register_hosts(2).await;
+    e.provision("m0", 0).await;
+    e.bmc.ops.lock().unwrap().clear();
+
+    // Step 1: a power cycle, handed to the machine's controller on the BeowulfMachine.
+    let a = e.reconcile_remediation("m0").await;
+    assert_eq!(a, Action::requeue(std::time::Duration::from_secs(5)));
+    let r = e.remediations().get("m0").await.unwrap();
+    assert_eq!(
+        remediation_status(&r),
+        (Some(RemediationPhase::PowerCycling), 1, false, true)
+    );
+    assert_eq!(r.status.as_ref().unwrap().host.as_deref(), Some("node-0"));
+    let id = e.remediate_annotation("m0").await.expect("step requested");
+    assert_eq!(id, "uid-r-m0/power-cycle-1");
+    assert!(
+        e.bmc.ops().is_empty(),
+        "the remediation controller itself never touches the BMC"
+    );
+    // Asked again before the answer: no second request, no BMC operation.
+    e.reconcile_remediation("m0").await;
+    assert!(e.bmc.ops().is_empty());
+
+    e.reconcile_machine("m0").await;
+    assert_eq!(
+        e.bmc.ops(),
+        [
+            "ipmi://127.0.0.1:6230 bootdev-pxe",
+            "ipmi://127.0.0.1:6230 off",
+            "ipmi://127.0.0.1:6230 on"
+        ]
+    );
+    assert_eq!(
+        e.remediate_annotation("m0").await,
+        None,
+        "answered: removed"
+    );
+    let h = e.hosts().get("node-0").await.unwrap();
+    let hs = h.status.clone().unwrap();
+    assert_eq!(hs.state, beowulf::api::host::HostStateName::Provisioned);
+    assert_eq!(hs.remediations.len(), 1);
+    assert_eq!(hs.remediations[0].id, id);
+    assert_eq!(hs.remediations[0].action, "PowerCycle");
+    assert_eq!(hs.remediations[0].machine.as_deref(), Some("m0"));
+    // The node boots its image again with a fresh token and calls back; a repeated reconcile (or a stale
+    // annotation put back) does not power-cycle it twice.
+    e.node_boots_and_calls_back(0).await;
+    e.bmc.ops.lock().unwrap().clear();
+    let patch = json!({"metadata": {"annotations": {remediation::REMEDIATE_ANNOTATION: id}}});
+    e.machines()
+        .patch("m0", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    e.reconcile_machine("m0").await;
+    assert!(e.bmc.ops().is_empty(), "{:?}", e.bmc.ops());
+    assert_eq!(e.remediate_annotation("m0").await, None);
+
+    // The receipt: waiting for MachineHealthCheck's verdict for the step's timeout.
+    e.advance(10);
+    let a = e.reconcile_remediation("m0").await;
+    assert_eq!(a, Action::requeue(std::time::Duration::from_secs(90)));
+    let r = e.remediations().get("m0").await.unwrap();
+    assert_eq!(
+        remediation_status(&r),
+        (Some(RemediationPhase::PowerCycling), 1, false, false)
+    );
+
+    // Still there after the timeout (the Machine is not healthy): re-provision the same host.
+    e.advance(90);
+    e.reconcile_remediation("m0").await;
+    assert_eq!(
+        e.remediate_annotation("m0").await.as_deref(),
+        Some("uid-r-m0/reprovision")
+    );
+    e.reconcile_machine("m0").await;
+    let hs = e.hosts().get("node-0").await.unwrap().status.unwrap();
+    assert_eq!(hs.state, beowulf::api::host::HostStateName::Provisioning);
+    assert_eq!(hs.boot_attempt, 1);
+    assert_eq!(hs.remediations.len(), 2);
+    assert_eq!(hs.remediations[1].action, "Reprovision");
+    e.reconcile_remediation("m0").await;
+    let r = e.remediations().get("m0").await.unwrap();
+    assert_eq!(
+        remediation_status(&r),
+        (Some(RemediationPhase::Reprovisioning), 1, true, false)
+    );
+
+    // The re-provisioning's wait ends (the boot never calls back): give up.
+    e.advance(500);
+    let a = e.reconcile_remediation("m0").await;
+    assert_eq!(a, Action::await_change());
+    let machines: Api<Machine> = Api::namespaced(e.client.clone(), NS);
+    assert!(
+        machines.get_opt("m0").await.unwrap().is_none(),
+        "the Machine is deleted for its owner to replace"
+    );
+    assert!(
+        e.remediations().get_opt("m0").await.unwrap().is_none(),
+        "the remediation goes with its Machine (garbage collection)"
+    );
+    let h = e.hosts().get("node-0").await.unwrap();
+    let why = &h.annotations()[remediation::UNHEALTHY_ANNOTATION];
+    assert!(
+        why.starts_with("1 power cycle(s) and a re-provisioning did not make the Machine healthy"),
+        "{why}"
+    );
+
+    // Released (what the BeowulfMachine's deletion does; tested above), the unhealthy host is not claimed
+    // again: the next machine takes node-1 although node-0 comes first.
+    let patch = json!({"spec": {"consumerRef": null}});
+    e.hosts()
+        .patch(
+            "node-0",
+            &Default::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap();
+    e.reconcile_machine("m1").await;
+    let bm = e.machines().get("m1").await.unwrap();
+    assert_eq!(bm.spec.host_ref.unwrap().name, "node-1");
+}
+
+#[tokio::test]
+async fn remediation_does_nothing_on_a_paused_cluster_and_gives_up_at_once_without_a_host() {
+    let mut objs = standard(true, 1, &["m0"]);
+    objs[0] = cluster_obj(true, true);
+    objs.push(remediation_obj("m0", 2));
+    let e = env(objs).await;
+    e.register_hosts(1).await;
+    let a = e.reconcile_remediation("m0").await;
+    assert_eq!(a, Action::await_change());
+    assert_eq!(e.remediate_annotation("m0").await, None);
+    let r = e.remediations().get("m0").await.unwrap();
+    let st = r.status.unwrap();
+    assert_eq!(st.phase, None);
+    let paused = st.conditions.iter().find(|c| c.type_ == "Paused").unwrap();
+    assert_eq!(paused.status, "True");
+    let machines: Api<Machine> = Api::namespaced(e.client.clone(), NS);
+    assert!(machines.get_opt("m0").await.unwrap().is_some());
+
+    // Resumed: the machine never got a host (it was paused too), so there is nothing to remediate.
+    let patch = json!({"spec": {"paused": false}});
+    Api::<beowulf::controllers::capi::Cluster>::namespaced(e.client.clone(), NS)
+        .patch("c1", &Default::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .unwrap();
+    assert_eq!(e.reconcile_remediation("m0").await, Action::await_change());
+    assert!(machines.get_opt("m0").await.unwrap().is_none());
+    assert!(!remediation::is_unhealthy(
+        &e.hosts().get("node-0").await.unwrap()
+    ));
 }

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 
 use super::{
     BeowulfCluster, BeowulfClusterTemplate, BeowulfHost, BeowulfImage, BeowulfMachine,
-    BeowulfMachineTemplate,
+    BeowulfMachineTemplate, BeowulfRemediation, BeowulfRemediationTemplate,
 };
 
 /// Every CRD of the provider, in a stable order.
@@ -26,6 +26,8 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         BeowulfImage::crd(),
         BeowulfMachine::crd(),
         BeowulfMachineTemplate::crd(),
+        BeowulfRemediation::crd(),
+        BeowulfRemediationTemplate::crd(),
     ];
     for crd in &mut out {
         finish(crd);
@@ -199,6 +201,8 @@ mod tests {
                 "beowulfimages.infrastructure.cluster.x-k8s.io",
                 "beowulfmachines.infrastructure.cluster.x-k8s.io",
                 "beowulfmachinetemplates.infrastructure.cluster.x-k8s.io",
+                "beowulfremediations.infrastructure.cluster.x-k8s.io",
+                "beowulfremediationtemplates.infrastructure.cluster.x-k8s.io",
             ]
         );
         for crd in all() {
@@ -524,7 +528,7 @@ mod tests {
     #[test]
     fn yaml_round_trips() {
         let y = to_yaml().unwrap();
-        assert_eq!(y.matches("kind: CustomResourceDefinition").count(), 6);
+        assert_eq!(y.matches("kind: CustomResourceDefinition").count(), 8);
         for doc in y.split("---\n").filter(|d| !d.trim().is_empty()) {
             let crd: CustomResourceDefinition = serde_saphyr::from_str(doc).unwrap();
             assert!(

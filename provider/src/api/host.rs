@@ -172,8 +172,33 @@ pub struct BeowulfHostStatus {
     /// kept apart from the in-band `hardware`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bmc_inventory: Option<crate::hardware::out_of_band::OutOfBand>,
+    /// What remediation did to the host, oldest first (at most [`REMEDIATION_HISTORY`] entries): each power
+    /// cycle and re-provisioning a `BeowulfRemediation` asked for, when it was carried out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remediations: Vec<RemediationRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// How many remediation records a host keeps.
+pub const REMEDIATION_HISTORY: usize = 10;
+
+/// One remediation step carried out on a host.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RemediationRecord {
+    /// The request's id (`<BeowulfRemediation uid>/<step>`): the remediation controller's receipt.
+    pub id: String,
+    /// `PowerCycle` or `Reprovision`.
+    pub action: String,
+    /// When the host's driver carried it out.
+    pub at: Time,
+    /// The Machine the host served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub machine: Option<String>,
+    /// What was done (the engine's message).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 fn is_zero(v: &u32) -> bool {

@@ -1,8 +1,9 @@
 //! The provider's custom resources (group `infrastructure.cluster.x-k8s.io`, version `v1alpha1`).
 //!
-//! Six kinds, all namespaced: [`BeowulfHost`] (one physical server), [`BeowulfImage`] (what a host boots),
-//! [`BeowulfCluster`] / [`BeowulfClusterTemplate`] (the CAPI InfraCluster) and [`BeowulfMachine`] /
-//! [`BeowulfMachineTemplate`] (the CAPI InfraMachine). [`crds::all`] renders their CRDs with the contract
+//! Eight kinds, all namespaced: [`BeowulfHost`] (one physical server), [`BeowulfImage`] (what a host boots),
+//! [`BeowulfCluster`] / [`BeowulfClusterTemplate`] (the CAPI InfraCluster), [`BeowulfMachine`] /
+//! [`BeowulfMachineTemplate`] (the CAPI InfraMachine) and [`BeowulfRemediation`] /
+//! [`BeowulfRemediationTemplate`] (CAPI's external remediation). [`crds::all`] renders their CRDs with the contract
 //! label, printer columns and CEL rules.
 
 pub mod cluster;
@@ -12,6 +13,7 @@ pub mod crds;
 pub mod host;
 pub mod image;
 pub mod machine;
+pub mod remediation;
 
 pub use cluster::{
     BeowulfCluster, BeowulfClusterSpec, BeowulfClusterStatus, BeowulfClusterTemplate,
@@ -21,6 +23,10 @@ pub use host::{BeowulfHost, BeowulfHostSpec, BeowulfHostStatus};
 pub use image::{BeowulfImage, BeowulfImageSpec};
 pub use machine::{
     BeowulfMachine, BeowulfMachineSpec, BeowulfMachineStatus, BeowulfMachineTemplate,
+};
+pub use remediation::{
+    BeowulfRemediation, BeowulfRemediationSpec, BeowulfRemediationStatus,
+    BeowulfRemediationTemplate,
 };
 
 /// The API group of every Beowulf kind (the one core CAPI's ClusterRole already covers).

@@ -14,12 +14,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::boot_services::{Services, ServicesConfig, terminated};
 use super::diagnostics::Diagnostics;
-use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine};
+use crate::api::{BeowulfCluster, BeowulfHost, BeowulfMachine, BeowulfRemediation};
 use crate::boot::metrics::BootMetrics;
 use crate::controllers::capi::{CLUSTER_NAME_LABEL, Cluster, Machine, WATCH_FILTER_LABEL};
 use crate::controllers::hostcache::HostCache;
 use crate::controllers::leader::Elector;
-use crate::controllers::{Context, cluster, host, machine};
+use crate::controllers::{Context, cluster, host, machine, remediation};
 use crate::runtime::power::BmcPower;
 use crate::runtime::profiles::{ProfileRegistry, ServedConfig};
 
@@ -452,8 +452,27 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
         .run(host::reconcile, host::error_policy, ctx.clone())
         .for_each(|_| async {});
 
+    // A remediation wakes when its Machine's BeowulfMachine changes: the step's request answered (the
+    // annotation removed), the Cluster paused or resumed (the machine's Paused condition).
+    let remediations = controller(api::<BeowulfRemediation>(&client, ns), cfg.clone())
+        .watches(
+            api::<BeowulfMachine>(&client, ns),
+            cfg.clone(),
+            |bm: BeowulfMachine| {
+                let owner = machine::owner_machine(&bm)?;
+                Some(ObjectRef::new(&owner).within(&bm.namespace().unwrap_or_default()))
+            },
+        )
+        .shutdown_on_signal()
+        .run(
+            remediation::reconcile,
+            remediation::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+
     let result = tokio::select! {
-        _ = async { tokio::join!(machines, clusters, hosts) } => Ok(()),
+        _ = async { tokio::join!(machines, clusters, hosts, remediations) } => Ok(()),
         e = lost => Err(e),
         r = metrics => r.context("metrics server task")?.context("metrics server"),
         r = health => r.context("health server task")?.context("health server"),

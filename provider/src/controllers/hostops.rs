@@ -14,14 +14,17 @@ use kube::api::Api;
 
 use super::{Context, Error, write_status};
 use crate::api::conditions;
-use crate::api::host::{BeowulfHostStatus, BootMode, HostStateName};
+use crate::api::host::{
+    BeowulfHostStatus, BootMode, HostStateName, REMEDIATION_HISTORY, RemediationRecord,
+};
 use crate::api::{BeowulfHost, BeowulfImage};
 use crate::bmc::endpoint::parse_bmc_key;
 use crate::boot::{MacAddr, Phase};
 use crate::provisioning::engine::{action_failed, bmc_failure};
 use crate::provisioning::io::{BmcFailure, BmcTarget, BootProfile, PowerError, UserDataFormat};
 use crate::provisioning::{
-    Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, decide,
+    Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, Request,
+    decide,
 };
 
 /// What a host is to be provisioned with.
@@ -41,6 +44,25 @@ pub struct Outcome {
     pub message: String,
     pub requeue: Option<Duration>,
     pub last_phase: Option<String>,
+    /// The request passed to [`drive_with`] was answered and recorded in the host's
+    /// `status.remediations`.
+    pub answered: bool,
+}
+
+/// A remediation step for the host's driver, with the id its record will carry.
+#[derive(Debug, Clone)]
+pub struct HostRequest {
+    pub request: Request,
+    pub id: String,
+    /// The Machine the host serves (recorded with it).
+    pub machine: Option<String>,
+}
+
+/// Whether the host already carried out request `id` (its receipt is in `status.remediations`).
+pub fn has_record(host: &BeowulfHost, id: &str) -> bool {
+    host.status
+        .as_ref()
+        .is_some_and(|s| s.remediations.iter().any(|r| r.id == id))
 }
 
 /// `<namespace>/<name>`: the host's key in the boot plane, and the `beowulf://` provider ID's path.
@@ -218,6 +240,19 @@ pub async fn drive(
     goal: Goal,
     input: Option<&ProvisionInput>,
 ) -> Result<Outcome, Error> {
+    drive_with(ctx, host, goal, input, None).await
+}
+
+/// [`drive`] with a one-off request (a remediation step). Once the engine answered it and its actions ran,
+/// the answer is recorded in `status.remediations` in the same status write, so a request is carried out
+/// at most once whatever happens to the caller afterwards.
+pub async fn drive_with(
+    ctx: &Context,
+    host: &BeowulfHost,
+    goal: Goal,
+    input: Option<&ProvisionInput>,
+    request: Option<&HostRequest>,
+) -> Result<Outcome, Error> {
     let ns = host.namespace().unwrap_or_default();
     let key = host_key(host);
     let old_status = host.status.clone().unwrap_or_default();
@@ -242,12 +277,16 @@ pub async fn drive(
         },
         online: host.spec.online,
         consumer_says_provisioned: input.is_some_and(|i| i.consumer_says_provisioned),
+        request: request
+            .filter(|r| !has_record(host, &r.id))
+            .map(|r| r.request),
     };
     let mut d = decide(&ctx.engine, &progress, goal, &obs);
     if !d.actions.is_empty() {
         tracing::info!(host = %key, reason = %d.reason, "{}", d.message);
     }
 
+    let mut actions_ok = true;
     for action in d.actions.clone() {
         let result: Result<(), String> = match (&action, &target) {
             (Action::PublishProfile, _) => match input {
@@ -268,6 +307,7 @@ pub async fn drive(
         if let Err(e) = result {
             tracing::warn!(host = %key, ?action, error = %e, "host action failed");
             d = action_failed(&ctx.engine, &progress, &action, &e);
+            actions_ok = false;
             break;
         }
         tracing::info!(host = %key, ?action, "host action done");
@@ -359,9 +399,37 @@ pub async fn drive(
         status.hardware = Some(hardware);
         status.inspected_at = ts(Some(at));
     }
+    let already = request.is_some_and(|r| has_record(host, &r.id));
+    let recorded = match (request, &d.request_note) {
+        (Some(r), Some(note)) if actions_ok && !already => {
+            tracing::info!(host = %key, request = ?r.request, id = %r.id, "{note}");
+            status.remediations.push(RemediationRecord {
+                id: r.id.clone(),
+                action: format!("{:?}", r.request),
+                at: Time(now),
+                machine: r.machine.clone(),
+                message: note.clone(),
+            });
+            let excess = status
+                .remediations
+                .len()
+                .saturating_sub(REMEDIATION_HISTORY);
+            status.remediations.drain(..excess);
+            true
+        }
+        _ => false,
+    };
     let api: Api<BeowulfHost> = Api::namespaced(ctx.client.clone(), &ns);
     write_status(&api, &host.name_any(), host.status.as_ref(), &status).await?;
     announce(ctx, host, host.status.as_ref(), &status).await;
+    if recorded && let Some(r) = request {
+        let note = d.request_note.as_deref().unwrap_or("");
+        let reason = match r.request {
+            Request::PowerCycle => "PowerCycled",
+            Request::Reprovision => "Reprovisioning",
+        };
+        ctx.event(host, false, reason, note).await;
+    }
 
     Ok(Outcome {
         state: d.progress.state,
@@ -369,6 +437,7 @@ pub async fn drive(
         message: d.message,
         requeue: d.requeue,
         last_phase: status.last_boot_phase.clone(),
+        answered: already || recorded,
     })
 }
 

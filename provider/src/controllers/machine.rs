@@ -16,6 +16,7 @@ use serde_json::json;
 
 use super::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use super::hostops::{self, ProvisionInput, host_ips, provider_id};
+use super::remediation;
 use super::spread::{self, GROUP_LABEL};
 use super::{
     Context, Error, MACHINE_FINALIZER, add_finalizer, has_paused_annotation, remove_finalizer,
@@ -116,7 +117,9 @@ fn selectable(host: &BeowulfHost, bm: &BeowulfMachine, failure_domain: Option<&s
     {
         return false;
     }
-    if host.status.as_ref().map(|s| s.state) != Some(HostStateName::Available) {
+    if host.status.as_ref().map(|s| s.state) != Some(HostStateName::Available)
+        || remediation::is_unhealthy(host)
+    {
         return false;
     }
     if let Some(fd) = failure_domain
@@ -469,7 +472,23 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         format,
         consumer_says_provisioned: bm.spec.provider_id.is_some(),
     };
-    let outcome = hostops::drive(ctx, &host, Goal::Provision, Some(&input)).await?;
+    // A remediation step for the host (the BeowulfRemediation controller's request); answered requests
+    // and values that are no request are removed.
+    let request = remediation::request_of(bm, &machine_name);
+    let valid = match &request {
+        Some(Err(why)) => {
+            tracing::warn!(machine = %name, "{why}; removing it");
+            None
+        }
+        Some(Ok(r)) => Some(r),
+        None => None,
+    };
+    let outcome = hostops::drive_with(ctx, &host, Goal::Provision, Some(&input), valid).await?;
+    if matches!(request, Some(Err(_))) || (valid.is_some() && outcome.answered) {
+        let patch = json!({"metadata": {"annotations": {remediation::REMEDIATE_ANNOTATION: null}}});
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await?;
+    }
 
     status.failure_domain = host.spec.failure_domain.clone();
     status.last_boot_phase = outcome.last_phase.clone();
@@ -568,6 +587,7 @@ async fn reconcile_delete(
                 message: String::new(),
                 requeue: None,
                 last_phase: None,
+                answered: false,
             }
         } else {
             hostops::drive(ctx, &host, Goal::Release, None).await?

@@ -13,6 +13,7 @@ pub mod hostcache;
 pub mod hostops;
 pub mod leader;
 pub mod machine;
+pub mod remediation;
 pub mod spread;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::io::BmcFailure;
-use super::state::{Action, Goal, HostState, Observation, PowerObservation, Progress};
+use super::state::{Action, Goal, HostState, Observation, PowerObservation, Progress, Request};
 use crate::boot::Phase;
 
 /// Timeouts and retry policy.
@@ -73,6 +73,9 @@ pub struct Decision {
     pub reason: String,
     /// Condition message.
     pub message: String,
+    /// The observation's [`Request`] was answered (carried out by the actions, or not applicable): what
+    /// to record once the actions ran. `None`: not answered yet (the BMC failed, or nothing asked).
+    pub request_note: Option<String>,
 }
 
 impl Decision {
@@ -83,6 +86,7 @@ impl Decision {
             requeue: None,
             reason: reason.to_string(),
             message: message.into(),
+            request_note: None,
         }
     }
     fn with(mut self, actions: Vec<Action>) -> Self {
@@ -113,6 +117,7 @@ pub mod reason {
     pub const POWER_OFF_PENDING: &str = "PowerOffPending";
     pub const INSPECTING: &str = "Inspecting";
     pub const INSPECTED: &str = "Inspected";
+    pub const POWER_CYCLED: &str = "PowerCycled";
 }
 
 /// The reason while a boot is under way: provisioning, or inspecting.
@@ -152,6 +157,72 @@ pub fn stall_reason(last: Option<Phase>) -> String {
 
 /// Decides the next step for one host.
 pub fn decide(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observation) -> Decision {
+    // A request waits while the BMC cannot be used (it is answered once the BMC is back), and applies only
+    // to a host its consumer wants provisioned.
+    let bmc_failed = matches!(obs.power, PowerObservation::Failed(_));
+    if let (Some(request), false, Goal::Provision) = (obs.request, bmc_failed, goal) {
+        if let Some(d) = carry_out(cfg, progress, request, obs) {
+            return d;
+        }
+        let mut d = decide_goal(cfg, progress, goal, obs);
+        d.request_note = Some(format!(
+            "{request:?} not carried out: the host is {:?}",
+            progress.state
+        ));
+        return d;
+    }
+    decide_goal(cfg, progress, goal, obs)
+}
+
+/// A [`Request`] on a host where it applies: power cycle (provisioned or provisioning) or re-provision
+/// (provisioned, provisioning or error). Both are a fresh boot of the same profile.
+fn carry_out(
+    cfg: &EngineConfig,
+    progress: &Progress,
+    request: Request,
+    obs: &Observation,
+) -> Option<Decision> {
+    use HostState::{Error, Provisioned, Provisioning};
+    let applies = match request {
+        Request::PowerCycle => matches!(progress.state, Provisioned | Provisioning),
+        Request::Reprovision => matches!(progress.state, Provisioned | Provisioning | Error),
+    };
+    if !applies || !obs.online {
+        return None;
+    }
+    let mut p = progress.clone();
+    p.bmc_failures = 0;
+    p.retry_at = None;
+    let (why, message) = match request {
+        Request::PowerCycle => {
+            if p.state == Provisioning {
+                p.since = Some(obs.now);
+            }
+            let m = "power-cycled on request: the host boots its image again".to_string();
+            (reason::POWER_CYCLED, m)
+        }
+        Request::Reprovision => {
+            p.state = Provisioning;
+            p.attempt = 1;
+            p.since = Some(obs.now);
+            p.failure = None;
+            let m = "re-provisioning on request: boot attempt 1: powering on".to_string();
+            (reason::PROVISIONING, m)
+        }
+    };
+    let mut actions = vec![Action::PublishProfile, Action::SetBootPxe];
+    if obs.power == PowerObservation::On {
+        actions.push(Action::PowerOff);
+    }
+    actions.push(Action::PowerOn);
+    let mut d = Decision::new(p, why, message.clone())
+        .with(actions)
+        .requeue(cfg.dhcp_timeout.min(cfg.poll));
+    d.request_note = Some(message);
+    Some(d)
+}
+
+fn decide_goal(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observation) -> Decision {
     let mut p = progress.clone();
     // A host the consumer still considers provisioned needs no BMC, whatever the BMC is doing.
     if p.state == HostState::Provisioned && goal == Goal::Provision {
@@ -455,6 +526,7 @@ mod tests {
             },
             online: true,
             consumer_says_provisioned: false,
+            request: None,
         }
     }
     use PowerObservation::{Off, On};
@@ -892,6 +964,107 @@ mod tests {
         o.boot.served = false;
         let d3 = decide(&c, &at(HostState::Provisioned, 1, 50), Goal::Provision, &o);
         assert!(d3.actions.is_empty());
+    }
+
+    fn asking(mut o: Observation, r: Request) -> Observation {
+        o.request = Some(r);
+        o
+    }
+
+    #[test]
+    fn a_power_cycle_boots_a_provisioned_host_again_and_it_stays_provisioned() {
+        let c = cfg();
+        let p = at(HostState::Provisioned, 1, 50);
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &asking(obs(500, On, None), Request::PowerCycle),
+        );
+        assert_eq!(d.progress.state, HostState::Provisioned);
+        assert_eq!(d.progress.since, Some(50), "provisioned since the callback");
+        assert_eq!(
+            d.actions,
+            [
+                Action::PublishProfile,
+                Action::SetBootPxe,
+                Action::PowerOff,
+                Action::PowerOn
+            ]
+        );
+        assert_eq!(d.reason, reason::POWER_CYCLED);
+        assert!(d.request_note.is_some());
+        // Without the request (answered): nothing more happens.
+        let d = decide(&c, &d.progress, Goal::Provision, &obs(510, On, None));
+        assert!(d.actions.is_empty());
+        assert!(d.request_note.is_none());
+    }
+
+    #[test]
+    fn reprovision_starts_attempt_one_even_from_error_and_ends_at_the_callback() {
+        let c = cfg();
+        let mut failed = at(HostState::Error, 3, 50);
+        failed.failure = Some(("NoDHCPRequest".into(), "gave up".into()));
+        let d = decide(
+            &c,
+            &failed,
+            Goal::Provision,
+            &asking(obs(500, Off, None), Request::Reprovision),
+        );
+        assert_eq!(d.progress.state, HostState::Provisioning);
+        assert_eq!((d.progress.attempt, d.progress.since), (1, Some(500)));
+        assert_eq!(d.progress.failure, None);
+        assert_eq!(
+            d.actions,
+            [Action::PublishProfile, Action::SetBootPxe, Action::PowerOn]
+        );
+        let d = decide(
+            &c,
+            &d.progress,
+            Goal::Provision,
+            &obs(560, On, Some((Phase::Callback, 555))),
+        );
+        assert_eq!(d.progress.state, HostState::Provisioned);
+    }
+
+    #[test]
+    fn requests_wait_for_the_bmc_and_are_refused_where_they_do_not_apply() {
+        let c = cfg();
+        let p = at(HostState::Provisioned, 1, 50);
+        let failed =
+            PowerObservation::Failed(PowerError::new(BmcFailure::Unreachable, "no answer"));
+        let d = decide(
+            &c,
+            &p,
+            Goal::Provision,
+            &asking(obs(500, failed, None), Request::PowerCycle),
+        );
+        assert!(d.actions.is_empty());
+        assert_eq!(d.request_note, None, "not answered: asked again later");
+        // An available host (released meanwhile) is not power-cycled: answered, with why.
+        let d = decide(
+            &c,
+            &at(HostState::Available, 0, 50),
+            Goal::Idle,
+            &asking(obs(500, Off, None), Request::PowerCycle),
+        );
+        assert!(d.actions.is_empty());
+        assert_eq!(
+            d.request_note, None,
+            "only a consumer's host takes requests"
+        );
+        let d = decide(
+            &c,
+            &at(HostState::Error, 3, 50),
+            Goal::Provision,
+            &asking(obs(500, Off, None), Request::PowerCycle),
+        );
+        assert!(d.actions.is_empty());
+        let note = d.request_note.unwrap();
+        assert!(
+            note.contains("not carried out: the host is Error"),
+            "{note}"
+        );
     }
 
     #[test]

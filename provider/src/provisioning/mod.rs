@@ -7,9 +7,10 @@
 
 pub mod engine;
 pub mod io;
+pub mod remediation;
 pub mod state;
 
 pub use engine::{Decision, EngineConfig, decide};
 pub use state::{
-    Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress,
+    Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, Request,
 };

@@ -101,6 +101,20 @@ pub struct Observation {
     /// State rebuilt from spec after the status was lost (`clusterctl move`): the consumer already records
     /// the host as provisioned (it has a providerID).
     pub consumer_says_provisioned: bool,
+    /// A one-off request from remediation, carried out at most once (the caller keeps the receipt).
+    pub request: Option<Request>,
+}
+
+/// A one-off request to a host being provisioned or provisioned (remediation's steps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Request {
+    /// Boot the host's image again: the profile is published afresh (a new boot; the old token dies), next
+    /// boot PXE, power off, power on. A provisioned host stays provisioned; a provisioning one restarts its
+    /// current attempt.
+    PowerCycle,
+    /// Provision the host again: boot attempt 1 with the same image and user-data, then the usual phases,
+    /// timeouts, retries and callback. Also from `error`.
+    Reprovision,
 }
 
 /// One I/O step for the caller, run in order; stop at the first failure.

@@ -53,7 +53,7 @@ fn contract_label_on_crds_agrees_with_metadata() {
         .into_iter()
         .filter(|d| d["kind"] == "CustomResourceDefinition")
         .collect();
-    assert_eq!(crds.len(), 6);
+    assert_eq!(crds.len(), 8);
     for crd in crds {
         assert_eq!(
             crd["metadata"]["labels"][format!("cluster.x-k8s.io/{contract}")],

@@ -5,7 +5,7 @@
 //! API server is `e2e::kube`.
 
 use base64::Engine as _;
-use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine};
+use beowulf::api::{BeowulfCluster, BeowulfHost, BeowulfImage, BeowulfMachine, BeowulfRemediation};
 use beowulf::controllers::capi::{Cluster, Machine};
 use kube::Client;
 use serde_json::Value;
@@ -17,11 +17,13 @@ pub async fn fake_api(objects: Vec<Value>) -> Client {
         .with_resource::<BeowulfImage>()
         .with_resource::<BeowulfMachine>()
         .with_resource::<BeowulfCluster>()
+        .with_resource::<BeowulfRemediation>()
         .with_resource::<Cluster>()
         .with_resource::<Machine>()
         .with_status_subresource::<BeowulfHost>()
         .with_status_subresource::<BeowulfMachine>()
         .with_status_subresource::<BeowulfCluster>()
+        .with_status_subresource::<BeowulfRemediation>()
         .with_status_subresource::<Cluster>()
         .with_runtime_objects(objects)
         .build()
