@@ -1301,9 +1301,138 @@ async fn releasing_a_host_clears_its_group_label() {
     assert!(h.spec.consumer_ref.is_none());
     assert_eq!(
         h.labels(),
-        &BTreeMap::from([("role".to_string(), "worker".to_string())]),
-        "the group label went with the consumerRef; other labels stay"
+        &BTreeMap::from([
+            ("role".to_string(), "worker".to_string()),
+            (spread::PREVIOUS_GROUP_LABEL.to_string(), "md-0".to_string())
+        ]),
+        "the group label went with the consumerRef, recorded as the previous group; other labels stay"
     );
+    assert_eq!(
+        h.annotations()[spread::RELEASED_AT_ANNOTATION],
+        d.clock.load(Ordering::SeqCst).to_string()
+    );
+}
+
+#[tokio::test]
+async fn a_replacement_waits_for_the_host_its_deleted_predecessor_releases_instead_of_taking_a_spare()
+ {
+    // `old` (md-0) holds node-1 and its Machine is being deleted; `new` (md-0) is its replacement; node-0 is
+    // a free spare that comes first by name.
+    let mut objs = with_released_host("none", 0, &[("old", "md-0"), ("new", "md-0")]);
+    for o in &mut objs {
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        match (o["kind"].as_str().unwrap(), name.as_str()) {
+            ("Machine", "old") => {
+                o["metadata"]["deletionTimestamp"] = json!("1970-01-12T13:41:40Z"); // the clock, minus 5 min
+                o["metadata"]["finalizers"] = json!(["machine.cluster.x-k8s.io"]);
+            }
+            ("BeowulfMachine", "old") => o["spec"]["hostRef"] = json!({"name": "node-1"}),
+            ("BeowulfHost", "node-1") => {
+                o["spec"]["consumerRef"] = json!({"apiVersion": "infrastructure.cluster.x-k8s.io/v1alpha1",
+                                                  "kind": "BeowulfMachine", "name": "old", "uid": "uid-bm-old"});
+                o["metadata"]["labels"][spread::GROUP_LABEL] = json!("md-0");
+            }
+            _ => {}
+        }
+    }
+    let e = env(objs).await;
+    e.register_hosts(2).await;
+    let a = e.reconcile_machine("new").await;
+    assert_eq!(a, Action::requeue(std::time::Duration::from_secs(5)));
+    assert_eq!(e.host_of("new").await, None, "the spare is not taken");
+    let bm = e.machines().get("new").await.unwrap();
+    assert_eq!(ready(&bm).1, "WaitingForHostRelease");
+    assert!(ready_message(&bm).contains("Machine old of the same group is being deleted"));
+
+    // Released (what the old BeowulfMachine's deletion does): the replacement takes exactly that host.
+    let mut metadata = spread::release_metadata(Some("md-0"), e.clock.load(Ordering::SeqCst));
+    metadata["labels"]["role"] = json!("worker");
+    e.hosts()
+        .patch(
+            "node-1",
+            &Default::default(),
+            &kube::api::Patch::Merge(&json!({"metadata": metadata, "spec": {"consumerRef": null}})),
+        )
+        .await
+        .unwrap();
+    e.reconcile_host("node-1").await; // registered: it was claimed (so left alone) until now
+    e.reconcile_machine("new").await;
+    assert_eq!(e.host_of("new").await.as_deref(), Some("node-1"));
+
+    // A deletion stuck for longer than the hold (a BMC that never answers) no longer holds a replacement back.
+    let mut objs = with_released_host("none", 0, &[("old", "md-0"), ("new", "md-0")]);
+    for o in &mut objs {
+        if o["kind"] == "Machine" && o["metadata"]["name"] == "old" {
+            o["metadata"]["deletionTimestamp"] = json!("1970-01-12T12:56:40Z"); // 50 min ago
+            o["metadata"]["finalizers"] = json!(["machine.cluster.x-k8s.io"]);
+        }
+    }
+    let e = env(objs).await;
+    e.register_hosts(2).await;
+    e.reconcile_machine("new").await;
+    assert_eq!(e.host_of("new").await.as_deref(), Some("node-0"));
+}
+
+/// Two free hosts, one of them (`released`) freed by a machine of md-0 `ago` seconds before the clock.
+fn with_released_host(released: &str, ago: i64, machines: &[(&str, &str)]) -> Vec<Value> {
+    let names: Vec<&str> = machines.iter().map(|m| m.0).collect();
+    let mut objs = standard(true, 2, &names);
+    for o in &mut objs {
+        let name = o["metadata"]["name"].as_str().unwrap().to_string();
+        match o["kind"].as_str().unwrap() {
+            "BeowulfHost" if name == released => {
+                o["metadata"]["labels"][spread::PREVIOUS_GROUP_LABEL] = json!("md-0");
+                o["metadata"]["annotations"] =
+                    json!({spread::RELEASED_AT_ANNOTATION: (1_000_000 - ago).to_string()});
+            }
+            "BeowulfMachine" | "Machine" => {
+                let group = machines.iter().find(|m| m.0 == name).unwrap().1;
+                o["metadata"]["labels"][MD] = json!(group);
+            }
+            _ => {}
+        }
+    }
+    objs
+}
+
+#[tokio::test]
+async fn a_rollouts_replacement_gets_the_host_its_group_released_and_others_wait() {
+    // node-1 was released by md-0 a minute ago; node-0 is free and comes first by name.
+    let e = env(with_released_host("node-1", 60, &[("new", "md-0")])).await;
+    e.register_hosts(2).await;
+    e.reconcile_machine("new").await;
+    assert_eq!(e.host_of("new").await.as_deref(), Some("node-1"));
+    let h = e.hosts().get("node-1").await.unwrap();
+    assert_eq!(
+        h.labels().get(spread::GROUP_LABEL).map(String::as_str),
+        Some("md-0")
+    );
+    assert!(!h.labels().contains_key(spread::PREVIOUS_GROUP_LABEL));
+    assert!(!h.annotations().contains_key(spread::RELEASED_AT_ANNOTATION));
+
+    // Another group's machines take the other host, and not the kept one while the hold lasts.
+    let e = env(with_released_host(
+        "node-0",
+        60,
+        &[("a", "md-1"), ("b", "md-1")],
+    ))
+    .await;
+    e.register_hosts(2).await;
+    e.reconcile_machine("a").await;
+    assert_eq!(e.host_of("a").await.as_deref(), Some("node-1"));
+    e.reconcile_machine("b").await;
+    assert_eq!(e.host_of("b").await, None);
+    let msg = ready_message(&e.machines().get("b").await.unwrap());
+    assert!(
+        msg.contains(
+            "1 released host(s) are kept for the next machine of the group that released them"
+        ),
+        "{msg}"
+    );
+    // Once the hold is over, the host is free for anyone.
+    e.advance(i64::try_from(spread::REUSE_HOLD.as_secs()).unwrap());
+    e.reconcile_machine("b").await;
+    assert_eq!(e.host_of("b").await.as_deref(), Some("node-0"));
 }
 
 fn deleting(mut v: Value) -> Value {
@@ -2088,9 +2217,14 @@ async fn remediation_power_cycles_then_reprovisions_then_gives_up_and_the_host_i
         remediation_status(&r),
         (Some(RemediationPhase::PowerCycling), 1, false, false)
     );
+    // Waiting writes nothing more (its own watch would wake it again otherwise).
+    e.advance(10);
+    e.reconcile_remediation("m0").await;
+    let again = e.remediations().get("m0").await.unwrap();
+    assert_eq!(again.resource_version(), r.resource_version());
 
     // Still there after the timeout (the Machine is not healthy): re-provision the same host.
-    e.advance(90);
+    e.advance(80);
     e.reconcile_remediation("m0").await;
     assert_eq!(
         e.remediate_annotation("m0").await.as_deref(),

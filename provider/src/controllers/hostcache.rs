@@ -121,8 +121,9 @@ impl HostCache {
     }
 
     /// Takes the note for the first of `candidates` (hosts of `namespace`) no other claim holds, in spreading
-    /// order ([`spread::order`]: for a machine of `group`, fewest hosts of the group in the failure domain
-    /// first, counted by [`HostCache::group_counts`]; then by name), and returns it. Counting, ordering and
+    /// order ([`spread::order`]: for a machine of `group`, the hosts its group released first, then fewest
+    /// hosts of the group in the failure domain, counted by [`HostCache::group_counts`]; then by name), and
+    /// returns it. Counting, ordering and
     /// reserving happen under one lock, so a concurrent claim counts this one. `listed`: the API list the
     /// candidates came from, when the store was not ready; `None`: they came from the store. `None` returned:
     /// every candidate is being claimed by someone else.
@@ -142,7 +143,7 @@ impl HostCache {
             None => HashMap::new(),
         };
         let mut ordered = candidates.to_vec();
-        spread::order(&mut ordered, &counts);
+        spread::order(&mut ordered, &counts, group);
         ordered
             .into_iter()
             .find(|h| reserve_in(&mut notes, h, group))

@@ -17,7 +17,7 @@ use serde_json::json;
 use super::capi::{CLUSTER_NAME_LABEL, CONTROL_PLANE_LABEL, Cluster, Machine};
 use super::hostops::{self, ProvisionInput, host_ips, provider_id};
 use super::remediation;
-use super::spread::{self, GROUP_LABEL};
+use super::spread::{self, GROUP_LABEL, PREVIOUS_GROUP_LABEL, RELEASED_AT_ANNOTATION};
 use super::{
     Context, Error, MACHINE_FINALIZER, add_finalizer, has_paused_annotation, remove_finalizer,
     write_status,
@@ -42,6 +42,9 @@ pub mod reason {
     pub const WAITING_FOR_BOOTSTRAP_DATA: &str = "WaitingForBootstrapData";
     pub const WAITING_FOR_CONTROL_PLANE: &str = "WaitingForControlPlaneInitialized";
     pub const NO_HOST_AVAILABLE: &str = "NoHostAvailable";
+    /// A Machine of the same group is being deleted: its host comes back to the group (a rollout on fixed
+    /// hardware), so the machine waits for it instead of taking another host.
+    pub const WAITING_FOR_HOST_RELEASE: &str = "WaitingForHostRelease";
     /// `spec.hardwareRequirements` cannot be read (a bad quantity, a count of 0, an unknown GPU vendor); nothing
     /// is claimed until it is fixed.
     pub const INVALID_HARDWARE_REQUIREMENTS: &str = "InvalidHardwareRequirements";
@@ -92,7 +95,8 @@ pub async fn claim(
     let patch = json!({
         "metadata": {
             "resourceVersion": host.resource_version(),
-            "labels": {GROUP_LABEL: spread::group_of(bm)},
+            "labels": {GROUP_LABEL: spread::group_of(bm), PREVIOUS_GROUP_LABEL: null},
+            "annotations": {RELEASED_AT_ANNOTATION: null},
         },
         "spec": {"consumerRef": consumer_of(bm)},
     });
@@ -148,6 +152,41 @@ enum Found {
     None(String),
     /// `spec.hardwareRequirements` is invalid; why.
     Invalid(String),
+    /// A machine of the group is being deleted; wait for the host it releases (why).
+    AwaitRelease(String),
+}
+
+/// How often a machine waiting for its group's released host looks again (nothing wakes it on the release).
+const AWAIT_RELEASE_REQUEUE: Duration = Duration::from_secs(5);
+
+/// A Machine of `bm`'s group (selected by the label its group comes from) that is being deleted, for at most
+/// [`spread::REUSE_HOLD`] so far: its host will come back to the group. A deletion that takes longer (a BMC
+/// that does not answer) no longer holds the group's new machines back.
+async fn releasing_machine(
+    ctx: &Context,
+    ns: &str,
+    bm: &BeowulfMachine,
+    now: i64,
+) -> Result<Option<String>, Error> {
+    let Some((label, value)) = spread::group_source(bm) else {
+        return Ok(None);
+    };
+    let hold = i64::try_from(spread::REUSE_HOLD.as_secs()).unwrap_or(i64::MAX);
+    let lp = ListParams::default().labels(&format!("{label}={value}"));
+    let machines = Api::<Machine>::namespaced(ctx.client.clone(), ns)
+        .list(&lp)
+        .await?;
+    Ok(machines
+        .items
+        .iter()
+        .filter(|m| {
+            m.metadata
+                .deletion_timestamp
+                .as_ref()
+                .is_some_and(|t| now < t.0.as_second().saturating_add(hold))
+        })
+        .map(ResourceExt::name_any)
+        .min())
 }
 
 /// For a machine without `spec.hostRef`: the host it holds (a lost hostRef write), else a freshly claimed one
@@ -188,26 +227,45 @@ async fn find_or_claim(
     let listed = (!from_store).then(|| hosts.clone());
     let fd = machine.spec.failure_domain.as_deref();
     hosts.retain(|h| selectable(h, bm, fd));
+    // Hosts another group released a moment ago wait for that group's next machine (a rollout on fixed
+    // hardware); counted for the message when nothing else is left.
+    let group = spread::group_of(bm);
+    let now = ctx.now();
+    let before = hosts.len();
+    hosts.retain(|h| !spread::kept_for_another_group(h, group.as_deref(), now));
+    let kept = before - hosts.len();
     // Hardware last, so that when nothing is left the message can say which requirement excluded how many
     // of the hosts that were otherwise eligible.
     let (candidates, excluded): (Vec<_>, Vec<_>) = hosts
         .into_iter()
         .partition(|h| reqs.check(hardware_of(h)).is_ok());
+    // Reuse on fixed hardware: while a machine of the group is being deleted and no host the group released
+    // is free yet, wait for its host instead of taking a spare (with its local data, the host belongs to the
+    // group's replacement).
+    if !candidates
+        .iter()
+        .any(|h| spread::reused_by(h, group.as_deref()))
+        && let Some(m) = releasing_machine(ctx, &ns, bm, now).await?
+    {
+        return Ok(Found::AwaitRelease(format!(
+            "Machine {m} of the same group is being deleted: waiting for the host it releases"
+        )));
+    }
     if candidates.is_empty() && !excluded.is_empty() {
         let why = explain(&reqs, excluded.iter().map(|h| hardware_of(h)));
         return Ok(Found::None(why));
     }
-    // Spreading: fewest hosts of the machine's group in the failure domain first, then by name (plain name
-    // order without a group). With the cache, the order is computed at each attempt together with the
-    // reservation, counting the claims the store does not show yet.
-    let group = spread::group_of(bm);
+    // Reuse, then spreading: the hosts the machine's group released first, then fewest hosts of the group
+    // in the failure domain, then by name (plain name order without a group). With the cache, the order is
+    // computed at each attempt together with the reservation, counting the claims the store does not show
+    // yet.
     let mut candidates = candidates;
     if ctx.hosts.is_none() {
         let counts = match (&group, &listed) {
             (Some(g), Some(all)) => spread::counts(all, g),
             _ => Default::default(),
         };
-        spread::order(&mut candidates, &counts);
+        spread::order(&mut candidates, &counts, group.as_deref());
     }
     loop {
         let next = match &ctx.hosts {
@@ -237,6 +295,12 @@ async fn find_or_claim(
             cache.lost(&host);
         }
         tracing::debug!(host = %name, "host claimed concurrently; trying the next one");
+    }
+    if kept > 0 {
+        return Ok(Found::None(format!(
+            "{NO_HOST_MESSAGE}; {kept} released host(s) are kept for the next machine of the group that released them (up to {}s after the release)",
+            spread::REUSE_HOLD.as_secs()
+        )));
     }
     Ok(Found::None(NO_HOST_MESSAGE.to_string()))
 }
@@ -429,6 +493,11 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
             write_status(&api, &name, old.as_ref(), &status).await?;
             return Ok(Action::requeue(NO_HOST_REQUEUE));
         }
+        Found::AwaitRelease(message) => {
+            wait(&mut status, reason::WAITING_FOR_HOST_RELEASE, &message);
+            write_status(&api, &name, old.as_ref(), &status).await?;
+            return Ok(Action::requeue(AWAIT_RELEASE_REQUEUE));
+        }
         Found::Invalid(message) => {
             // A spec edit brings the machine back; nothing to retry before that.
             wait(&mut status, reason::INVALID_HARDWARE_REQUIREMENTS, &message);
@@ -606,13 +675,18 @@ async fn reconcile_delete(
             write_status(&api, &name, bm.status.as_ref(), &status).await?;
             return Ok(Action::requeue(outcome.requeue.unwrap_or(ctx.engine.poll)));
         }
-        // Powered off: release (guarded, so a concurrent change is not overwritten), dropping the group the
-        // claim recorded in the same patch.
+        // Powered off: release (guarded, so a concurrent change is not overwritten), moving the group the
+        // claim recorded to the previous group in the same patch (the group's next machine gets the host
+        // back first: `spread::PREVIOUS_GROUP_LABEL`).
         let fresh = hosts.get(&host.name_any()).await?;
-        let patch = json!({
-            "metadata": {"resourceVersion": fresh.resource_version(), "labels": {GROUP_LABEL: null}},
-            "spec": {"consumerRef": null},
-        });
+        let group = fresh
+            .labels()
+            .get(GROUP_LABEL)
+            .cloned()
+            .or_else(|| spread::group_of(bm));
+        let mut metadata = spread::release_metadata(group.as_deref(), ctx.now());
+        metadata["resourceVersion"] = json!(fresh.resource_version());
+        let patch = json!({"metadata": metadata, "spec": {"consumerRef": null}});
         hosts
             .patch(
                 &host.name_any(),

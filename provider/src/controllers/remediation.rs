@@ -193,11 +193,17 @@ async fn reconcile_inner(rem: &BeowulfRemediation, ctx: &Context) -> Result<Acti
     let next = remediation::next(&strategy_of(rem), &record, view, now);
     let action = match next {
         Next::Wait(d) => {
+            // The deadline, not a countdown: a message that changed at every reconcile would rewrite the
+            // status, whose watch event would reconcile again.
+            let until = jiff::Timestamp::from_second(
+                now.saturating_add(i64::try_from(d.as_secs()).unwrap_or(0)),
+            )
+            .unwrap_or(now_ts);
             remediating(
                 &mut status,
                 true,
                 "Waiting",
-                &format!("waiting {}s for the Machine to become healthy", d.as_secs()),
+                &format!("waiting until {until} for the Machine to become healthy"),
                 generation,
                 now_ts,
             );

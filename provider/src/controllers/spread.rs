@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
@@ -30,12 +31,19 @@ pub const GROUP_SOURCE_LABELS: [&str; 3] = [
 /// The group of `bm` as recorded on its host: the value of the first of [`GROUP_SOURCE_LABELS`] it carries
 /// (non-empty), made a valid label value ([`label_value`]). `None`: no group, no spreading.
 pub fn group_of(bm: &BeowulfMachine) -> Option<String> {
+    group_source(bm).map(|(_, v)| label_value(&v))
+}
+
+/// Which of [`GROUP_SOURCE_LABELS`] names `bm`'s group, and its value: CAPI puts the same label on the
+/// group's Machines, so it selects them.
+pub fn group_source(bm: &BeowulfMachine) -> Option<(&'static str, String)> {
     let labels = bm.labels();
-    GROUP_SOURCE_LABELS
-        .iter()
-        .filter_map(|l| labels.get(*l))
-        .find(|v| !v.is_empty())
-        .map(|v| label_value(v))
+    GROUP_SOURCE_LABELS.iter().find_map(|l| {
+        labels
+            .get(*l)
+            .filter(|v| !v.is_empty())
+            .map(|v| (*l, v.clone()))
+    })
 }
 
 /// `value` itself when it is a valid label value (what the API server lets onto the machine), else a
@@ -86,11 +94,58 @@ pub fn counts<'a>(
     out
 }
 
-/// Orders claim candidates: fewest hosts of the group in their failure domain first, then by name. With no
-/// counts (no group), plain name order.
-pub fn order(candidates: &mut [Arc<BeowulfHost>], counts: &HashMap<String, usize>) {
-    candidates
-        .sort_by_cached_key(|h| (counts.get(domain_of(h)).copied().unwrap_or(0), h.name_any()));
+/// Orders claim candidates for a machine of `group`: the hosts its group released first ([`reused_by`]: a
+/// rollout's replacement gets its predecessor's host back), then fewest hosts of the group in their failure
+/// domain, then by name. With no group, plain name order.
+pub fn order(
+    candidates: &mut [Arc<BeowulfHost>],
+    counts: &HashMap<String, usize>,
+    group: Option<&str>,
+) {
+    candidates.sort_by_cached_key(|h| {
+        (
+            !reused_by(h, group),
+            counts.get(domain_of(h)).copied().unwrap_or(0),
+            h.name_any(),
+        )
+    });
+}
+
+/// Label on a released host: the group of the machine that held it last. On fixed hardware a rollout without
+/// surge deletes a machine and creates its replacement; the replacement gets the freed host back (and with
+/// it the host's local data) instead of a spare, and no other group takes it for [`REUSE_HOLD`]. Removed
+/// by the next claim.
+pub const PREVIOUS_GROUP_LABEL: &str = "beowulf.infrastructure.cluster.x-k8s.io/previous-group";
+/// Beside it: when the host was released (Unix seconds).
+pub const RELEASED_AT_ANNOTATION: &str = "beowulf.infrastructure.cluster.x-k8s.io/released-at";
+/// How long a released host is kept for the next machine of its group.
+pub const REUSE_HOLD: Duration = Duration::from_secs(600);
+
+/// Whether `host` was released by a machine of `group` (so a machine of `group` takes it first).
+pub fn reused_by(host: &BeowulfHost, group: Option<&str>) -> bool {
+    group.is_some_and(|g| host.labels().get(PREVIOUS_GROUP_LABEL).map(String::as_str) == Some(g))
+}
+
+/// Whether `host` is still kept for the next machine of another group than `group` at `now` (Unix seconds).
+/// A release time that cannot be read keeps nothing.
+pub fn kept_for_another_group(host: &BeowulfHost, group: Option<&str>, now: i64) -> bool {
+    if host.labels().get(PREVIOUS_GROUP_LABEL).is_none() || reused_by(host, group) {
+        return false;
+    }
+    let hold = i64::try_from(REUSE_HOLD.as_secs()).unwrap_or(i64::MAX);
+    host.annotations()
+        .get(RELEASED_AT_ANNOTATION)
+        .and_then(|t| t.parse::<i64>().ok())
+        .is_some_and(|at| now < at.saturating_add(hold))
+}
+
+/// The metadata a release writes (merge-patch values): the group label goes, the previous group and the
+/// release time are recorded (or cleared, for a machine without a group).
+pub fn release_metadata(group: Option<&str>, now: i64) -> serde_json::Value {
+    serde_json::json!({
+        "labels": {GROUP_LABEL: null, PREVIOUS_GROUP_LABEL: group},
+        "annotations": {RELEASED_AT_ANNOTATION: group.map(|_| now.to_string())},
+    })
 }
 
 #[cfg(test)]
@@ -184,11 +239,61 @@ mod tests {
             host("d", None, None, false),
             host("e", Some("rack-3"), None, false),
         ];
-        order(&mut free, &c);
+        order(&mut free, &c, Some("md"));
         let names: Vec<String> = free.iter().map(|h| h.name_any()).collect();
         assert_eq!(names, ["c", "e", "b", "d", "a"]);
-        order(&mut free, &HashMap::new());
+        order(&mut free, &HashMap::new(), None);
         let names: Vec<String> = free.iter().map(|h| h.name_any()).collect();
         assert_eq!(names, ["a", "b", "c", "d", "e"], "no group: name order");
+    }
+
+    fn released(name: &str, domain: &str, group: &str, at: Option<&str>) -> Arc<BeowulfHost> {
+        let mut h = (*host(name, Some(domain), None, false)).clone();
+        h.labels_mut()
+            .insert(PREVIOUS_GROUP_LABEL.into(), group.into());
+        if let Some(at) = at {
+            h.annotations_mut()
+                .insert(RELEASED_AT_ANNOTATION.into(), at.into());
+        }
+        Arc::new(h)
+    }
+
+    #[test]
+    fn a_host_its_group_released_comes_first_and_is_kept_from_other_groups_for_a_while() {
+        // md holds two hosts in rack-1: spreading alone would pick rack-2's host first.
+        let c = HashMap::from([("rack-1".to_string(), 2)]);
+        let mut free = vec![
+            host("a", Some("rack-2"), None, false),
+            released("b", "rack-1", "md", Some("1000")),
+        ];
+        order(&mut free, &c, Some("md"));
+        let names: Vec<String> = free.iter().map(|h| h.name_any()).collect();
+        assert_eq!(names, ["b", "a"], "the group's own host back first");
+        let b = &free[0];
+        assert!(reused_by(b, Some("md")) && !reused_by(b, Some("other")) && !reused_by(b, None));
+        let hold = i64::try_from(REUSE_HOLD.as_secs()).unwrap_or(i64::MAX);
+        assert!(!kept_for_another_group(b, Some("md"), 1001));
+        assert!(kept_for_another_group(b, Some("other"), 1001));
+        assert!(kept_for_another_group(b, None, 1000 + hold - 1));
+        assert!(
+            !kept_for_another_group(b, None, 1000 + hold),
+            "the hold ends"
+        );
+        for at in [None, Some("yesterday")] {
+            let h = released("x", "rack-1", "md", at);
+            assert!(!kept_for_another_group(&h, Some("other"), 1001), "{at:?}");
+        }
+        assert!(!kept_for_another_group(&free[1], Some("other"), 1001));
+        // A release records the group and the time, or clears both for a machine without a group.
+        assert_eq!(
+            release_metadata(Some("md"), 1000),
+            serde_json::json!({"labels": {GROUP_LABEL: null, PREVIOUS_GROUP_LABEL: "md"},
+                               "annotations": {RELEASED_AT_ANNOTATION: "1000"}})
+        );
+        assert_eq!(
+            release_metadata(None, 1000),
+            serde_json::json!({"labels": {GROUP_LABEL: null, PREVIOUS_GROUP_LABEL: null},
+                               "annotations": {RELEASED_AT_ANNOTATION: null}})
+        );
     }
 }
