@@ -1151,7 +1151,7 @@ fn broken_static_pods_fail_validate_where_they_are_written() {
     );
     let s = stack.display().to_string();
     let cc = format!(
-        "{s}/cluster-class/templates/cluster-class.yaml:212:19: error: static pod /etc/kubernetes/manifests/kube-vip.yaml (patch controlPlaneVIP, rendered with the variables' defaults)"
+        "{s}/cluster-class/templates/cluster-class.yaml:227:19: error: static pod /etc/kubernetes/manifests/kube-vip.yaml (patch controlPlaneVIP, rendered with the variables' defaults)"
     );
     let kcp = format!("{s}/cluster-class/templates/kubeadm-control-plane-template.yaml");
     csctl()
@@ -1167,4 +1167,54 @@ fn broken_static_pods_fail_validate_where_they_are_written() {
                 .and(contains("not checked, its content is not YAML here"))
                 .and(contains("3 error(s), 1 warning(s)")),
         );
+}
+
+/// The compute class checks its machines' health and hands unhealthy ones to Beowulf's remediation: the
+/// MachineHealthCheck the topology controller makes from `healthCheck` names a BeowulfRemediationTemplate the
+/// chart itself ships, in the ClusterClass's namespace, with the strategy from the values.
+#[test]
+fn compute_nodes_are_health_checked_and_remediated_by_beowulf() {
+    for stack in stacks() {
+        let mut v = yaml_file(&stack.join("cluster-class/values.yaml"));
+        v["remediation"]["powerCycles"] = 3.into();
+        let objects = render(
+            &stack.join("cluster-class"),
+            Some(&v),
+            &stack_prefix(&stack),
+            "hpc",
+        );
+        let class = objects
+            .iter()
+            .find(|o| o["kind"] == "ClusterClass")
+            .unwrap();
+        let compute = class["spec"]["workers"]["machineDeployments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|md| md["class"] == "compute")
+            .unwrap();
+        let hc = &compute["healthCheck"];
+        assert_eq!(hc["checks"]["nodeStartupTimeoutSeconds"], 1800);
+        let statuses: Vec<&str> = hc["checks"]["unhealthyNodeConditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["False", "Unknown"]);
+        let r = &hc["remediation"]["templateRef"];
+        assert_eq!(r["apiVersion"], "infrastructure.cluster.x-k8s.io/v1alpha1");
+        assert_eq!(r["kind"], "BeowulfRemediationTemplate");
+        let template = objects
+            .iter()
+            .find(|o| {
+                o["kind"] == "BeowulfRemediationTemplate" && o["metadata"]["name"] == r["name"]
+            })
+            .unwrap_or_else(|| panic!("{} is not in the chart", r["name"]));
+        assert_eq!(template["metadata"]["namespace"], "hpc");
+        let strategy = &template["spec"]["template"]["spec"]["strategy"];
+        assert_eq!(strategy["powerCycles"], 3);
+        assert_eq!(strategy["reprovision"], true);
+        assert_eq!(strategy["timeoutSeconds"], 600);
+    }
 }

@@ -17,6 +17,8 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Read as _;
+
+use crate::tail;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
@@ -441,11 +443,6 @@ pub fn slurm_compatible(controller: &str, node: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[cfg(test)]

@@ -27,6 +27,12 @@ use std::time::Duration;
 
 pub use harness::{Netns, Proc, poll, try_run, veth};
 
+/// The last `n` lines of `s` (a log or console, for a failure message).
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
 /// Polls `cond` every 50 ms until it returns `Some`, or panics after `timeout` with `what`.
 pub fn wait_for<T>(what: &str, timeout: Duration, cond: impl FnMut() -> Option<T>) -> T {
     poll(what, timeout, cond).unwrap_or_else(|e| panic!("{e}"))

@@ -6,12 +6,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use beowulf::api::BeowulfHost;
 use beowulf::api::host::HostStateName;
-use beowulf::api::{BeowulfHost, BeowulfMachine};
-use e2e::kube::fixtures::{self, INFRA, QemuHost};
+use e2e::kube::fixtures::{self, QemuHost};
+use e2e::kube::holds::HoldWatch;
 use e2e::kube::mgmt::MANAGER_USER;
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::pxe::LabImage;
@@ -80,85 +80,20 @@ async fn the_other_replica_takes_over_a_killed_leader_and_a_new_manager_rebuilds
         .await
         .unwrap();
 
-    // The invariant, watched through the whole test: a host is held by at most one machine, and a machine's
-    // host is the host that names it.
-    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
-    let watching = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let watcher = {
-        let (client, violations, watching) = (client.clone(), violations.clone(), watching.clone());
-        tokio::spawn(async move {
-            let hosts: Api<BeowulfHost> = Api::namespaced(client.clone(), NS);
-            let machines: Api<BeowulfMachine> = Api::namespaced(client, NS);
-            let mut first_consumer: BTreeMap<String, String> = BTreeMap::new();
-            while watching.load(std::sync::atomic::Ordering::Relaxed) {
-                if let (Ok(hs), Ok(ms)) = (
-                    hosts.list(&ListParams::default()).await,
-                    machines.list(&ListParams::default()).await,
-                ) {
-                    let mut held: BTreeMap<String, String> = BTreeMap::new();
-                    for m in &ms {
-                        if let Some(r) = &m.spec.host_ref
-                            && let Some(other) = held.insert(r.name.clone(), m.name_any())
-                        {
-                            violations.lock().unwrap().push(format!(
-                                "{} and {other} both name host {}",
-                                m.name_any(),
-                                r.name
-                            ));
-                        }
-                    }
-                    for h in &hs {
-                        let consumer = h.spec.consumer_ref.as_ref().map(|c| c.name.clone());
-                        if let (Some(c), Some(by)) = (&consumer, held.get(&h.name_any()))
-                            && c != by
-                        {
-                            violations.lock().unwrap().push(format!(
-                                "host {} is held by {c} but machine {by} names it",
-                                h.name_any()
-                            ));
-                        }
-                        if let Some(c) = consumer {
-                            let first = first_consumer.entry(h.name_any()).or_insert(c.clone());
-                            if *first != c {
-                                violations.lock().unwrap().push(format!(
-                                    "host {} went from {first} to {c}",
-                                    h.name_any()
-                                ));
-                            }
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    // The invariant, watched through the whole test: a host is held by at most one machine, a machine's host
+    // is the host that names it, and no host ever changes hands.
+    let mut first_consumer: BTreeMap<String, String> = BTreeMap::new();
+    let holds = HoldWatch::start(client.clone(), NS, move |h| {
+        let c = h.spec.consumer_ref.as_ref()?.name.clone();
+        let first = first_consumer.entry(h.name_any()).or_insert(c.clone());
+        (*first != c).then(|| format!("host {} went from {first} to {c}", h.name_any()))
+    });
 
     // Two machines to provision: a Cluster without a control plane and a MachineDeployment with fixed data.
     let endpoint = mc.unanswered_ip().to_string();
     fixtures::create_all(
         &client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "data", "namespace": NS},
-                   "type": "cluster.x-k8s.io/secret",
-                   "stringData": {"value": "#cloud-config\n# failover\n", "format": "cloud-config"}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfCluster", "metadata": {"name": "c2", "namespace": NS},
-                   "spec": {"controlPlaneEndpoint": {"host": endpoint, "port": 6443}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                   "metadata": {"name": "c2", "namespace": NS},
-                   "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                  "kind": "BeowulfCluster", "name": "c2"}}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfMachineTemplate", "metadata": {"name": "rack", "namespace": NS},
-                   "spec": {"template": {"spec": {"imageRef": {"name": "testnode"}}}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-                   "metadata": {"name": "c2-workers", "namespace": NS},
-                   "spec": {"clusterName": "c2", "replicas": 2,
-                            "selector": {"matchLabels": {"pool": "w"}},
-                            "template": {"metadata": {"labels": {"pool": "w"}},
-                                         "spec": {"clusterName": "c2", "version": "v1.33.1",
-                                                  "bootstrap": {"dataSecretName": "data"},
-                                                  "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                                        "kind": "BeowulfMachineTemplate", "name": "rack"}}}}}),
-        ],
+        &fixtures::workers(NS, "c2", &endpoint, "c2-workers", 2, "rack", "failover"),
     )
     .await
     .unwrap();
@@ -299,9 +234,7 @@ async fn the_other_replica_takes_over_a_killed_leader_and_a_new_manager_rebuilds
         }
     }
 
-    watching.store(false, std::sync::atomic::Ordering::Relaxed);
-    watcher.await.unwrap();
-    let v = violations.lock().unwrap();
+    let v = holds.stop().await;
     assert!(v.is_empty(), "{}", v.join("\n"));
     let forbidden = mc.control_plane.forbidden(MANAGER_USER);
     assert!(forbidden.is_empty(), "forbidden:\n{}", forbidden.join("\n"));

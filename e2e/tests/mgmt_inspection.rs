@@ -21,6 +21,7 @@ use e2e::kube::mgmt::MANAGER_USER;
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::pxe::LabImage;
 use e2e::require_root_and_peers;
+use e2e::tail;
 use futures::StreamExt;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use kube::core::GroupVersionKind;
@@ -84,11 +85,6 @@ fn condition<'a>(obj: &'a Value, cond: &str) -> Option<&'a Value> {
 
 fn state(host: &Value) -> &str {
     host["status"]["state"].as_str().unwrap_or("-")
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

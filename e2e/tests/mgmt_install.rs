@@ -550,4 +550,19 @@ async fn hpc_cluster_stack_through_the_operator_reconciles(mc: &MgmtCluster) {
         "name",
     ]);
     assert_eq!(mds.lines().count(), 1, "{mds}");
+    // The compute class's health check became a MachineHealthCheck whose remediation is ours.
+    let mhc = kubectl(&[
+        "get",
+        "machinehealthcheck",
+        "-n",
+        ns,
+        "-l",
+        "cluster.x-k8s.io/cluster-name=hpc1",
+        "-o",
+        "jsonpath={range .items[*]}{.spec.remediation.templateRef.kind}/{.spec.remediation.templateRef.name} {.spec.checks.nodeStartupTimeoutSeconds}{end}",
+    ]);
+    assert!(
+        mhc.starts_with("BeowulfRemediationTemplate/") && mhc.ends_with(" 1800"),
+        "{mhc}"
+    );
 }

@@ -23,6 +23,7 @@ use e2e::kube::fixtures::{self, INFRA, QemuHost};
 use e2e::kube::mgmt::MANAGER_USER;
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::pxe::LabImage;
+use e2e::tail;
 use e2e::{require_root_and_peers, run};
 use kube::ResourceExt;
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -48,33 +49,6 @@ fn seed(h: &QemuHost) -> Option<String> {
         .serial()
         .lines()
         .find_map(|l| l.strip_prefix("TESTNODE: seed=").map(str::to_string))
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
-/// The Machines of the namespace: name → (providerID, phase).
-fn machines(mc: &MgmtCluster) -> Vec<(String, String, String)> {
-    let out = run(mc.kubectl().args([
-        "get",
-        "machines.cluster.x-k8s.io",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name},{.spec.providerID},{.status.phase} {end}",
-    ]));
-    out.split_whitespace()
-        .filter_map(|m| {
-            let mut f = m.split(',');
-            Some((
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-            ))
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,52 +78,29 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
     // A Cluster without a control plane, a MachineDeployment of one with fixed bootstrap data, and a
     // MachineHealthCheck over it whose remediation is ours.
     let endpoint = mc.unanswered_ip().to_string();
-    fixtures::create_all(
-        &client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "data", "namespace": NS},
-                   "type": "cluster.x-k8s.io/secret",
-                   "stringData": {"value": "#cloud-config\n# remediation\n", "format": "cloud-config"}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfCluster", "metadata": {"name": "c1", "namespace": NS},
-                   "spec": {"controlPlaneEndpoint": {"host": endpoint, "port": 6443}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                   "metadata": {"name": "c1", "namespace": NS},
-                   "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                  "kind": "BeowulfCluster", "name": "c1"}}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfMachineTemplate", "metadata": {"name": "rack", "namespace": NS},
-                   "spec": {"template": {"spec": {"imageRef": {"name": "testnode"}}}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-                   "metadata": {"name": "workers", "namespace": NS},
-                   "spec": {"clusterName": "c1", "replicas": 1,
-                            "selector": {"matchLabels": {"pool": "w"}},
-                            "template": {"metadata": {"labels": {"pool": "w"}},
-                                         "spec": {"clusterName": "c1", "version": "v1.33.1",
-                                                  "bootstrap": {"dataSecretName": "data"},
-                                                  "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                                        "kind": "BeowulfMachineTemplate", "name": "rack"}}}}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfRemediationTemplate",
+    let mut objects = fixtures::workers(NS, "c1", &endpoint, "workers", 1, "rack", "remediation");
+    objects.extend([
+        json!({"apiVersion": INFRA, "kind": "BeowulfRemediationTemplate",
                    "metadata": {"name": "cycle-then-reprovision", "namespace": NS},
                    "spec": {"template": {"spec": {"strategy": {
                        "powerCycles": 1, "timeoutSeconds": POWER_CYCLE_WAIT,
                        "reprovision": true, "reprovisionTimeoutSeconds": REPROVISION_WAIT}}}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineHealthCheck",
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineHealthCheck",
                    "metadata": {"name": "workers", "namespace": NS},
                    "spec": {"clusterName": "c1", "selector": {"matchLabels": {"pool": "w"}},
                             "checks": {"nodeStartupTimeoutSeconds": 0},
                             "remediation": {"templateRef": {"apiVersion": INFRA,
                                                             "kind": "BeowulfRemediationTemplate",
                                                             "name": "cycle-then-reprovision"}}}}),
-        ],
-    )
-    .await
-    .unwrap();
+    ]);
+    fixtures::create_all(&client, &objects).await.unwrap();
 
     // The Machine provisions on node-0 (the first free host by name).
     let first = eventually(
         "the Machine provisioned",
         Duration::from_secs(240),
         || async {
-            let ms = machines(&mc);
+            let ms = mc.machines(NS);
             match ms.as_slice() {
                 [(name, id, phase)] if phase == "Provisioned" => Ok((name.clone(), id.clone())),
                 _ => Err(format!("{ms:?}")),
@@ -296,7 +247,7 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
         "a replacement Machine provisioned",
         Duration::from_secs(REPROVISION_WAIT + 240),
         || async {
-            let ms = machines(&mc);
+            let ms = mc.machines(NS);
             match ms.as_slice() {
                 [(name, id, phase)] if *name != machine && phase == "Provisioned" => Ok(id.clone()),
                 _ => Err(format!("{ms:?}")),

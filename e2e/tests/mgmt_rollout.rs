@@ -8,56 +8,25 @@
 //! Machine. It is still a rollout without a single extra host.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use beowulf::api::BeowulfHost;
 use beowulf::api::host::HostStateName;
-use beowulf::api::{BeowulfHost, BeowulfMachine};
-use e2e::kube::fixtures::{self, INFRA, QemuHost};
+use e2e::kube::fixtures::{self, QemuHost};
+use e2e::kube::holds::HoldWatch;
 use e2e::kube::mgmt::MANAGER_USER;
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::pxe::LabImage;
+use e2e::tail;
 use e2e::{require_root_and_peers, run};
 use kube::ResourceExt;
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
 const NS: &str = "rollout";
 
 fn beowulf() -> BeowulfBin {
     BeowulfBin(env!("CARGO_BIN_EXE_e2e-beowulf").into())
-}
-
-/// The Machines: (name, providerID, phase), sorted by providerID.
-fn machines(mc: &MgmtCluster) -> Vec<(String, String, String)> {
-    let out = run(mc.kubectl().args([
-        "get",
-        "machines.cluster.x-k8s.io",
-        "-n",
-        NS,
-        "-o",
-        "jsonpath={range .items[*]}{.metadata.name},{.spec.providerID},{.status.phase} {end}",
-    ]));
-    let mut v: Vec<_> = out
-        .split_whitespace()
-        .filter_map(|m| {
-            let mut f = m.split(',');
-            Some((
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-                f.next()?.to_string(),
-            ))
-        })
-        .collect();
-    v.sort_by(|a, b| a.1.cmp(&b.1));
-    v
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,43 +60,16 @@ async fn a_rollout_without_surge_puts_the_replacements_on_the_same_hosts_and_nev
     let log = || tail(&manager.log(), 80);
 
     let endpoint = mc.unanswered_ip().to_string();
-    let template = |name: &str| {
-        json!({"apiVersion": INFRA, "kind": "BeowulfMachineTemplate", "metadata": {"name": name, "namespace": NS},
-               "spec": {"template": {"spec": {"imageRef": {"name": "testnode"}}}}})
-    };
-    fixtures::create_all(
-        &client,
-        &[
-            json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "data", "namespace": NS},
-                   "type": "cluster.x-k8s.io/secret",
-                   "stringData": {"value": "#cloud-config\n# rollout\n", "format": "cloud-config"}}),
-            json!({"apiVersion": INFRA, "kind": "BeowulfCluster", "metadata": {"name": "c1", "namespace": NS},
-                   "spec": {"controlPlaneEndpoint": {"host": endpoint, "port": 6443}}}),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
-                   "metadata": {"name": "c1", "namespace": NS},
-                   "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                  "kind": "BeowulfCluster", "name": "c1"}}}),
-            template("rack-v1"),
-            json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
-                   "metadata": {"name": "workers", "namespace": NS},
-                   "spec": {"clusterName": "c1", "replicas": 2,
-                            "rollout": {"strategy": {"type": "RollingUpdate",
-                                                     "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2}}},
-                            "selector": {"matchLabels": {"pool": "w"}},
-                            "template": {"metadata": {"labels": {"pool": "w"}},
-                                         "spec": {"clusterName": "c1", "version": "v1.33.1",
-                                                  "bootstrap": {"dataSecretName": "data"},
-                                                  "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
-                                                                        "kind": "BeowulfMachineTemplate",
-                                                                        "name": "rack-v1"}}}}}),
-        ],
-    )
-    .await
-    .unwrap();
+    let mut objects = fixtures::workers(NS, "c1", &endpoint, "workers", 2, "rack-v1", "rollout");
+    if let Some(md) = objects.last_mut() {
+        md["spec"]["rollout"] = json!({"strategy": {"type": "RollingUpdate",
+                                                    "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 2}}});
+    }
+    fixtures::create_all(&client, &objects).await.unwrap();
     let provisioned = |old: Vec<String>| {
         let mc = &mc;
         async move {
-            let ms = machines(mc);
+            let ms = mc.machines(NS);
             let ok = ms.len() == 2
                 && ms
                     .iter()
@@ -168,59 +110,14 @@ async fn a_rollout_without_surge_puts_the_replacements_on_the_same_hosts_and_nev
     .await
     .unwrap();
 
-    // The invariant, watched through the rollout: no host held by two machines, no machine naming a host
-    // that another machine holds, and the spare never claimed.
-    let violations = Arc::new(Mutex::new(Vec::<String>::new()));
-    let watching = Arc::new(AtomicBool::new(true));
-    let watcher = {
-        let (client, violations, watching) = (client.clone(), violations.clone(), watching.clone());
-        tokio::spawn(async move {
-            let hosts: Api<BeowulfHost> = Api::namespaced(client.clone(), NS);
-            let bms: Api<BeowulfMachine> = Api::namespaced(client, NS);
-            while watching.load(Ordering::Relaxed) {
-                if let (Ok(hs), Ok(ms)) = (
-                    hosts.list(&ListParams::default()).await,
-                    bms.list(&ListParams::default()).await,
-                ) {
-                    let mut named: BTreeMap<String, String> = BTreeMap::new();
-                    for m in &ms {
-                        if let Some(r) = &m.spec.host_ref
-                            && let Some(other) = named.insert(r.name.clone(), m.name_any())
-                        {
-                            violations.lock().unwrap().push(format!(
-                                "{} and {other} both name host {}",
-                                m.name_any(),
-                                r.name
-                            ));
-                        }
-                    }
-                    for h in &hs {
-                        let consumer = h.spec.consumer_ref.as_ref().map(|c| c.name.clone());
-                        if let (Some(c), Some(by)) = (&consumer, named.get(&h.name_any()))
-                            && c != by
-                        {
-                            violations.lock().unwrap().push(format!(
-                                "host {} is held by {c} but machine {by} names it",
-                                h.name_any()
-                            ));
-                        }
-                        if h.name_any() == "a-spare"
-                            && let Some(c) = consumer
-                        {
-                            violations
-                                .lock()
-                                .unwrap()
-                                .push(format!("the spare was claimed by {c}"));
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        })
-    };
+    // The invariant, watched through the rollout (no host held by two machines), and the spare never claimed.
+    let holds = HoldWatch::start(client.clone(), NS, |h| {
+        let consumer = h.spec.consumer_ref.as_ref()?;
+        (h.name_any() == "a-spare").then(|| format!("the spare was claimed by {}", consumer.name))
+    });
 
     // The rollout: a new template.
-    fixtures::create_all(&client, &[template("rack-v2")])
+    fixtures::create_all(&client, &[fixtures::machine_template(NS, "rack-v2")])
         .await
         .unwrap();
     run(mc.kubectl().args([
@@ -247,9 +144,7 @@ async fn a_rollout_without_surge_puts_the_replacements_on_the_same_hosts_and_nev
         ["beowulf://rollout/node-0", "beowulf://rollout/node-1"],
         "the replacements run on the hosts their predecessors released"
     );
-    watching.store(false, Ordering::Relaxed);
-    watcher.await.unwrap();
-    let v = violations.lock().unwrap().clone();
+    let v = holds.stop().await;
     assert!(v.is_empty(), "{}", v.join("\n"));
     assert_eq!(hosts[2].power(), "off");
     assert_eq!(

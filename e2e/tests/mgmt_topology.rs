@@ -21,6 +21,7 @@ use e2e::kube::fixtures::{self, INFRA, QemuHost};
 use e2e::kube::mgmt::MANAGER_USER;
 use e2e::kube::{BeowulfBin, ManagerNode, MgmtCluster, eventually};
 use e2e::pxe::LabImage;
+use e2e::tail;
 use e2e::{require_root_and_peers, run};
 use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
@@ -344,9 +345,4 @@ async fn topology_cluster_boots_its_machines_and_deleting_it_releases_every_host
         !log.contains("kubeadm init"),
         "bootstrap data in the manager's log"
     );
-}
-
-fn tail(text: &str, n: usize) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
 }

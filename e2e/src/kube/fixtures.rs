@@ -131,3 +131,46 @@ impl QemuHost {
             .map(str::to_string)
     }
 }
+
+/// BeowulfMachineTemplate `name` for the test node image (BeowulfImage `testnode`).
+pub fn machine_template(ns: &str, name: &str) -> Value {
+    json!({"apiVersion": INFRA, "kind": "BeowulfMachineTemplate", "metadata": {"name": name, "namespace": ns},
+           "spec": {"template": {"spec": {"imageRef": {"name": "testnode"}}}}})
+}
+
+/// Plain compute nodes under Cluster API: Cluster `cluster` (its BeowulfCluster's control-plane endpoint
+/// `endpoint`, which nobody answers: no control plane ever starts), BeowulfMachineTemplate `template`, and
+/// MachineDeployment `deployment` of `replicas` machines (label `pool: w`) whose bootstrap data is fixed: the
+/// Secret `data`, a cloud-config that says `note`. The MachineDeployment is the last object.
+pub fn workers(
+    ns: &str,
+    cluster: &str,
+    endpoint: &str,
+    deployment: &str,
+    replicas: u32,
+    template: &str,
+    note: &str,
+) -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "data", "namespace": ns},
+               "type": "cluster.x-k8s.io/secret",
+               "stringData": {"value": format!("#cloud-config\n# {note}\n"), "format": "cloud-config"}}),
+        json!({"apiVersion": INFRA, "kind": "BeowulfCluster", "metadata": {"name": cluster, "namespace": ns},
+               "spec": {"controlPlaneEndpoint": {"host": endpoint, "port": 6443}}}),
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "Cluster",
+               "metadata": {"name": cluster, "namespace": ns},
+               "spec": {"infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
+                                              "kind": "BeowulfCluster", "name": cluster}}}),
+        machine_template(ns, template),
+        json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
+               "metadata": {"name": deployment, "namespace": ns},
+               "spec": {"clusterName": cluster, "replicas": replicas,
+                        "selector": {"matchLabels": {"pool": "w"}},
+                        "template": {"metadata": {"labels": {"pool": "w"}},
+                                     "spec": {"clusterName": cluster, "version": "v1.33.1",
+                                              "bootstrap": {"dataSecretName": "data"},
+                                              "infrastructureRef": {"apiGroup": "infrastructure.cluster.x-k8s.io",
+                                                                    "kind": "BeowulfMachineTemplate",
+                                                                    "name": template}}}}}),
+    ]
+}

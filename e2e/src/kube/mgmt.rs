@@ -162,6 +162,31 @@ impl MgmtCluster {
         capi::kubectl(&self.peers, &self.control_plane)
     }
 
+    /// Cluster API's Machines in `ns` as kubectl reads them: (name, providerID, phase), by providerID.
+    pub fn machines(&self, ns: &str) -> Vec<(String, String, String)> {
+        let out = crate::run(self.kubectl().args([
+            "get",
+            "machines.cluster.x-k8s.io",
+            "-n",
+            ns,
+            "-o",
+            "jsonpath={range .items[*]}{.metadata.name},{.spec.providerID},{.status.phase} {end}",
+        ]));
+        let mut v: Vec<_> = out
+            .split_whitespace()
+            .filter_map(|m| {
+                let mut f = m.split(',');
+                Some((
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                    f.next()?.to_string(),
+                ))
+            })
+            .collect();
+        v.sort_by(|a, b| a.1.cmp(&b.1));
+        v
+    }
+
     pub fn clusterctl(&self) -> Command {
         capi::clusterctl(
             &self.peers,

@@ -10,12 +10,14 @@
 //! - [`capi`]: `clusterctl init`, Cluster API's managers as host processes, their webhooks;
 //! - [`cso`]: Sovereign Cloud Stack's cluster-stack-operator, reading releases from an HTTPS registry;
 //! - [`mgmt`]: all of it with its networks (boot and management), and the `beowulf manager` nodes;
-//! - [`fixtures`]: the objects the tests create (hosts that are QEMU machines behind BMCs, images).
+//! - [`fixtures`]: the objects the tests create (hosts that are QEMU machines behind BMCs, images);
+//! - [`holds`]: the one-host-one-machine invariant, watched while a test runs.
 
 pub mod capi;
 pub mod control_plane;
 pub mod cso;
 pub mod fixtures;
+pub mod holds;
 pub mod mgmt;
 pub mod peers;
 pub mod pki;
