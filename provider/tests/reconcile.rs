@@ -2309,3 +2309,27 @@ async fn remediation_does_nothing_on_a_paused_cluster_and_gives_up_at_once_witho
         &e.hosts().get("node-0").await.unwrap()
     ));
 }
+
+#[tokio::test]
+async fn a_step_whose_remediation_ended_is_dropped_not_carried_out() {
+    let mut objs = standard(true, 1, &["m0"]);
+    objs.push(remediation_obj("m0", 1));
+    let e = env(objs).await;
+    e.register_hosts(1).await;
+    e.provision("m0", 0).await;
+    e.reconcile_remediation("m0").await;
+    assert!(e.remediate_annotation("m0").await.is_some());
+    // The Machine became healthy before the step ran (say, its BMC did not answer): MachineHealthCheck
+    // deleted the remediation.
+    e.remediations()
+        .delete("m0", &Default::default())
+        .await
+        .unwrap();
+    e.bmc.ops.lock().unwrap().clear();
+    e.reconcile_machine("m0").await;
+    assert!(e.bmc.ops().is_empty(), "{:?}", e.bmc.ops());
+    assert_eq!(e.remediate_annotation("m0").await, None);
+    let hs = e.hosts().get("node-0").await.unwrap().status.unwrap();
+    assert!(hs.remediations.is_empty());
+    assert_eq!(hs.state, beowulf::api::host::HostStateName::Provisioned);
+}

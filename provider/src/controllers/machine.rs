@@ -541,19 +541,26 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         format,
         consumer_says_provisioned: bm.spec.provider_id.is_some(),
     };
-    // A remediation step for the host (the BeowulfRemediation controller's request); answered requests
-    // and values that are no request are removed.
+    // A remediation step for the host (the BeowulfRemediation controller's request); answered requests,
+    // requests whose remediation ended, and values that are no request are removed.
     let request = remediation::request_of(bm, &machine_name);
+    let mut drop_request = false;
     let valid = match &request {
         Some(Err(why)) => {
             tracing::warn!(machine = %name, "{why}; removing it");
+            drop_request = true;
+            None
+        }
+        Some(Ok(r)) if !remediation::still_wanted(ctx, &ns, &machine_name, &r.id).await? => {
+            tracing::info!(machine = %name, id = %r.id, "the remediation that asked for this step ended; dropping it");
+            drop_request = true;
             None
         }
         Some(Ok(r)) => Some(r),
         None => None,
     };
     let outcome = hostops::drive_with(ctx, &host, Goal::Provision, Some(&input), valid).await?;
-    if matches!(request, Some(Err(_))) || (valid.is_some() && outcome.answered) {
+    if drop_request || (valid.is_some() && outcome.answered) {
         let patch = json!({"metadata": {"annotations": {remediation::REMEDIATE_ANNOTATION: null}}});
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await?;

@@ -64,6 +64,23 @@ pub fn request_of(bm: &BeowulfMachine, machine: &str) -> Option<Result<HostReque
     }))
 }
 
+/// Whether the remediation that asked for request `id` still wants it: the Machine's BeowulfRemediation
+/// exists, is the one the id names (its uid), and has not ended. MachineHealthCheck deletes the remediation
+/// once the Machine is healthy again; a step still waiting (for a BMC that did not answer) is then dropped.
+pub async fn still_wanted(ctx: &Context, ns: &str, machine: &str, id: &str) -> Result<bool, Error> {
+    let Some(r) = Api::<BeowulfRemediation>::namespaced(ctx.client.clone(), ns)
+        .get_opt(machine)
+        .await?
+    else {
+        return Ok(false);
+    };
+    let asker = id.rsplit_once('/').map_or("", |(who, _)| who);
+    let uid = r.uid().unwrap_or_else(|| r.name_any());
+    Ok(asker == uid
+        && r.meta().deletion_timestamp.is_none()
+        && r.status.as_ref().and_then(|s| s.phase) != Some(RemediationPhase::GaveUp))
+}
+
 /// Whether remediation gave up on `host`.
 pub fn is_unhealthy(host: &BeowulfHost) -> bool {
     host.annotations().contains_key(UNHEALTHY_ANNOTATION)

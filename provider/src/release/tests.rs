@@ -502,8 +502,28 @@ fn topology_template_validates_against_upstream_schemas() {
 }
 
 #[test]
+fn default_workers_are_remediated_by_a_template_the_clusterclass_file_ships() {
+    let all = docs(CLUSTERCLASS_DEFAULT);
+    let cc = all.iter().find(|d| d["kind"] == "ClusterClass").unwrap();
+    let r = &cc["spec"]["workers"]["machineDeployments"][0]["healthCheck"]["remediation"]["templateRef"];
+    assert_eq!(r["kind"], "BeowulfRemediationTemplate");
+    let t = all
+        .iter()
+        .find(|d| d["kind"] == r["kind"] && d["metadata"]["name"] == r["name"])
+        .expect("the template is in clusterclass-beowulf-default.yaml");
+    assert_eq!(
+        t["spec"]["template"]["spec"]["strategy"]["reprovision"],
+        true
+    );
+    assert!(
+        cc["spec"]["controlPlane"].get("healthCheck").is_none(),
+        "the control plane is left to KubeadmControlPlane's own remediation"
+    );
+}
+
+#[test]
 fn clusterclass_objects_validate_against_upstream_schemas() {
-    assert_eq!(validate_all(CLUSTERCLASS_DEFAULT), 6);
+    assert_eq!(validate_all(CLUSTERCLASS_DEFAULT), 7);
 }
 
 #[test]
