@@ -160,8 +160,11 @@ const KEPT_OPTIONS: [(u8, Option<usize>); 12] = [
 
 /// Walks the option TLVs with bounds checks and keeps only the options this server reads, with plausible
 /// lengths. The decoder is then never shown options it mishandles (dhcproto 0.15 asserts or unwraps on some
-/// malformed options, e.g. 81 and 121), and a truncated option list is refused instead of half-read.
+/// malformed options, e.g. 81 and 121), and a truncated option list is refused instead of half-read. A
+/// fixed-length option counts once (the first): the decoder concatenates repeated options (RFC 3396), and two
+/// 3-byte option 94s became one of 6 bytes, which it asserts against (found by `fuzz/` target `dhcp`).
 fn sanitize(buf: &[u8]) -> Result<Vec<u8>, &'static str> {
+    let mut seen_fixed = [false; 256];
     let mut out = Vec::with_capacity(buf.len());
     out.extend_from_slice(&buf[..MIN_PACKET]);
     let mut rest = &buf[MIN_PACKET..];
@@ -181,14 +184,15 @@ fn sanitize(buf: &[u8]) -> Result<Vec<u8>, &'static str> {
                     return Err("truncated option");
                 }
                 let (value, tail) = tail.split_at(len);
-                let keep =
-                    KEPT_OPTIONS
-                        .iter()
-                        .find(|(c, _)| *c == code)
-                        .is_some_and(|(_, want)| {
-                            want.is_none_or(|w| w == len)
-                                && (code != 93 || (len >= 2 && len % 2 == 0))
-                        });
+                let rule = KEPT_OPTIONS.iter().find(|(c, _)| *c == code);
+                let keep = rule.is_some_and(|(_, want)| {
+                    want.is_none_or(|w| w == len)
+                        && (code != 93 || (len >= 2 && len % 2 == 0))
+                        && !(want.is_some() && seen_fixed[usize::from(code)])
+                });
+                if keep && rule.is_some_and(|(_, want)| want.is_some()) {
+                    seen_fixed[usize::from(code)] = true;
+                }
                 if keep {
                     out.push(code);
                     out.push(len as u8);

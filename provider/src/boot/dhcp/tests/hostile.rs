@@ -25,6 +25,36 @@ fn malformed_packets_are_refused() {
     assert!(reply::parse(&bootp).is_err());
 }
 
+/// Found by the `dhcp` fuzz target: two option 94s of 3 bytes each, which the decoder concatenates (RFC 3396)
+/// into one of 6 and then asserts is 3 long. The first counts; the request is still served.
+#[test]
+fn a_repeated_fixed_length_option_counts_once() {
+    let good = pxe(request(MAC, MessageType::Discover), 0)
+        .to_vec()
+        .unwrap();
+    let end = good.iter().rposition(|b| *b == 255).unwrap();
+    let mut twice = good[..end].to_vec();
+    twice.extend_from_slice(&[
+        94, 3, 1, 2, 1, 94, 3, 1, 3, 0, 50, 4, 10, 99, 0, 10, 50, 4, 10, 99, 0, 11, 255,
+    ]);
+    let m = reply::parse(&twice).expect("served, the repeats dropped");
+    assert_eq!(
+        opt(&m, OptionCode::ClientNetworkInterface),
+        Some(&DhcpOption::ClientNetworkInterface(1, 2, 1))
+    );
+    assert_eq!(
+        opt(&m, OptionCode::RequestedIpAddress),
+        Some(&DhcpOption::RequestedIpAddress(std::net::Ipv4Addr::new(
+            10, 99, 0, 10
+        )))
+    );
+    let d = TestDirectory::one_host();
+    assert!(matches!(
+        reply::respond(&responder(DhcpMode::Authoritative), &d, &m, Port::Dhcp),
+        Outcome::Reply(_)
+    ));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
 
