@@ -128,8 +128,7 @@ pub fn free_udp_port(ip: Ipv4Addr) -> u16 {
 impl IpmiSim {
     /// Starts a simulator on a fresh loopback address and port; waits until it answers.
     pub fn start() -> IpmiSim {
-        let ip = random_loopback();
-        Self::start_at(SocketAddr::from((ip, free_udp_port(ip))))
+        Self::start_fresh(None, None, true, None, None)
     }
 
     pub fn start_at(addr: SocketAddr) -> IpmiSim {
@@ -140,28 +139,14 @@ impl IpmiSim {
     /// directory, which ipmi_sim reads on every Read FRU Data (a test may rewrite it). Build images with
     /// [`fru::Image`].
     pub fn start_with_fru(image: &[u8]) -> IpmiSim {
-        let ip = random_loopback();
-        Self::start_full(
-            SocketAddr::from((ip, free_udp_port(ip))),
-            None,
-            true,
-            None,
-            Some(image),
-        )
+        Self::start_fresh(None, None, true, None, Some(image))
     }
 
     /// A simulator with an IPMI v2.0 BMC key (Kg): ASCII, at most 19 characters, no spaces (ipmi_sim's
     /// config takes keys as quoted ASCII, zero-padded to 20 bytes). Clients need it to open a session.
     pub fn start_with_bmc_key(key: &str) -> IpmiSim {
         assert!(key.len() < 20 && key.bytes().all(|b| b.is_ascii_graphic() && b != b'"'));
-        let ip = random_loopback();
-        Self::start_full(
-            SocketAddr::from((ip, free_udp_port(ip))),
-            None,
-            true,
-            Some(key),
-            None,
-        )
+        Self::start_fresh(None, None, true, Some(key), None)
     }
 
     /// A simulator without the chassis program: power status is ipmi_sim's own (always off) and power
@@ -173,13 +158,35 @@ impl IpmiSim {
     /// A simulator whose power-on runs `vmcmd STATE_DIR` detached (the "machine"), and whose power-off kills
     /// it; power status is then "is that process alive".
     pub fn start_with_machine(vmcmd: &Path) -> IpmiSim {
-        let ip = random_loopback();
-        Self::start_with_machine_at(SocketAddr::from((ip, free_udp_port(ip))), vmcmd)
+        Self::start_fresh(None, Some(vmcmd), true, None, None)
     }
 
-    /// [`IpmiSim::start_with_machine`] listening on `addr` (a management network's address).
-    pub fn start_with_machine_at(addr: SocketAddr, vmcmd: &Path) -> IpmiSim {
-        Self::start_full(addr, Some(vmcmd), true, None, None)
+    /// [`IpmiSim::start_with_machine`] on address `ip` (a management network's), on a free port.
+    pub fn start_with_machine_on(ip: Ipv4Addr, vmcmd: &Path) -> IpmiSim {
+        Self::start_fresh(Some(ip), Some(vmcmd), true, None, None)
+    }
+
+    /// On `ip` (else a fresh loopback address) and a free port. The port is free when chosen but cannot be held
+    /// until ipmi_sim binds it, so another process (a concurrent test's client socket) can take it first:
+    /// then ipmi_sim exits with "Address already in use" and another port (and address) is tried.
+    fn start_fresh(
+        ip: Option<Ipv4Addr>,
+        vmcmd: Option<&Path>,
+        chassis: bool,
+        bmc_key: Option<&str>,
+        fru: Option<&[u8]>,
+    ) -> IpmiSim {
+        let mut last = String::new();
+        for _ in 0..5 {
+            let ip = ip.unwrap_or_else(random_loopback);
+            let addr = SocketAddr::from((ip, free_udp_port(ip)));
+            match Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru) {
+                Ok(sim) => return sim,
+                Err(log) if log.contains("Address already in use") => last = log,
+                Err(log) => panic!("{log}"),
+            }
+        }
+        panic!("ipmi_sim found no free port in 5 tries; last:\n{last}")
     }
 
     fn start_full(
@@ -189,6 +196,18 @@ impl IpmiSim {
         bmc_key: Option<&str>,
         fru: Option<&[u8]>,
     ) -> IpmiSim {
+        Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts ipmi_sim on `addr` and waits until it answers; `Err` with its log when it does not within 10 s
+    /// or exits first.
+    fn try_start_full(
+        addr: SocketAddr,
+        vmcmd: Option<&Path>,
+        chassis: bool,
+        bmc_key: Option<&str>,
+        fru: Option<&[u8]>,
+    ) -> Result<IpmiSim, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::create_dir_all(d.join("state")).unwrap();
@@ -268,22 +287,27 @@ set_working_mc 0x20
             .stderr(log)
             .spawn()
             .expect("ipmi_sim runs (bash .ci/install installs openipmi)");
-        let sim = IpmiSim {
+        let mut sim = IpmiSim {
             child: Some(child),
             addr,
             dir,
         };
-        sim.wait_ready(Duration::from_secs(10));
-        sim
-    }
-
-    fn wait_ready(&self, timeout: Duration) {
-        if !answers_ipmi(self.addr, timeout) {
-            panic!(
-                "ipmi_sim at {} did not answer within {timeout:?}; log:\n{}",
-                self.addr,
-                self.log()
-            );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if answers_ipmi(sim.addr, Duration::from_millis(500)) {
+                return Ok(sim);
+            }
+            let exited = sim
+                .child
+                .as_mut()
+                .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                return Err(format!(
+                    "ipmi_sim at {} did not answer within 10s; log:\n{}",
+                    sim.addr,
+                    sim.log()
+                ));
+            }
         }
     }
 

@@ -108,10 +108,7 @@ impl QemuBmc {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&machine, std::fs::Permissions::from_mode(0o755)).unwrap();
         let sim = match spec.bmc_ip {
-            Some(ip) => IpmiSim::start_with_machine_at(
-                std::net::SocketAddr::from((ip, crate::ipmi_sim::free_udp_port(ip))),
-                &machine,
-            ),
+            Some(ip) => IpmiSim::start_with_machine_on(ip, &machine),
             None => IpmiSim::start_with_machine(&machine),
         };
         QemuBmc {
