@@ -37,6 +37,8 @@ pub struct Node {
     /// More QEMU arguments for this machine (its hardware: `-smp`, `-m`, disks, NICs, `-smbios`), after the
     /// lab's own (QEMU takes the last `-m`/`-smp`).
     pub qemu: Vec<String>,
+    /// More of the host's inventory entry, YAML lines indented by four spaces (`    localDisks: …`).
+    pub inventory_extra: String,
 }
 
 impl Node {
@@ -52,6 +54,7 @@ impl Node {
             ),
             bmc: None,
             qemu: Vec::new(),
+            inventory_extra: String::new(),
         }
     }
 
@@ -502,6 +505,7 @@ hosts:
                 crate::ipmi_sim::USER
             ));
         }
+        y.push_str(&n.inventory_extra);
     }
     y
 }

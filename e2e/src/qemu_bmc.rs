@@ -38,6 +38,8 @@ pub struct MachineSpec {
     pub max_runtime: Duration,
     /// Where the BMC listens; `None`: a fresh loopback address.
     pub bmc_ip: Option<std::net::Ipv4Addr>,
+    /// More QEMU arguments (disks: `-drive …`, `-device …`); the same at every power-on.
+    pub qemu_args: Vec<String>,
 }
 
 impl MachineSpec {
@@ -49,6 +51,7 @@ impl MachineSpec {
             memory_mib: 512,
             max_runtime: Duration::from_secs(150),
             bmc_ip: None,
+            qemu_args: Vec::new(),
         }
     }
 }
@@ -95,13 +98,19 @@ impl QemuBmc {
              -nographic -no-reboot -monitor none -display none -boot $B \
              -netdev tap,id=n0,ifname={tap},script=no,downscript=no \
              -device virtio-net-pci,netdev=n0,mac={mac} \
-             -serial file:{serial} -pidfile {pidfile}\n",
+             -serial file:{serial} -pidfile {pidfile} {extra}\n",
             ns = spec.netns,
             secs = spec.max_runtime.as_secs().max(1),
             mem = spec.memory_mib,
             mac = spec.mac,
             serial = d.join("serial.log").display(),
             pidfile = d.join("qemu.pid").display(),
+            extra = spec
+                .qemu_args
+                .iter()
+                .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+                .collect::<Vec<_>>()
+                .join(" "),
         );
         let machine = d.join("machine.sh");
         std::fs::write(&machine, script).unwrap();

@@ -23,36 +23,20 @@ moddir=$kroot/lib/modules/$kver/kernel
 busybox=/bin/busybox
 [ -x "$busybox" ] || { echo "busybox-static is not installed: run .ci/install" >&2; exit 1; }
 
-# The drivers the image needs; their dependencies are added from each module's own `depends=` (its .modinfo
-# section: no modinfo/depmod needed on the build machine) and everything is loaded dependencies first.
+# The drivers the image needs (images/lib/kmods.sh adds their dependencies; loaded dependencies first).
 wanted="e1000 virtio_pci virtio_net virtio_blk nvme ahci sd_mod"
 
-declare -A path=() seen=()
-order=()
-modfile() { # the .ko of a module name (names and file names mix `-` and `_`)
-  local f
-  f=$(find "$moddir" \( -name "$1.ko" -o -name "${1//_/-}.ko" -o -name "${1//-/_}.ko" \) -print -quit)
-  [ -n "$f" ] || { echo "module $1.ko not found under $moddir" >&2; exit 1; }
-  echo "$f"
-}
-add() { # depth-first: dependencies before the module
-  local m=$1 f d
-  [ -z "${seen[$m]:-}" ] || return 0
-  seen[$m]=1
-  f=$(modfile "$m")
-  path[$m]=$f
-  for d in $(tr '\0' '\n' < "$f" | sed -n 's/^depends=//p' | head -n1 | tr ',' ' '); do add "$d"; done
-  order+=("$m")
-}
-for m in $wanted; do add "$m"; done
+# shellcheck source=../lib/kmods.sh
+source "$here/../lib/kmods.sh"
+# shellcheck disable=SC2086
+kmods_resolve "$moddir" $wanted
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ir=$work/ir
 mkdir -p "$ir"/{bin,proc,sys,dev,tmp,etc/udhcpc,lib/modules}
 cp "$busybox" "$ir/bin/busybox"
-for m in "${order[@]}"; do cp "${path[$m]}" "$ir/lib/modules/$m.ko"; done
-echo "${order[*]}" > "$ir/lib/modules/order"
+kmods_install "$ir"
 # The udhcpc hook is the test node's (it configures the address and the default route).
 install -m 0755 "$here/../testnode/default.script" "$ir/etc/udhcpc/default.script"
 install -m 0755 "$here/init" "$ir/init"
@@ -72,5 +56,5 @@ find "$ir" -exec touch -h -d @0 {} +
 (cd "$ir" && find . -print0 | LC_ALL=C sort -z | cpio --null -o -H newc --reproducible --quiet | gzip -n -1) > "$out/initrd.gz.tmp"
 mv "$out/initrd.gz.tmp" "$out/initrd.gz"
 cp "$vmlinuz" "$out/vmlinuz"
-echo "inspector image in $out (kernel $kver; modules: ${order[*]}):"
+echo "inspector image in $out (kernel $kver; modules: ${kmods_order[*]}):"
 ls -l "$out"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the tiny test node image from Debian packages: the Debian kernel that .ci/install unpacks
-# ($BEOWULF_PEERS_DIR/kroot) and a busybox-static initramfs with the NIC drivers (virtio-net chain and e1000).
+# ($BEOWULF_PEERS_DIR/kroot) and a busybox-static initramfs with the NIC drivers (virtio-net chain and e1000),
+# disk drivers and the local-disk agent (images/local-disks).
 # Its /init configures eth0 by DHCP, fetches its NoCloud data with the per-boot token from the kernel command
 # line, fetches the live rootfs, prints what it got (sizes and sha256), calls back, and powers off (unless its
 # user-data has the line `# testnode: stay on`: then it stays up until its BMC powers it off).
@@ -27,14 +28,21 @@ trap 'rm -rf "$work"' EXIT
 ir=$work/ir
 mkdir -p "$ir"/{bin,proc,sys,dev,tmp,etc/udhcpc,lib/modules}
 cp "$busybox" "$ir/bin/busybox"
-# Dependency order matters for insmod (no modprobe, no depmod): the init loads them in this order.
-modules="e1000 failover net_failover virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_net"
-for m in $modules; do
-  f=$(find "$moddir" -name "$m.ko" -print -quit)
-  [ -n "$f" ] || { echo "module $m.ko not found under $moddir" >&2; exit 1; }
-  cp "$f" "$ir/lib/modules/"
+# NIC drivers (virtio-net chain, e1000), disk drivers (virtio-blk, NVMe) and ext4 for local disks; loaded in
+# dependency order by the init (images/lib/kmods.sh resolves them).
+# shellcheck source=../lib/kmods.sh
+source "$here/../lib/kmods.sh"
+kmods_resolve "$moddir" e1000 virtio_pci virtio_net virtio_blk nvme crc32c_generic ext4
+kmods_install "$ir"
+# The local-disk agent and what it runs that busybox lacks (blkid -p, mke2fs for ext4, wipefs), with their
+# shared libraries, from the build machine's Debian packages (util-linux, e2fsprogs).
+install -m 0755 "$here/../local-disks/beowulf-disks" "$ir/bin/beowulf-disks"
+# In /sbin, ahead of busybox's applets of the same names (which lack `blkid -p` and ext4) on the init's PATH.
+for tool in /sbin/blkid /sbin/mke2fs /sbin/wipefs; do
+  [ -x "$tool" ] || { echo "$tool is missing: run .ci/install (util-linux, e2fsprogs)" >&2; exit 1; }
+  install -D -m 0755 "$tool" "$ir$tool"
+  for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do install -D -m 0755 "$lib" "$ir$lib"; done
 done
-echo "$modules" > "$ir/lib/modules/order"
 install -m 0755 "$here/default.script" "$ir/etc/udhcpc/default.script"
 install -m 0755 "$here/init" "$ir/init"
 
@@ -46,5 +54,5 @@ mv "$out/initrd.gz.tmp" "$out/initrd.gz"
 cp "$vmlinuz" "$out/vmlinuz"
 # The "live rootfs": the node only downloads and hashes it, so any bytes do; 1 MiB of deterministic data.
 head -c 1048576 /dev/zero | tr '\0' 'B' > "$out/rootfs.img"
-echo "testnode image in $out (kernel $kver):"
+echo "testnode image in $out (kernel $kver; modules: ${kmods_order[*]}):"
 ls -l "$out"

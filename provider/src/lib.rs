@@ -15,4 +15,5 @@ pub mod memory;
 pub mod provisioning;
 pub mod release;
 pub mod runtime;
+pub mod storage;
 pub mod telemetry;

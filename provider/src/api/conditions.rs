@@ -15,6 +15,9 @@ pub const BMC_REACHABLE: &str = "BMCReachable";
 pub const PROVISIONED: &str = "Provisioned";
 /// Condition type on a BeowulfHost: its hardware was inspected (message: the summary), or why not.
 pub const INSPECTED: &str = "Inspected";
+/// Condition type on a BeowulfHost with local disks: the current boot's node mounted every one (message: what
+/// it did with each), or which one it left alone and why.
+pub const LOCAL_DISKS: &str = "LocalDisks";
 
 /// Sets condition `type_` and returns whether anything changed.
 pub fn set(

@@ -60,6 +60,19 @@ pub struct BeowulfHostSpec {
     /// `clusterctl move` carries the binding.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consumer_ref: Option<ConsumerRef>,
+    /// Local disks every machine on this host keeps (formatted when blank, mounted, kept across reboots and
+    /// re-provisioning; a disk holding a filesystem not labelled `bw-<name>` is never touched). A machine's
+    /// `localDisks` add to these (and replace one of the same name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_disks: Vec<crate::storage::LocalDisk>,
+    /// What happens to the local disks when a machine releases the host: `none` (kept for the next machine),
+    /// `metadata` or `wipe`.
+    #[serde(default, skip_serializing_if = "is_no_cleaning")]
+    pub cleaning: crate::storage::Cleaning,
+}
+
+fn is_no_cleaning(c: &crate::storage::Cleaning) -> bool {
+    *c == crate::storage::Cleaning::None
 }
 
 fn default_true() -> bool {
@@ -168,6 +181,10 @@ pub struct BeowulfHostStatus {
     /// When that inspection report arrived.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inspected_at: Option<Time>,
+    /// What the current boot's node did with each local disk (`formatted`, `mounted`, `foreign`, `missing`,
+    /// `failed`, `wiped`); the `LocalDisks` condition sums it up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_disks: Vec<crate::storage::DiskResult>,
     /// What the BMC says about the hardware (Redfish inventory or IPMI FRU), read once the host is available;
     /// kept apart from the in-band `hardware`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -48,6 +48,10 @@ pub struct BeowulfMachineSpec {
     /// requirement never matches a host that was not inspected. Checked at the claim only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hardware_requirements: Option<HardwareRequirements>,
+    /// Local disks the node keeps (`/var/lib/etcd`, `/scratch`, …), by serial, wwn or byPath, or by `kind`
+    /// and `minSizeBytes` from the claimed host's inspected hardware. Added to the host's own `localDisks`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub local_disks: Vec<crate::storage::LocalDisk>,
     /// The claimed host. Set by the controller after the claim (kept in spec so `clusterctl move` keeps it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_ref: Option<LocalRef>,

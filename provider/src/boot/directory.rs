@@ -101,6 +101,9 @@ pub struct Host {
     pub vendor_data: Option<Secret>,
     pub network_config: Option<String>,
     pub ignition: Option<Secret>,
+    /// The local disks its node keeps (`crate::storage`), each with its disk identified: its boots carry them
+    /// on the kernel command line and its node reports on them to `/disks/<token>`.
+    pub local_disks: Vec<crate::storage::DiskPlan>,
 }
 
 /// The indexed directory: every host's network and image exist, and names, MACs and addresses are unique.
@@ -383,6 +386,7 @@ mod tests {
             vendor_data: None,
             network_config: None,
             ignition: None,
+            local_disks: Vec::new(),
         }
     }
 

@@ -106,6 +106,7 @@ impl Discovery {
             vendor_data: None,
             network_config: None,
             ignition: None,
+            local_disks: Vec::new(),
         });
         tracing::info!(%mac, %ip, host = %host.name, "unknown host discovered: it boots the inspection image");
         leases.insert(
@@ -187,6 +188,7 @@ mod tests {
                 vendor_data: None,
                 network_config: None,
                 ignition: None,
+                local_disks: Vec::new(),
             })
             .collect();
         let net = Network {

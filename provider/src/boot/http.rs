@@ -49,6 +49,7 @@ pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
         .route("/ignition/{token}", get(ignition))
         .route("/callback/{token}", any(callback))
         .route("/inspection/{token}", post(inspection))
+        .route("/disks/{token}", post(disks))
         .with_state(AppState { plane, registry })
 }
 
@@ -364,6 +365,45 @@ async fn inspection(
     }
 }
 
+/// `POST /disks/<token>`: the node's report on its local disks (`crate::storage::DiskReport`, a line per disk),
+/// sent before its callback. The token stays valid; a report that is too large (413) or does not fit the
+/// boot's plan (400, saying why) is not stored.
+async fn disks(
+    State(s): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path(token): Path<String>,
+    req: Request,
+) -> Response {
+    use crate::storage::{DiskReport, MAX_REPORT_BYTES};
+    let inv = s.plane.directory.get();
+    let Some((host, _grant)) = authorize(&s, &inv, peer, &token) else {
+        return forbidden();
+    };
+    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REPORT_BYTES).await else {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("disk report larger than {MAX_REPORT_BYTES} bytes\n"),
+        )
+            .into_response();
+    };
+    match DiskReport::parse(&body, &host.local_disks) {
+        Ok(report) => {
+            let (ok, reason, message) = report.condition(&host.local_disks);
+            if ok {
+                tracing::info!(host = %host.name, disks = %message, "local disks ready");
+            } else {
+                tracing::warn!(host = %host.name, reason, disks = %message, "local disks not ready");
+            }
+            s.plane.store_disk_report(&host, report);
+            text("text/plain; charset=utf-8", "ok\n".to_string())
+        }
+        Err(e) => {
+            tracing::warn!(host = %host.name, error = %e, "disk report refused");
+            (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response()
+        }
+    }
+}
+
 /// Parses `application/x-www-form-urlencoded` with axum's own form support.
 fn serde_urlencoded_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, ()> {
     let uri = format!("/?{}", String::from_utf8_lossy(bytes));
@@ -396,6 +436,33 @@ struct HostView {
     /// Its latest inspection report (`crate::hardware::Hardware`) and when it arrived.
     hardware: Option<crate::hardware::Hardware>,
     inspected_at: Option<String>,
+    /// Its local disks: each one's plan (`name`, `disk`, `mountPath`) and, once the current boot's node
+    /// reported, what it did (`outcome`, `device`, `detail`).
+    local_disks: Vec<serde_json::Value>,
+}
+
+fn local_disk_views(
+    h: &Host,
+    report: Option<crate::storage::DiskReport>,
+) -> Vec<serde_json::Value> {
+    h.local_disks
+        .iter()
+        .map(|p| {
+            let mut v = serde_json::json!({
+                "name": p.name, "disk": p.id.to_string(), "mountPath": p.mount_path,
+                "filesystem": p.filesystem.as_str(),
+            });
+            if let Some(r) = report
+                .as_ref()
+                .and_then(|r| r.0.iter().find(|r| r.name == p.name))
+            {
+                v["outcome"] = r.outcome.as_str().into();
+                v["device"] = r.device.clone().into();
+                v["detail"] = r.detail.clone().into();
+            }
+            v
+        })
+        .collect()
 }
 
 fn host_views(plane: &BootPlane) -> Vec<HostView> {
@@ -447,6 +514,7 @@ fn host_views(plane: &BootPlane) -> Vec<HostView> {
                 },
                 hardware: inspection.as_ref().map(|i| i.hardware.clone()),
                 inspected_at: inspection.map(|i| i.at.to_string()),
+                local_disks: local_disk_views(h, plane.disk_report(&super::plane::host_key(h))),
             }
         })
         .collect()

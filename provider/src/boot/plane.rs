@@ -46,6 +46,8 @@ pub struct BootPlane {
     /// hosts that are idle: their profile is published only while they boot).
     known: std::sync::OnceLock<KnownMacs>,
     callbacks: Mutex<std::collections::HashMap<String, CallbackReport>>,
+    /// The current boot's local-disk report per host key (`crate::storage`).
+    disk_reports: Mutex<std::collections::HashMap<String, crate::storage::DiskReport>>,
     observer: std::sync::OnceLock<PhaseObserver>,
 }
 
@@ -69,6 +71,7 @@ impl BootPlane {
             discovery: Default::default(),
             known: std::sync::OnceLock::new(),
             callbacks: Mutex::new(Default::default()),
+            disk_reports: Mutex::new(Default::default()),
             observer: std::sync::OnceLock::new(),
         }
     }
@@ -171,6 +174,7 @@ impl BootPlane {
                 vendor_data: None,
                 network_config: None,
                 ignition: None,
+                local_disks: Vec::new(),
             }));
         }
         hosts
@@ -188,7 +192,29 @@ impl BootPlane {
 
     /// A new boot of `host` reached its script: mint its token (revoking any older one).
     pub fn start_boot(&self, host: &Host) -> Token {
+        // A report is about one boot's disks: the new boot's node sends its own.
+        self.disk_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&host_key(host));
         self.tokens.issue(&host.name, host.mac)
+    }
+
+    /// The node of `host` reported on its local disks (the token stays valid: the callback comes after).
+    pub fn store_disk_report(&self, host: &Host, report: crate::storage::DiskReport) {
+        self.disk_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host_key(host), report);
+    }
+
+    /// The current boot's local-disk report of the host `key` (`<namespace>/<name>`), once its node sent it.
+    pub fn disk_report(&self, key: &str) -> Option<crate::storage::DiskReport> {
+        self.disk_reports
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned()
     }
 
     /// Checks a presented token, optionally for a known host. Rejections are counted here.

@@ -56,6 +56,11 @@ pub fn inspection_url(server: &str, token: &str) -> String {
     format!("{server}/inspection/{token}")
 }
 
+/// Where the node posts its local-disk report.
+pub fn disks_url(server: &str, token: &str) -> String {
+    format!("{server}/disks/{token}")
+}
+
 pub fn ignition_url(server: &str, token: &str) -> String {
     format!("{server}/ignition/{token}")
 }
@@ -126,7 +131,16 @@ pub fn render_script(
     image: &Image,
     b: &BootContext,
 ) -> Result<String, minijinja::Error> {
-    let cmdline = render_cmdline(&host.name, &host.mac, &host.ip.to_string(), image, b)?;
+    let mut cmdline = render_cmdline(&host.name, &host.mac, &host.ip.to_string(), image, b)?;
+    // The disk plan goes after the image's own arguments: every image of the host's gets it, whatever its
+    // template says (the inspection image does not: it only reads).
+    let disks = crate::storage::kernel_args(&host.local_disks, None, &disks_url(b.server, b.token));
+    if !disks.is_empty() && image.name == host.image {
+        if !cmdline.is_empty() {
+            cmdline.push(' ');
+        }
+        cmdline.push_str(&disks);
+    }
     let initrds: Vec<Value> = image
         .initrds
         .iter()
@@ -187,6 +201,7 @@ mod tests {
             vendor_data: None,
             network_config: None,
             ignition: None,
+            local_disks: Vec::new(),
         }
     }
 

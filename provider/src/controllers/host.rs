@@ -94,6 +94,7 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
                 image,
                 user_data: data,
                 format: UserDataFormat::CloudConfig,
+                local_disks: Some(Vec::new()),
                 consumer_says_provisioned: false,
             };
             (Goal::Provision, Some(input))
@@ -149,6 +150,7 @@ async fn inspection(
         image,
         user_data: Vec::new(),
         format: UserDataFormat::CloudConfig,
+        local_disks: None,
         consumer_says_provisioned: false,
     };
     Ok(Some((Goal::Inspect, Some(input))))

@@ -32,6 +32,9 @@ pub struct ProvisionInput {
     pub image: BeowulfImage,
     pub user_data: Vec<u8>,
     pub format: UserDataFormat,
+    /// The machine's local disks (the host's own are added in [`boot_profile`]); `None`: a boot that keeps
+    /// none (inspection: the inspector only reads, and a host not inspected yet cannot resolve properties).
+    pub local_disks: Option<Vec<crate::storage::LocalDisk>>,
     /// The consumer already recorded the host as provisioned (rebuild after `clusterctl move`).
     pub consumer_says_provisioned: bool,
 }
@@ -216,6 +219,21 @@ fn boot_profile(host: &BeowulfHost, input: &ProvisionInput) -> Result<BootProfil
     let gateway = iface
         .and_then(|i| i.gateway.as_deref())
         .and_then(|g| g.parse().ok());
+    // The host's disks, then the machine's (one of the same name replaces the host's).
+    let mut disks: Vec<crate::storage::LocalDisk> = Vec::new();
+    if let Some(machine) = &input.local_disks {
+        disks.extend(
+            host.spec
+                .local_disks
+                .iter()
+                .filter(|d| !machine.iter().any(|m| m.name == d.name))
+                .cloned(),
+        );
+        disks.extend(machine.iter().cloned());
+    }
+    let hardware = host.status.as_ref().and_then(|s| s.hardware.as_ref());
+    let local_disks = crate::storage::resolve(&disks, hardware)
+        .map_err(|e| format!("host {}: {e}", host.name_any()))?;
     let spec = &input.image.spec;
     Ok(BootProfile {
         host: host_key(host),
@@ -230,6 +248,7 @@ fn boot_profile(host: &BeowulfHost, input: &ProvisionInput) -> Result<BootProfil
         cmdline: spec.cmdline.clone(),
         user_data: input.user_data.clone(),
         format: input.format,
+        local_disks,
     })
 }
 
@@ -378,6 +397,25 @@ pub async fn drive_with(
         match ctx.power.inventory(t).await {
             Ok(inv) => status.bmc_inventory = Some(inv),
             Err(e) => tracing::debug!(host = %key, error = %e, "no inventory from the BMC"),
+        }
+    }
+    // The node's word on its local disks; a node that called back without one does not carry the agent.
+    if let Some((plan, report)) = ctx.boot.local_disks(&key)
+        && !plan.is_empty()
+    {
+        let reached_callback = matches!(last_phase, Some((crate::boot::Phase::Callback, _)));
+        if let Some(report) = report.or_else(|| reached_callback.then(Default::default)) {
+            let (ok, reason, message) = report.condition(&plan);
+            conditions::set(
+                &mut status.conditions,
+                conditions::LOCAL_DISKS,
+                ok,
+                reason,
+                &message,
+                generation,
+                now,
+            );
+            status.local_disks = report.0;
         }
     }
     // A report newer than the one in the status replaces it (the boot plane keeps reports in memory only).

@@ -539,6 +539,7 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         image,
         user_data,
         format,
+        local_disks: Some(bm.spec.local_disks.clone()),
         consumer_says_provisioned: bm.spec.provider_id.is_some(),
     };
     // A remediation step for the host (the BeowulfRemediation controller's request); answered requests,

@@ -111,6 +111,9 @@ pub struct HostFile {
     pub ignition_file: Option<Spanned<PathBuf>>,
     #[serde(default)]
     pub bmc: Option<BmcFile>,
+    /// Local disks its node keeps (`crate::storage`), each by serial, wwn or byPath.
+    #[serde(default)]
+    pub local_disks: Vec<crate::storage::LocalDisk>,
 }
 
 // Written by hand: the derived one would print user-data and ignition.

@@ -880,6 +880,23 @@ impl Validator<'_> {
                 bmc_key_file: b.bmc_key_file.as_ref().map(|p| self.base.join(&p.value)),
             }
         });
+        let local_disks = match crate::storage::resolve(&h.local_disks, None) {
+            Ok(plan) => Some(plan),
+            Err(crate::storage::StorageError::NotInspected(disk)) => {
+                self.err(
+                    &h.name.referenced,
+                    format!(
+                        "host {:?}: local disk {disk:?}: the inventory names disks by serial, wwn or byPath (`beowulf inspect {}` shows them), not by kind or size",
+                        h.name.value, h.name.value
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.err(&h.name.referenced, format!("host {:?}: {e}", h.name.value));
+                None
+            }
+        };
         if self.problems.len() != before {
             return None;
         }
@@ -894,6 +911,7 @@ impl Validator<'_> {
             vendor_data: vendor_data?.map(Secret::new),
             network_config: h.network_config,
             ignition: ignition?.map(Secret::new),
+            local_disks: local_disks?,
         };
         Some((host, bmc))
     }

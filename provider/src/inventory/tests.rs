@@ -455,3 +455,52 @@ async fn a_file_caught_between_truncation_and_write_is_never_served() {
         "an empty inventory was served: {served:?}"
     );
 }
+
+#[test]
+fn local_disks_load_by_stable_identifier_and_bad_ones_say_why() {
+    let with = |disks: &str| {
+        GOOD.replace(
+            "    userDataFile: node-1.yaml\n",
+            &format!("    userDataFile: node-1.yaml\n    localDisks:\n{disks}"),
+        )
+    };
+    let d = dir();
+    let inv = parse(
+        &with("      - { name: scratch, mountPath: /scratch, disk: { wwn: \"naa.5000c500a1b2c3d4\" } }\n"),
+        d.path(),
+    )
+    .unwrap();
+    let n1 = inv.directory.host("node-1").unwrap();
+    assert_eq!(n1.local_disks.len(), 1);
+    assert_eq!(
+        n1.local_disks[0].kernel_arg(),
+        "beowulf.disk=scratch,wwn=naa.5000c500a1b2c3d4,/scratch,ext4"
+    );
+    assert!(inv.directory.host("node-0").unwrap().local_disks.is_empty());
+
+    // Each problem is reported at the host (line 30), saying what to do.
+    one_problem(
+        &with("      - { name: s, mountPath: /scratch, disk: { kind: nvme } }\n"),
+        30,
+        "names disks by serial, wwn or byPath (`beowulf inspect node-1` shows them)",
+    );
+    one_problem(
+        &with("      - { name: s, mountPath: /proc/x, disk: { serial: A } }\n"),
+        30,
+        "live system's own",
+    );
+    one_problem(
+        &with(
+            "      - { name: a, mountPath: /a, disk: { serial: A } }\n      - { name: a, mountPath: /b, disk: { serial: B } }\n",
+        ),
+        30,
+        "declared twice",
+    );
+    // A misspelt key is refused where it is.
+    let p = parse(
+        &with("      - { name: s, mountpath: /s, disk: { serial: A } }\n"),
+        d.path(),
+    )
+    .unwrap_err();
+    assert!(p[0].message.contains("unknown field `mountpath`"), "{p:?}");
+}

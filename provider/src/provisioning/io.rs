@@ -124,6 +124,8 @@ pub struct BootProfile {
     pub cmdline: String,
     pub user_data: Vec<u8>,
     pub format: UserDataFormat,
+    /// The local disks the node keeps, identified (`crate::storage::resolve`).
+    pub local_disks: Vec<crate::storage::DiskPlan>,
 }
 
 impl fmt::Debug for BootProfile {
@@ -157,4 +159,14 @@ pub trait BootProfiles: Send + Sync + 'static {
     fn serves(&self, host: &str) -> bool;
     /// The host's latest inspection report received here, with its Unix time.
     fn inspection(&self, host: &str) -> Option<(crate::hardware::Hardware, i64)>;
+    /// The published profile's local-disk plan and, once the node sent it, its report for the current boot.
+    fn local_disks(
+        &self,
+        _host: &str,
+    ) -> Option<(
+        Vec<crate::storage::DiskPlan>,
+        Option<crate::storage::DiskReport>,
+    )> {
+        None
+    }
 }

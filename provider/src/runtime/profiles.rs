@@ -405,6 +405,7 @@ impl ProfileRegistry {
             vendor_data: None,
             network_config: None,
             ignition,
+            local_disks: p.local_disks.clone(),
         };
         let network = Network {
             name: subnet.to_string(),
@@ -484,6 +485,24 @@ impl BootProfiles for ProfileRegistry {
             .get(host)
             .map(|i| (i.hardware.clone(), i.at.as_second()))
     }
+
+    fn local_disks(
+        &self,
+        host: &str,
+    ) -> Option<(
+        Vec<crate::storage::DiskPlan>,
+        Option<crate::storage::DiskReport>,
+    )> {
+        let plan = self
+            .shared
+            .lock()
+            .published
+            .get(host)?
+            .profile
+            .local_disks
+            .clone();
+        Some((plan, self.plane.disk_report(host)))
+    }
 }
 
 #[cfg(test)]
@@ -504,6 +523,7 @@ mod tests {
             cmdline: "console=ttyS0 ds=nocloud;s={{ nocloud_url }}".into(),
             user_data: b"#cloud-config\n".to_vec(),
             format: UserDataFormat::CloudConfig,
+            local_disks: Vec::new(),
         }
     }
 

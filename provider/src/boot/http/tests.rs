@@ -65,6 +65,11 @@ async fn start_with(
     extra: &str,
     store: Option<crate::boot::inspection::InspectionStore>,
 ) -> Server {
+    start_on(inventory_text() + extra, store).await
+}
+
+/// A server on the inventory `text`.
+async fn start_on(text: String, store: Option<crate::boot::inspection::InspectionStore>) -> Server {
     let d = tempfile::tempdir().unwrap();
     // A kernel-sized pseudo-random file, so ranges at odd offsets are meaningful.
     let mut big = Vec::with_capacity(3 << 20);
@@ -77,7 +82,7 @@ async fn start_with(
     std::fs::write(d.path().join("initrd.gz"), b"initrd").unwrap();
     std::fs::write(d.path().join("rootfs.img"), b"rootfs").unwrap();
     let path = d.path().join("hosts.yaml");
-    std::fs::write(&path, inventory_text() + extra).unwrap();
+    std::fs::write(&path, text).unwrap();
     let inv = crate::inventory::Inventory::load(&path).unwrap();
     let mut registry = Registry::default();
     let metrics = BootMetrics::register(&mut registry);
@@ -643,3 +648,4 @@ async fn boot_files_changed_under_a_download() {
 }
 
 mod inspection;
+mod local_disks;
