@@ -955,6 +955,16 @@ fn class_patches_apply_to_the_templates_and_the_results_validate() {
             serde_json::json!({"beowulf.io/role": "k8s-worker"})
         );
         assert_eq!(workers["imageRef"]["name"], format!("{prefix}-v1-hpc-node"));
+        // Local disks: scratch on compute nodes, etcd on the control plane, both optional (diskless hosts run
+        // from RAM).
+        assert_eq!(
+            workers["localDisks"],
+            serde_json::json!([{"name": "scratch", "mountPath": "/scratch", "optional": true,
+                                "disk": {"minSizeBytes": 107374182400u64}}])
+        );
+        let cp = &patched[&format!("BeowulfMachineTemplate/{prefix}-v1-control-plane")]["spec"]["template"]
+            ["spec"];
+        assert_eq!(cp["localDisks"][0]["mountPath"], "/var/lib/etcd", "{cp}");
         let join = &patched[&format!("KubeadmConfigTemplate/{prefix}-v1-compute")]["spec"]["template"]
             ["spec"]["joinConfiguration"]["nodeRegistration"]["kubeletExtraArgs"];
         assert!(

@@ -7,6 +7,8 @@
 //! command line); its `runcmd` sends the marker, the instance id, the root filesystem type and the hostname to
 //! a plain HTTP server the test runs in the lab. The test asserts those values, and that the boot plane
 //! recorded the rootfs download and a callback (only possible with the boot's token) with the same instance id.
+//! A blank disk the inventory declares as `/scratch` is formatted and mounted by the image's local-disk agent
+//! before the user-data runs (the report carries its filesystem and label).
 //!
 //! The image build takes minutes the first time and is cached under the target directory, keyed by the hash
 //! of the recipe (`images/hpc-node/build.sh` reuses an up-to-date output).
@@ -56,11 +58,27 @@ runcmd:
     - -c
     - >-
       m=$(cat /etc/beowulf-e2e/marker);
-      q="marker=$m&iid=$(cat /var/lib/cloud/data/instance-id)&root=$(findmnt -no FSTYPE /)&host=$(hostname)&pkgs=$(dpkg-query -W -f='${{Package}}=${{Version}},' cloud-init sssd-ldap munge slurmd)";
+      q="marker=$m&iid=$(cat /var/lib/cloud/data/instance-id)&root=$(findmnt -no FSTYPE /)&scratch=$(findmnt -no FSTYPE,LABEL /scratch | tr -s ' ' ,)&host=$(hostname)&pkgs=$(dpkg-query -W -f='${{Package}}=${{Version}},' cloud-init sssd-ldap munge slurmd)";
       echo "HPCNODE: report $q" > /dev/console;
       curl -sS --retry 5 --retry-connrefused -o /dev/null "http://{BOOT_SERVER}:{REPORT_PORT}/report?$q"
 "#
     );
+    // A blank disk the inventory keeps as /scratch: the image's agent formats and mounts it before cloud-init.
+    let scratch_dir = tempfile::tempdir().unwrap();
+    let scratch = scratch_dir.path().join("scratch.raw");
+    std::fs::File::create(&scratch)
+        .unwrap()
+        .set_len(64 << 20)
+        .unwrap();
+    node.qemu = vec![
+        "-drive".into(),
+        format!("if=none,id=d0,format=raw,file={}", scratch.display()),
+        "-device".into(),
+        "virtio-blk-pci,drive=d0,serial=SCRATCH0".into(),
+    ];
+    node.inventory_extra =
+        "    localDisks: [{ name: scratch, mountPath: /scratch, disk: { serial: SCRATCH0 } }]\n"
+            .into();
     let mut lab = PxeLab::start_with_image("hpclive", beowulf(), vec![node.clone()], image);
 
     // The observer: a plain HTTP server in the lab whose access log records the node's report.
@@ -146,6 +164,10 @@ runcmd:
     };
     assert_eq!(field("marker"), marker, "{report}");
     assert_eq!(field("root"), "overlay", "{report}");
+    // The local disk: formatted by the image's agent, mounted where the inventory said, before the user-data ran.
+    assert_eq!(field("scratch"), "ext4,bw-scratch", "{report}");
+    let view = lab.host_view(&node.name);
+    assert_eq!(view["local_disks"][0]["outcome"], "formatted", "{view}");
     assert_eq!(field("host"), node.name, "{report}");
     // The HPC packages are in the image the node runs (installed versions, from dpkg on the node).
     let pkgs = field("pkgs");

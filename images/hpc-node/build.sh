@@ -12,8 +12,8 @@
 # output: OUT_DIR/{vmlinuz,initrd.img,rootfs.squashfs,SHA256SUMS,image.yaml}
 #         (default OUT_DIR: ${CARGO_TARGET_DIR:-target}/images/hpc-node-$VARIANT)
 #
-# A finished build records the hash of this recipe (the files in images/hpc-node/ except *.md, plus the
-# variables below); running again with the same recipe and an intact output reuses it ("up to date").
+# A finished build records the hash of this recipe (the files in images/hpc-node/ except *.md, the local-disk
+# agent, plus the variables below); running again with the same recipe and an intact output reuses it ("up to date").
 # FORCE=1 rebuilds.
 # Deterministic where practical: SOURCE_DATE_EPOCH fixes every mtime in the squashfs and the initrd, file order
 # is sorted, machine-id, logs, apt lists and caches are removed. The package versions are whatever the mirror
@@ -40,7 +40,8 @@ case "$VARIANT" in
 esac
 out=${1:-${CARGO_TARGET_DIR:-$repo/target}/images/$name}
 
-recipe_hash=$(recipe_hash "$here" "$VARIANT" "$IMAGE_VERSION" "$K8S_APT_URL" "$CVMFS_APT_URL")
+recipe_hash=$(recipe_hash "$here" "$VARIANT" "$IMAGE_VERSION" "$K8S_APT_URL" "$CVMFS_APT_URL" \
+  "$(sha256sum <"$here/../local-disks/beowulf-disks")")
 if [ "${FORCE:-0}" != 1 ] && [ -f "$out/.recipe-sha256" ] && [ "$(cat "$out/.recipe-sha256")" = "$recipe_hash" ] &&
   (cd "$out" && sha256sum --quiet -c SHA256SUMS >/dev/null 2>&1); then
   echo "$name image in $out is up to date (recipe $recipe_hash)"
@@ -79,6 +80,8 @@ packages=(
   linux-image-amd64 dracut dracut-core dracut-live dracut-network isc-dhcp-client
   # the node
   systemd systemd-sysv udev cloud-init curl ca-certificates iproute2 procps
+  # local disks (images/local-disks/beowulf-disks): mke2fs; blkid and wipefs are util-linux
+  e2fsprogs
   sssd-ldap libnss-sss libpam-sss munge slurmd
   # slurmd's cgroup/v2 plugin asks systemd over D-Bus for the scope of its job steps
   dbus

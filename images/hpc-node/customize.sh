@@ -47,6 +47,31 @@ ConditionPathExists=/etc/munge/munge.key
 After=cloud-config.service
 UNIT
 
+# Local disks (docs/architecture.md, "Local disks"): the agent formats blank declared disks, mounts ours and
+# leaves anything else alone, before anything that keeps data there starts (etcd under kubelet, containerd,
+# slurmd's spool, cloud-init). It runs only when the boot plane put `beowulf.disk=` on the command line; the
+# network the initrd configured is still up, so its report reaches the boot plane.
+install -D -m 0755 "$here/../local-disks/beowulf-disks" "$root/usr/sbin/beowulf-disks"
+install -D -m 0644 /dev/stdin "$root/etc/systemd/system/beowulf-disks.service" <<'UNIT'
+[Unit]
+Description=Beowulf local disks: format when blank, mount ours, report
+DefaultDependencies=no
+ConditionKernelCommandLine=beowulf.disk
+# udev's coldplug loads the disk drivers; the agent waits up to 10 s for each disk to appear.
+After=systemd-udev-trigger.service systemd-remount-fs.service
+Before=local-fs.target cloud-init-local.service containerd.service kubelet.service slurmd.service munge.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/usr/sbin/beowulf-disks
+StandardOutput=journal+console
+
+[Install]
+WantedBy=local-fs.target
+UNIT
+in_root systemctl enable beowulf-disks.service >/dev/null 2>&1
+
 # Network: the initrd configured the boot NIC by DHCP; systemd-networkd takes the lease over (renewals) for
 # every wired NIC. cloud-init does not render network configuration (the NoCloud seed is fetched over the
 # network, after the point where cloud-init could apply one).

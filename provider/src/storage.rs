@@ -43,6 +43,10 @@ pub struct LocalDisk {
     /// Which disk: a stable identifier (exactly one of `serial`, `wwn`, `byPath`), or properties (`kind`,
     /// `minSizeBytes`) that pick a disk from the host's inspected hardware.
     pub disk: DiskSelector,
+    /// A host without such a disk (or not inspected yet) runs without it, from RAM, instead of failing to
+    /// provision: for a stack whose nodes may or may not have disks.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub optional: bool,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -351,6 +355,9 @@ pub fn resolve(
         let id = match d.stable_id() {
             Some(id) => {
                 if hardware.is_some() && !inventory.iter().any(|disk| has(disk, &id)) {
+                    if d.optional {
+                        continue;
+                    }
                     return Err(StorageError::NoMatch {
                         name: d.name.clone(),
                         wanted: id.to_string(),
@@ -361,6 +368,9 @@ pub fn resolve(
             }
             None => {
                 if hardware.is_none() {
+                    if d.optional {
+                        continue;
+                    }
                     return Err(StorageError::NotInspected(d.name.clone()));
                 }
                 let s = &d.disk;
@@ -375,6 +385,9 @@ pub fn resolve(
                             .then_with(|| a.1.to_string().cmp(&b.1.to_string()))
                     });
                 let Some((_, id)) = pick else {
+                    if d.optional {
+                        continue;
+                    }
                     let mut wanted = Vec::new();
                     if let Some(k) = s.kind {
                         wanted.push(format!("kind {}", k.as_str()));
@@ -609,7 +622,36 @@ mod tests {
             mount_path: mount.into(),
             filesystem: Filesystem::Ext4,
             disk: sel,
+            optional: false,
         }
+    }
+
+    #[test]
+    fn an_optional_disk_the_host_lacks_is_left_out_of_the_plan() {
+        let big = DiskSelector {
+            min_size_bytes: Some(1 << 40),
+            ..DiskSelector::default()
+        };
+        let mut scratch = disk("scratch", "/scratch", big);
+        scratch.optional = true;
+        let mut named = disk("etcd", "/var/lib/etcd", serial("NOPE"));
+        named.optional = true;
+        let keep = disk("keep", "/keep", serial("BIG"));
+        let all = [scratch.clone(), named, keep];
+        let plan = resolve(&all, Some(&hardware())).unwrap();
+        assert_eq!(
+            plan.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["keep"]
+        );
+        // Not inspected: the optional disk by properties is left out too; the one by serial is planned as given.
+        let plan = resolve(&all, None).unwrap();
+        assert_eq!(
+            plan.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(),
+            ["etcd", "keep"]
+        );
+        // Not optional: the same lack is an error.
+        scratch.optional = false;
+        assert!(resolve(&[scratch], Some(&hardware())).is_err());
     }
 
     fn serial(s: &str) -> DiskSelector {

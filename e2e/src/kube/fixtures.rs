@@ -87,10 +87,45 @@ impl QemuHost {
         labels: Value,
         memory_mib: u32,
     ) -> QemuHost {
+        Self::start_with(mc, name, n, labels, memory_mib, Vec::new())
+    }
+
+    /// [`QemuHost::start`] with a blank virtio disk of `mib` MiB (a sparse raw file at `path`) whose serial is
+    /// `serial`.
+    pub fn start_with_disk(
+        mc: &MgmtCluster,
+        name: &str,
+        n: u8,
+        labels: Value,
+        path: &std::path::Path,
+        mib: u64,
+        serial: &str,
+    ) -> QemuHost {
+        std::fs::File::create(path)
+            .and_then(|f| f.set_len(mib << 20))
+            .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
+        let args = vec![
+            "-drive".to_string(),
+            format!("if=none,id=d0,format=raw,file={}", path.display()),
+            "-device".to_string(),
+            format!("virtio-blk-pci,drive=d0,serial={serial}"),
+        ];
+        Self::start_with(mc, name, n, labels, 512, args)
+    }
+
+    fn start_with(
+        mc: &MgmtCluster,
+        name: &str,
+        n: u8,
+        labels: Value,
+        memory_mib: u32,
+        qemu_args: Vec<String>,
+    ) -> QemuHost {
         let node = Node::new(name, n, Firmware::Bios);
         let mut spec = MachineSpec::new(&mc.lan.name, "br0", &node.mac);
         spec.bmc_ip = Some(mc.api_ip);
         spec.memory_mib = memory_mib;
+        spec.qemu_args = qemu_args;
         // Long enough for a whole test (the machine stays on until its BMC powers it off).
         spec.max_runtime = Duration::from_secs(900);
         QemuHost {

@@ -145,6 +145,8 @@ pub enum HostStateName {
     Provisioned,
     /// Being powered off and released.
     Deprovisioning,
+    /// Released with `spec.cleaning` `metadata` or `wipe`: booting to clean its local disks, then powered off.
+    Cleaning,
     /// Provisioning failed after every retry; see the `Provisioned` condition's reason.
     Error,
 }

@@ -104,6 +104,8 @@ pub struct Host {
     /// The local disks its node keeps (`crate::storage`), each with its disk identified: its boots carry them
     /// on the kernel command line and its node reports on them to `/disks/<token>`.
     pub local_disks: Vec<crate::storage::DiskPlan>,
+    /// Its boot is a cleaning boot (the manager's release of a host with a cleaning policy).
+    pub cleaning: Option<crate::storage::Cleaning>,
 }
 
 /// The indexed directory: every host's network and image exist, and names, MACs and addresses are unique.
@@ -387,6 +389,7 @@ mod tests {
             network_config: None,
             ignition: None,
             local_disks: Vec::new(),
+            cleaning: None,
         }
     }
 

@@ -107,6 +107,7 @@ impl Discovery {
             network_config: None,
             ignition: None,
             local_disks: Vec::new(),
+            cleaning: None,
         });
         tracing::info!(%mac, %ip, host = %host.name, "unknown host discovered: it boots the inspection image");
         leases.insert(
@@ -189,6 +190,7 @@ mod tests {
                 network_config: None,
                 ignition: None,
                 local_disks: Vec::new(),
+                cleaning: None,
             })
             .collect();
         let net = Network {

@@ -175,6 +175,7 @@ impl BootPlane {
                 network_config: None,
                 ignition: None,
                 local_disks: Vec::new(),
+                cleaning: None,
             }));
         }
         hosts

@@ -134,7 +134,11 @@ pub fn render_script(
     let mut cmdline = render_cmdline(&host.name, &host.mac, &host.ip.to_string(), image, b)?;
     // The disk plan goes after the image's own arguments: every image of the host's gets it, whatever its
     // template says (the inspection image does not: it only reads).
-    let disks = crate::storage::kernel_args(&host.local_disks, None, &disks_url(b.server, b.token));
+    let disks = crate::storage::kernel_args(
+        &host.local_disks,
+        host.cleaning,
+        &disks_url(b.server, b.token),
+    );
     if !disks.is_empty() && image.name == host.image {
         if !cmdline.is_empty() {
             cmdline.push(' ');
@@ -202,6 +206,7 @@ mod tests {
             network_config: None,
             ignition: None,
             local_disks: Vec::new(),
+            cleaning: None,
         }
     }
 

@@ -95,6 +95,7 @@ async fn reconcile_inner(host: &BeowulfHost, ctx: &Context) -> Result<Action, Er
                 user_data: data,
                 format: UserDataFormat::CloudConfig,
                 local_disks: Some(Vec::new()),
+                cleaning: None,
                 consumer_says_provisioned: false,
             };
             (Goal::Provision, Some(input))
@@ -151,6 +152,7 @@ async fn inspection(
         user_data: Vec::new(),
         format: UserDataFormat::CloudConfig,
         local_disks: None,
+        cleaning: None,
         consumer_says_provisioned: false,
     };
     Ok(Some((Goal::Inspect, Some(input))))

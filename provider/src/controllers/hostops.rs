@@ -35,6 +35,9 @@ pub struct ProvisionInput {
     /// The machine's local disks (the host's own are added in [`boot_profile`]); `None`: a boot that keeps
     /// none (inspection: the inspector only reads, and a host not inspected yet cannot resolve properties).
     pub local_disks: Option<Vec<crate::storage::LocalDisk>>,
+    /// A cleaning boot on release (`Goal::Release`): the host's policy, when it is not `none` and there are
+    /// disks to clean. The profile then boots the image with `beowulf.clean=` and empty user-data.
+    pub cleaning: Option<crate::storage::Cleaning>,
     /// The consumer already recorded the host as provisioned (rebuild after `clusterctl move`).
     pub consumer_says_provisioned: bool,
 }
@@ -157,6 +160,7 @@ fn to_engine(s: HostStateName) -> HostState {
         HostStateName::Deprovisioning => HostState::Deprovisioning,
         HostStateName::Error => HostState::Error,
         HostStateName::Inspecting => HostState::Inspecting,
+        HostStateName::Cleaning => HostState::Cleaning,
         // Accepted from discovery: it registers like a new host (its report is kept).
         HostStateName::Discovered => HostState::Registering,
     }
@@ -171,6 +175,7 @@ fn from_engine(s: HostState) -> HostStateName {
         HostState::Deprovisioning => HostStateName::Deprovisioning,
         HostState::Error => HostStateName::Error,
         HostState::Inspecting => HostStateName::Inspecting,
+        HostState::Cleaning => HostStateName::Cleaning,
     }
 }
 
@@ -249,6 +254,7 @@ fn boot_profile(host: &BeowulfHost, input: &ProvisionInput) -> Result<BootProfil
         user_data: input.user_data.clone(),
         format: input.format,
         local_disks,
+        cleaning: input.cleaning,
     })
 }
 
@@ -299,6 +305,7 @@ pub async fn drive_with(
         request: request
             .filter(|r| !has_record(host, &r.id))
             .map(|r| r.request),
+        cleaning: goal == Goal::Release && input.is_some_and(|i| i.cleaning.is_some()),
     };
     let mut d = decide(&ctx.engine, &progress, goal, &obs);
     if !d.actions.is_empty() {
@@ -510,6 +517,19 @@ async fn announce(
     {
         ctx.event(host, false, "Inspected", &hw.summary()).await;
     }
+    // What the node did with its local disks, once per report (a foreign or missing disk is a warning).
+    let disks = |s: Option<&BeowulfHostStatus>| {
+        s.and_then(|s| conditions::get(&s.conditions, conditions::LOCAL_DISKS))
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    if let Some((status, message)) = disks(Some(new))
+        && disks(old) != Some((status.clone(), message.clone()))
+    {
+        let ok = status == "True";
+        let reason = conditions::get(&new.conditions, conditions::LOCAL_DISKS)
+            .map_or("LocalDisks", |c| c.reason.as_str());
+        ctx.event(host, !ok, reason, &message).await;
+    }
     if old.map(|o| o.state) != Some(new.state) {
         let provisioned = conditions::get(&new.conditions, conditions::PROVISIONED);
         let note = provisioned.map_or("", |c| c.message.as_str());
@@ -522,6 +542,7 @@ async fn announce(
             HostStateName::Error => "ProvisioningFailed",
             HostStateName::Inspecting => "Inspecting",
             HostStateName::Discovered => "Discovered",
+            HostStateName::Cleaning => "Cleaning",
         };
         ctx.event(host, new.state == HostStateName::Error, reason, note)
             .await;

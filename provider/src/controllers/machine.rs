@@ -540,6 +540,7 @@ async fn reconcile_inner(bm: &BeowulfMachine, ctx: &Context) -> Result<Action, E
         user_data,
         format,
         local_disks: Some(bm.spec.local_disks.clone()),
+        cleaning: None,
         consumer_says_provisioned: bm.spec.provider_id.is_some(),
     };
     // A remediation step for the host (the BeowulfRemediation controller's request); answered requests,
@@ -667,7 +668,17 @@ async fn reconcile_delete(
                 answered: false,
             }
         } else {
-            hostops::drive(ctx, &host, Goal::Release, None).await?
+            match cleaning_input(ctx, bm, &host).await? {
+                Ok(input) => hostops::drive(ctx, &host, Goal::Release, input.as_ref()).await?,
+                Err(why) => hostops::Outcome {
+                    state: HostState::Deprovisioning,
+                    reason: reason::IMAGE_NOT_FOUND.to_string(),
+                    message: why,
+                    requeue: Some(NO_HOST_REQUEUE),
+                    last_phase: None,
+                    answered: false,
+                },
+            }
         };
         if outcome.state != HostState::Available {
             let now = ctx.now_ts();
@@ -706,6 +717,45 @@ async fn reconcile_delete(
     }
     remove_finalizer(&api, bm, MACHINE_FINALIZER).await?;
     Ok(Action::await_change())
+}
+
+/// The release's cleaning boot, when the host's policy asks for one and there are local disks: the machine's
+/// image with empty user-data (a cleaning boot joins nothing) and the disks the machine kept. `Err`: the image
+/// is gone, so the disks cannot be cleaned; the host is not released uncleaned (set `spec.cleaning: none` to
+/// release it as it is).
+async fn cleaning_input(
+    ctx: &Context,
+    bm: &BeowulfMachine,
+    host: &BeowulfHost,
+) -> Result<Result<Option<ProvisionInput>, String>, Error> {
+    use crate::storage::Cleaning;
+    let cleaning = host.spec.cleaning;
+    if cleaning == Cleaning::None
+        || (host.spec.local_disks.is_empty() && bm.spec.local_disks.is_empty())
+    {
+        return Ok(Ok(None));
+    }
+    let ns = bm.namespace().unwrap_or_default();
+    let Some(image) = Api::<BeowulfImage>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&bm.spec.image_ref.name)
+        .await?
+    else {
+        return Ok(Err(format!(
+            "the host's local disks are to be cleaned ({}) with the machine's image, and BeowulfImage {ns}/{} is not found; \
+             restore it, or set spec.cleaning: none on host {} to release it uncleaned",
+            cleaning.as_str(),
+            bm.spec.image_ref.name,
+            host.name_any()
+        )));
+    };
+    Ok(Ok(Some(ProvisionInput {
+        image,
+        user_data: b"#cloud-config\n".to_vec(),
+        format: UserDataFormat::CloudConfig,
+        local_disks: Some(bm.spec.local_disks.clone()),
+        cleaning: Some(cleaning),
+        consumer_says_provisioned: false,
+    })))
 }
 
 /// Retry failed reconciles after a pause.

@@ -912,6 +912,7 @@ impl Validator<'_> {
             network_config: h.network_config,
             ignition: ignition?.map(Secret::new),
             local_disks: local_disks?,
+            cleaning: None,
         };
         Some((host, bmc))
     }

@@ -118,14 +118,19 @@ pub mod reason {
     pub const INSPECTING: &str = "Inspecting";
     pub const INSPECTED: &str = "Inspected";
     pub const POWER_CYCLED: &str = "PowerCycled";
+    pub const CLEANING: &str = "Cleaning";
+    pub const CLEANED: &str = "Cleaned";
+    /// A cleaning boot failed after every attempt: the host stays in `error`, unreleased, until its cleaning
+    /// policy is set to `none`.
+    pub const CLEANING_FAILED: &str = "CleaningFailed";
 }
 
 /// The reason while a boot is under way: provisioning, or inspecting.
 fn booting(p: &Progress) -> &'static str {
-    if p.state == HostState::Inspecting {
-        reason::INSPECTING
-    } else {
-        reason::PROVISIONING
+    match p.state {
+        HostState::Inspecting => reason::INSPECTING,
+        HostState::Cleaning => reason::CLEANING,
+        _ => reason::PROVISIONING,
     }
 }
 
@@ -290,6 +295,68 @@ fn decide_goal(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observ
             (HostState::Provisioned, Goal::Provision) => {
                 return Decision::new(p, reason::PROVISIONED, "the node called back");
             }
+            // A host whose cleaning failed is not released uncleaned: it waits in `error` for a human.
+            (HostState::Error, Goal::Release)
+                if obs.cleaning
+                    && p.failure
+                        .as_ref()
+                        .is_some_and(|f| f.0 == reason::CLEANING_FAILED) =>
+            {
+                let (r, m) = p.failure.clone().unwrap_or_default();
+                return Decision::new(
+                    p,
+                    &r,
+                    format!(
+                        "{m}; the host is not released until its disks are cleaned (or spec.cleaning is none)"
+                    ),
+                );
+            }
+            // Released with disks to clean: boot the cleaning image first (powering off whatever runs).
+            (
+                HostState::Provisioning | HostState::Provisioned | HostState::Error,
+                Goal::Release,
+            ) if obs.cleaning => {
+                if !obs.online {
+                    let actions = if powered_on {
+                        vec![Action::WithdrawProfile, Action::PowerOff]
+                    } else {
+                        Vec::new()
+                    };
+                    return Decision::new(
+                        p,
+                        reason::HOST_OFFLINE,
+                        "its local disks are to be cleaned before it is released, and spec.online is false",
+                    )
+                    .with(actions)
+                    .requeue(cfg.poll);
+                }
+                p.state = HostState::Cleaning;
+                p.attempt = 1;
+                p.failure = None;
+                return boot(
+                    cfg,
+                    p,
+                    obs,
+                    "cleaning boot attempt 1: powering on".to_string(),
+                );
+            }
+            (HostState::Cleaning, Goal::Release) if obs.cleaning => {
+                if !obs.online {
+                    // Taken offline mid-way: stop, and clean once it is back online.
+                    p.state = HostState::Error;
+                    p.failure = Some((
+                        reason::HOST_OFFLINE.to_string(),
+                        "spec.online was set to false during its cleaning boot".to_string(),
+                    ));
+                    return Decision::new(
+                        p,
+                        reason::HOST_OFFLINE,
+                        "spec.online is false; cleaning stopped",
+                    )
+                    .with(vec![Action::WithdrawProfile, Action::PowerOff]);
+                }
+                return provisioning(cfg, p, obs);
+            }
             (HostState::Error, Goal::Provision | Goal::Inspect) => {
                 let (r, m) = p.failure.clone().unwrap_or_else(|| {
                     (
@@ -305,7 +372,8 @@ fn decide_goal(cfg: &EngineConfig, progress: &Progress, goal: Goal, obs: &Observ
                 HostState::Provisioning | HostState::Provisioned | HostState::Error,
                 Goal::Release | Goal::Idle | Goal::Inspect,
             )
-            | (HostState::Inspecting, Goal::Release | Goal::Idle | Goal::Provision) => {
+            | (HostState::Inspecting, Goal::Release | Goal::Idle | Goal::Provision)
+            | (HostState::Cleaning, _) => {
                 p.state = HostState::Deprovisioning;
                 p.since = Some(now);
                 p.retry_at = None;
@@ -416,6 +484,19 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
         .with(actions)
         .requeue(cfg.poll);
     }
+    if p.state == HostState::Cleaning && matches!(current, Some((Phase::Callback, _))) {
+        // The node cleaned its disks and called back; the BMC powers it off.
+        p.state = HostState::Deprovisioning;
+        p.since = Some(now);
+        p.attempt = 0;
+        let mut actions = vec![Action::WithdrawProfile];
+        if obs.power == PowerObservation::On {
+            actions.push(Action::PowerOff);
+        }
+        return Decision::new(p, reason::CLEANED, "local disks cleaned; powering off")
+            .with(actions)
+            .requeue(cfg.poll);
+    }
     if p.state == HostState::Provisioning && matches!(current, Some((Phase::Callback, _))) {
         p.state = HostState::Provisioned;
         p.since = Some(now);
@@ -437,6 +518,11 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
             "boot attempt {} made no progress after {at} within its timeout; gave up after {} attempts",
             p.attempt, cfg.max_attempts
         );
+        let why = if p.state == HostState::Cleaning {
+            reason::CLEANING_FAILED.to_string()
+        } else {
+            why
+        };
         p.state = HostState::Error;
         p.since = Some(now);
         p.failure = Some((why.clone(), msg.clone()));
@@ -527,6 +613,7 @@ mod tests {
             online: true,
             consumer_says_provisioned: false,
             request: None,
+            cleaning: false,
         }
     }
     use PowerObservation::{Off, On};
@@ -1074,5 +1161,104 @@ mod tests {
         assert_eq!(c.backoff(2), Duration::from_secs(60));
         assert_eq!(c.backoff(3), Duration::from_secs(100));
         assert_eq!(c.backoff(200), Duration::from_secs(100));
+    }
+
+    fn cleaning(mut o: Observation) -> Observation {
+        o.cleaning = true;
+        o
+    }
+
+    #[test]
+    fn a_release_with_cleaning_boots_the_cleaning_image_until_its_callback_then_frees_the_host() {
+        let c = cfg();
+        let provisioned = at(HostState::Provisioned, 1, 0);
+        let d = decide(
+            &c,
+            &provisioned,
+            Goal::Release,
+            &cleaning(obs(100, On, None)),
+        );
+        assert_eq!(d.progress.state, HostState::Cleaning);
+        assert_eq!(d.reason, reason::CLEANING);
+        assert_eq!(
+            d.actions,
+            [
+                Action::PublishProfile,
+                Action::SetBootPxe,
+                Action::PowerOff,
+                Action::PowerOn
+            ]
+        );
+        // The provisioning boot's callback (before this boot began) does not end the cleaning.
+        let w = decide(
+            &c,
+            &d.progress,
+            Goal::Release,
+            &cleaning(obs(110, On, Some((Phase::Callback, 50)))),
+        );
+        assert_eq!(
+            (w.progress.state, w.reason.as_str()),
+            (HostState::Cleaning, reason::CLEANING)
+        );
+        assert!(w.actions.is_empty());
+        // The cleaning boot's callback: powered off, then available.
+        let done = decide(
+            &c,
+            &d.progress,
+            Goal::Release,
+            &cleaning(obs(150, On, Some((Phase::Callback, 140)))),
+        );
+        assert_eq!(done.progress.state, HostState::Deprovisioning);
+        assert_eq!(done.reason, reason::CLEANED);
+        assert_eq!(done.actions, [Action::WithdrawProfile, Action::PowerOff]);
+        let free = decide(
+            &c,
+            &done.progress,
+            Goal::Release,
+            &cleaning(obs(160, Off, None)),
+        );
+        assert_eq!(free.progress.state, HostState::Available);
+
+        // Without a cleaning policy the release is a plain power-off.
+        let plain = decide(&c, &provisioned, Goal::Release, &obs(100, On, None));
+        assert_eq!(plain.progress.state, HostState::Deprovisioning);
+        assert_eq!(plain.actions, [Action::WithdrawProfile, Action::PowerOff]);
+    }
+
+    #[test]
+    fn a_host_whose_cleaning_failed_or_that_is_offline_is_not_released_uncleaned() {
+        let c = cfg();
+        // The last attempt makes no progress: error, CleaningFailed.
+        let mut p = at(HostState::Cleaning, 3, 0);
+        p.attempt = c.max_attempts;
+        let d = decide(&c, &p, Goal::Release, &cleaning(obs(1000, On, None)));
+        assert_eq!(d.progress.state, HostState::Error);
+        assert_eq!(d.reason, reason::CLEANING_FAILED);
+        // Asked again to release: it stays in error, doing nothing, and says how to get out.
+        let again = decide(
+            &c,
+            &d.progress,
+            Goal::Release,
+            &cleaning(obs(1010, Off, None)),
+        );
+        assert_eq!(again.progress.state, HostState::Error);
+        assert!(again.actions.is_empty());
+        assert!(
+            again.message.contains("spec.cleaning is none"),
+            "{}",
+            again.message
+        );
+        // The policy set to none: released as it is.
+        let released = decide(&c, &d.progress, Goal::Release, &obs(1020, Off, None));
+        assert_eq!(released.progress.state, HostState::Available);
+
+        // Offline: powered off and held, never powered on, never available.
+        let mut off = cleaning(obs(100, On, None));
+        off.online = false;
+        let held = decide(&c, &at(HostState::Provisioned, 1, 0), Goal::Release, &off);
+        assert_eq!(held.reason, reason::HOST_OFFLINE);
+        assert_eq!(held.progress.state, HostState::Provisioned);
+        assert!(!held.actions.contains(&Action::PowerOn));
+        assert!(held.actions.contains(&Action::PowerOff));
     }
 }

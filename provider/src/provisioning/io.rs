@@ -126,6 +126,8 @@ pub struct BootProfile {
     pub format: UserDataFormat,
     /// The local disks the node keeps, identified (`crate::storage::resolve`).
     pub local_disks: Vec<crate::storage::DiskPlan>,
+    /// A cleaning boot: the node cleans the local disks of the plan (`beowulf.clean=`).
+    pub cleaning: Option<crate::storage::Cleaning>,
 }
 
 impl fmt::Debug for BootProfile {

@@ -26,6 +26,9 @@ pub enum HostState {
     Deprovisioning,
     Error,
     Inspecting,
+    /// Released with a cleaning policy: booting its image with `beowulf.clean=` until the node's callback, then
+    /// powered off (deprovisioning) and available.
+    Cleaning,
 }
 
 /// What the owner of the host wants.
@@ -103,6 +106,9 @@ pub struct Observation {
     pub consumer_says_provisioned: bool,
     /// A one-off request from remediation, carried out at most once (the caller keeps the receipt).
     pub request: Option<Request>,
+    /// On release, the host's local disks are to be cleaned first by a cleaning boot (the caller has its
+    /// profile).
+    pub cleaning: bool,
 }
 
 /// A one-off request to a host being provisioned or provisioned (remediation's steps).

@@ -406,6 +406,7 @@ impl ProfileRegistry {
             network_config: None,
             ignition,
             local_disks: p.local_disks.clone(),
+            cleaning: p.cleaning,
         };
         let network = Network {
             name: subnet.to_string(),
@@ -524,6 +525,7 @@ mod tests {
             user_data: b"#cloud-config\n".to_vec(),
             format: UserDataFormat::CloudConfig,
             local_disks: Vec::new(),
+            cleaning: None,
         }
     }
 
