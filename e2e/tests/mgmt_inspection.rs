@@ -10,6 +10,10 @@
 //! carry fixed bootstrap data, as in `mgmt_failover`) create BeowulfMachines from templates with
 //! `hardwareRequirements`: `memory: 1Gi` claims exactly the 1024 MiB host, which boots the test node image to
 //! `provisioned`; `memory: 64Gi` claims nothing and says why, counting the two hosts still free.
+//!
+//! The big host has two disks, one blank and one holding someone's ext4; the 1Gi template keeps two local
+//! disks chosen by size from the inspected hardware. The node formats and mounts the blank one and leaves the
+//! other untouched (its image's SHA-256 is unchanged); the host's `LocalDisks` condition says which and why.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -158,11 +162,43 @@ async fn hosts_are_inspected_before_they_are_available_and_machines_select_them_
         })
     };
 
+    // The big host's disks: 48 MiB blank, 40 MiB holding someone's filesystem.
+    let blank = dir.path().join("blank-48.raw");
+    let precious = dir.path().join("precious-40.raw");
+    for (path, mib) in [(&blank, 48u64), (&precious, 40)] {
+        std::fs::File::create(path)
+            .unwrap()
+            .set_len(mib << 20)
+            .unwrap();
+    }
+    e2e::run(
+        std::process::Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "precious"])
+            .arg(&precious),
+    );
+    let precious_sha = hex::encode(Sha256::digest(std::fs::read(&precious).unwrap()));
+    let disk_args = |path: &std::path::Path, id: &str, serial: &str| {
+        vec![
+            "-drive".to_string(),
+            format!("if=none,id={id},format=raw,file={}", path.display()),
+            "-device".to_string(),
+            format!("virtio-blk-pci,drive={id},serial={serial}"),
+        ]
+    };
     let rack: Vec<(QemuHost, u32)> = RACK
         .iter()
         .map(|&(name, n, mib)| {
+            let args = if name == "big" {
+                [
+                    disk_args(&blank, "d0", "BLANK-48"),
+                    disk_args(&precious, "d1", "PRECIOUS-40"),
+                ]
+                .concat()
+            } else {
+                Vec::new()
+            };
             (
-                QemuHost::start_sized(&mc, name, n, json!({"rack": "r1"}), mib),
+                QemuHost::start_with_args(&mc, name, n, json!({"rack": "r1"}), mib, args),
                 mib,
             )
         })
@@ -345,10 +381,15 @@ async fn hosts_are_inspected_before_they_are_available_and_machines_select_them_
 
     // Selection: a Cluster without a control plane, and a MachineDeployment of one machine that needs 1Gi.
     let endpoint = mc.unanswered_ip().to_string();
+    // Two local disks picked by size from the inspected hardware: the smallest of at least 44 MiB (the blank
+    // one), then the smallest free one of at least 36 MiB (the one holding a filesystem).
     let template = |name: &str, memory: &str| {
         json!({"apiVersion": INFRA, "kind": "BeowulfMachineTemplate", "metadata": {"name": name, "namespace": NS},
                "spec": {"template": {"spec": {"imageRef": {"name": "testnode"},
-                                              "hardwareRequirements": {"memory": memory}}}}})
+                                              "hardwareRequirements": {"memory": memory},
+                                              "localDisks": [
+                   {"name": "scratch", "mountPath": "/scratch", "disk": {"minSizeBytes": 44u64 << 20}},
+                   {"name": "keep", "mountPath": "/keep", "disk": {"minSizeBytes": 36u64 << 20}}]}}}})
     };
     let deployment = |name: &str, template: &str| {
         json!({"apiVersion": "cluster.x-k8s.io/v1beta2", "kind": "MachineDeployment",
@@ -553,6 +594,47 @@ async fn hosts_are_inspected_before_they_are_available_and_machines_select_them_
     );
     assert!(big.bmc.serial().contains("TESTNODE: callback ok"));
     assert_eq!(big.power(), "on");
+    // Its local disks: the blank one formatted and mounted, the other left alone, and the host says so.
+    let disks = eventually(
+        "the big host's LocalDisks condition",
+        Duration::from_secs(60),
+        || {
+            let hosts_api = hosts_api.clone();
+            async move {
+                let hosts = objects(&hosts_api).await?;
+                let big = &hosts["big"];
+                match condition(big, "LocalDisks") {
+                    Some(c) => Ok((c.clone(), big["status"]["localDisks"].clone())),
+                    None => Err(format!("{}", big["status"])),
+                }
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let (cond, results) = disks;
+    assert_eq!(cond["status"], "False", "{cond}");
+    assert_eq!(cond["reason"], "ForeignFilesystem", "{cond}");
+    let message = cond["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("keep (serial=PRECIOUS-40) foreign: TYPE=ext4 LABEL=precious; "),
+        "{message}"
+    );
+    assert_eq!(
+        results,
+        json!([{"name": "scratch", "outcome": "formatted", "device": "vda", "detail": "/scratch"},
+               {"name": "keep", "outcome": "foreign", "device": "vdb", "detail": "TYPE=ext4 LABEL=precious"}])
+    );
+    assert!(
+        big.bmc.serial().contains("TESTNODE: disk /scratch boots=1"),
+        "{}",
+        big.bmc.serial()
+    );
+    assert_eq!(
+        hex::encode(Sha256::digest(std::fs::read(&precious).unwrap())),
+        precious_sha,
+        "the disk holding a filesystem was written to"
+    );
     for (h, _) in rack.iter().filter(|(h, _)| h.node.name != "big") {
         let name = h.node.name.as_str();
         assert_eq!(state(&hosts[name]), "available", "{}", hosts[name]);

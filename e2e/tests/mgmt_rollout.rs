@@ -5,9 +5,9 @@
 //!
 //! Both hosts keep a local disk (`BeowulfHost.spec.localDisks`): the first boot formats it, and the file the
 //! test node writes there is still there when the replacement boots on the same host (the node counts its
-//! boots on the disk; `LocalDisks` condition and `status.localDisks` say `formatted`, then `mounted`). Last, the
-//! hosts' cleaning policy is set to `wipe` and the MachineDeployment scaled to zero: each release boots a
-//! cleaning boot first, after which `blkid` finds nothing on the disk images.
+//! boots on the disk; `LocalDisks` condition and `status.localDisks` say `formatted`, then `mounted`). Last,
+//! the hosts' cleaning policies are set to `metadata` and `wipe` and the MachineDeployment scaled to zero:
+//! each release boots a cleaning boot first, after which `blkid` finds nothing on the disk images.
 //!
 //! `maxUnavailable: 2` (all of them): a Machine is Available only once its Node is ready, and no node joins
 //! here (the test node image runs no kubelet), so with fewer the MachineDeployment would never delete an old
@@ -203,13 +203,15 @@ async fn a_rollout_without_surge_puts_the_replacements_on_the_same_hosts_and_nev
         start.elapsed().as_secs_f64()
     );
 
-    // Cleaning on release: `wipe`, then no machines. Each host boots a cleaning boot before it is free.
-    for h in &hosts[..2] {
+    // Cleaning on release: `metadata` on one host, `wipe` on the other, then no machines. Each host boots a
+    // cleaning boot before it is free.
+    let policies = ["metadata", "wipe"];
+    for (h, policy) in hosts[..2].iter().zip(policies) {
         host_api
             .patch(
                 &h.node.name,
                 &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": {"cleaning": "wipe"}})),
+                &Patch::Merge(&json!({"spec": {"cleaning": policy}})),
             )
             .await
             .unwrap();
@@ -249,7 +251,7 @@ async fn a_rollout_without_surge_puts_the_replacements_on_the_same_hosts_and_nev
     for (i, h) in hosts[..2].iter().enumerate() {
         let serial = h.bmc.serial();
         assert!(
-            serial.contains("BEOWULF-DISKS: data wiped vda wipe"),
+            serial.contains(&format!("BEOWULF-DISKS: data wiped vda {}", policies[i])),
             "{serial}"
         );
         // Independently: no signature left on the disk image.

@@ -87,7 +87,7 @@ impl QemuHost {
         labels: Value,
         memory_mib: u32,
     ) -> QemuHost {
-        Self::start_with(mc, name, n, labels, memory_mib, Vec::new())
+        Self::start_with_args(mc, name, n, labels, memory_mib, Vec::new())
     }
 
     /// [`QemuHost::start`] with a blank virtio disk of `mib` MiB (a sparse raw file at `path`) whose serial is
@@ -110,10 +110,11 @@ impl QemuHost {
             "-device".to_string(),
             format!("virtio-blk-pci,drive=d0,serial={serial}"),
         ];
-        Self::start_with(mc, name, n, labels, 512, args)
+        Self::start_with_args(mc, name, n, labels, 512, args)
     }
 
-    fn start_with(
+    /// [`QemuHost::start_sized`] with more QEMU arguments (disks: `-drive …`, `-device …`).
+    pub fn start_with_args(
         mc: &MgmtCluster,
         name: &str,
         n: u8,

@@ -12,6 +12,7 @@ pub mod directory;
 pub mod discovery;
 pub mod http;
 pub mod inspection;
+pub mod journal;
 pub mod metrics;
 pub mod phases;
 pub mod plane;

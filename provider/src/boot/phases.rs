@@ -1,4 +1,5 @@
-//! Per-host boot phase timestamps, kept in memory.
+//! Per-host boot phase timestamps, kept in memory (and, in standalone mode, in the state directory's journal:
+//! [`super::journal`]).
 //!
 //! One boot passes several DHCP exchanges (firmware, iPXE, the booted OS) and may fetch the script more than
 //! once, so a phase keeps the time it was *first* reached in the current boot. A new boot starts when
@@ -8,7 +9,7 @@
 //!   so its record still starts at the firmware's DHCP.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -16,9 +17,9 @@ use serde::Serialize;
 use super::{MacAddr, Phase};
 
 /// One boot of one host: when each phase was first reached.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct BootRecord {
-    /// Counts boots of this host since the boot plane started (1 = first).
+    /// Counts boots of this host since the boot plane started, or since its state directory was new (1 = first).
     pub boot: u64,
     #[serde(serialize_with = "phases_ser")]
     pub phases: BTreeMap<Phase, Timestamp>,
@@ -73,11 +74,25 @@ struct HostPhases {
 #[derive(Default)]
 pub struct PhaseLog {
     hosts: Mutex<HashMap<MacAddr, HostPhases>>,
+    journal: OnceLock<Arc<super::journal::Journal>>,
 }
 
 impl PhaseLog {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Takes back the current boots a journal held, and records every change of one in it from now on.
+    pub fn restore(
+        &self,
+        journal: Arc<super::journal::Journal>,
+        boots: Vec<(MacAddr, BootRecord)>,
+    ) {
+        let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        for (mac, current) in boots {
+            map.entry(mac).or_default().current = current;
+        }
+        let _ = self.journal.set(journal);
     }
 
     pub fn record(&self, mac: MacAddr, phase: Phase) -> Recorded {
@@ -120,6 +135,11 @@ impl PhaseLog {
         let first_in_boot = !h.current.phases.contains_key(&phase);
         if first_in_boot {
             h.current.phases.insert(phase, now);
+        }
+        if (first_in_boot || new_boot)
+            && let Some(j) = self.journal.get()
+        {
+            j.boot(&mac, &h.current);
         }
         let since_start = first_in_boot
             .then(|| h.current.started())

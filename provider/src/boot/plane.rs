@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::directory::{Directory, DirectoryHandle, Host, Image};
 use super::inspection::{Inspection, InspectionStore};
@@ -16,7 +16,7 @@ use super::tokens::{Token, TokenGrant, TokenRejection, TokenStore};
 use super::{BootDirectory, Lease, MacAddr, Phase};
 
 /// What the completion callback reported (cloud-init `phone_home` fields). Public keys are not secret.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallbackReport {
     pub instance_id: Option<String>,
     pub hostname: Option<String>,
@@ -49,6 +49,7 @@ pub struct BootPlane {
     /// The current boot's local-disk report per host key (`crate::storage`).
     disk_reports: Mutex<std::collections::HashMap<String, crate::storage::DiskReport>>,
     observer: std::sync::OnceLock<PhaseObserver>,
+    journal: std::sync::OnceLock<Arc<super::journal::Journal>>,
 }
 
 impl BootPlane {
@@ -73,6 +74,7 @@ impl BootPlane {
             callbacks: Mutex::new(Default::default()),
             disk_reports: Mutex::new(Default::default()),
             observer: std::sync::OnceLock::new(),
+            journal: std::sync::OnceLock::new(),
         }
     }
 
@@ -89,6 +91,23 @@ impl BootPlane {
         self.tokens.retain_hosts(|h| dir.host(h).is_some());
         self.metrics.inventory_reloads.inc();
         self.metrics.inventory_hosts.set(dir.hosts.len() as i64);
+    }
+
+    /// Keeps live tokens, boot records and callback reports in `journal` (standalone: the state directory's
+    /// `boots.journal`), starting from what it held: a boot in progress survives a restart.
+    pub fn with_journal(
+        self,
+        journal: Arc<super::journal::Journal>,
+        restored: super::journal::Restored,
+    ) -> Self {
+        self.tokens.restore(journal.clone(), restored.tokens);
+        self.phases.restore(journal.clone(), restored.boots);
+        {
+            let mut cb = self.callbacks.lock().unwrap_or_else(|e| e.into_inner());
+            cb.extend(restored.callbacks);
+        }
+        let _ = self.journal.set(journal);
+        self
     }
 
     /// Keeps inspection reports in `store` (standalone: on disk) instead of memory only.
@@ -234,6 +253,9 @@ impl BootPlane {
     pub fn complete(&self, grant: &TokenGrant, report: CallbackReport) {
         self.record(&grant.mac, Phase::Callback);
         self.tokens.consume(&grant.host);
+        if let Some(j) = self.journal.get() {
+            j.callback(&grant.host, &report);
+        }
         self.callbacks
             .lock()
             .unwrap_or_else(|e| e.into_inner())

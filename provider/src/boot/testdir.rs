@@ -45,6 +45,24 @@ impl TestDirectory {
         d
     }
 
+    /// `n` hosts (fewer than 65,536): MAC `52:54:01:00:hi:lo` → 10.99.hi.lo for host number `hi·256 + lo`,
+    /// counting from 1.
+    pub fn rack(n: u32) -> Self {
+        let leases = (1..=n)
+            .map(|i| {
+                let [_, _, hi, lo] = i.to_be_bytes();
+                lease(
+                    MacAddr([0x52, 0x54, 1, 0, hi, lo]),
+                    Ipv4Addr::new(10, 99, hi, lo),
+                )
+            })
+            .collect();
+        TestDirectory {
+            leases,
+            ..Default::default()
+        }
+    }
+
     pub fn phases(&self) -> Vec<(MacAddr, Phase)> {
         self.records.lock().unwrap().clone()
     }

@@ -2,17 +2,21 @@
 //!
 //! A token is 256 random bits from the OS-seeded CSPRNG, printed as 64 hex digits. It is bound to one host (name
 //! and MAC), valid for one boot and a bounded time: minting a new one for a host (a new boot started) revokes the
-//! old one, and the completion callback consumes it. Lookups compare in constant time, so response timing does
-//! not reveal how many leading characters of a guess were right.
+//! old one, and the completion callback consumes it. The store keeps only each token's SHA-256 (so does the
+//! standalone journal that carries live tokens across a restart, [`super::journal`]); lookups hash the
+//! presented token and compare digests in constant time, so response timing does not reveal how close a guess
+//! was.
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::MacAddr;
+use super::journal::{Journal, TokenEntry};
 
 /// Bytes of randomness per token (256 bits; the requirement is at least 128).
 const TOKEN_BYTES: usize = 32;
@@ -72,15 +76,27 @@ pub struct TokenGrant {
 }
 
 struct Issued {
-    token: Token,
+    sha256: [u8; 32],
     mac: MacAddr,
-    expires: Instant,
+    /// Unix seconds (wall clock: it must mean the same after a restart).
+    expires: i64,
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn digest(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
 }
 
 /// All live tokens, at most one per host.
 pub struct TokenStore {
     ttl: Duration,
     by_host: Mutex<HashMap<String, Issued>>,
+    journal: OnceLock<Arc<Journal>>,
 }
 
 impl TokenStore {
@@ -89,7 +105,24 @@ impl TokenStore {
         TokenStore {
             ttl,
             by_host: Mutex::new(HashMap::new()),
+            journal: OnceLock::new(),
         }
+    }
+
+    /// Takes back the live tokens a journal held, and records every change in it from now on.
+    pub fn restore(&self, journal: Arc<Journal>, live: Vec<TokenEntry>) {
+        let mut map = self.lock();
+        for t in live {
+            map.insert(
+                t.host,
+                Issued {
+                    sha256: t.sha256,
+                    mac: t.mac,
+                    expires: t.expires,
+                },
+            );
+        }
+        let _ = self.journal.set(journal);
     }
 
     pub fn ttl(&self) -> Duration {
@@ -98,16 +131,25 @@ impl TokenStore {
 
     /// Starts a new boot for `host`: mints its token and revokes any earlier one.
     pub fn issue(&self, host: &str, mac: MacAddr) -> Token {
-        self.issue_at(host, mac, Instant::now())
+        self.issue_at(host, mac, unix_now())
     }
 
-    fn issue_at(&self, host: &str, mac: MacAddr, now: Instant) -> Token {
+    fn issue_at(&self, host: &str, mac: MacAddr, now: i64) -> Token {
         let token = Token::generate();
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
         let issued = Issued {
-            token: token.clone(),
+            sha256: digest(token.expose()),
             mac,
-            expires: now + self.ttl,
+            expires: now.saturating_add(ttl),
         };
+        if let Some(j) = self.journal.get() {
+            j.token_issued(&TokenEntry {
+                host: host.to_string(),
+                mac,
+                sha256: issued.sha256,
+                expires: issued.expires,
+            });
+        }
         self.lock().insert(host.to_string(), issued);
         token
     }
@@ -119,21 +161,22 @@ impl TokenStore {
         presented: &str,
         expected_host: Option<&str>,
     ) -> Result<TokenGrant, TokenRejection> {
-        self.verify_at(presented, expected_host, Instant::now())
+        self.verify_at(presented, expected_host, unix_now())
     }
 
     fn verify_at(
         &self,
         presented: &str,
         expected_host: Option<&str>,
-        now: Instant,
+        now: i64,
     ) -> Result<TokenGrant, TokenRejection> {
+        let presented = digest(presented);
         let map = self.lock();
         // Compare against every live token (constant time each, no early exit) so timing says nothing about
         // which host a guess was close to.
         let mut found: Option<(&String, &Issued)> = None;
         for (host, issued) in map.iter() {
-            let eq: bool = issued.token.0.as_bytes().ct_eq(presented.as_bytes()).into();
+            let eq: bool = issued.sha256.ct_eq(&presented).into();
             if eq {
                 found = Some((host, issued));
             }
@@ -155,12 +198,23 @@ impl TokenStore {
 
     /// Consumes `host`'s token (its boot completed): it is refused from now on.
     pub fn consume(&self, host: &str) {
-        self.lock().remove(host);
+        if self.lock().remove(host).is_some()
+            && let Some(j) = self.journal.get()
+        {
+            j.token_consumed(host);
+        }
     }
 
     /// Drops tokens of hosts that left the inventory.
     pub fn retain_hosts(&self, keep: impl Fn(&str) -> bool) {
-        self.lock().retain(|h, _| keep(h));
+        let journal = self.journal.get();
+        self.lock().retain(|h, _| {
+            let k = keep(h);
+            if !k && let Some(j) = journal {
+                j.token_consumed(h);
+            }
+            k
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Issued>> {
@@ -201,15 +255,11 @@ mod tests {
     #[test]
     fn expired_token_is_refused() {
         let store = TokenStore::new(Duration::from_secs(60));
-        let now = Instant::now();
+        let now = unix_now();
         let t = store.issue_at("node-0", mac(1), now);
-        assert!(
-            store
-                .verify_at(t.expose(), None, now + Duration::from_secs(59))
-                .is_ok()
-        );
+        assert!(store.verify_at(t.expose(), None, now + 59).is_ok());
         assert_eq!(
-            store.verify_at(t.expose(), None, now + Duration::from_secs(60)),
+            store.verify_at(t.expose(), None, now + 60),
             Err(TokenRejection::Expired)
         );
     }
@@ -249,5 +299,37 @@ mod tests {
         for bad in ["", "x", &t.expose()[..63], &format!("{}0", t.expose())] {
             assert_eq!(store.verify(bad, None), Err(TokenRejection::Unknown));
         }
+    }
+
+    #[test]
+    fn live_tokens_survive_a_restart_through_the_journal_and_only_as_digests() {
+        let dir = tempfile::tempdir().unwrap();
+        let (journal, restored) = Journal::open(dir.path(), unix_now()).unwrap();
+        let store = TokenStore::new(Duration::from_secs(60));
+        store.restore(Arc::new(journal), restored.tokens);
+        let a = store.issue("a", mac(1));
+        let b = store.issue("b", mac(2));
+        let gone = store.issue("c", mac(3));
+        store.consume("c");
+        drop(store);
+        let text = std::fs::read_to_string(dir.path().join(super::super::journal::FILE)).unwrap();
+        for t in [&a, &b, &gone] {
+            assert!(!text.contains(t.expose()), "a token in the clear:\n{text}");
+        }
+
+        // The restarted store accepts the live tokens for their hosts, and not the consumed one.
+        let (journal, restored) = Journal::open(dir.path(), unix_now()).unwrap();
+        let store = TokenStore::new(Duration::from_secs(60));
+        store.restore(Arc::new(journal), restored.tokens);
+        assert_eq!(store.verify(a.expose(), Some("a")).unwrap().mac, mac(1));
+        assert_eq!(store.verify(b.expose(), Some("b")).unwrap().mac, mac(2));
+        assert_eq!(
+            store.verify(gone.expose(), None),
+            Err(TokenRejection::Unknown)
+        );
+        assert_eq!(
+            store.verify(a.expose(), Some("b")),
+            Err(TokenRejection::WrongHost)
+        );
     }
 }

@@ -60,8 +60,9 @@ pub struct StandaloneArgs {
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     pub poll_interval: u64,
 
-    /// Where the server keeps what must survive a restart: hosts' inspection reports (`hardware/`) and
-    /// requests to inspect again (`inspect/`, written by `beowulf inspect`).
+    /// Where the server keeps what must survive a restart: hosts' inspection reports (`hardware/`),
+    /// requests to inspect again (`inspect/`, written by `beowulf inspect`), and the boots in progress
+    /// (`boots.journal`: token digests, phases, callbacks), so a restart does not break them.
     #[arg(long, value_name = "DIR", env = "BEOWULF_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
@@ -112,6 +113,27 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
                 args.state_dir.display()
             )
         })?;
+    // Boots in progress when the last run stopped: their tokens, phases and callbacks.
+    let state_dir = args.state_dir.clone();
+    let (journal, restored) = tokio::task::spawn_blocking(move || {
+        crate::boot::journal::Journal::open(&state_dir, jiff::Timestamp::now().as_second())
+    })
+    .await
+    .context("opening the boot journal")?
+    .with_context(|| {
+        format!(
+            "cannot use the boot journal in {} (pass another --state-dir, or move {} away to start afresh)",
+            args.state_dir.display(),
+            crate::boot::journal::FILE
+        )
+    })?;
+    tracing::info!(
+        journal = %journal.path().display(),
+        live_tokens = restored.tokens.len(),
+        boots = restored.boots.len(),
+        skipped_lines = restored.skipped,
+        "boot state restored"
+    );
     let plane = Arc::new(
         BootPlane::new(
             handle.clone(),
@@ -119,7 +141,8 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             args.http_port,
             metrics,
         )
-        .with_inspections(inspections),
+        .with_inspections(inspections)
+        .with_journal(Arc::new(journal), restored),
     );
     plane.write_discovered(&plane.directory.get());
 

@@ -53,7 +53,14 @@ pub struct DhcpConfig {
     pub proxy_port: u16,
     /// The address broadcast replies go to, 255.255.255.255. Tests on loopback point it at 127.0.0.1.
     pub broadcast: Ipv4Addr,
+    /// At most this many replies per second to one MAC; requests beyond are dropped and counted. A booting
+    /// host needs a handful (firmware, iPXE and the OS each do DISCOVER/REQUEST, with retries); a client
+    /// flooding the server must not take its time from the others. 0: no limit.
+    pub max_replies_per_mac_per_sec: u32,
 }
+
+/// The default of [`DhcpConfig::max_replies_per_mac_per_sec`].
+pub const MAX_REPLIES_PER_MAC_PER_SEC: u32 = 20;
 
 impl DhcpConfig {
     /// Defaults: authoritative, standard ports, all addresses, `undionly.kpxe` / `snponly.efi`.
@@ -70,6 +77,7 @@ impl DhcpConfig {
             relay_port: 67,
             proxy_port: 4011,
             broadcast: Ipv4Addr::BROADCAST,
+            max_replies_per_mac_per_sec: MAX_REPLIES_PER_MAC_PER_SEC,
         }
     }
 
@@ -117,6 +125,8 @@ pub struct DhcpMetrics {
     /// Requests meant for another server (or not for a proxy).
     pub ignored: Counter,
     pub send_errors: Counter,
+    /// Requests of known hosts not answered because their MAC exceeded its reply rate.
+    pub rate_limited: Counter,
     /// The last DECLINE per host: the reserved address is in use by another machine (an address conflict the
     /// operator must resolve; the reservation is static, so the host will keep getting it).
     declines: std::sync::Mutex<std::collections::BTreeMap<MacAddr, Option<Ipv4Addr>>>,
@@ -178,6 +188,12 @@ impl DhcpMetrics {
                 &self.ignored,
             ),
             s(
+                "beowulf_dhcp_rate_limited_total",
+                None,
+                "DHCP requests of known hosts not answered: their MAC exceeded its replies per second",
+                &self.rate_limited,
+            ),
+            s(
                 "beowulf_dhcp_send_errors_total",
                 None,
                 "DHCP replies that could not be sent",
@@ -187,9 +203,33 @@ impl DhcpMetrics {
     }
 }
 
+/// Replies per MAC in the current one-second window. Only MACs that get replies (the directory's hosts) are
+/// tracked, so the map is bounded by the inventory, whatever MACs a flood makes up.
+#[derive(Default)]
+struct ReplyRate {
+    windows: std::sync::Mutex<std::collections::HashMap<MacAddr, (std::time::Instant, u32)>>,
+}
+
+impl ReplyRate {
+    /// Whether one more reply to `mac` at `now` stays within `limit` per second (0: always).
+    fn allow(&self, mac: MacAddr, limit: u32, now: std::time::Instant) -> bool {
+        if limit == 0 {
+            return true;
+        }
+        let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
+        let e = w.entry(mac).or_insert((now, 0));
+        if now.duration_since(e.0) >= std::time::Duration::from_secs(1) {
+            *e = (now, 0);
+        }
+        e.1 += 1;
+        e.1 <= limit
+    }
+}
+
 /// A bound DHCP server, ready to [`run`](DhcpServer::run).
 pub struct DhcpServer {
     config: DhcpConfig,
+    rate: ReplyRate,
     responder: Responder,
     directory: Arc<dyn BootDirectory>,
     metrics: Arc<DhcpMetrics>,
@@ -235,6 +275,7 @@ impl DhcpServer {
             DhcpMode::Authoritative => None,
         };
         Ok(DhcpServer {
+            rate: ReplyRate::default(),
             responder: config.responder(),
             config,
             directory,
@@ -338,6 +379,15 @@ impl DhcpServer {
                 return;
             }
         };
+        if !self.rate.allow(
+            r.mac,
+            self.config.max_replies_per_mac_per_sec,
+            std::time::Instant::now(),
+        ) {
+            m.rate_limited.inc();
+            debug!(mac = %r.mac, "DHCP request not answered: over its replies per second");
+            return;
+        }
         let dest = match r.destination {
             Destination::Broadcast => {
                 SocketAddrV4::new(self.config.broadcast, self.config.client_port).into()

@@ -2,6 +2,7 @@
 //! of DISCOVERs queued rather than dropped.
 
 use super::*;
+use crate::boot::dhcp::MAX_REPLIES_PER_MAC_PER_SEC;
 
 /// The server on loopback sockets: a client socket stands in for port 68 and receives the "broadcast".
 #[tokio::test]
@@ -204,11 +205,16 @@ async fn a_burst_of_discovers_is_queued_not_dropped() {
     cfg.server_port = 0;
     cfg.client_port = client.local_addr().unwrap().port();
     cfg.broadcast = Ipv4Addr::LOCALHOST;
-    let server = DhcpServer::bind(cfg, Arc::new(TestDirectory::one_host())).unwrap();
+    let server = DhcpServer::bind(cfg, Arc::new(TestDirectory::rack(BURST))).unwrap();
     let addr = server.local_addr().unwrap();
     let metrics = server.metrics();
-    for xid in 0..BURST {
-        let mut d = pxe(request(MAC, MessageType::Discover), 0);
+    // One DISCOVER from each host of the rack.
+    for xid in 1..=BURST {
+        let [_, _, hi, lo] = xid.to_be_bytes();
+        let mut d = pxe(
+            request(MacAddr([0x52, 0x54, 1, 0, hi, lo]), MessageType::Discover),
+            0,
+        );
         d.set_xid(xid);
         client.send_to(&d.to_vec().unwrap(), addr).await.unwrap();
     }
@@ -231,5 +237,71 @@ async fn a_burst_of_discovers_is_queued_not_dropped() {
         (seen.len(), metrics.discover.get()),
         (BURST as usize, u64::from(BURST)),
         "OFFERs received, DISCOVERs the server read"
+    );
+}
+
+/// A client that floods the server from one MAC gets at most its replies per second; another host asking in
+/// the middle of the flood is answered at once.
+#[tokio::test]
+async fn a_flood_from_one_mac_is_capped_and_others_are_still_answered() {
+    const FLOOD: u32 = 200;
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut cfg = DhcpConfig::new(SERVER);
+    cfg.listen = Ipv4Addr::LOCALHOST;
+    cfg.server_port = 0;
+    cfg.client_port = client.local_addr().unwrap().port();
+    cfg.broadcast = Ipv4Addr::LOCALHOST;
+    assert_eq!(cfg.max_replies_per_mac_per_sec, MAX_REPLIES_PER_MAC_PER_SEC);
+    let server = DhcpServer::bind(cfg, Arc::new(TestDirectory::rack(2))).unwrap();
+    let addr = server.local_addr().unwrap();
+    let metrics = server.metrics();
+    let task = tokio::spawn(server.run(std::future::pending()));
+    let (flooder, other) = (
+        MacAddr([0x52, 0x54, 1, 0, 0, 1]),
+        MacAddr([0x52, 0x54, 1, 0, 0, 2]),
+    );
+    let start = std::time::Instant::now();
+    for xid in 0..FLOOD {
+        let mut d = pxe(request(flooder, MessageType::Discover), 0);
+        d.set_xid(xid);
+        client.send_to(&d.to_vec().unwrap(), addr).await.unwrap();
+        if xid == FLOOD / 2 {
+            let mut d = pxe(request(other, MessageType::Discover), 0);
+            d.set_xid(0xabcd);
+            client.send_to(&d.to_vec().unwrap(), addr).await.unwrap();
+        }
+    }
+    eventually("every request read", || {
+        metrics.discover.get() == u64::from(FLOOD) + 1
+    })
+    .await;
+    let elapsed = start.elapsed().as_secs() + 1;
+    let mut offers_flooder = 0u64;
+    let mut other_answered = false;
+    let mut buf = vec![0u8; 1500];
+    while let Ok(r) =
+        tokio::time::timeout(Duration::from_millis(500), client.recv_from(&mut buf)).await
+    {
+        let (n, _) = r.unwrap();
+        let offer = Message::from_bytes(&buf[..n]).unwrap();
+        if offer.chaddr()[..6] == flooder.0 {
+            offers_flooder += 1;
+        } else if offer.xid() == 0xabcd {
+            other_answered = true;
+        }
+    }
+    task.abort();
+    assert!(
+        other_answered,
+        "the other host was not answered during the flood"
+    );
+    let cap = u64::from(MAX_REPLIES_PER_MAC_PER_SEC) * elapsed;
+    assert!(
+        (1..=cap).contains(&offers_flooder),
+        "{offers_flooder} offers to the flooding MAC in about {elapsed} s (cap {cap})"
+    );
+    assert_eq!(
+        offers_flooder + metrics.rate_limited.get(),
+        u64::from(FLOOD)
     );
 }

@@ -1,0 +1,116 @@
+//! A boot in progress survives restarts of `beowulf standalone`: a QEMU test node is held at two points of its
+//! boot (after its script, kernel, initrd and rootfs: before its NoCloud data; and before its callback) while
+//! the server is stopped (SIGTERM) and started again on the same state directory. The node's later requests
+//! with the token it already has still succeed, the boot keeps its phases and their times, no second token or
+//! boot is started, and the journal in the state directory holds no token in the clear.
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use e2e::pxe::{BOOT_SERVER, Firmware, LabImage, Machine, Node, PxeLab};
+use e2e::{Proc, require_root_and_peers, wait_for};
+
+const GATE_PORT: u16 = 8082;
+
+fn beowulf() -> Vec<std::ffi::OsString> {
+    vec![env!("CARGO_BIN_EXE_e2e-beowulf").into()]
+}
+
+fn wait_console(m: &mut Machine, line: &str, lab: &PxeLab) {
+    wait_for(line, Duration::from_secs(120), || {
+        if let Some(st) = m.qemu.exited() {
+            panic!(
+                "QEMU exited ({st}) before {line:?}:\n{}\nlog:\n{}",
+                m.serial(),
+                lab.log()
+            );
+        }
+        m.serial().contains(line).then_some(())
+    });
+}
+
+#[test]
+fn a_boot_in_progress_survives_restarts_of_the_standalone_server() {
+    require_root_and_peers();
+    let img = tempfile::tempdir().unwrap();
+    let mut image = LabImage::testnode(img.path());
+    let gate = |point: &str| format!("http://{BOOT_SERVER}:{GATE_PORT}/go-{point}");
+    image.cmdline = format!(
+        "{} testnode.gate_metadata={} testnode.gate_callback={}",
+        image.cmdline,
+        gate("metadata"),
+        gate("callback")
+    );
+    let node = Node::new("steady", 0x33, Firmware::Bios);
+    let mut lab = PxeLab::start_with_image("restart", beowulf(), vec![node.clone()], image);
+    // The gates: a plain HTTP server in the lab; a gate opens when its file exists.
+    let gates = lab.dir.path().join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    let _gate_server = Proc::spawn(
+        "gate server",
+        lab.ns
+            .cmd("python3")
+            .args(["-m", "http.server", "--bind", BOOT_SERVER, "--directory"])
+            .arg(&gates)
+            .arg(GATE_PORT.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null()),
+    );
+
+    let mut m = lab.boot(&node);
+    wait_console(&mut m, "TESTNODE: waiting at metadata", &lab);
+    let before = lab.host_view(&node.name);
+    assert_eq!(before["state"], "booting", "{before}");
+    assert_eq!(before["boot"], 1, "{before}");
+    for phase in ["ipxe-script", "kernel", "initrd", "rootfs"] {
+        assert!(
+            before["phases"].get(phase).is_some(),
+            "no {phase}: {before}"
+        );
+    }
+
+    // Restart 1, between the rootfs and the NoCloud data.
+    lab.restart_beowulf();
+    let after = lab.host_view(&node.name);
+    assert_eq!(after["phases"], before["phases"], "the phases were lost");
+    assert_eq!(after["boot"], 1);
+    std::fs::write(gates.join("go-metadata"), "go\n").unwrap();
+    wait_console(&mut m, "TESTNODE: waiting at callback", &lab);
+    let serial = m.serial();
+    assert!(
+        serial.contains(&format!(
+            "TESTNODE: got user-data bytes={} sha256={}",
+            node.user_data.len(),
+            node.user_data_sha256()
+        )),
+        "the token was refused after the restart:\n{serial}"
+    );
+    assert!(!serial.contains("TESTNODE: FAILED"), "{serial}");
+
+    // Restart 2, between the NoCloud data and the callback.
+    lab.restart_beowulf();
+    std::fs::write(gates.join("go-callback"), "go\n").unwrap();
+    wait_console(&mut m, "TESTNODE: callback ok", &lab);
+    let done = lab.host_view(&node.name);
+    assert_eq!(done["state"], "booted", "{done}");
+    assert_eq!(done["boot"], 1, "one boot, one token: {done}");
+    assert_eq!(done["callback"]["hostname"], node.name.as_str(), "{done}");
+    for phase in ["ipxe-script", "kernel", "initrd", "rootfs"] {
+        assert_eq!(done["phases"][phase], before["phases"][phase], "{done}");
+    }
+    assert!(done["phases"].get("metadata").is_some(), "{done}");
+
+    // Restart 3, after the callback: the boot stays completed, with its callback report.
+    lab.restart_beowulf();
+    let later = lab.host_view(&node.name);
+    assert_eq!(later["state"], "booted", "{later}");
+    assert_eq!(later["callback"], done["callback"], "{later}");
+
+    // The token the node used is nowhere in the clear: not in the journal, not in the log.
+    let token = m.token().expect("the node printed its seed URL");
+    let journal = std::fs::read_to_string(lab.state_dir().join("boots.journal")).unwrap();
+    assert!(!journal.is_empty());
+    assert!(!journal.contains(&token), "{journal}");
+    assert!(!lab.log().contains(&token));
+}
