@@ -320,6 +320,25 @@ async fn callback(
     text("text/plain; charset=utf-8", "ok\n".to_string())
 }
 
+/// A node's upload of at most `max` bytes; a larger one is refused with 413 (and logged), nothing read further.
+async fn upload(
+    req: Request,
+    max: usize,
+    what: &str,
+    host: &Host,
+) -> Result<axum::body::Bytes, Response> {
+    axum::body::to_bytes(req.into_body(), max)
+        .await
+        .map_err(|_| {
+            tracing::warn!(host = %host.name, "{what} refused: larger than {max} bytes");
+            (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("{what} larger than {max} bytes\n"),
+            )
+                .into_response()
+        })
+}
+
 /// `POST /inspection/<token>`: the inspector's hardware report (JSON, `crate::hardware`). Consumes the token;
 /// a report that is too large (413) or unusable (400, saying why) changes nothing and leaves the token valid.
 async fn inspection(
@@ -333,13 +352,9 @@ async fn inspection(
     let Some((host, grant)) = authorize(&s, &inv, peer, &token) else {
         return forbidden();
     };
-    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REPORT_BYTES).await else {
-        tracing::warn!(host = %host.name, "inspection report refused: larger than {MAX_REPORT_BYTES} bytes");
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("inspection report larger than {MAX_REPORT_BYTES} bytes\n"),
-        )
-            .into_response();
+    let body = match upload(req, MAX_REPORT_BYTES, "inspection report", &host).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     let hardware = match Hardware::from_report(&body) {
         Ok(hw) => hw,
@@ -379,12 +394,9 @@ async fn disks(
     let Some((host, _grant)) = authorize(&s, &inv, peer, &token) else {
         return forbidden();
     };
-    let Ok(body) = axum::body::to_bytes(req.into_body(), MAX_REPORT_BYTES).await else {
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!("disk report larger than {MAX_REPORT_BYTES} bytes\n"),
-        )
-            .into_response();
+    let body = match upload(req, MAX_REPORT_BYTES, "disk report", &host).await {
+        Ok(b) => b,
+        Err(refused) => return refused,
     };
     match DiskReport::parse(&body, &host.local_disks) {
         Ok(report) => {

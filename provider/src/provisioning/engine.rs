@@ -467,8 +467,17 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
     }
     // Phases recorded before this attempt began belong to an earlier boot.
     let current = obs.boot.last_phase.filter(|(_, t)| *t >= since);
-    if p.state == HostState::Inspecting && matches!(current, Some((Phase::Inspection, _))) {
-        // The report is in; the inspector powers the host off itself, the BMC makes sure of it.
+    // The end of a boot that only does a job (inspect, clean): the BMC powers the host off.
+    let job_done = match (p.state, current) {
+        (HostState::Inspecting, Some((Phase::Inspection, _))) => {
+            Some((reason::INSPECTED, "hardware report received; powering off"))
+        }
+        (HostState::Cleaning, Some((Phase::Callback, _))) => {
+            Some((reason::CLEANED, "local disks cleaned; powering off"))
+        }
+        _ => None,
+    };
+    if let Some((why, message)) = job_done {
         p.state = HostState::Deprovisioning;
         p.since = Some(now);
         p.attempt = 0;
@@ -476,24 +485,7 @@ fn provisioning(cfg: &EngineConfig, mut p: Progress, obs: &Observation) -> Decis
         if obs.power == PowerObservation::On {
             actions.push(Action::PowerOff);
         }
-        return Decision::new(
-            p,
-            reason::INSPECTED,
-            "hardware report received; powering off",
-        )
-        .with(actions)
-        .requeue(cfg.poll);
-    }
-    if p.state == HostState::Cleaning && matches!(current, Some((Phase::Callback, _))) {
-        // The node cleaned its disks and called back; the BMC powers it off.
-        p.state = HostState::Deprovisioning;
-        p.since = Some(now);
-        p.attempt = 0;
-        let mut actions = vec![Action::WithdrawProfile];
-        if obs.power == PowerObservation::On {
-            actions.push(Action::PowerOff);
-        }
-        return Decision::new(p, reason::CLEANED, "local disks cleaned; powering off")
+        return Decision::new(p, why, message)
             .with(actions)
             .requeue(cfg.poll);
     }
