@@ -161,6 +161,16 @@ impl IpmiSim {
         Self::start_fresh(None, Some(vmcmd), true, None, None)
     }
 
+    /// [`IpmiSim::start_with_machine`] whose serial console (SOL) is the TCP server on 127.0.0.1:`sol_port`
+    /// (a [`crate::serial_wire::SerialWire`]), on address `ip` if given.
+    pub fn start_with_machine_and_sol(
+        ip: Option<Ipv4Addr>,
+        vmcmd: &Path,
+        sol_port: u16,
+    ) -> IpmiSim {
+        Self::start_fresh_sol(ip, Some(vmcmd), true, None, None, Some(sol_port))
+    }
+
     /// [`IpmiSim::start_with_machine`] on address `ip` (a management network's), on a free port.
     pub fn start_with_machine_on(ip: Ipv4Addr, vmcmd: &Path) -> IpmiSim {
         Self::start_fresh(Some(ip), Some(vmcmd), true, None, None)
@@ -176,11 +186,22 @@ impl IpmiSim {
         bmc_key: Option<&str>,
         fru: Option<&[u8]>,
     ) -> IpmiSim {
+        Self::start_fresh_sol(ip, vmcmd, chassis, bmc_key, fru, None)
+    }
+
+    fn start_fresh_sol(
+        ip: Option<Ipv4Addr>,
+        vmcmd: Option<&Path>,
+        chassis: bool,
+        bmc_key: Option<&str>,
+        fru: Option<&[u8]>,
+        sol: Option<u16>,
+    ) -> IpmiSim {
         let mut last = String::new();
         for _ in 0..5 {
             let ip = ip.unwrap_or_else(random_loopback);
             let addr = SocketAddr::from((ip, free_udp_port(ip)));
-            match Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru) {
+            match Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru, sol) {
                 Ok(sim) => return sim,
                 Err(log) if log.contains("Address already in use") => last = log,
                 Err(log) => panic!("{log}"),
@@ -196,7 +217,8 @@ impl IpmiSim {
         bmc_key: Option<&str>,
         fru: Option<&[u8]>,
     ) -> IpmiSim {
-        Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru).unwrap_or_else(|e| panic!("{e}"))
+        Self::try_start_full(addr, vmcmd, chassis, bmc_key, fru, None)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Starts ipmi_sim on `addr` and waits until it answers; `Err` with its log when it does not within 10 s
@@ -207,6 +229,7 @@ impl IpmiSim {
         chassis: bool,
         bmc_key: Option<&str>,
         fru: Option<&[u8]>,
+        sol: Option<u16>,
     ) -> Result<IpmiSim, String> {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -254,6 +277,7 @@ set_working_mc 0x20
     {key_line}
   endlan
   {chassis_line}
+  {sol_line}
   user 1 true  ""      "test" user  10 none md2 md5 straight
   user 2 true  "{USER}" "{PASSWORD}" admin 10 none md2 md5 straight
 "#,
@@ -261,6 +285,9 @@ set_working_mc 0x20
             port = addr.port(),
             key_line = bmc_key
                 .map(|k| format!("bmc_key \"{k}\""))
+                .unwrap_or_default(),
+            sol_line = sol
+                .map(|port| format!("sol \"tcp:127.0.0.1:{port}\" 115200"))
                 .unwrap_or_default(),
             chassis_line = if chassis {
                 format!(
@@ -273,20 +300,7 @@ set_working_mc 0x20
             },
         );
         std::fs::write(d.join("lan.conf"), conf).unwrap();
-        let log = std::fs::File::create(d.join("sim.out")).unwrap();
-        let child = Command::new("ipmi_sim")
-            .arg("-c")
-            .arg(d.join("lan.conf"))
-            .arg("-f")
-            .arg(d.join("bmc.emu"))
-            .arg("-s")
-            .arg(d.join("simstate"))
-            .arg("-n")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("ipmi_sim runs (bash .ci/install installs openipmi)");
+        let child = spawn(d);
         let mut sim = IpmiSim {
             child: Some(child),
             addr,
@@ -333,6 +347,26 @@ set_working_mc 0x20
         ipmitool_at(self.addr, args)
     }
 
+    /// The BMC crashes and comes back: SIGKILL to the simulator only (a machine it started keeps running, as a
+    /// server does when its BMC reboots), then the same simulator again on the same address and state; returns
+    /// once it answers.
+    pub fn crash_and_restart(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        self.child = Some(spawn(self.dir.path()));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !answers_ipmi(self.addr, Duration::from_millis(500)) {
+            assert!(
+                Instant::now() < deadline,
+                "ipmi_sim did not come back at {}; log:\n{}",
+                self.addr,
+                self.log()
+            );
+        }
+    }
+
     /// Kills the simulator (and only it), and the machine it started, if any.
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -343,6 +377,28 @@ set_working_mc 0x20
             let _ = Command::new("kill").arg(pid).status();
         }
     }
+}
+
+/// Runs ipmi_sim on the configuration in `d` (its log appended to `sim.out`).
+fn spawn(d: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("sim.out"))
+        .unwrap();
+    Command::new("ipmi_sim")
+        .arg("-c")
+        .arg(d.join("lan.conf"))
+        .arg("-f")
+        .arg(d.join("bmc.emu"))
+        .arg("-s")
+        .arg(d.join("simstate"))
+        .arg("-n")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("ipmi_sim runs (bash .ci/install installs openipmi)")
 }
 
 /// `ipmitool -I lanplus -C 3` against any address; panics with its output when it fails.

@@ -17,6 +17,7 @@ pub mod pxe;
 pub mod pyghmi_bmc;
 pub mod qemu_bmc;
 pub mod registry;
+pub mod serial_wire;
 pub mod sushy;
 
 pub mod harness;

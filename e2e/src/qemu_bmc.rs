@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::ipmi_sim::IpmiSim;
+use crate::serial_wire::SerialWire;
 
 /// What the machine looks like; `QemuBmc::start` uses the defaults.
 #[derive(Debug, Clone)]
@@ -40,6 +41,8 @@ pub struct MachineSpec {
     pub bmc_ip: Option<std::net::Ipv4Addr>,
     /// More QEMU arguments (disks: `-drive …`, `-device …`); the same at every power-on.
     pub qemu_args: Vec<String>,
+    /// Wire the serial port to the BMC's Serial-over-LAN (a [`SerialWire`]) as well as to the log file.
+    pub sol: bool,
 }
 
 impl MachineSpec {
@@ -52,6 +55,7 @@ impl MachineSpec {
             max_runtime: Duration::from_secs(150),
             bmc_ip: None,
             qemu_args: Vec::new(),
+            sol: false,
         }
     }
 }
@@ -59,6 +63,8 @@ impl MachineSpec {
 pub struct QemuBmc {
     // Field order is drop order: the simulator (and with it the machine) before the files.
     pub sim: IpmiSim,
+    /// The serial cable to the BMC, when the spec asks for SOL.
+    pub wire: Option<SerialWire>,
     pub spec: MachineSpec,
     pub tap: String,
     dir: tempfile::TempDir,
@@ -84,6 +90,16 @@ impl QemuBmc {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         std::fs::write(d.join("serial.log"), b"").unwrap();
+        let wire = spec.sol.then(|| SerialWire::start(d));
+        let serial = match &wire {
+            // QEMU's own copy of the serial output stays in serial.log.
+            Some(w) => format!(
+                "-chardev socket,id=ser0,path={},server=off,logfile={} -serial chardev:ser0",
+                w.machine_socket().display(),
+                d.join("serial.log").display()
+            ),
+            None => format!("-serial file:{}", d.join("serial.log").display()),
+        };
         // Run by the chassis program as `machine.sh STATE_DIR`, detached; `exec` keeps the pid it records
         // (that of `timeout`, which passes SIGTERM on to QEMU). A power-on right after a power-off first lets
         // the previous QEMU (still exiting, still holding the tap) go, for at most 10 s; a zombie has let go.
@@ -98,12 +114,11 @@ impl QemuBmc {
              -nographic -no-reboot -monitor none -display none -boot $B \
              -netdev tap,id=n0,ifname={tap},script=no,downscript=no \
              -device virtio-net-pci,netdev=n0,mac={mac} \
-             -serial file:{serial} -pidfile {pidfile} {extra}\n",
+             {serial} -pidfile {pidfile} {extra}\n",
             ns = spec.netns,
             secs = spec.max_runtime.as_secs().max(1),
             mem = spec.memory_mib,
             mac = spec.mac,
-            serial = d.join("serial.log").display(),
             pidfile = d.join("qemu.pid").display(),
             extra = spec
                 .qemu_args
@@ -116,12 +131,14 @@ impl QemuBmc {
         std::fs::write(&machine, script).unwrap();
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&machine, std::fs::Permissions::from_mode(0o755)).unwrap();
-        let sim = match spec.bmc_ip {
-            Some(ip) => IpmiSim::start_with_machine_on(ip, &machine),
-            None => IpmiSim::start_with_machine(&machine),
+        let sim = match (&wire, spec.bmc_ip) {
+            (Some(w), ip) => IpmiSim::start_with_machine_and_sol(ip, &machine, w.bmc_port),
+            (None, Some(ip)) => IpmiSim::start_with_machine_on(ip, &machine),
+            (None, None) => IpmiSim::start_with_machine(&machine),
         };
         QemuBmc {
             sim,
+            wire,
             spec,
             tap,
             dir,

@@ -8,6 +8,7 @@ pub mod api;
 pub mod bmc;
 pub mod boot;
 pub mod cli;
+pub mod console;
 pub mod controllers;
 pub mod hardware;
 pub mod inventory;

@@ -1,4 +1,4 @@
-//! The five kinds of BMC failure. Each message names the BMC and says what to check.
+//! The six kinds of BMC failure. Each message names the BMC and says what to check.
 
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub enum BmcError {
     /// The BMC does not offer what was asked for.
     #[error("BMC {bmc} does not support {what}")]
     Unsupported { bmc: String, what: String },
+    /// What was asked for is held by another session (a serial console already active elsewhere).
+    #[error("BMC {bmc}: {what}")]
+    Busy { bmc: String, what: String },
     /// The BMC answered with something we cannot accept (malformed packet, failed integrity check, error code).
     #[error("BMC {bmc}: protocol error: {detail}")]
     Protocol { bmc: String, detail: String },
@@ -41,6 +44,7 @@ impl BmcError {
             | BmcError::Unreachable { bmc, .. }
             | BmcError::Timeout { bmc, .. }
             | BmcError::Unsupported { bmc, .. }
+            | BmcError::Busy { bmc, .. }
             | BmcError::Protocol { bmc, .. } => {
                 if bmc.is_empty() {
                     *bmc = name.to_string();
@@ -50,13 +54,14 @@ impl BmcError {
         self
     }
 
-    /// A short machine-readable kind: `auth`, `unreachable`, `timeout`, `unsupported`, `protocol`.
+    /// A short machine-readable kind: `auth`, `unreachable`, `timeout`, `unsupported`, `busy`, `protocol`.
     pub fn kind(&self) -> &'static str {
         match self {
             BmcError::Auth { .. } => "auth",
             BmcError::Unreachable { .. } => "unreachable",
             BmcError::Timeout { .. } => "timeout",
             BmcError::Unsupported { .. } => "unsupported",
+            BmcError::Busy { .. } => "busy",
             BmcError::Protocol { .. } => "protocol",
         }
     }

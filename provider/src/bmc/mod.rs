@@ -273,6 +273,23 @@ impl Bmc {
     }
 }
 
+impl Bmc {
+    /// The host's serial console. IPMI: Serial over LAN ([`ipmi::sol`]). Redfish has no standard serial
+    /// console transport (vendors offer SSH to the BMC instead), so a Redfish BMC says so.
+    pub async fn console(&self, takeover: bool, keepalive: Duration) -> Result<ipmi::sol::Console> {
+        match self {
+            Bmc::Ipmi(c) => c.console(takeover, keepalive).await,
+            Bmc::Redfish(c) => Err(BmcError::Unsupported {
+                bmc: c.endpoint().to_string(),
+                what: "a serial console over Redfish: Redfish has no standard serial console transport; use \
+                       the BMC's SSH console (vendor-specific), or give the host an ipmi:// address if its BMC \
+                       also speaks IPMI"
+                    .into(),
+            }),
+        }
+    }
+}
+
 impl BmcDriver for Bmc {
     async fn power_state(&self) -> Result<PowerState> {
         match self {

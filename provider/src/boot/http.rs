@@ -42,6 +42,7 @@ pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
     Router::new()
         .route("/", get(status_page))
         .route("/api/hosts", get(api_hosts))
+        .route("/api/hosts/{name}/console", get(api_console))
         .route("/metrics", get(metrics))
         .route("/boot/{file}", get(ipxe_script))
         .route("/images/{image}/{file}", get(artifact))
@@ -534,6 +535,82 @@ fn host_views(plane: &BootPlane) -> Vec<HostView> {
 
 async fn api_hosts(State(s): State<AppState>) -> Response {
     axum::Json(host_views(&s.plane)).into_response()
+}
+
+/// Lines `/api/hosts/<name>/console` returns when `lines` is not given.
+const CONSOLE_LINES: usize = 200;
+
+/// `GET /api/hosts/<name>/console[?lines=N][&follow=1]`: the host's captured serial console as text, one
+/// `TIMESTAMP LINE` per line (scrubbed of tokens and secrets when captured); `follow` keeps the response open
+/// and sends new lines as they come (a reader too slow for them is told how many it missed).
+async fn api_console(
+    State(s): State<AppState>,
+    Path(name): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(logs) = s.plane.consoles() else {
+        return (
+            StatusCode::NOT_FOUND,
+            "console capture is off on this server (beowulf standalone --consoles boot|always)\n",
+        )
+            .into_response();
+    };
+    if s.plane.directory.get().host(&name).is_none() {
+        return (StatusCode::NOT_FOUND, "no such host\n").into_response();
+    }
+    let lines = match query.get("lines").map(|v| v.parse::<usize>()) {
+        None => CONSOLE_LINES,
+        Some(Ok(n)) => n.min(crate::console::log::TAIL_LINES),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "lines: a number of lines\n").into_response();
+        }
+    };
+    let follow = matches!(query.get("follow").map(String::as_str), Some("1" | "true"));
+    let log = if follow {
+        Some(logs.host(&name))
+    } else {
+        logs.existing(&name)
+    };
+    let Some(log) = log else {
+        return (
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            String::new(),
+        )
+            .into_response();
+    };
+    // Subscribe before reading the tail: a line logged in between is sent twice rather than lost.
+    let rx = follow.then(|| log.subscribe());
+    let mut text = String::new();
+    for l in log.tail(lines) {
+        text.push_str(&l);
+        text.push('\n');
+    }
+    let body = match rx {
+        None => axum::body::Body::from(text),
+        Some(rx) => {
+            let head = futures::stream::once(async move { Ok::<_, std::io::Error>(text) });
+            let rest = futures::stream::unfold(rx, |mut rx| async move {
+                use tokio::sync::broadcast::error::RecvError;
+                let item = match rx.recv().await {
+                    Ok(l) => l + "\n",
+                    Err(RecvError::Lagged(n)) => {
+                        format!("[beowulf] {n} lines skipped (reader too slow)\n")
+                    }
+                    Err(RecvError::Closed) => return None,
+                };
+                Some((Ok(item), rx))
+            });
+            axum::body::Body::from_stream(futures::StreamExt::chain(head, rest))
+        }
+    };
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {

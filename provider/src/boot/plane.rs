@@ -50,6 +50,8 @@ pub struct BootPlane {
     disk_reports: Mutex<std::collections::HashMap<String, crate::storage::DiskReport>>,
     observer: std::sync::OnceLock<PhaseObserver>,
     journal: std::sync::OnceLock<Arc<super::journal::Journal>>,
+    /// Hosts' captured serial consoles, when capture runs (`crate::console`).
+    consoles: std::sync::OnceLock<Arc<crate::console::ConsoleLogs>>,
 }
 
 impl BootPlane {
@@ -75,6 +77,7 @@ impl BootPlane {
             disk_reports: Mutex::new(Default::default()),
             observer: std::sync::OnceLock::new(),
             journal: std::sync::OnceLock::new(),
+            consoles: std::sync::OnceLock::new(),
         }
     }
 
@@ -108,6 +111,17 @@ impl BootPlane {
         }
         let _ = self.journal.set(journal);
         self
+    }
+
+    /// Serves hosts' captured consoles from `logs` (`/api/hosts/<name>/console`).
+    pub fn with_consoles(self, logs: Arc<crate::console::ConsoleLogs>) -> Self {
+        let _ = self.consoles.set(logs);
+        self
+    }
+
+    /// The captured consoles, when capture runs.
+    pub fn consoles(&self) -> Option<&Arc<crate::console::ConsoleLogs>> {
+        self.consoles.get()
     }
 
     /// Keeps inspection reports in `store` (standalone: on disk) instead of memory only.

@@ -39,20 +39,8 @@ beowulf bmc --inventory hosts.yaml --all-hosts power status\n  \
 beowulf bmc --inventory hosts.yaml --host node-0,node-1 bootdev pxe --once"
 )]
 pub struct BmcArgs {
-    /// BMC address: ipmi://HOST[:PORT], redfish://HOST[:PORT][/SYSTEM-ID] or redfish+http://…
-    #[arg(
-        long,
-        value_name = "URL",
-        required_unless_present = "inventory",
-        conflicts_with = "inventory"
-    )]
-    pub address: Option<String>,
-    /// BMC user name (with --inventory: for hosts whose entry has none).
-    #[arg(long, short = 'u', env = "BEOWULF_BMC_USERNAME")]
-    pub username: Option<String>,
-    /// A standalone inventory file: act on the BMCs of its hosts (choose them with --host or --all-hosts).
-    #[arg(long, value_name = "FILE")]
-    pub inventory: Option<PathBuf>,
+    #[command(flatten)]
+    pub conn: Connection,
     /// With --inventory: a host to act on; repeat it or separate names with commas.
     #[arg(
         long,
@@ -67,6 +55,23 @@ pub struct BmcArgs {
     /// With --inventory: how many BMCs to talk to at once.
     #[arg(long, default_value_t = 64, value_name = "N", value_parser = clap::value_parser!(u16).range(1..))]
     pub parallel: u16,
+    #[command(subcommand)]
+    pub action: BmcAction,
+}
+
+/// How to reach BMCs: one by `--address`, or those of a standalone inventory; shared by `beowulf bmc` and
+/// `beowulf console`.
+#[derive(Debug, Args)]
+pub struct Connection {
+    /// BMC address: ipmi://HOST[:PORT], redfish://HOST[:PORT][/SYSTEM-ID] or redfish+http://…
+    #[arg(long, value_name = "URL", conflicts_with = "inventory")]
+    pub address: Option<String>,
+    /// BMC user name (with --inventory: for hosts whose entry has none).
+    #[arg(long, short = 'u', env = "BEOWULF_BMC_USERNAME")]
+    pub username: Option<String>,
+    /// A standalone inventory file: act on the BMCs of its hosts.
+    #[arg(long, value_name = "FILE")]
+    pub inventory: Option<PathBuf>,
     /// File whose first line is the password (otherwise $BEOWULF_BMC_PASSWORD is used).
     #[arg(long, value_name = "FILE")]
     pub password_file: Option<PathBuf>,
@@ -85,8 +90,6 @@ pub struct BmcArgs {
     /// IPMI: seconds to wait for an answer before retransmitting; Redfish: ten times this per request.
     #[arg(long, default_value_t = 1.0, value_name = "SECONDS")]
     pub timeout: f64,
-    #[command(subcommand)]
-    pub action: BmcAction,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,17 +163,14 @@ fn read_password(file: Option<&PathBuf>) -> anyhow::Result<String> {
 }
 
 pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
-    let options = options(&args)?;
-    let Some(path) = args.inventory.clone() else {
+    let options = args.conn.options()?;
+    let Some(path) = args.conn.inventory.clone() else {
         let address = args
+            .conn
             .address
             .clone()
             .context("give --address URL or --inventory FILE")?;
-        let Some(username) = args.username.clone() else {
-            bail!("no BMC user name: give --username NAME or set BEOWULF_BMC_USERNAME");
-        };
-        let password = read_password(args.password_file.as_ref())?;
-        let key = args.bmc_key_file.as_deref().map(read_bmc_key).transpose()?;
+        let (username, password, key) = args.conn.login()?;
         let out = one(
             &address,
             username,
@@ -224,8 +224,57 @@ pub async fn run(args: BmcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The driver options the flags ask for (shared by every BMC of a run).
-fn options(args: &BmcArgs) -> anyhow::Result<Options> {
+impl Connection {
+    /// The driver options the flags ask for (shared by every BMC of a run).
+    pub fn options(&self) -> anyhow::Result<Options> {
+        options(self)
+    }
+
+    /// User name, password and BMC key from the flags (for --address).
+    pub fn login(&self) -> anyhow::Result<Login> {
+        let Some(username) = self.username.clone() else {
+            bail!("no BMC user name: give --username NAME or set BEOWULF_BMC_USERNAME");
+        };
+        let password = read_password(self.password_file.as_ref())?;
+        let key = self.bmc_key_file.as_deref().map(read_bmc_key).transpose()?;
+        Ok((username, password, key))
+    }
+
+    /// User name, password and BMC key of an inventory host's `bmc` entry, the flags filling what it lacks.
+    pub fn login_for(&self, b: &crate::inventory::Bmc) -> anyhow::Result<Login> {
+        let username = b
+            .username
+            .clone()
+            .or_else(|| self.username.clone())
+            .context("no BMC user name: set `username` in its bmc entry or give --username")?;
+        let password = match &b.password {
+            Some(p) => p
+                .resolve()
+                .context("reading its BMC password (passwordFile/passwordEnv)")?
+                .expose()
+                .to_string(),
+            None => read_password(self.password_file.as_ref())?,
+        };
+        let key = match (&b.bmc_key_file, &self.bmc_key_file) {
+            (Some(p), _) | (None, Some(p)) => Some(read_bmc_key(p)?),
+            (None, None) => None,
+        };
+        Ok((username, password, key))
+    }
+}
+
+/// A driver for the BMC at `address`.
+pub fn connect(address: &str, login: Login, options: Options) -> anyhow::Result<Bmc> {
+    let endpoint = Endpoint::parse(address)?;
+    let (username, password, key) = login;
+    let mut credentials = Credentials::new(username, password);
+    if let Some(key) = key {
+        credentials = credentials.with_bmc_key(key);
+    }
+    Ok(Bmc::new(endpoint, credentials, options, Limits::new(1))?)
+}
+
+fn options(args: &Connection) -> anyhow::Result<Options> {
     let ca_pem = match &args.ca_cert {
         Some(p) => {
             Some(std::fs::read(p).with_context(|| format!("reading the CA file {}", p.display()))?)
@@ -258,7 +307,7 @@ fn read_bmc_key(path: &Path) -> anyhow::Result<Vec<u8>> {
 }
 
 /// User name, password and BMC key of one BMC.
-type Login = (String, String, Option<Vec<u8>>);
+pub type Login = (String, String, Option<Vec<u8>>);
 
 /// One inventory host's BMC, its credentials resolved (or why they could not be).
 struct Target {
@@ -306,28 +355,7 @@ fn select(inventory: &Inventory, args: &BmcArgs) -> anyhow::Result<Vec<Target>> 
         .into_iter()
         .filter_map(|name| {
             let b = inventory.bmc(name)?;
-            let credentials = (|| {
-                let username = b
-                    .username
-                    .clone()
-                    .or_else(|| args.username.clone())
-                    .context(
-                        "no BMC user name: set `username` in its bmc entry or give --username",
-                    )?;
-                let password = match &b.password {
-                    Some(p) => p
-                        .resolve()
-                        .context("reading its BMC password (passwordFile/passwordEnv)")?
-                        .expose()
-                        .to_string(),
-                    None => read_password(args.password_file.as_ref())?,
-                };
-                let key = match (&b.bmc_key_file, &args.bmc_key_file) {
-                    (Some(p), _) | (None, Some(p)) => Some(read_bmc_key(p)?),
-                    (None, None) => None,
-                };
-                Ok((username, password, key))
-            })();
+            let credentials = args.conn.login_for(b);
             Some(Target {
                 name: name.to_string(),
                 address: b.address.clone(),
@@ -349,11 +377,7 @@ async fn one(
     pretty: bool,
 ) -> anyhow::Result<String> {
     let endpoint = Endpoint::parse(address)?;
-    let mut credentials = Credentials::new(username, password);
-    if let Some(key) = key {
-        credentials = credentials.with_bmc_key(key);
-    }
-    let bmc = Bmc::new(endpoint.clone(), credentials, options, Limits::new(1))?;
+    let bmc = connect(address, (username, password, key), options)?;
     let result = act(&bmc, action, pretty).await;
     bmc.close().await;
     // The driver's errors name the BMC already; only the others (a flag that does not apply) need it.

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod bmc;
 pub mod boot_services;
+pub mod console;
 pub mod crds;
 pub mod diagnostics;
 pub mod inspect;
@@ -41,6 +42,9 @@ pub enum Command {
     Release(release::ReleaseArgs),
     /// Control one BMC directly: power status/on/off/cycle/reset and the next boot device.
     Bmc(bmc::BmcArgs),
+    /// A host's serial console over IPMI Serial-over-LAN (interactive; `~.` leaves), or with --log what a
+    /// standalone server captured of it.
+    Console(console::ConsoleArgs),
     /// Run the boot plane (DHCP, TFTP, HTTP) from an inventory file, without Kubernetes.
     Standalone(standalone::StandaloneArgs),
     /// Standalone: have hosts boot the inspection image again on their next network boot.
@@ -82,6 +86,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     crate::telemetry::init(cli.log_format);
     match cli.command {
         Command::Bmc(args) => bmc::run(args).await,
+        Command::Console(args) => console::run(args).await,
         Command::Version => {
             println!("beowulf {}", env!("CARGO_PKG_VERSION"));
             Ok(())

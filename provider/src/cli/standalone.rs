@@ -13,6 +13,7 @@ use crate::boot::directory::DirectoryHandle;
 use crate::boot::inspection::InspectionStore;
 use crate::boot::metrics::BootMetrics;
 use crate::boot::plane::BootPlane;
+use crate::console::{Capture, ConsoleLogs, Policy};
 use crate::inventory::Inventory;
 use crate::inventory::watch::watch;
 
@@ -65,6 +66,17 @@ pub struct StandaloneArgs {
     /// (`boots.journal`: token digests, phases, callbacks), so a restart does not break them.
     #[arg(long, value_name = "DIR", env = "BEOWULF_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+
+    /// Capture hosts' serial consoles over IPMI Serial-over-LAN (hosts with an `ipmi://` BMC in the
+    /// inventory) into `<state-dir>/consoles/<host>.log`, shown at /api/hosts/<name>/console and by
+    /// `beowulf console NAME --log`: `boot` from a boot's first DHCP request until two minutes after its
+    /// callback, `always` all the time, `off` never.
+    #[arg(long, value_enum, default_value_t = Policy::Boot, value_name = "WHEN")]
+    pub consoles: Policy,
+
+    /// Most consoles captured at once (a BMC allows one console session; this bounds the server's).
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    pub max_consoles: usize,
 
     /// Check the inventory, print a summary and exit (no servers).
     #[arg(long)]
@@ -134,17 +146,37 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         skipped_lines = restored.skipped,
         "boot state restored"
     );
-    let plane = Arc::new(
-        BootPlane::new(
-            handle.clone(),
-            Duration::from_secs(args.token_ttl),
-            args.http_port,
-            metrics,
-        )
-        .with_inspections(inspections)
-        .with_journal(Arc::new(journal), restored),
-    );
+    let mut plane = BootPlane::new(
+        handle.clone(),
+        Duration::from_secs(args.token_ttl),
+        args.http_port,
+        metrics,
+    )
+    .with_inspections(inspections)
+    .with_journal(Arc::new(journal), restored);
+    let bmcs = Arc::new(std::sync::RwLock::new(inventory.bmcs.clone()));
+    let capture = match args.consoles {
+        Policy::Off => None,
+        policy => {
+            let dir = args.state_dir.join("consoles");
+            let logs = ConsoleLogs::open(&dir, crate::console::log::DEFAULT_MAX_BYTES)
+                .with_context(|| format!("cannot keep console logs in {}", dir.display()))?;
+            let logs = Arc::new(logs);
+            plane = plane.with_consoles(logs.clone());
+            let capture = Arc::new(Capture::new(
+                logs,
+                consoles::opener(bmcs.clone()),
+                args.max_consoles,
+                Duration::from_secs(args.token_ttl),
+            ));
+            Some((policy, capture))
+        }
+    };
+    let plane = Arc::new(plane);
     plane.write_discovered(&plane.directory.get());
+    if let Some((policy, capture)) = &capture {
+        consoles::start(*policy, capture.clone(), &plane, &bmcs);
+    }
 
     let server_ip = match args.server_ip {
         Some(ip) => ip,
@@ -171,9 +203,115 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         args.inventory.clone(),
         referenced,
         Duration::from_millis(args.poll_interval.max(50)),
-        move |dir| p2.directory_changed(dir),
+        move |inv| {
+            p2.directory_changed(&inv.directory);
+            *bmcs.write().unwrap_or_else(|e| e.into_inner()) = inv.bmcs.clone();
+            if let Some((Policy::Always, capture)) = &capture {
+                capture.always(&consoles::ipmi_hosts(&inv.bmcs));
+            }
+        },
     ));
     let served = services.run(registry, terminated()).await;
     watcher.abort();
     served
+}
+
+/// Console capture in standalone mode: consoles opened with the inventory's BMC entries, started by the boot
+/// plane's phases (`boot`) or for every IPMI host (`always`).
+mod consoles {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, RwLock};
+
+    use crate::bmc::{Bmc, BmcError, Credentials, Endpoint, Limits, Options};
+    use crate::boot::Phase;
+    use crate::boot::plane::BootPlane;
+    use crate::console::capture::{KEEPALIVE, Opener};
+    use crate::console::{Capture, Policy};
+    use crate::inventory;
+
+    type Bmcs = Arc<RwLock<BTreeMap<String, inventory::Bmc>>>;
+
+    /// Hosts whose BMC speaks IPMI (the only protocol with a standard serial console).
+    pub fn ipmi_hosts(bmcs: &BTreeMap<String, inventory::Bmc>) -> Vec<String> {
+        bmcs.iter()
+            .filter(|(_, b)| b.address.starts_with("ipmi://"))
+            .map(|(h, _)| h.clone())
+            .collect()
+    }
+
+    pub fn start(policy: Policy, capture: Arc<Capture>, plane: &BootPlane, bmcs: &Bmcs) {
+        match policy {
+            Policy::Off => {}
+            Policy::Always => {
+                let hosts = ipmi_hosts(&bmcs.read().unwrap_or_else(|e| e.into_inner()));
+                capture.always(&hosts);
+            }
+            Policy::Boot => {
+                let directory = plane.directory.clone();
+                plane.observe_phases(Box::new(move |mac, phase| {
+                    let dir = directory.get();
+                    let Some(host) = dir.host_by_mac(mac) else {
+                        return;
+                    };
+                    match phase {
+                        Phase::DhcpOffer | Phase::DhcpAck | Phase::Tftp | Phase::IpxeScript => {
+                            capture.boot_started(&host.name)
+                        }
+                        Phase::Callback | Phase::Inspection => capture.boot_ended(&host.name),
+                        _ => {}
+                    }
+                }));
+            }
+        }
+    }
+
+    /// Opens a host's console with its inventory `bmc` entry (credentials read when it is opened).
+    pub fn opener(bmcs: Bmcs) -> Opener {
+        Arc::new(move |host: String| {
+            let entry = bmcs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&host)
+                .cloned()?;
+            Some(Box::pin(async move {
+                let bmc = connect(&entry)?;
+                bmc.console(false, KEEPALIVE).await
+            }))
+        })
+    }
+
+    fn connect(entry: &inventory::Bmc) -> Result<Bmc, BmcError> {
+        // Credentials that cannot be read are an authentication failure: capture does not retry those.
+        let bad = |detail: String| BmcError::Auth {
+            bmc: entry.address.clone(),
+            detail,
+        };
+        let endpoint = Endpoint::parse(&entry.address)?;
+        let username = entry
+            .username
+            .clone()
+            .ok_or_else(|| bad("no user name: set `username` in the host's bmc entry".into()))?;
+        let password = match &entry.password {
+            Some(p) => p
+                .resolve()
+                .map_err(|e| bad(format!("cannot read its password ({e})")))?
+                .expose()
+                .to_string(),
+            None => {
+                return Err(bad(
+                    "no password: set passwordFile or passwordEnv in the host's bmc entry".into(),
+                ));
+            }
+        };
+        let mut credentials = Credentials::new(username, password);
+        if let Some(p) = &entry.bmc_key_file {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| bad(format!("cannot read its BMC key file ({e})")))?;
+            credentials = credentials.with_bmc_key(
+                crate::bmc::parse_bmc_key(&text)
+                    .map_err(|e| bad(format!("its BMC key file: {e}")))?,
+            );
+        }
+        Bmc::new(endpoint, credentials, Options::default(), Limits::new(1))
+    }
 }

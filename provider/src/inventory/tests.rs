@@ -369,7 +369,7 @@ fn watched(interval: Duration) -> Watched {
         path.clone(),
         referenced,
         interval,
-        move |dir| s2.lock().unwrap().push(dir.hosts.len()),
+        move |inv| s2.lock().unwrap().push(inv.directory.hosts.len()),
     ));
     (d, path, handle, served, task)
 }

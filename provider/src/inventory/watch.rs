@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use super::Inventory;
-use crate::boot::directory::{Directory, DirectoryHandle};
+use crate::boot::directory::DirectoryHandle;
 
 /// (mtime, length) of each watched file; `None` for a file that is missing.
 type Fingerprint = Vec<Option<(SystemTime, u64)>>;
@@ -34,7 +34,7 @@ fn watched(path: &std::path::Path, inv: &Inventory) -> Vec<PathBuf> {
 }
 
 /// Polls the inventory file at `path` (and `referenced`, the files the inventory in service was built from)
-/// every `interval`; on a change, reloads it, calls `on_reload` with the new directory and puts it in service
+/// every `interval`; on a change, reloads it, calls `on_reload` with the new inventory and puts it in service
 /// in `handle`. Runs until the task is dropped.
 ///
 /// The files are fingerprinted when `watch` is called, not when the returned future first runs: an edit
@@ -44,7 +44,7 @@ pub fn watch(
     path: PathBuf,
     referenced: Vec<PathBuf>,
     interval: Duration,
-    on_reload: impl Fn(&Directory) + Send + Sync + 'static,
+    on_reload: impl Fn(&Inventory) + Send + Sync + 'static,
 ) -> impl Future<Output = ()> + Send {
     let files: Vec<PathBuf> = std::iter::once(path.clone()).chain(referenced).collect();
     let seen = fingerprint(&files);
@@ -57,7 +57,7 @@ async fn poll(
     mut files: Vec<PathBuf>,
     mut seen: Fingerprint,
     interval: Duration,
-    on_reload: impl Fn(&Directory) + Send + Sync + 'static,
+    on_reload: impl Fn(&Inventory) + Send + Sync + 'static,
 ) {
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -94,7 +94,7 @@ async fn poll(
                 );
                 files = watched(&path, &inv);
                 seen = fingerprint(&files);
-                on_reload(&inv.directory);
+                on_reload(&inv);
                 handle.set(inv.directory);
             }
             Ok(Err(e)) => {

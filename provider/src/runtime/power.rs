@@ -67,7 +67,8 @@ fn io(e: crate::bmc::BmcError) -> PowerError {
         E::Auth { .. } => BmcFailure::Auth,
         E::Unreachable { .. } | E::Timeout { .. } => BmcFailure::Unreachable,
         E::Unsupported { .. } => BmcFailure::Unsupported,
-        E::Protocol { .. } => BmcFailure::Protocol,
+        // Power and boot commands never hold a payload; a busy BMC is a protocol answer to them.
+        E::Protocol { .. } | E::Busy { .. } => BmcFailure::Protocol,
     };
     PowerError::new(kind, e.to_string())
 }

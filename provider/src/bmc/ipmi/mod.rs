@@ -16,6 +16,7 @@ pub mod negotiate;
 pub mod packet;
 pub mod ping;
 pub mod session;
+pub mod sol;
 
 use std::time::Duration;
 
@@ -107,6 +108,20 @@ impl IpmiClient {
     /// The cipher suite of the open session, if one is open.
     pub async fn session_suite(&self) -> Option<u8> {
         self.session.lock().await.as_ref().map(|s| s.suite().id())
+    }
+
+    /// Opens the host's serial console (SOL) on a session of its own; see [`sol::Console`]. `takeover`:
+    /// deactivate SOL on another session first instead of failing with [`BmcError::Busy`].
+    pub async fn console(&self, takeover: bool, keepalive: Duration) -> Result<sol::Console> {
+        sol::Console::open(
+            self.params().await?,
+            &self.credentials.username,
+            self.credentials.password(),
+            self.credentials.bmc_key(),
+            takeover,
+            keepalive,
+        )
+        .await
     }
 
     async fn params(&self) -> Result<SessionParams> {

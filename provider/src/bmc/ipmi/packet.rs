@@ -11,6 +11,7 @@ const FORMAT_RMCP_PLUS: u8 = 0x06;
 /// RMCP+ payload types (IPMI v2.0 table 13-16).
 pub mod payload {
     pub const IPMI: u8 = 0x00;
+    pub const SOL: u8 = 0x01;
     pub const OPEN_SESSION_REQUEST: u8 = 0x10;
     pub const OPEN_SESSION_RESPONSE: u8 = 0x11;
     pub const RAKP1: u8 = 0x12;

@@ -559,6 +559,69 @@ impl Session {
         Ok((resp.completion, resp.data))
     }
 
+    /// The BMC's name in errors and logs.
+    pub fn bmc(&self) -> &str {
+        &self.params.bmc
+    }
+
+    /// The BMC's id for this session (what it reports as the holder of a payload it activated for us).
+    pub fn bmc_session_id(&self) -> u32 {
+        self.sid_c
+    }
+
+    /// How long one answer is waited for (the session's request timeout).
+    pub fn timeout(&self) -> Duration {
+        self.params.timeout
+    }
+
+    /// Sends one payload of type `ptype` (encrypted and authenticated) with the next session sequence number,
+    /// without waiting for anything: for payloads that are not request/response (SOL).
+    pub async fn send_payload(&mut self, ptype: u8, data: &[u8]) -> Result<()> {
+        self.seq = self.seq.wrapping_add(1).max(1);
+        let pkt = packet::encode_v20(
+            ptype,
+            self.sid_c,
+            self.seq,
+            data,
+            Some(&self.keys),
+            rand::random(),
+        );
+        self.sock
+            .send(&pkt)
+            .await
+            .map_err(|e| io_error(&self.params, "sending a payload", e))?;
+        Ok(())
+    }
+
+    /// Sends an IPMI request without waiting for its response (a keepalive whose answer is only proof of
+    /// life; it arrives through [`Session::recv_payload`]).
+    pub async fn send_request(&mut self, netfn: u8, cmd: u8, data: &[u8]) -> Result<()> {
+        self.rq_seq = (self.rq_seq + 1) & 0x3f;
+        let msg = packet::encode_request(netfn, cmd, self.rq_seq, data);
+        self.send_payload(payload::IPMI, &msg).await
+    }
+
+    /// The next datagram of this session that decodes and passes the integrity check, or `None` when
+    /// `deadline` comes first. Anything else on the socket is dropped.
+    pub async fn recv_payload(&mut self, deadline: Instant) -> Result<Option<Datagram>> {
+        let mut buf = vec![0u8; 1024];
+        loop {
+            let n = match tokio::time::timeout_at(deadline, self.sock.recv(&mut buf)).await {
+                Err(_) => return Ok(None),
+                Ok(Err(e)) => return Err(io_error(&self.params, "receiving", e)),
+                Ok(Ok(n)) => n,
+            };
+            match packet::decode(&buf[..n], Some(&self.keys)) {
+                Ok(d) if d.session_id == self.sid_m => {
+                    self.last_used = Instant::now();
+                    return Ok(Some(d));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(bmc = %self.params.bmc, error = %e, "dropping datagram"),
+            }
+        }
+    }
+
     /// Closes the session; best effort, one short attempt.
     pub async fn close(mut self) {
         self.params.retries = 0;
