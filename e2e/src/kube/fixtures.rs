@@ -113,7 +113,7 @@ impl QemuHost {
         Self::start_with_args(mc, name, n, labels, 512, args)
     }
 
-    /// [`QemuHost::start_sized`] with more QEMU arguments (disks: `-drive …`, `-device …`).
+    /// [`QemuHost::start_with_args`] with more QEMU arguments (disks: `-drive …`, `-device …`).
     pub fn start_with_args(
         mc: &MgmtCluster,
         name: &str,
@@ -122,8 +122,26 @@ impl QemuHost {
         memory_mib: u32,
         qemu_args: Vec<String>,
     ) -> QemuHost {
+        Self::start_full(mc, name, n, labels, memory_mib, qemu_args, false)
+    }
+
+    /// [`QemuHost::start`] whose serial port is wired to its BMC's Serial over LAN (`e2e::serial_wire`).
+    pub fn start_with_console(mc: &MgmtCluster, name: &str, n: u8, labels: Value) -> QemuHost {
+        Self::start_full(mc, name, n, labels, 512, Vec::new(), true)
+    }
+
+    fn start_full(
+        mc: &MgmtCluster,
+        name: &str,
+        n: u8,
+        labels: Value,
+        memory_mib: u32,
+        qemu_args: Vec<String>,
+        sol: bool,
+    ) -> QemuHost {
         let node = Node::new(name, n, Firmware::Bios);
         let mut spec = MachineSpec::new(&mc.lan.name, "br0", &node.mac);
+        spec.sol = sol;
         spec.bmc_ip = Some(mc.api_ip);
         spec.memory_mib = memory_mib;
         spec.qemu_args = qemu_args;

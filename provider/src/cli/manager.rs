@@ -140,6 +140,52 @@ pub struct ManagerArgs {
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
     pub no_boot_plane: bool,
+    /// Capture hosts' serial consoles over IPMI Serial-over-LAN while they boot (`boot`), or never (`off`).
+    /// A boot that gets stuck quotes the last lines in the host's Provisioned condition and event.
+    #[arg(long, value_enum, default_value_t = ConsolePolicy::Boot, value_name = "WHEN", help_heading = "Provisioning")]
+    pub consoles: ConsolePolicy,
+    /// Most consoles captured at once.
+    #[arg(
+        long,
+        default_value_t = 256,
+        value_name = "N",
+        help_heading = "Provisioning"
+    )]
+    pub max_consoles: usize,
+    /// Seconds from power-on to a boot's first DHCP request before the boot counts as stuck.
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECONDS",
+        help_heading = "Provisioning"
+    )]
+    pub boot_dhcp_timeout: u64,
+    /// Seconds a boot may stay between two loader phases (DHCP, TFTP, script, kernel, initrd, rootfs).
+    #[arg(
+        long,
+        default_value_t = 300,
+        value_name = "SECONDS",
+        help_heading = "Provisioning"
+    )]
+    pub boot_load_timeout: u64,
+    /// Seconds from the rootfs/metadata to the node's callback (the OS boots and runs cloud-init).
+    #[arg(
+        long,
+        default_value_t = 900,
+        value_name = "SECONDS",
+        help_heading = "Provisioning"
+    )]
+    pub boot_os_timeout: u64,
+    /// Boot attempts before a host goes to `error`.
+    #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Provisioning")]
+    pub boot_attempts: u32,
+}
+
+/// When the manager captures consoles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ConsolePolicy {
+    Boot,
+    Off,
 }
 
 impl ManagerArgs {
@@ -333,6 +379,19 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     let host_controller = controller(api::<BeowulfHost>(&client, &args.namespace), cfg.clone());
     ctx.hosts = Some(Arc::new(HostCache::new(host_controller.store())));
     ctx.inspection_image = Some(args.inspection_image.clone()).filter(|i| !i.is_empty());
+    ctx.engine.dhcp_timeout = std::time::Duration::from_secs(args.boot_dhcp_timeout);
+    ctx.engine.load_timeout = std::time::Duration::from_secs(args.boot_load_timeout);
+    ctx.engine.os_timeout = std::time::Duration::from_secs(args.boot_os_timeout);
+    ctx.engine.max_attempts = args.boot_attempts;
+    if args.consoles == ConsolePolicy::Boot {
+        // In memory: a manager restart loses the consoles of boots in progress (their conditions keep what
+        // they quoted). Not served over HTTP yet: that needs Kubernetes authorization.
+        ctx.consoles = Some(Arc::new(crate::runtime::consoles::Consoles::new(
+            Arc::new(crate::console::ConsoleLogs::in_memory()),
+            args.max_consoles,
+            std::time::Duration::from_secs(args.token_ttl),
+        )));
+    }
     let ctx = Arc::new(ctx);
 
     // Health and metrics answer while waiting for leadership (a follower is alive and ready).

@@ -339,6 +339,26 @@ pub async fn drive_with(
         tracing::info!(host = %key, ?action, "host action done");
     }
 
+    // Consoles: followed while a boot is under way; a boot that got stuck quotes what the node printed last
+    // (scrubbed when captured), so the condition and its event say why.
+    if let Some(consoles) = &ctx.consoles {
+        match (d.progress.state, &target) {
+            (HostState::Provisioning | HostState::Inspecting | HostState::Cleaning, Ok(t)) => {
+                consoles.boot_started(&key, t)
+            }
+            _ => consoles.boot_ended(&key),
+        }
+        if crate::provisioning::engine::is_stall(&d.reason)
+            && d.actions.contains(&Action::WithdrawProfile)
+        {
+            let lines = consoles.last_lines(&key);
+            d.message = crate::runtime::consoles::with_console(&d.message, &lines);
+            if let Some(f) = &mut d.progress.failure {
+                f.1 = d.message.clone();
+            }
+        }
+    }
+
     // Status: the persisted progress plus what was observed. Conditions keep their transition times.
     let now = ctx.now_ts();
     let generation = host.metadata.generation;

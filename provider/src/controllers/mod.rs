@@ -51,6 +51,9 @@ pub struct Context {
     /// The BeowulfImage (looked up in each host's namespace) that unclaimed hosts boot to be inspected;
     /// `None`: no inspection.
     pub inspection_image: Option<String>,
+    /// Hosts' serial consoles, captured while they boot; a failed boot's condition quotes the last lines.
+    /// `None`: no capture.
+    pub consoles: Option<Arc<crate::runtime::consoles::Consoles>>,
 }
 
 impl Context {
@@ -65,6 +68,7 @@ impl Context {
             recorder: None,
             hosts: None,
             inspection_image: None,
+            consoles: None,
         }
     }
 

@@ -152,6 +152,13 @@ fn camel(phase: Phase) -> String {
         .collect()
 }
 
+/// Whether `reason` says a boot got stuck (timed out at some phase, or a cleaning boot gave up).
+pub fn is_stall(reason: &str) -> bool {
+    reason == reason::NO_DHCP
+        || reason == reason::CLEANING_FAILED
+        || reason.starts_with("BootStalledAfter")
+}
+
 /// The reason for a boot that got stuck after `last`.
 pub fn stall_reason(last: Option<Phase>) -> String {
     match last {

@@ -4,5 +4,6 @@
 //! loader of the boot plane's directory). `beowulf manager` composes them with the controllers; the tests and
 //! benchmarks use them too.
 
+pub mod consoles;
 pub mod power;
 pub mod profiles;

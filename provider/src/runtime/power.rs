@@ -38,26 +38,31 @@ impl BmcPower {
         if let Some(d) = drivers.get(&key) {
             return Ok(d.clone());
         }
-        let endpoint = Endpoint::parse(&t.address).map_err(io)?;
-        let mut options = Options {
-            insecure_tls: t.insecure_tls,
-            ..Options::default()
-        };
-        options.cipher_suite = match t.cipher_suite {
-            Some(3) => crate::bmc::ipmi::CipherChoice::Suite3,
-            Some(17) => crate::bmc::ipmi::CipherChoice::Suite17,
-            _ => crate::bmc::ipmi::CipherChoice::Auto,
-        };
-        let mut credentials = Credentials::new(t.username.clone(), t.password.clone());
-        if let Some(k) = &t.bmc_key {
-            credentials = credentials.with_bmc_key(k.clone());
-        }
-        let bmc = Bmc::new(endpoint, credentials, options, self.limits.clone()).map_err(io)?;
+        let bmc = connect(t, self.limits.clone()).map_err(io)?;
         let bmc = Arc::new(bmc);
         drivers.retain(|(addr, ..), _| addr != &t.address);
         drivers.insert(key, bmc.clone());
         Ok(bmc)
     }
+}
+
+/// A driver for `t`'s BMC (no traffic until it is used).
+pub fn connect(t: &BmcTarget, limits: Limits) -> Result<Bmc, crate::bmc::BmcError> {
+    let endpoint = Endpoint::parse(&t.address)?;
+    let mut options = Options {
+        insecure_tls: t.insecure_tls,
+        ..Options::default()
+    };
+    options.cipher_suite = match t.cipher_suite {
+        Some(3) => crate::bmc::ipmi::CipherChoice::Suite3,
+        Some(17) => crate::bmc::ipmi::CipherChoice::Suite17,
+        _ => crate::bmc::ipmi::CipherChoice::Auto,
+    };
+    let mut credentials = Credentials::new(t.username.clone(), t.password.clone());
+    if let Some(k) = &t.bmc_key {
+        credentials = credentials.with_bmc_key(k.clone());
+    }
+    Bmc::new(endpoint, credentials, options, limits)
 }
 
 /// The driver's error with its kind kept (timeouts count as unreachable: both pass by themselves).
