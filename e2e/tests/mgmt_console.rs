@@ -3,7 +3,9 @@
 //! ipmi_sim BMC's SOL), and when the boot gets stuck it quotes the node's last console lines in the host's
 //! `Provisioned` condition and its `ProvisioningFailed` event. The image boots a kernel without its initrd,
 //! so the node panics ("VFS: Unable to mount root fs"); the boot token the kernel prints on its command line
-//! is on the raw serial port but nowhere in the API.
+//! is on the raw serial port but nowhere in the API. The captured console is served on the manager's
+//! diagnostics endpoint to a ServiceAccount bound to `beowulf-console-reader` (the API server authorizes
+//! `get beowulfhosts/console`), refused (403) to one that is not, and to a request without a token (401).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::Duration;

@@ -6,8 +6,12 @@
 //! `--diagnostics-cert-dir`, else a self-signed one made at start (as controller-runtime does; scrapers then
 //! skip verification or pin it). `--insecure-diagnostics`: plain HTTP and no checks.
 //!
-//! Decisions are cached per token for [`DECISION_TTL`], so a scrape every few seconds costs the API server
-//! two requests a minute, not two per scrape.
+//! The same endpoint serves hosts' captured serial consoles, `/consoles/<namespace>/<host>`, to callers whose
+//! user may `get` the subresource `beowulfhosts/console` of that host (a SubjectAccessReview with resource
+//! attributes; the components file's ClusterRole `beowulf-console-reader` grants it).
+//!
+//! Decisions are cached per token and resource for [`DECISION_TTL`], so a scrape every few seconds costs the
+//! API server two requests a minute, not two per scrape.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +22,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
-    NonResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+    NonResourceAttributes, ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
 use kube::api::{Api, PostParams};
 use prometheus_client::registry::Registry;
@@ -29,8 +33,62 @@ use tokio_rustls::rustls;
 
 /// How long an authentication/authorization decision is reused for the same token.
 pub const DECISION_TTL: Duration = Duration::from_secs(60);
-/// The only path served.
 const METRICS_PATH: &str = "/metrics";
+/// `/consoles/<namespace>/<host>`.
+const CONSOLES_PREFIX: &str = "/consoles/";
+/// Console lines a request gets.
+const CONSOLE_LINES: usize = 500;
+
+/// What a request asks for, as the API server authorizes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Resource {
+    /// `get` on the non-resource URL `/metrics`.
+    Metrics,
+    /// `get` on `beowulfhosts/console` of one host.
+    Console { namespace: String, name: String },
+}
+
+impl Resource {
+    fn from_path(path: &str) -> Option<Resource> {
+        if path == METRICS_PATH {
+            return Some(Resource::Metrics);
+        }
+        let (namespace, name) = path.strip_prefix(CONSOLES_PREFIX)?.split_once('/')?;
+        // Kubernetes names: DNS labels and subdomains (alphanumeric at both ends); nothing else names a host.
+        let alnum = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+        let ok = |s: &str| {
+            let b = s.as_bytes();
+            !b.is_empty()
+                && b.len() <= 253
+                && alnum(b[0])
+                && alnum(b[b.len() - 1])
+                && b.iter().all(|&c| alnum(c) || c == b'-' || c == b'.')
+        };
+        (ok(namespace) && ok(name)).then(|| Resource::Console {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// What the cache keys the decision by, besides the token.
+    fn key(&self) -> String {
+        match self {
+            Resource::Metrics => METRICS_PATH.to_string(),
+            Resource::Console { namespace, name } => format!("console {namespace}/{name}"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Resource::Metrics => {
+                format!("get {METRICS_PATH} (bind it to the ClusterRole beowulf-metrics-reader)")
+            }
+            Resource::Console { namespace, name } => format!(
+                "get beowulfhosts/console of {namespace}/{name} (bind it to the ClusterRole beowulf-console-reader)"
+            ),
+        }
+    }
+}
 /// A request head larger than this is refused (a bearer token is a few KiB at most).
 const MAX_HEAD: usize = 16 * 1024;
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +99,7 @@ enum Decision {
     Allowed,
     /// 401: no token, or one the API server does not accept.
     Unauthenticated,
-    /// 403: a valid token whose user may not `get /metrics`.
+    /// 403: a valid token whose user may not get what it asked for.
     Forbidden(String),
 }
 
@@ -52,18 +110,22 @@ struct Access {
 }
 
 impl Access {
-    async fn decide(&self, token: Option<&str>) -> Decision {
+    async fn decide(&self, token: Option<&str>, what: &Resource) -> Decision {
         let Some(token) = token.filter(|t| !t.is_empty()) else {
             return Decision::Unauthenticated;
         };
-        // Keyed by the token's hash: the cache never holds a token.
-        let key: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        // Keyed by the token's hash (the cache never holds a token) and what it asked for.
+        let mut h = sha2::Sha256::new();
+        h.update(token.as_bytes());
+        h.update([0]);
+        h.update(what.key().as_bytes());
+        let key: [u8; 32] = h.finalize().into();
         if let Some((at, d)) = self.lock().get(&key)
             && at.elapsed() < DECISION_TTL
         {
             return d.clone();
         }
-        let decision = match self.review(token).await {
+        let decision = match self.review(token, what).await {
             Ok(d) => d,
             Err(e) => {
                 // Not cached: the next scrape asks again.
@@ -83,7 +145,7 @@ impl Access {
         self.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    async fn review(&self, token: &str) -> anyhow::Result<Decision> {
+    async fn review(&self, token: &str, what: &Resource) -> anyhow::Result<Decision> {
         let review = TokenReview {
             spec: TokenReviewSpec {
                 token: Some(token.to_string()),
@@ -108,11 +170,25 @@ impl Access {
                 groups: user.groups,
                 uid: user.uid,
                 extra: user.extra,
-                non_resource_attributes: Some(NonResourceAttributes {
-                    path: Some(METRICS_PATH.to_string()),
-                    verb: Some("get".to_string()),
-                }),
-                ..Default::default()
+                non_resource_attributes: match what {
+                    Resource::Metrics => Some(NonResourceAttributes {
+                        path: Some(METRICS_PATH.to_string()),
+                        verb: Some("get".to_string()),
+                    }),
+                    Resource::Console { .. } => None,
+                },
+                resource_attributes: match what {
+                    Resource::Metrics => None,
+                    Resource::Console { namespace, name } => Some(ResourceAttributes {
+                        group: Some("infrastructure.cluster.x-k8s.io".to_string()),
+                        resource: Some("beowulfhosts".to_string()),
+                        subresource: Some("console".to_string()),
+                        verb: Some("get".to_string()),
+                        namespace: Some(namespace.clone()),
+                        name: Some(name.clone()),
+                        ..Default::default()
+                    }),
+                },
             },
             ..Default::default()
         };
@@ -135,6 +211,7 @@ pub struct Diagnostics {
     addr: SocketAddr,
     tls: Option<TlsAcceptor>,
     access: Option<Arc<Access>>,
+    consoles: Option<Arc<crate::runtime::consoles::Consoles>>,
 }
 
 impl Diagnostics {
@@ -144,7 +221,14 @@ impl Diagnostics {
             addr,
             tls: None,
             access: None,
+            consoles: None,
         }
+    }
+
+    /// Also serves the hosts' captured consoles, `/consoles/<namespace>/<host>`.
+    pub fn with_consoles(mut self, consoles: Arc<crate::runtime::consoles::Consoles>) -> Self {
+        self.consoles = Some(consoles);
+        self
     }
 
     /// HTTPS with the certificate in `cert_dir` (else self-signed), callers checked through `client`.
@@ -171,6 +255,7 @@ impl Diagnostics {
                 client,
                 cache: Mutex::new(HashMap::new()),
             })),
+            consoles: None,
         })
     }
 
@@ -183,16 +268,22 @@ impl Diagnostics {
         loop {
             let (sock, peer) = listener.accept().await?;
             let (tls, access, registry) = (self.tls.clone(), self.access.clone(), registry.clone());
+            let consoles = self.consoles.clone();
             tokio::spawn(async move {
+                let serving = Serving {
+                    access: access.as_deref(),
+                    registry: &registry,
+                    consoles: consoles.as_deref(),
+                };
                 let r = match tls {
                     Some(acceptor) => {
                         match tokio::time::timeout(READ_TIMEOUT, acceptor.accept(sock)).await {
-                            Ok(Ok(stream)) => answer(stream, access.as_deref(), &registry).await,
+                            Ok(Ok(stream)) => answer(stream, &serving).await,
                             Ok(Err(e)) => Err(e),
                             Err(_) => Ok(()),
                         }
                     }
-                    None => answer(sock, access.as_deref(), &registry).await,
+                    None => answer(sock, &serving).await,
                 };
                 if let Err(e) = r {
                     tracing::debug!(%peer, error = %e, "diagnostics connection");
@@ -202,11 +293,17 @@ impl Diagnostics {
     }
 }
 
+/// What a connection is served from.
+struct Serving<'a> {
+    access: Option<&'a Access>,
+    registry: &'a Registry,
+    consoles: Option<&'a crate::runtime::consoles::Consoles>,
+}
+
 /// One request, one response, then the connection closes.
 async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
-    access: Option<&Access>,
-    registry: &Registry,
+    serving: &Serving<'_>,
 ) -> std::io::Result<()> {
     let head = match tokio::time::timeout(READ_TIMEOUT, read_head(&mut stream)).await {
         Ok(Ok(Some(head))) => head,
@@ -222,11 +319,11 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
         Err(_) => return Ok(()),
     };
     let request = Request::parse(&head);
-    if request.path != METRICS_PATH {
+    let Some(what) = Resource::from_path(&request.path) else {
         return respond(&mut stream, "404 Not Found", "not found\n").await;
-    }
-    if let Some(access) = access {
-        match access.decide(request.bearer.as_deref()).await {
+    };
+    if let Some(access) = serving.access {
+        match access.decide(request.bearer.as_deref(), &what).await {
             Decision::Allowed => {}
             Decision::Unauthenticated => {
                 return respond(
@@ -241,17 +338,37 @@ async fn answer<S: AsyncRead + AsyncWrite + Unpin>(
                 return respond(
                     &mut stream,
                     "403 Forbidden",
-                    &format!("{user} may not get {METRICS_PATH} (bind it to the ClusterRole beowulf-metrics-reader)\n"),
+                    &format!("{user} may not {}\n", what.describe()),
                 )
                 .await;
             }
         }
     }
-    let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, registry) {
-        body = format!("# encoding failed: {e}\n");
+    match what {
+        Resource::Metrics => {
+            let mut body = String::new();
+            if let Err(e) = prometheus_client::encoding::text::encode(&mut body, serving.registry) {
+                body = format!("# encoding failed: {e}\n");
+            }
+            respond(&mut stream, "200 OK", &body).await
+        }
+        Resource::Console { namespace, name } => {
+            let Some(consoles) = serving.consoles else {
+                return respond(
+                    &mut stream,
+                    "404 Not Found",
+                    "console capture is off (beowulf manager --consoles off)\n",
+                )
+                .await;
+            };
+            let mut body = String::new();
+            for line in consoles.log_tail(&format!("{namespace}/{name}"), CONSOLE_LINES) {
+                body.push_str(&line);
+                body.push('\n');
+            }
+            respond(&mut stream, "200 OK", &body).await
+        }
     }
-    respond(&mut stream, "200 OK", &body).await
 }
 
 async fn respond<S: AsyncWrite + Unpin>(
@@ -347,6 +464,31 @@ fn self_signed() -> anyhow::Result<Pair> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_name_what_is_authorized() {
+        assert_eq!(Resource::from_path("/metrics"), Some(Resource::Metrics));
+        assert_eq!(
+            Resource::from_path("/consoles/rack-1/node-0"),
+            Some(Resource::Console {
+                namespace: "rack-1".into(),
+                name: "node-0".into()
+            })
+        );
+        for bad in [
+            "/",
+            "/consoles/",
+            "/consoles/ns",
+            "/consoles/ns/",
+            "/consoles/ns/a/b",
+            "/consoles/../x",
+            "/consoles/NS/x",
+            "/consoles/ns/x%2f",
+            "/metricsx",
+        ] {
+            assert_eq!(Resource::from_path(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn the_bearer_token_and_the_path_come_from_the_head() {

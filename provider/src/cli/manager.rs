@@ -385,7 +385,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     ctx.engine.max_attempts = args.boot_attempts;
     if args.consoles == ConsolePolicy::Boot {
         // In memory: a manager restart loses the consoles of boots in progress (their conditions keep what
-        // they quoted). Not served over HTTP yet: that needs Kubernetes authorization.
+        // they quoted). Served on the diagnostics endpoint to callers Kubernetes authorizes.
         ctx.consoles = Some(Arc::new(crate::runtime::consoles::Consoles::new(
             Arc::new(crate::console::ConsoleLogs::in_memory()),
             args.max_consoles,
@@ -412,6 +412,10 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             args.diagnostics_cert_dir.as_deref(),
             client.clone(),
         )?
+    };
+    let diagnostics = match &ctx.consoles {
+        Some(c) => diagnostics.with_consoles(c.clone()),
+        None => diagnostics,
     };
     let metrics = diagnostics.serve(registry);
     let health = serve(

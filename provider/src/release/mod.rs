@@ -138,6 +138,13 @@ pub fn components(image: &str) -> Result<Vec<Value>, Error> {
         "metadata": {"name": "beowulf-metrics-reader", "labels": provider_labels()},
         "rules": [{"nonResourceURLs": ["/metrics"], "verbs": ["get"]}],
     }));
+    // What an operator is bound to, to read hosts' captured consoles from the diagnostics endpoint.
+    out.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+        "metadata": {"name": "beowulf-console-reader", "labels": provider_labels()},
+        "rules": [{"apiGroups": ["infrastructure.cluster.x-k8s.io"], "resources": ["beowulfhosts/console"],
+                   "verbs": ["get"]}],
+    }));
     out.push(json!({
         "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
         "metadata": {"name": "beowulf-manager-rolebinding", "labels": provider_labels()},

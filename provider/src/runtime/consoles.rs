@@ -73,6 +73,15 @@ impl Consoles {
         }
     }
 
+    /// The last `n` lines of `key`'s console as captured (`TIMESTAMP TEXT`, scrubbed); empty when none was.
+    pub fn log_tail(&self, key: &str, n: usize) -> Vec<String> {
+        self.capture
+            .logs()
+            .existing(key)
+            .map(|l| l.tail(n))
+            .unwrap_or_default()
+    }
+
     /// The console lines of `key` worth quoting: the last [`FAILED_BOOT_LINES`], after the most recent
     /// notable line before them (a panic, an error) if there is one; text only (no timestamps, not our own
     /// notes), each cut to a sane length; scrubbed of secrets when they were captured.
