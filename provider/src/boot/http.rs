@@ -11,14 +11,13 @@
 //! Nothing here logs a URL, a token or a response body: request paths contain tokens.
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
@@ -40,7 +39,8 @@ struct AppState {
 /// address).
 pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
     Router::new()
-        .route("/", get(status_page))
+        .route("/", get(pages::status_page))
+        .route("/hosts/{name}", get(pages::host_page))
         .route("/api/hosts", get(api_hosts))
         .route("/api/hosts/{name}/console", get(api_console))
         .route("/metrics", get(metrics))
@@ -626,90 +626,8 @@ async fn metrics(State(s): State<AppState>) -> Response {
     r
 }
 
-fn esc(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-/// `GET /`: one row per host and a column per phase (seconds since the boot's first phase), refreshed every
-/// 2 s. Self-contained: no scripts, fonts or styles from elsewhere (boot networks are often offline).
-async fn status_page(State(s): State<AppState>) -> Html<String> {
-    let inv = s.plane.directory.get();
-    let views = host_views(&s.plane);
-    let booted = views.iter().filter(|v| v.state == "booted").count();
-    let booting = views.iter().filter(|v| v.state == "booting").count();
-    let mut h = String::new();
-    let _ = write!(
-        h,
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
-<title>beowulf boot plane: {booted}/{total} booted</title><style>\
-body{{font:14px/1.4 system-ui,sans-serif;background:#111;color:#ddd;margin:1.5em}}\
-h1{{font-size:1.3em}} table{{border-collapse:collapse}} th,td{{padding:.25em .6em;border-bottom:1px solid #333;text-align:left}}\
-td.p{{text-align:right;font-variant-numeric:tabular-nums;color:#8c8}} td.n{{color:#555;text-align:right}}\
-.booted{{color:#4d4;font-weight:bold}} .booting{{color:#fc3}} .idle{{color:#777}}\
-</style></head><body><h1>beowulf boot plane &middot; namespace {ns} &middot; {booted} booted, {booting} booting, {total} hosts</h1>\
-<table><tr><th>host</th><th>MAC</th><th>address</th><th>image</th><th>hardware</th><th>state</th><th>boot</th>",
-        total = views.len(),
-        ns = esc(&inv.namespace),
-    );
-    for p in Phase::ALL {
-        let _ = write!(h, "<th>{}</th>", p.as_str());
-    }
-    h.push_str("</tr>");
-    for v in &views {
-        let _ = write!(
-            h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{st}\">{st}</td><td>{}</td>",
-            esc(&v.name),
-            esc(&v.mac),
-            esc(&v.ip),
-            esc(&v.image),
-            esc(&hardware_cell(v)),
-            v.boot,
-            st = v.state,
-        );
-        let mac = v.mac.parse::<super::MacAddr>().ok();
-        let rec = mac
-            .and_then(|m| s.plane.boot_record(&m))
-            .unwrap_or_default();
-        let start = rec.started();
-        for p in Phase::ALL {
-            match (rec.phases.get(&p), start) {
-                (Some(t), Some(st)) => {
-                    let _ = write!(
-                        h,
-                        "<td class=\"p\" title=\"{t}\">+{:.1}s</td>",
-                        t.duration_since(st).as_secs_f64()
-                    );
-                }
-                _ => h.push_str("<td class=\"n\">&middot;</td>"),
-            }
-        }
-        h.push_str("</tr>");
-    }
-    h.push_str("</table><p>Times are seconds since the boot's first phase. JSON: <a href=\"/api/hosts\" style=\"color:#9cf\">/api/hosts</a>, metrics: <a href=\"/metrics\" style=\"color:#9cf\">/metrics</a>.</p></body></html>\n");
-    Html(h)
-}
-
-/// The status page's hardware cell: the inspection summary, or whether an inspection is due.
-fn hardware_cell(v: &HostView) -> String {
-    if v.discovered {
-        return match &v.hardware {
-            Some(hw) => format!("{} (discovered: add it to the inventory)", hw.summary()),
-            None => "discovered: inspecting".to_string(),
-        };
-    }
-    match (&v.hardware, v.boots.as_deref() == Some(v.image.as_str())) {
-        (Some(hw), true) => hw.summary(),
-        (Some(hw), false) => format!("{} (inspection requested)", hw.summary()),
-        (None, false) => "not inspected yet: next boot inspects".to_string(),
-        (None, true) => "·".to_string(),
-    }
-}
-
 mod files;
+mod pages;
 
 #[cfg(test)]
 mod tests;

@@ -345,11 +345,20 @@ async fn nocloud_needs_the_hosts_own_live_token() {
     );
     let page = String::from_utf8(curl("127.0.0.1", format!("{b}/"), &[]).await.body).unwrap();
     assert!(
-        page.contains("<td>node-0</td>") && page.contains("http-equiv=\"refresh\""),
+        page.contains("<a href=\"/hosts/node-0\">node-0</a>")
+            && page.contains("http-equiv=\"refresh\""),
         "{page}"
     );
+    let host_page = String::from_utf8(
+        curl("127.0.0.1", format!("{b}/hosts/node-0"), &[])
+            .await
+            .body,
+    )
+    .unwrap();
+    assert!(host_page.contains("<h2>This boot</h2>"), "{host_page}");
+    assert!(host_page.contains("<td>metadata</td>"), "{host_page}");
     // Secrets are not on the operator's pages.
-    for text in [&hosts.to_string(), &metrics, &page] {
+    for text in [&hosts.to_string(), &metrics, &page, &host_page] {
         assert!(!text.contains(&token) && !text.contains(&t2) && !text.contains("secret 7f3a"));
     }
 }
