@@ -150,6 +150,20 @@ impl QemuBmc {
         self.sim.endpoint()
     }
 
+    /// Our own IPMI driver for this BMC (its user and password, cipher suite 3, as ipmi_sim has no 17).
+    pub fn ipmi_client(&self) -> beowulf::bmc::ipmi::IpmiClient {
+        use beowulf::bmc::{Credentials, Endpoint, Limits, Options};
+        beowulf::bmc::ipmi::IpmiClient::new(
+            Endpoint::parse(&self.endpoint()).unwrap(),
+            Credentials::new(crate::ipmi_sim::USER, crate::ipmi_sim::PASSWORD),
+            Options {
+                cipher_suite: beowulf::bmc::ipmi::CipherChoice::Suite3,
+                ..Options::default()
+            },
+            Limits::default(),
+        )
+    }
+
     /// The machine's serial console so far (empty before the first power-on).
     pub fn serial(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(self.serial_path()).unwrap_or_default()).into_owned()

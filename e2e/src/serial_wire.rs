@@ -57,13 +57,12 @@ impl SerialWire {
                 ends.lock().unwrap().bmc = conn.try_clone().ok();
                 let (ends, to_machine) = (ends.clone(), to_machine.clone());
                 std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        to_machine.lock().unwrap().extend_from_slice(&buf[..n]);
+                    pump(&mut conn, |b| {
+                        to_machine.lock().unwrap().extend_from_slice(b);
                         if let Some(m) = ends.lock().unwrap().machine.as_mut() {
-                            let _ = m.write_all(&buf[..n]);
+                            let _ = m.write_all(b);
                         }
-                    }
+                    })
                 });
             }
         });
@@ -78,12 +77,11 @@ impl SerialWire {
                 ends.lock().unwrap().machine = conn.try_clone().ok();
                 let ends = ends.clone();
                 std::thread::spawn(move || {
-                    let mut buf = [0u8; 4096];
-                    while let Ok(n @ 1..) = conn.read(&mut buf) {
-                        if let Some(b) = ends.lock().unwrap().bmc.as_mut() {
-                            let _ = b.write_all(&buf[..n]);
+                    pump(&mut conn, |b| {
+                        if let Some(bmc) = ends.lock().unwrap().bmc.as_mut() {
+                            let _ = bmc.write_all(b);
                         }
-                    }
+                    })
                 });
             }
         });
@@ -98,6 +96,14 @@ impl SerialWire {
     /// Everything the BMC sent towards the machine so far (what a console typed).
     pub fn to_machine(&self) -> Vec<u8> {
         self.to_machine.lock().unwrap().clone()
+    }
+}
+
+/// Hands what `from` sends to `to`, until it closes.
+fn pump(from: &mut impl Read, mut to: impl FnMut(&[u8])) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = from.read(&mut buf) {
+        to(&buf[..n]);
     }
 }
 

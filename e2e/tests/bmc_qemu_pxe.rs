@@ -8,12 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use beowulf::bmc::ipmi::{CipherChoice, IpmiClient};
-use beowulf::bmc::{
-    BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
-    PowerAction, PowerState,
-};
-use e2e::ipmi_sim;
+use beowulf::bmc::{BmcDriver, BootDevice, BootMode, BootOverride, PowerAction, PowerState};
 use e2e::pxe::{Firmware, Node, PxeLab};
 use e2e::qemu_bmc::{QemuBmc, alive};
 use e2e::{require_root_and_peers, wait_for};
@@ -34,15 +29,7 @@ fn ipmi_power_on_of_a_qemu_machine_ends_with_its_pxe_boot_and_callback() {
     node.user_data.push_str("# testnode: stay on\n");
     let lab = PxeLab::start("bmcpxe", beowulf(), vec![node.clone()]);
     let machine = QemuBmc::start(&lab.ns.name, "br0", &node.mac);
-    let bmc = IpmiClient::new(
-        Endpoint::parse(&machine.endpoint()).unwrap(),
-        Credentials::new(ipmi_sim::USER, ipmi_sim::PASSWORD),
-        Options {
-            cipher_suite: CipherChoice::Suite3,
-            ..Options::default()
-        },
-        Limits::default(),
-    );
+    let bmc = machine.ipmi_client();
     let ipmitool_power = || machine.sim.ipmitool(&["chassis", "power", "status"]);
 
     // Off, never booted.

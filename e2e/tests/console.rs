@@ -13,12 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use beowulf::bmc::ipmi::{CipherChoice, IpmiClient};
-use beowulf::bmc::{
-    BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
-    PowerAction,
-};
-use e2e::ipmi_sim;
+use beowulf::bmc::{BmcDriver, BootDevice, BootMode, BootOverride, PowerAction};
 use e2e::pxe::{Firmware, LabImage, Node, PxeLab};
 use e2e::qemu_bmc::{MachineSpec, QemuBmc};
 use e2e::{require_root_and_peers, wait_for};
@@ -121,15 +116,7 @@ fn the_server_captures_the_console_and_an_operator_can_take_it_over() {
         || lab.log().contains("inventory reloaded").then_some(()),
     );
 
-    let bmc = IpmiClient::new(
-        Endpoint::parse(&machine.endpoint()).unwrap(),
-        Credentials::new(ipmi_sim::USER, ipmi_sim::PASSWORD),
-        Options {
-            cipher_suite: CipherChoice::Suite3,
-            ..Options::default()
-        },
-        Limits::default(),
-    );
+    let bmc = machine.ipmi_client();
     rt.block_on(bmc.set_boot(BootOverride {
         device: BootDevice::Pxe,
         persistent: false,

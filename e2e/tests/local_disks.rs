@@ -10,12 +10,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use beowulf::bmc::ipmi::{CipherChoice, IpmiClient};
-use beowulf::bmc::{
-    BmcDriver, BootDevice, BootMode, BootOverride, Credentials, Endpoint, Limits, Options,
-    PowerAction, PowerState,
-};
-use e2e::ipmi_sim;
+use beowulf::bmc::ipmi::IpmiClient;
+use beowulf::bmc::{BmcDriver, BootDevice, BootMode, BootOverride, PowerAction, PowerState};
 use e2e::pxe::{Firmware, Node, PxeLab};
 use e2e::qemu_bmc::{MachineSpec, QemuBmc};
 use e2e::{require_root_and_peers, wait_for};
@@ -119,15 +115,7 @@ fn a_blank_disk_is_formatted_kept_across_a_power_cycle_and_a_foreign_one_is_neve
     .map(str::to_string)
     .to_vec();
     let machine = QemuBmc::start_with(spec);
-    let bmc = IpmiClient::new(
-        Endpoint::parse(&machine.endpoint()).unwrap(),
-        Credentials::new(ipmi_sim::USER, ipmi_sim::PASSWORD),
-        Options {
-            cipher_suite: CipherChoice::Suite3,
-            ..Options::default()
-        },
-        Limits::default(),
-    );
+    let bmc = machine.ipmi_client();
 
     // First boot: the blank disk is formatted and mounted, the foreign one reported and left alone.
     let serial = boot(&rt, &bmc, &machine, &lab);

@@ -143,4 +143,56 @@ async fn a_stuck_boot_quotes_the_nodes_last_console_lines_in_its_condition() {
         !manager.log().contains(&token),
         "token in the manager's log"
     );
+
+    // The console itself, from the manager's diagnostics endpoint, for whom Kubernetes allows it.
+    e2e::run(
+        mc.kubectl()
+            .args(["create", "serviceaccount", "operator", "-n", NS]),
+    );
+    e2e::run(
+        mc.kubectl()
+            .args(["create", "serviceaccount", "stranger", "-n", NS]),
+    );
+    e2e::run(mc.kubectl().args([
+        "create",
+        "rolebinding",
+        "operator-consoles",
+        "-n",
+        NS,
+        "--clusterrole=beowulf-console-reader",
+        &format!("--serviceaccount={NS}:operator"),
+    ]));
+    let read = |token: Option<String>| {
+        manager.diagnostics_get(&format!("/consoles/{NS}/panicky"), token.as_deref())
+    };
+    let operator = mc
+        .control_plane
+        .service_account_token(NS, "operator")
+        .await
+        .unwrap();
+    let stranger = mc
+        .control_plane
+        .service_account_token(NS, "stranger")
+        .await
+        .unwrap();
+    let (code, body) = read(Some(operator.clone()));
+    assert_eq!(code, "200", "{body}");
+    assert!(
+        body.contains("Kernel panic - not syncing") && body.contains("Linux version"),
+        "{body}"
+    );
+    assert!(!body.contains(&token), "token in the served console");
+    assert!(body.contains("[redacted]"), "{body}");
+    let (code, body) = read(Some(stranger));
+    assert_eq!(code, "403", "{body}");
+    assert!(
+        body.contains(&format!(
+            "system:serviceaccount:{NS}:stranger may not get beowulfhosts/console of {NS}/panicky"
+        )),
+        "{body}"
+    );
+    assert_eq!(read(None).0, "401");
+    // A host in another namespace is another resource: the operator's binding is for this namespace only.
+    let (code, body) = manager.diagnostics_get("/consoles/elsewhere/panicky", Some(&operator));
+    assert_eq!(code, "403", "{body}");
 }

@@ -250,31 +250,7 @@ async fn clusterctl_init_installs_beowulf_and_the_api_server_enforces_its_crds_a
         "--clusterrole=beowulf-metrics-reader",
         &format!("--serviceaccount={ns}:prometheus"),
     ]));
-    let scrape = |token: Option<String>| {
-        use std::io::Write as _;
-        // The header on stdin (`-H @-`), not in argv.
-        let mut child = manager
-            .ns
-            .cmd("curl")
-            .args(["-sk", "-m", "10", "-H", "@-", "-w", "\n%{http_code}"])
-            .arg("https://127.0.0.1:8443/metrics")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let header = token
-            .map(|t| format!("Authorization: Bearer {t}\n"))
-            .unwrap_or_default();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(header.as_bytes())
-            .unwrap();
-        let out = String::from_utf8(child.wait_with_output().unwrap().stdout).unwrap();
-        let (body, code) = out.rsplit_once('\n').unwrap();
-        (code.to_string(), body.to_string())
-    };
+    let scrape = |token: Option<String>| manager.diagnostics_get("/metrics", token.as_deref());
     let prometheus = mc
         .control_plane
         .service_account_token(ns, "prometheus")

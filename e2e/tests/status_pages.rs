@@ -43,21 +43,22 @@ fn inventory(dir: &std::path::Path) -> Inventory {
     Inventory::load(&path).unwrap()
 }
 
-/// Chromium's DOM of `url` after its scripts ran for `budget_ms` of virtual time, and how long it took.
-fn dom(url: &str, budget_ms: u32, profile: &std::path::Path) -> (String, Duration) {
-    let start = Instant::now();
-    let out = Command::new("timeout")
-        .args([
-            "60",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg(format!("--virtual-time-budget={budget_ms}"))
-        .arg("--dump-dom")
-        .arg(url)
+/// Headless Chromium with a profile of its own (concurrent runs do not share a lock), killed after 60 s.
+fn chromium(profile: &std::path::Path) -> Command {
+    let mut c = Command::new("timeout");
+    c.args([
+        "60",
+        "chromium",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()));
+    c
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
         .output()
         .expect("chromium runs (bash .ci/install installs it)");
     assert!(
@@ -65,31 +66,27 @@ fn dom(url: &str, budget_ms: u32, profile: &std::path::Path) -> (String, Duratio
         "chromium: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        start.elapsed(),
-    )
+    out.stdout
+}
+
+/// Chromium's DOM of `url` after its scripts ran for `budget_ms` of virtual time, and how long it took.
+fn dom(url: &str, budget_ms: u32, profile: &std::path::Path) -> (String, Duration) {
+    let start = Instant::now();
+    let out = run_ok(
+        chromium(profile)
+            .arg(format!("--virtual-time-budget={budget_ms}"))
+            .arg("--dump-dom")
+            .arg(url),
+    );
+    (String::from_utf8_lossy(&out).into_owned(), start.elapsed())
 }
 
 fn screenshot(url: &str, file: &std::path::Path, profile: &std::path::Path) {
-    let out = Command::new("timeout")
-        .args([
-            "60",
-            "chromium",
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .args(["--window-size=1400,1100", "--hide-scrollbars"])
-        .arg(format!("--screenshot={}", file.display()))
-        .arg(url)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        chromium(profile)
+            .args(["--window-size=1400,1100", "--hide-scrollbars"])
+            .arg(format!("--screenshot={}", file.display()))
+            .arg(url),
     );
     let png = std::fs::read(file).unwrap();
     assert!(

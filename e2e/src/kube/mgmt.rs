@@ -304,6 +304,31 @@ impl ManagerNode {
         std::fs::read_to_string(&self.process.log).unwrap_or_default()
     }
 
+    /// GET `path` on the manager's diagnostics endpoint (HTTPS on :8443, self-signed), with `token` as the
+    /// bearer if given (passed to curl on stdin, not in argv): `(status code, body)`.
+    pub fn diagnostics_get(&self, path: &str, token: Option<&str>) -> (String, String) {
+        use std::io::Write as _;
+        let mut child = self
+            .ns
+            .cmd("curl")
+            .args(["-sk", "-m", "10", "-H", "@-", "-w", "\n%{http_code}"])
+            .arg(format!("https://127.0.0.1:8443{path}"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("curl runs");
+        let header = token
+            .map(|t| format!("Authorization: Bearer {t}\n"))
+            .unwrap_or_default();
+        if let Some(mut stdin) = child.stdin.take() {
+            let _ = stdin.write_all(header.as_bytes());
+        }
+        let out = child.wait_with_output().expect("curl runs");
+        let out = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = out.rsplit_once('\n').unwrap_or(("", &out));
+        (code.to_string(), body.to_string())
+    }
+
     /// SIGKILL: a crash, not a shutdown (no Lease release, nothing flushed).
     pub fn kill(&mut self) {
         let _ = self.process.proc.child.kill();
