@@ -2,7 +2,7 @@
 //! 1,000 hosts whose last boot wave the test lays down (phase times spread over a minute, 900 called back,
 //! 100 stuck at the kernel), with one stuck host's console holding a kernel panic and a token. Checked on the
 //! DOM Chromium built: the summary, the wave chart (a line per phase with every host counted), one row per
-//! host within a time bound, the filters, the host page with its phases and its console (the panic line,
+//! host within a time bound, the filters, the host page with its phases, its earlier boot and its console (the panic line,
 //! the token redacted; the page's refresh script ran), and no live token anywhere. Screenshots are kept in
 //! `target/e2e-screenshots/`.
 #![allow(clippy::unwrap_used)]
@@ -125,6 +125,14 @@ fn the_status_pages_render_a_rack_in_a_browser_and_show_a_failed_hosts_console()
     // its kernel, the others called back.
     let t0 = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(60);
     let at = |ms: i64| t0 + jiff::SignedDuration::from_millis(ms);
+    // The stuck host booted fine once before this wave.
+    for (p, ms) in [
+        (Phase::DhcpOffer, -50_000),
+        (Phase::Kernel, -48_000),
+        (Phase::Callback, -30_000),
+    ] {
+        plane.phases.record_at(hosts[7].mac, p, at(ms));
+    }
     for (i, h) in hosts.iter().enumerate() {
         let i = i as i64;
         let start = i * 10;
@@ -204,6 +212,12 @@ fn the_status_pages_render_a_rack_in_a_browser_and_show_a_failed_hosts_console()
     let (host, _) = dom(&format!("{base}/hosts/{stuck}"), 3000, &profile);
     assert!(
         host.contains("<td>kernel</td>") && !host.contains("<td>callback</td>"),
+        "{host}"
+    );
+    // Its earlier boot, which did call back.
+    assert!(
+        host.contains("id=\"history\"")
+            && host.contains("<td class=\"booted\">callback</td><td class=\"p\">20.0s</td>"),
         "{host}"
     );
     assert!(

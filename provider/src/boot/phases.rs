@@ -63,9 +63,14 @@ pub struct Recorded {
     pub since_start: Option<f64>,
 }
 
+/// Earlier boots kept per host (in memory: the journal keeps the current boot only).
+pub const HISTORY: usize = 5;
+
 #[derive(Default)]
 struct HostPhases {
     current: BootRecord,
+    /// The boots before the current one, newest first, at most [`HISTORY`].
+    earlier: std::collections::VecDeque<BootRecord>,
     /// Most recent time each early phase was seen, to seed a boot detected only at its script request.
     last_seen: BTreeMap<Phase, Timestamp>,
 }
@@ -124,10 +129,17 @@ impl PhaseLog {
         }
         if new_boot {
             let boot = h.current.boot + 1;
-            h.current = BootRecord {
-                boot,
-                phases: carry,
-            };
+            let done = std::mem::replace(
+                &mut h.current,
+                BootRecord {
+                    boot,
+                    phases: carry,
+                },
+            );
+            if !done.phases.is_empty() {
+                h.earlier.push_front(done);
+                h.earlier.truncate(HISTORY);
+            }
         }
         if phase <= Phase::Tftp {
             h.last_seen.insert(phase, now);
@@ -152,6 +164,15 @@ impl PhaseLog {
         }
     }
 
+    /// The boots of `mac` before the current one, newest first (at most [`HISTORY`], since the process
+    /// started).
+    pub fn earlier(&self, mac: &MacAddr) -> Vec<BootRecord> {
+        let map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(mac)
+            .map(|h| h.earlier.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
     /// The current boot of `mac`, if it ever started one.
     pub fn get(&self, mac: &MacAddr) -> Option<BootRecord> {
         let map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
@@ -164,6 +185,24 @@ mod tests {
     use super::*;
 
     const MAC: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
+
+    #[test]
+    fn earlier_boots_are_kept_newest_first_up_to_the_limit() {
+        let log = PhaseLog::new();
+        for b in 0..(HISTORY as i64 + 2) {
+            log.record_at(MAC, Phase::DhcpOffer, t(100 * b));
+            log.record_at(MAC, Phase::IpxeScript, t(100 * b + 1));
+            log.record_at(MAC, Phase::Callback, t(100 * b + 9));
+        }
+        let earlier = log.earlier(&MAC);
+        assert_eq!(earlier.len(), HISTORY);
+        assert_eq!(
+            earlier.iter().map(|r| r.boot).collect::<Vec<_>>(),
+            (2..=(HISTORY as u64 + 1)).rev().collect::<Vec<_>>()
+        );
+        assert!(earlier.iter().all(BootRecord::completed));
+        assert_eq!(log.get(&MAC).unwrap().boot, HISTORY as u64 + 2);
+    }
 
     fn t(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()

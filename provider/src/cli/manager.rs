@@ -144,6 +144,10 @@ pub struct ManagerArgs {
     /// A boot that gets stuck quotes the last lines in the host's Provisioned condition and event.
     #[arg(long, value_enum, default_value_t = ConsolePolicy::Boot, value_name = "WHEN", help_heading = "Provisioning")]
     pub consoles: ConsolePolicy,
+    /// Keep captured consoles in this directory (`<namespace>_<host>.log`, rotated at 4 MiB), so a restart
+    /// keeps them; by default they are kept in memory only.
+    #[arg(long, value_name = "DIR", help_heading = "Provisioning")]
+    pub console_dir: Option<std::path::PathBuf>,
     /// Most consoles captured at once.
     #[arg(
         long,
@@ -384,10 +388,22 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     ctx.engine.os_timeout = std::time::Duration::from_secs(args.boot_os_timeout);
     ctx.engine.max_attempts = args.boot_attempts;
     if args.consoles == ConsolePolicy::Boot {
-        // In memory: a manager restart loses the consoles of boots in progress (their conditions keep what
-        // they quoted). Served on the diagnostics endpoint to callers Kubernetes authorizes.
+        // In memory unless --console-dir: a restart then loses the consoles of boots in progress (their
+        // conditions keep what they quoted). Served on the diagnostics endpoint to callers Kubernetes authorizes.
+        let logs = match &args.console_dir {
+            Some(dir) => {
+                crate::console::ConsoleLogs::open(dir, crate::console::log::DEFAULT_MAX_BYTES)
+                    .with_context(|| {
+                        format!(
+                            "cannot keep console logs in {} (--console-dir)",
+                            dir.display()
+                        )
+                    })?
+            }
+            None => crate::console::ConsoleLogs::in_memory(),
+        };
         ctx.consoles = Some(Arc::new(crate::runtime::consoles::Consoles::new(
-            Arc::new(crate::console::ConsoleLogs::in_memory()),
+            Arc::new(logs),
             args.max_consoles,
             std::time::Duration::from_secs(args.token_ttl),
         )));

@@ -49,15 +49,20 @@ impl ConsoleLogs {
         }
     }
 
-    /// The log of `host` (a host name of the inventory: DNS-label characters, so a safe file name).
+    /// The file of `host`'s log: a standalone host name (a DNS label), or the manager's `<namespace>/<name>`
+    /// as `<namespace>_<name>` (neither part can hold `_`, so names stay apart).
+    fn file(&self, host: &str) -> Option<PathBuf> {
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.log", host.replace('/', "_"))))
+    }
+
+    /// The log of `host`.
     pub fn host(&self, host: &str) -> Arc<HostLog> {
         let mut hosts = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
         hosts
             .entry(host.to_string())
-            .or_insert_with(|| {
-                let path = self.dir.as_ref().map(|d| d.join(format!("{host}.log")));
-                Arc::new(HostLog::open(path, self.max_bytes))
-            })
+            .or_insert_with(|| Arc::new(HostLog::open(self.file(host), self.max_bytes)))
             .clone()
     }
 
@@ -71,10 +76,7 @@ impl ConsoleLogs {
         {
             return Some(l.clone());
         }
-        let on_disk = self
-            .dir
-            .as_ref()
-            .is_some_and(|d| d.join(format!("{host}.log")).exists());
+        let on_disk = self.file(host).is_some_and(|f| f.exists());
         on_disk.then(|| self.host(host))
     }
 }
@@ -289,6 +291,9 @@ mod tests {
         let tail = log.tail(3);
         assert!(text(&tail[2]).starts_with("line 0199 "), "{tail:?}");
         assert!(logs.existing("node-9").is_none());
+        // The manager's keys are namespace/name.
+        logs.host("rack-1/node-2").write(b"hello\n");
+        assert!(dir.path().join("rack-1_node-2.log").exists());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //!   each phase over time, one line per phase), filters (`state`, `image`, `q` for a name substring) and one
 //!   row per host with its phase times, refreshed every 2 s;
 //! - `/hosts/<name>`: one host — addresses, image, state, each phase with its time and the step from the one
-//!   before, callback, local disks, hardware, and its console (the captured tail, refreshed in place).
+//!   before, its earlier boots, callback, local disks, hardware, and its console (the captured tail,
+//!   refreshed in place).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -351,6 +352,31 @@ pub async fn host_page(State(s): State<AppState>, Path(name): Path<String>) -> R
         );
     }
     h.push_str("</table>");
+    let earlier = v
+        .mac
+        .parse::<crate::boot::MacAddr>()
+        .ok()
+        .map(|m| s.plane.phases.earlier(&m))
+        .unwrap_or_default();
+    if !earlier.is_empty() {
+        h.push_str("<h2>Earlier boots</h2><table id=\"history\"><tr><th>boot</th><th>started</th><th>last phase</th><th>took</th></tr>");
+        for r in &earlier {
+            let (first, last) = (r.started(), r.phases.iter().max_by_key(|(_, t)| **t));
+            let took = match (first, last) {
+                (Some(a), Some((_, b))) => format!("{:.1}s", b.duration_since(a).as_secs_f64()),
+                _ => "·".into(),
+            };
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td class=\"p\">{took}</td></tr>",
+                r.boot,
+                first.map_or("·".to_string(), |t| t.to_string()),
+                if r.completed() { "booted" } else { "booting" },
+                r.latest().map_or("·", |p| p.as_str()),
+            );
+        }
+        h.push_str("</table>");
+    }
     if let Some(cb) = &v.callback {
         let _ = write!(
             h,
