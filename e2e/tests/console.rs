@@ -5,6 +5,7 @@
 //! `beowulf console --log`; an interactive `beowulf console` is refused while the server holds the console,
 //! takes it over with --force, shows the node's output, puts what is typed on the wire to the machine, and
 //! leaves with `~.`; the server then takes the console back, and reconnects by itself after the BMC crashed.
+//! The host's page shows its power state as the BMC reports it (on while it boots, off after it is switched off).
 #![allow(clippy::unwrap_used)]
 
 use std::io::{Read, Write};
@@ -48,6 +49,12 @@ fn captured(lab: &PxeLab) -> String {
         "console API: {}",
         String::from_utf8_lossy(&body)
     );
+    String::from_utf8_lossy(&body).into_owned()
+}
+
+fn host_page(lab: &PxeLab) -> String {
+    let (status, body) = lab.curl(None, "/hosts/consoled", &[]);
+    assert_eq!(status, 200);
     String::from_utf8_lossy(&body).into_owned()
 }
 
@@ -141,6 +148,10 @@ fn the_server_captures_the_console_and_an_operator_can_take_it_over() {
         },
     );
     assert!(log.contains("[beowulf] console connected"), "{log}");
+    // The host's page shows its power as the BMC tells it, and the console's lines.
+    let page = host_page(&lab);
+    assert!(page.contains("<td id=\"power\">on</td>"), "{page}");
+    assert!(page.contains(&marker), "{page}");
 
     // An operator's console while the server holds it: refused, with what to do.
     let refused = Command::new(BIN)
@@ -268,6 +279,16 @@ fn the_server_captures_the_console_and_an_operator_can_take_it_over() {
     assert!(!printed.contains(&token));
 
     rt.block_on(bmc.power(PowerAction::ForceOff)).unwrap();
+    // The page asks the BMC again once its answer is a few seconds old.
+    wait_for(
+        "the page to show the power off",
+        Duration::from_secs(30),
+        || {
+            host_page(&lab)
+                .contains("<td id=\"power\">off</td>")
+                .then_some(())
+        },
+    );
     rt.block_on(bmc.close());
     let _ = Command::new("ip").args(["link", "del", &uplink]).status();
 }

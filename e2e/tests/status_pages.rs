@@ -224,6 +224,18 @@ fn the_status_pages_render_a_rack_in_a_browser_and_show_a_failed_hosts_console()
         host.contains("Kernel panic - not syncing: VFS: Unable to mount root fs"),
         "{host}"
     );
+    // The panic is its last error, with the time it was captured.
+    let last_error = host
+        .split_once("id=\"last-error\" class=\"failed\">")
+        .and_then(|(_, rest)| rest.split_once("</td>"))
+        .map(|(cell, _)| cell)
+        .unwrap_or_else(|| panic!("no last error on the page: {host}"));
+    assert!(
+        last_error.ends_with(
+            "Z [    1.920000] Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)"
+        ),
+        "{last_error}"
+    );
     assert!(
         host.contains("/nocloud/[redacted]/") && !host.contains(&secret),
         "{host}"

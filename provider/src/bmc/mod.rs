@@ -10,6 +10,7 @@
 pub mod endpoint;
 pub mod error;
 pub mod ipmi;
+pub mod power_cache;
 pub mod redfish;
 
 use std::future::Future;

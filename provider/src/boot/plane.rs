@@ -52,6 +52,8 @@ pub struct BootPlane {
     journal: std::sync::OnceLock<Arc<super::journal::Journal>>,
     /// Hosts' captured serial consoles, when capture runs (`crate::console`).
     consoles: std::sync::OnceLock<Arc<crate::console::ConsoleLogs>>,
+    /// Hosts' power as their BMCs tell it, for the host pages (standalone: the inventory's BMC entries).
+    power: std::sync::OnceLock<Arc<crate::bmc::power_cache::PowerCache>>,
 }
 
 impl BootPlane {
@@ -78,6 +80,7 @@ impl BootPlane {
             observer: std::sync::OnceLock::new(),
             journal: std::sync::OnceLock::new(),
             consoles: std::sync::OnceLock::new(),
+            power: std::sync::OnceLock::new(),
         }
     }
 
@@ -117,6 +120,17 @@ impl BootPlane {
     pub fn with_consoles(self, logs: Arc<crate::console::ConsoleLogs>) -> Self {
         let _ = self.consoles.set(logs);
         self
+    }
+
+    /// Shows hosts' power state on their pages, asked through `cache`.
+    pub fn with_power(self, cache: Arc<crate::bmc::power_cache::PowerCache>) -> Self {
+        let _ = self.power.set(cache);
+        self
+    }
+
+    /// Where the host pages read power states from, when this server knows hosts' BMCs.
+    pub fn power(&self) -> Option<&Arc<crate::bmc::power_cache::PowerCache>> {
+        self.power.get()
     }
 
     /// The captured consoles, when capture runs.

@@ -1,5 +1,6 @@
 //! `beowulf manager`: the Cluster API controllers and the boot plane (DHCP, TFTP, HTTP) in one process.
 
+use crate::console::Policy;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -140,10 +141,11 @@ pub struct ManagerArgs {
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
     pub no_boot_plane: bool,
-    /// Capture hosts' serial consoles over IPMI Serial-over-LAN while they boot (`boot`), or never (`off`).
-    /// A boot that gets stuck quotes the last lines in the host's Provisioned condition and event.
-    #[arg(long, value_enum, default_value_t = ConsolePolicy::Boot, value_name = "WHEN", help_heading = "Provisioning")]
-    pub consoles: ConsolePolicy,
+    /// Capture hosts' serial consoles over IPMI Serial-over-LAN: `boot` while they provision, inspect or
+    /// clean; `always` all the time, for every host whose BMC is `ipmi://` and whose Secret resolves; `off`
+    /// never. A boot that gets stuck quotes the last lines in the host's Provisioned condition and event.
+    #[arg(long, value_enum, default_value_t = Policy::Boot, value_name = "WHEN", help_heading = "Provisioning")]
+    pub consoles: Policy,
     /// Keep captured consoles in this directory (`<namespace>_<host>.log`, rotated at 4 MiB), so a restart
     /// keeps them; by default they are kept in memory only.
     #[arg(long, value_name = "DIR", help_heading = "Provisioning")]
@@ -183,13 +185,6 @@ pub struct ManagerArgs {
     /// Boot attempts before a host goes to `error`.
     #[arg(long, default_value_t = 3, value_name = "N", value_parser = clap::value_parser!(u32).range(1..), help_heading = "Provisioning")]
     pub boot_attempts: u32,
-}
-
-/// When the manager captures consoles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ConsolePolicy {
-    Boot,
-    Off,
 }
 
 impl ManagerArgs {
@@ -387,7 +382,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
     ctx.engine.load_timeout = std::time::Duration::from_secs(args.boot_load_timeout);
     ctx.engine.os_timeout = std::time::Duration::from_secs(args.boot_os_timeout);
     ctx.engine.max_attempts = args.boot_attempts;
-    if args.consoles == ConsolePolicy::Boot {
+    if args.consoles != Policy::Off {
         // In memory unless --console-dir: a restart then loses the consoles of boots in progress (their
         // conditions keep what they quoted). Served on the diagnostics endpoint to callers Kubernetes authorizes.
         let logs = match &args.console_dir {
@@ -406,6 +401,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
             Arc::new(logs),
             args.max_consoles,
             std::time::Duration::from_secs(args.token_ttl),
+            args.consoles == Policy::Always,
         )));
     }
     let ctx = Arc::new(ctx);

@@ -165,17 +165,20 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
             plane = plane.with_consoles(logs.clone());
             let capture = Arc::new(Capture::new(
                 logs,
-                consoles::opener(bmcs.clone()),
+                bmc_entries::opener(bmcs.clone()),
                 args.max_consoles,
                 Duration::from_secs(args.token_ttl),
             ));
             Some((policy, capture))
         }
     };
-    let plane = Arc::new(plane);
+    let power = Arc::new(crate::bmc::power_cache::PowerCache::new(
+        bmc_entries::power(bmcs.clone()),
+    ));
+    let plane = Arc::new(plane.with_power(power.clone()));
     plane.write_discovered(&plane.directory.get());
     if let Some((policy, capture)) = &capture {
-        consoles::start(*policy, capture.clone(), &plane, &bmcs);
+        bmc_entries::start(*policy, capture.clone(), &plane, &bmcs);
     }
 
     let server_ip = match args.server_ip {
@@ -206,8 +209,9 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         move |inv| {
             p2.directory_changed(&inv.directory);
             *bmcs.write().unwrap_or_else(|e| e.into_inner()) = inv.bmcs.clone();
+            power.retain(|h| inv.bmcs.contains_key(h));
             if let Some((Policy::Always, capture)) = &capture {
-                capture.always(&consoles::ipmi_hosts(&inv.bmcs));
+                capture.always(&bmc_entries::ipmi_hosts(&inv.bmcs));
             }
         },
     ));
@@ -216,16 +220,16 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
     served
 }
 
-/// Console capture in standalone mode: consoles opened with the inventory's BMC entries, started by the boot
-/// plane's phases (`boot`) or for every IPMI host (`always`).
-mod consoles {
+/// What standalone mode does with the inventory's BMC entries: console capture, started by the boot plane's
+/// phases (`boot`) or for every IPMI host (`always`), and power states for the host pages.
+mod bmc_entries {
     use std::collections::BTreeMap;
     use std::sync::{Arc, RwLock};
 
-    use crate::bmc::{Bmc, BmcError, Credentials, Endpoint, Limits, Options};
+    use crate::bmc::{Bmc, BmcDriver, BmcError, Credentials, Endpoint, Limits, Options};
     use crate::boot::Phase;
     use crate::boot::plane::BootPlane;
-    use crate::console::capture::{KEEPALIVE, Opener};
+    use crate::console::capture::{KEEPALIVE, Open, Opener, bmc_identity};
     use crate::console::{Capture, Policy};
     use crate::inventory;
 
@@ -273,9 +277,29 @@ mod consoles {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&host)
                 .cloned()?;
+            Some(Open {
+                bmc: bmc_identity(&entry.address),
+                console: Box::pin(async move {
+                    let bmc = connect(&entry)?;
+                    bmc.console(false, KEEPALIVE).await
+                }),
+            })
+        })
+    }
+
+    /// Asks a host's power state with its inventory `bmc` entry, for the host pages.
+    pub fn power(bmcs: Bmcs) -> crate::bmc::power_cache::Ask {
+        Arc::new(move |host: String| {
+            let entry = bmcs
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&host)
+                .cloned()?;
             Some(Box::pin(async move {
                 let bmc = connect(&entry)?;
-                bmc.console(false, KEEPALIVE).await
+                let state = bmc.power_state().await;
+                bmc.close().await;
+                state
             }))
         })
     }

@@ -1,7 +1,9 @@
 //! Capture: which hosts' consoles are read, and for how long. Each captured host has one task that opens
 //! its console, writes what comes into the host's [`HostLog`], and reopens it when it is lost (BMC restarted,
 //! taken over by an interactive console) with a backoff of at most [`MAX_BACKOFF`]. At most `max` consoles
-//! are open at once (a permit per open console); at most one per host.
+//! are open at once (a permit per open console); at most one per host, and at most one per BMC: a BMC has one
+//! SOL session, so hosts that share one (a multi-node chassis, a typo) take turns instead of taking it over
+//! from each other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -35,8 +37,36 @@ pub const LINGER: Duration = Duration::from_secs(120);
 pub const KEEPALIVE: Duration = Duration::from_secs(5);
 
 /// Opens the console of a host; `None` when the host has no BMC to open one with.
-pub type Opener =
-    Arc<dyn Fn(String) -> Option<BoxFuture<'static, Result<Console, BmcError>>> + Send + Sync>;
+pub type Opener = Arc<dyn Fn(String) -> Option<Open> + Send + Sync>;
+
+/// A console about to be opened: on which BMC, and the opening itself.
+pub struct Open {
+    /// The BMC's identity (`HOST:PORT`): consoles on the same one are never open at once.
+    pub bmc: String,
+    pub console: BoxFuture<'static, Result<Console, BmcError>>,
+}
+
+/// The identity [`Open::bmc`] wants for a BMC address: `HOST:PORT` whatever the protocol or spelling
+/// (`ipmi://10.0.0.1` and `ipmi://10.0.0.1:623` are one BMC); the address itself if it does not parse.
+pub fn bmc_identity(address: &str) -> String {
+    match crate::bmc::Endpoint::parse(address) {
+        Ok(e) => format!("{}:{}", e.host, e.port),
+        Err(_) => address.to_string(),
+    }
+}
+
+/// One lock per BMC, held while a console on it is being opened or is open.
+#[derive(Default)]
+struct BmcLocks(Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>);
+
+impl BmcLocks {
+    fn of(&self, bmc: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // Locks nobody holds or waits for go, so the map stays as small as the set of BMCs in use.
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(bmc.to_string()).or_default().clone()
+    }
+}
 
 /// Until when a host's console is captured: `None` for as long as the capture lives.
 type Until = Option<Instant>;
@@ -45,6 +75,7 @@ pub struct Capture {
     logs: Arc<ConsoleLogs>,
     opener: Opener,
     permits: Arc<Semaphore>,
+    bmcs: Arc<BmcLocks>,
     /// Boot window: how long a boot may take before capture stops by itself.
     window: Duration,
     hosts: Mutex<HashMap<String, watch::Sender<Until>>>,
@@ -60,6 +91,7 @@ impl Capture {
             logs,
             opener,
             permits: Arc::new(Semaphore::new(max.max(1))),
+            bmcs: Arc::default(),
             window,
             hosts: Mutex::new(HashMap::new()),
             runtime: tokio::runtime::Handle::current(),
@@ -78,6 +110,19 @@ impl Capture {
     /// A boot of `host` ended (callback or report): capture a little longer, then stop.
     pub fn boot_ended(&self, host: &str) {
         self.extend(host, Some(Instant::now() + LINGER));
+    }
+
+    /// Capture `host` for as long as the capture lives (until [`Capture::stop`]).
+    pub fn forever(&self, host: &str) {
+        self.extend(host, None);
+    }
+
+    /// Stop capturing `host` now.
+    pub fn stop(&self, host: &str) {
+        let mut map = self.hosts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(tx) = map.remove(host) {
+            let _ = tx.send(Some(Instant::now()));
+        }
     }
 
     /// Capture exactly `hosts`, for as long as the capture lives; others stop.
@@ -135,6 +180,7 @@ impl Capture {
             log: self.logs.host(host),
             opener: self.opener.clone(),
             permits: self.permits.clone(),
+            bmcs: self.bmcs.clone(),
         };
         self.runtime.spawn(task.run(rx));
     }
@@ -145,6 +191,7 @@ struct HostCapture {
     log: Arc<HostLog>,
     opener: Opener,
     permits: Arc<Semaphore>,
+    bmcs: Arc<BmcLocks>,
 }
 
 fn over(until: &watch::Receiver<Until>) -> bool {
@@ -181,14 +228,25 @@ impl HostCapture {
                 tracing::debug!(host = %self.host, "no IPMI BMC to capture the console from");
                 break;
             };
+            let lock = self.bmcs.of(&open.bmc);
             let opened = tokio::select! {
                 r = async {
+                    let turn = match lock.clone().try_lock_owned() {
+                        Ok(t) => t,
+                        Err(_) => {
+                            self.log.note(&format!(
+                                "waiting for BMC {}: another host's console is open on it (one SOL session per BMC)",
+                                open.bmc
+                            ));
+                            lock.lock_owned().await
+                        }
+                    };
                     let permit = self.permits.clone().acquire_owned().await;
-                    (open.await, permit)
+                    (open.console.await, permit, turn)
                 } => Some(r),
                 () = stopped(&mut until) => None,
             };
-            let Some((result, _permit)) = opened else {
+            let Some((result, permit, turn)) = opened else {
                 break;
             };
             match result {
@@ -224,6 +282,8 @@ impl HostCapture {
                     }
                 }
             }
+            // Another host on the same BMC gets its turn while this one waits.
+            drop((permit, turn));
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
                 () = stopped(&mut until) => break,
@@ -259,5 +319,99 @@ impl HostCapture {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    /// An opener whose BMCs never answer (each try takes 200 ms and fails as unreachable), counting how many
+    /// consoles are being opened at once per BMC. A stand-in for the BMC: scheduling is what is under test
+    /// here; real SOL sessions are in `e2e/tests/console.rs`.
+    fn counting(
+        bmc_of: HashMap<&'static str, &'static str>,
+    ) -> (Opener, Arc<Mutex<HashMap<String, usize>>>) {
+        let now: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let most: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+        let m = most.clone();
+        let opener: Opener = Arc::new(move |host: String| {
+            let bmc = bmc_of.get(host.as_str())?.to_string();
+            let (now, most) = (now.clone(), m.clone());
+            let key = bmc.clone();
+            Some(Open {
+                bmc,
+                console: Box::pin(async move {
+                    let n = {
+                        let mut now = now.lock().unwrap();
+                        let n = now.entry(key.clone()).or_default();
+                        *n += 1;
+                        *n
+                    };
+                    {
+                        let mut most = most.lock().unwrap();
+                        let m = most.entry(key.clone()).or_default();
+                        *m = (*m).max(n);
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    *now.lock().unwrap().get_mut(&key).unwrap() -= 1;
+                    Err(BmcError::Unreachable {
+                        bmc: key,
+                        detail: "test".into(),
+                    })
+                }),
+            })
+        });
+        (opener, most)
+    }
+
+    #[tokio::test]
+    async fn hosts_sharing_a_bmc_take_turns_and_hosts_on_different_bmcs_do_not_wait() {
+        let bmc_of = HashMap::from([
+            ("a1", "10.0.0.1:623"),
+            ("a2", "10.0.0.1:623"),
+            ("a3", "10.0.0.1:623"),
+            ("b1", "10.0.0.2:623"),
+            ("c1", "10.0.0.3:623"),
+        ]);
+        let (opener, most) = counting(bmc_of);
+        let logs = Arc::new(ConsoleLogs::in_memory());
+        let capture = Capture::new(logs.clone(), opener, 16, Duration::from_secs(60));
+        for h in ["a1", "a2", "a3", "b1", "c1"] {
+            capture.forever(h);
+        }
+        // Until every host has had a try (each try takes 200 ms; the three on one BMC take turns).
+        let tried = |h: &str| {
+            logs.existing(h)
+                .is_some_and(|l| l.tail(100).iter().any(|l| l.contains("cannot open")))
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !["a1", "a2", "a3", "b1", "c1"].iter().all(|h| tried(h)) {
+            assert!(
+                Instant::now() < deadline,
+                "not every host got a turn within 20 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let most = most.lock().unwrap().clone();
+        assert_eq!(most.get("10.0.0.1:623"), Some(&1), "{most:?}");
+        assert_eq!(most.len(), 3, "every BMC was tried: {most:?}");
+        // Each of the three sharing hosts got turns (not one starving the others) and said why it waited.
+        let waited = ["a1", "a2", "a3"]
+            .iter()
+            .filter(|h| {
+                logs.existing(h).is_some_and(|l| {
+                    l.tail(100)
+                        .iter()
+                        .any(|l| l.contains("waiting for BMC 10.0.0.1:623"))
+                })
+            })
+            .count();
+        assert!(waited >= 2, "at most one host never waited");
+        assert_eq!(capture.active().len(), 5);
+        capture.stop("a1");
+        assert_eq!(capture.active().len(), 4);
     }
 }

@@ -186,6 +186,9 @@ async fn reconcile_delete(
         }
     }
     tracing::info!(host = %hostops::host_key(host), "host deprovisioned; removing its finalizer");
+    if let Some(consoles) = &ctx.consoles {
+        consoles.forget(&hostops::host_key(host));
+    }
     // Re-read: the drive above may have written the status (a newer resourceVersion).
     if let Some(fresh) = api.get_opt(&host.name_any()).await? {
         remove_finalizer(api, &fresh, HOST_FINALIZER).await?;

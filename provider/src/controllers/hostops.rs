@@ -342,12 +342,11 @@ pub async fn drive_with(
     // Consoles: followed while a boot is under way; a boot that got stuck quotes what the node printed last
     // (scrubbed when captured), so the condition and its event say why.
     if let Some(consoles) = &ctx.consoles {
-        match (d.progress.state, &target) {
-            (HostState::Provisioning | HostState::Inspecting | HostState::Cleaning, Ok(t)) => {
-                consoles.boot_started(&key, t)
-            }
-            _ => consoles.boot_ended(&key),
-        }
+        let booting = matches!(
+            d.progress.state,
+            HostState::Provisioning | HostState::Inspecting | HostState::Cleaning
+        );
+        consoles.observe(&key, booting, target.as_ref().ok());
         if crate::provisioning::engine::is_stall(&d.reason)
             && d.actions.contains(&Action::WithdrawProfile)
         {

@@ -7,37 +7,21 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use crate::bmc::Limits;
-use crate::console::capture::{KEEPALIVE, Opener};
+use crate::console::capture::{KEEPALIVE, Open, Opener, bmc_identity};
 use crate::console::{Capture, ConsoleLogs};
 use crate::provisioning::io::BmcTarget;
-
-/// Console lines a failed boot's condition message quotes.
-pub const FAILED_BOOT_LINES: usize = 6;
-/// Longest console line quoted in a condition.
-const QUOTED_LINE: usize = 200;
-/// What makes a line earlier than the last ones worth quoting too: a kernel panic is followed by its call
-/// trace, a failed unit by more output.
-const NOTABLE: [&str; 7] = [
-    "Kernel panic",
-    "BUG:",
-    "Oops",
-    "FAILED",
-    "Failed",
-    "error",
-    "Error",
-];
-/// How far back (in lines before the last ones) a notable line is looked for.
-const NOTABLE_WINDOW: usize = 100;
 
 pub struct Consoles {
     capture: Capture,
     targets: Arc<RwLock<HashMap<String, BmcTarget>>>,
+    /// Capture every host with an IPMI BMC all the time, not only while it boots.
+    always: bool,
 }
 
 impl Consoles {
-    /// Capture into `logs`, at most `max` consoles at once, a boot followed for at most `window`. Call inside
-    /// the runtime.
-    pub fn new(logs: Arc<ConsoleLogs>, max: usize, window: Duration) -> Consoles {
+    /// Capture into `logs`, at most `max` consoles at once, a boot followed for at most `window` (or every
+    /// IPMI host all the time: `always`). Call inside the runtime.
+    pub fn new(logs: Arc<ConsoleLogs>, max: usize, window: Duration, always: bool) -> Consoles {
         let targets: Arc<RwLock<HashMap<String, BmcTarget>>> = Arc::default();
         let t = targets.clone();
         let opener: Opener = Arc::new(move |host: String| {
@@ -46,28 +30,58 @@ impl Consoles {
                 .unwrap_or_else(|e| e.into_inner())
                 .get(&host)
                 .cloned()?;
-            Some(Box::pin(async move {
-                let bmc = super::power::connect(&target, Limits::new(1))?;
-                bmc.console(false, KEEPALIVE).await
-            }))
+            Some(Open {
+                bmc: bmc_identity(&target.address),
+                console: Box::pin(async move {
+                    let bmc = super::power::connect(&target, Limits::new(1))?;
+                    bmc.console(false, KEEPALIVE).await
+                }),
+            })
         });
         Consoles {
             capture: Capture::new(logs, opener, max, window),
             targets,
+            always,
         }
     }
 
-    /// A boot of host `key` is under way (or about to be) through `target`'s BMC.
-    pub fn boot_started(&self, key: &str, target: &BmcTarget) {
+    /// What the host controller saw of host `key`: whether a boot is under way (provisioning, inspecting,
+    /// cleaning) and the BMC it resolved, if it could. Starts, extends or winds down its capture.
+    pub fn observe(&self, key: &str, booting: bool, target: Option<&BmcTarget>) {
+        let Some(target) = target else {
+            if !self.always {
+                self.boot_ended(key);
+            }
+            return;
+        };
         self.targets
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(key.to_string(), target.clone());
-        self.capture.boot_started(key);
+        if self.always {
+            // Redfish has no standard serial console: trying every reconcile would only repeat that.
+            if target.address.starts_with("ipmi://") {
+                self.capture.forever(key);
+            }
+        } else if booting {
+            self.capture.boot_started(key);
+        } else {
+            self.boot_ended(key);
+        }
+    }
+
+    /// Host `key` is gone: its capture stops now (its log stays until the manager restarts, or in
+    /// `--console-dir`).
+    pub fn forget(&self, key: &str) {
+        self.capture.stop(key);
+        self.targets
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
     }
 
     /// Host `key` is not booting (any more).
-    pub fn boot_ended(&self, key: &str) {
+    fn boot_ended(&self, key: &str) {
         if self.capture.active().iter().any(|h| h == key) {
             self.capture.boot_ended(key);
         }
@@ -82,42 +96,13 @@ impl Consoles {
             .unwrap_or_default()
     }
 
-    /// The console lines of `key` worth quoting: the last [`FAILED_BOOT_LINES`], after the most recent
-    /// notable line before them (a panic, an error) if there is one; text only (no timestamps, not our own
-    /// notes), each cut to a sane length; scrubbed of secrets when they were captured.
+    /// The console lines of `key` worth quoting (`console::quote::last_lines`).
     pub fn last_lines(&self, key: &str) -> Vec<String> {
-        let Some(log) = self.capture.logs().existing(key) else {
-            return Vec::new();
-        };
-        let mut lines: Vec<String> = log
-            .tail(crate::console::log::TAIL_LINES)
-            .into_iter()
-            .filter_map(|l| l.split_once(' ').map(|(_, text)| text.to_string()))
-            .filter(|t| !t.starts_with("[beowulf]"))
-            .collect();
-        let last = lines.split_off(lines.len().saturating_sub(FAILED_BOOT_LINES));
-        // The most recent notable line before them, if any: "Kernel panic - not syncing: …" above its trace.
-        let notable = lines
-            .iter()
-            .rev()
-            .take(NOTABLE_WINDOW)
-            .find(|l| NOTABLE.iter().any(|n| l.contains(n)))
-            .cloned();
-        notable
-            .into_iter()
-            .chain(last)
-            .map(|mut l| {
-                if l.len() > QUOTED_LINE {
-                    let mut cut = QUOTED_LINE;
-                    while !l.is_char_boundary(cut) {
-                        cut -= 1;
-                    }
-                    l.truncate(cut);
-                    l.push('…');
-                }
-                l
-            })
-            .collect()
+        self.capture
+            .logs()
+            .existing(key)
+            .map(|l| crate::console::quote::last_lines(&l))
+            .unwrap_or_default()
     }
 }
 
@@ -133,10 +118,56 @@ pub fn with_console(message: &str, lines: &[String]) -> String {
 mod tests {
     use super::*;
 
+    fn target(address: &str) -> BmcTarget {
+        BmcTarget {
+            address: address.into(),
+            username: "u".into(),
+            password: "p".into(),
+            cipher_suite: None,
+            bmc_key: None,
+            insecure_tls: false,
+            uefi: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn boot_policy_follows_boots_and_always_follows_every_ipmi_host_until_it_is_forgotten() {
+        // Nothing listens on these loopback ports: what is under test is which hosts are followed.
+        let (ipmi, redfish) = (
+            target("ipmi://127.0.0.1:9"),
+            target("redfish://127.0.0.1:9"),
+        );
+        let boot = Consoles::new(
+            Arc::new(ConsoleLogs::in_memory()),
+            4,
+            Duration::from_secs(60),
+            false,
+        );
+        boot.observe("ns/idle", false, Some(&ipmi));
+        boot.observe("ns/nobmc", true, None);
+        assert!(boot.capture.active().is_empty());
+        boot.observe("ns/b", true, Some(&ipmi));
+        assert_eq!(boot.capture.active(), ["ns/b"]);
+
+        let always = Consoles::new(
+            Arc::new(ConsoleLogs::in_memory()),
+            4,
+            Duration::from_secs(60),
+            true,
+        );
+        always.observe("ns/a", false, Some(&ipmi));
+        always.observe("ns/r", false, Some(&redfish));
+        always.observe("ns/c", true, Some(&ipmi));
+        always.observe("ns/a", false, None);
+        assert_eq!(always.capture.active(), ["ns/a", "ns/c"]);
+        always.forget("ns/a");
+        assert_eq!(always.capture.active(), ["ns/c"]);
+    }
+
     #[tokio::test]
     async fn a_failed_boot_quotes_the_last_console_lines_without_notes_or_timestamps() {
         let logs = Arc::new(ConsoleLogs::in_memory());
-        let c = Consoles::new(logs.clone(), 4, Duration::from_secs(60));
+        let c = Consoles::new(logs.clone(), 4, Duration::from_secs(60), false);
         assert!(c.last_lines("ns/h").is_empty());
         let log = logs.host("ns/h");
         log.note("console connected");
@@ -163,13 +194,16 @@ mod tests {
         log.write(format!("{}\n", "x".repeat(500)).as_bytes());
         let lines = c.last_lines("ns/h");
         // The panic line first, although the trace pushed it out of the last lines.
-        assert_eq!(lines.len(), FAILED_BOOT_LINES + 1);
+        assert_eq!(lines.len(), crate::console::quote::FAILED_BOOT_LINES + 1);
         assert!(
             lines[0].starts_with("Kernel panic - not syncing"),
             "{lines:?}"
         );
         assert_eq!(lines[1], "Call Trace:");
-        assert_eq!(lines[6].chars().count(), QUOTED_LINE + 1);
+        assert_eq!(
+            lines[6].chars().count(),
+            crate::console::quote::QUOTED_LINE + 1
+        );
         let m = with_console("boot attempt 1 made no progress", &lines[..2]);
         assert_eq!(
             m,

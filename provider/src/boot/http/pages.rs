@@ -34,7 +34,7 @@ const STYLE: &str = "body{font:14px/1.4 system-ui,sans-serif;background:#111;col
 h1{font-size:1.3em} h2{font-size:1.1em;margin-top:1.4em} a{color:#9cf}\
 table{border-collapse:collapse} th,td{padding:.25em .6em;border-bottom:1px solid #333;text-align:left;white-space:nowrap}\
 td.p{text-align:right;font-variant-numeric:tabular-nums;color:#8c8} td.n{color:#555;text-align:right}\
-.booted{color:#4d4;font-weight:bold} .booting{color:#fc3} .idle{color:#777}\
+.booted{color:#4d4;font-weight:bold} .booting{color:#fc3} .idle{color:#777} .failed{color:#f66;white-space:normal}\
 .summary span{display:inline-block;margin-right:1.2em} form{margin:.8em 0}\
 pre{background:#000;color:#ccc;padding:.6em;max-height:40em;overflow:auto;white-space:pre-wrap}";
 
@@ -298,6 +298,13 @@ stroke-width=\"1.5\" points=\"{points}\"/><text x=\"{lx}\" y=\"{ly}\" fill=\"{co
 
 /// `GET /hosts/<name>`.
 pub async fn host_page(State(s): State<AppState>, Path(name): Path<String>) -> Response {
+    // Asked before anything else is read, so no lock is held while the BMC answers (at most 2 s).
+    let power = match s.plane.power() {
+        Some(cache) if s.plane.directory.get().host(&name).is_some() => {
+            Some(cache.get(&name).await.to_string())
+        }
+        _ => None,
+    };
     let views = host_views(&s.plane);
     let Some(v) = views.iter().find(|v| v.name == name) else {
         return (
@@ -306,6 +313,12 @@ pub async fn host_page(State(s): State<AppState>, Path(name): Path<String>) -> R
         )
             .into_response();
     };
+    // What the console last said went wrong (a panic, a failed unit), with when it said it.
+    let last_error = s
+        .plane
+        .consoles()
+        .and_then(|logs| logs.existing(&v.name))
+        .and_then(|l| crate::console::quote::last_error(&l));
     let rec = v
         .mac
         .parse::<crate::boot::MacAddr>()
@@ -320,7 +333,7 @@ pub async fn host_page(State(s): State<AppState>, Path(name): Path<String>) -> R
 </head><body><p><a href=\"/\">&larr; all hosts</a></p><h1>{n} &middot; <span id=\"state\" class=\"{st}\">{st}</span></h1>\
 <table><tr><th>MAC</th><td>{}</td></tr><tr><th>address</th><td>{}</td></tr><tr><th>network</th><td>{}</td></tr>\
 <tr><th>image</th><td>{}</td></tr><tr><th>next boot</th><td>{}</td></tr><tr><th>boot</th><td>{}</td></tr>\
-<tr><th>last phase</th><td>{}</td></tr><tr><th>hardware</th><td>{}</td></tr></table>",
+<tr><th>last phase</th><td>{}</td></tr><tr><th>hardware</th><td>{}</td></tr>{}</table>",
         esc(&v.mac),
         esc(&v.ip),
         esc(&v.network),
@@ -329,6 +342,13 @@ pub async fn host_page(State(s): State<AppState>, Path(name): Path<String>) -> R
         v.boot,
         v.last_phase.unwrap_or("·"),
         esc(&hardware_cell(v)),
+        power.map_or(String::new(), |p| format!(
+            "<tr><th>power</th><td id=\"power\">{}</td></tr>",
+            esc(&p)
+        )) + &last_error.map_or(String::new(), |e| format!(
+            "<tr><th>last error</th><td id=\"last-error\" class=\"failed\">{}</td></tr>",
+            esc(&e)
+        )),
         st = v.state,
     );
 
