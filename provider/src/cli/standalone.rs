@@ -269,14 +269,18 @@ mod bmc_entries {
         }
     }
 
+    /// `host`'s `bmc` entry as the inventory has it now.
+    fn entry_of(bmcs: &Bmcs, host: &str) -> Option<inventory::Bmc> {
+        bmcs.read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(host)
+            .cloned()
+    }
+
     /// Opens a host's console with its inventory `bmc` entry (credentials read when it is opened).
     pub fn opener(bmcs: Bmcs) -> Opener {
         Arc::new(move |host: String| {
-            let entry = bmcs
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&host)
-                .cloned()?;
+            let entry = entry_of(&bmcs, &host)?;
             Some(Open {
                 bmc: bmc_identity(&entry.address),
                 console: Box::pin(async move {
@@ -290,11 +294,7 @@ mod bmc_entries {
     /// Asks a host's power state with its inventory `bmc` entry, for the host pages.
     pub fn power(bmcs: Bmcs) -> crate::bmc::power_cache::Ask {
         Arc::new(move |host: String| {
-            let entry = bmcs
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&host)
-                .cloned()?;
+            let entry = entry_of(&bmcs, &host)?;
             Some(Box::pin(async move {
                 let bmc = connect(&entry)?;
                 let state = bmc.power_state().await;
