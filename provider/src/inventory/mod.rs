@@ -131,17 +131,21 @@ impl Inventory {
 
     /// Parses and validates inventory text; file references resolve against `base`.
     pub fn parse(text: &str, base: &Path) -> Result<Inventory, Vec<Problem>> {
-        let raw: file::InventoryFile = serde_saphyr::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .location()
-                .map(|l| (l.line(), l.column()))
-                .unwrap_or((0, 0));
-            vec![Problem {
-                line,
-                column,
-                message: first_line(&e.to_string()),
-            }]
-        })?;
+        // YAML 1.1 integers as go-yaml v2 (kubectl, Helm) read them: a leading `0` is octal (`0644` is 420).
+        // csctl/tests/yaml_differential.rs compares this reading with sigs.k8s.io/yaml.
+        let options = serde_saphyr::options! { legacy_octal_numbers: true };
+        let raw: file::InventoryFile =
+            serde_saphyr::from_str_with_options(text, options).map_err(|e| {
+                let (line, column) = e
+                    .location()
+                    .map(|l| (l.line(), l.column()))
+                    .unwrap_or((0, 0));
+                vec![Problem {
+                    line,
+                    column,
+                    message: first_line(&e.to_string()),
+                }]
+            })?;
         let mut v = Validator {
             base,
             problems: Vec::new(),

@@ -113,6 +113,19 @@ fn good_inventory_loads() {
     );
 }
 
+/// Numbers read as go-yaml v2 (kubectl, Helm) reads them: a leading `0` is octal (csctl/tests/yaml_differential.rs).
+#[test]
+fn a_leading_zero_is_octal_as_in_yaml_1_1() {
+    let d = dir();
+    let text = GOOD.replace("leaseSeconds: 600", "leaseSeconds: 01130");
+    let inv = parse(&text, d.path()).unwrap();
+    let n1 = inv
+        .directory
+        .host_by_ip("10.99.0.158".parse().unwrap())
+        .unwrap();
+    assert_eq!(inv.directory.network_of(n1).lease_secs, 600);
+}
+
 #[test]
 fn debug_output_hides_user_data() {
     let d = dir();
