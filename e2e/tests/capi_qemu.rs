@@ -126,6 +126,7 @@ async fn machine_goes_to_provisioned_with_ipmi_sim_and_a_qemu_pxe_boot() {
             http_listen: SocketAddr::new(Ipv4Addr::UNSPECIFIED.into(), HTTP_PORT),
             tftp_root: "/usr/lib/ipxe".into(),
             proxy_dhcp: false,
+            http_limits: Default::default(),
         },
     );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

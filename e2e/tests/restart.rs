@@ -3,6 +3,8 @@
 //! the server is stopped (SIGTERM) and started again on the same state directory. The node's later requests
 //! with the token it already has still succeed, the boot keeps its phases and their times, no second token or
 //! boot is started, and the journal in the state directory holds no token in the clear.
+//! A download cut by a restart completes on the client's retry: curl, rate-limited so the restart lands mid
+//! transfer, resumes with a Range request (`--retry -C -`) and ends with every byte of the kernel.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
@@ -120,4 +122,70 @@ fn a_boot_in_progress_survives_restarts_of_the_standalone_server() {
     assert!(!journal.is_empty());
     assert!(!journal.contains(&token), "{journal}");
     assert!(!lab.log().contains(&token));
+}
+
+#[test]
+fn a_download_cut_by_a_restart_completes_on_the_clients_retry() {
+    require_root_and_peers();
+    let node = Node::new("idle", 0x34, Firmware::Bios);
+    let mut lab = PxeLab::start("restart-dl", beowulf(), vec![node.clone()]);
+    // A kernel-sized file several times larger than what socket buffers hold (which would carry a small
+    // file through the restart): 48 MiB of a pattern, named by the inventory like any kernel.
+    let kernel = lab.dir.path().join("big-vmlinuz");
+    let pattern: Vec<u8> = (0..48u32 << 20).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&kernel, &pattern).unwrap();
+    let size = pattern.len() as u64;
+    lab.image.kernel = kernel.clone();
+    lab.rewrite_inventory(vec![node]);
+    wait_for(
+        "the server to load the new image",
+        Duration::from_secs(20),
+        || lab.log().contains("inventory reloaded").then_some(()),
+    );
+    let name = "big-vmlinuz";
+    let out = lab.dir.path().join("kernel.download");
+    let url = lab.url(&format!("/images/{}/{name}", lab.image.name));
+    // At 4 MiB/s the download takes 12 s: the restart lands in the middle of it.
+    let mut curl = Proc::spawn(
+        "curl",
+        lab.ns
+            .cmd("curl")
+            .args(["--no-progress-meter", "--fail", "--limit-rate", "4M"])
+            .args(["--retry", "10", "--retry-all-errors", "--retry-delay", "1"])
+            .args(["-C", "-", "-o"])
+            .arg(&out)
+            .arg(&url)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(lab.dir.path().join("curl.err")).unwrap()),
+    );
+    wait_for(
+        "the download to be under way",
+        Duration::from_secs(20),
+        || (std::fs::metadata(&out).map_or(0, |m| m.len()) >= 4 << 20).then_some(()),
+    );
+    lab.restart_beowulf();
+    let cut_at = std::fs::metadata(&out).unwrap().len();
+    assert!(cut_at < size, "the download finished before the restart");
+    let status = wait_for(
+        "curl to finish after the restart",
+        Duration::from_secs(60),
+        || curl.exited(),
+    );
+    let said = std::fs::read_to_string(lab.dir.path().join("curl.err")).unwrap();
+    assert!(
+        status.success(),
+        "curl: {status}\n{said}\nlog:\n{}",
+        lab.log()
+    );
+    // It did retry (the restart cut it), and what it assembled is the kernel, byte for byte.
+    assert!(said.contains("Will retry"), "{said}");
+    assert_eq!(
+        sha256_of(&std::fs::read(&out).unwrap()),
+        sha256_of(&pattern)
+    );
+}
+
+fn sha256_of(b: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(b))
 }

@@ -65,6 +65,7 @@ async fn an_unknown_mac_becomes_one_discovered_host_that_waits_to_be_accepted() 
         listener,
         plane.clone(),
         Arc::new(Default::default()),
+        Default::default(),
         std::future::pending(),
     ));
     registry

@@ -251,6 +251,7 @@ struct Env {
     clock: Arc<AtomicI64>,
     /// The boot plane's HTTP server on loopback.
     http: SocketAddr,
+    stop: Stop,
 }
 
 /// What the node got from the boot plane in one boot.
@@ -265,8 +266,29 @@ async fn env(objects: Vec<Value>) -> Env {
     let client = fake_api::fake_api(objects).await;
     let clock = Arc::new(AtomicI64::new(1_000_000));
     let bmc = Arc::new(FakeBmc::default());
-    // The real boot plane on the controllers' registry, its HTTP server on loopback (port 0).
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (boot, http, stop) = boot_plane(&clock, 0).await;
+    let mut ctx = Context::new(client.clone(), bmc.clone(), boot.clone());
+    let c = clock.clone();
+    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+    Env {
+        client,
+        ctx: Arc::new(ctx),
+        bmc,
+        boot,
+        clock,
+        http,
+        stop,
+    }
+}
+
+/// The real boot plane on a controllers' registry, its HTTP server on loopback at `port` (0: any).
+async fn boot_plane(
+    clock: &Arc<AtomicI64>,
+    port: u16,
+) -> (Arc<ProfileRegistry>, std::net::SocketAddr, Stop) {
+    let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, port))
+        .await
+        .unwrap();
     let http = listener.local_addr().unwrap();
     let c = clock.clone();
     let boot = Arc::new(ProfileRegistry::new(
@@ -278,24 +300,26 @@ async fn env(objects: Vec<Value>) -> Env {
         Default::default(),
         Arc::new(move || c.load(Ordering::SeqCst)),
     ));
-    tokio::spawn(beowulf::boot::http::serve(
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(beowulf::boot::http::serve(
         listener,
         boot.plane(),
         Arc::new(Default::default()),
-        std::future::pending(),
+        Default::default(),
+        async {
+            let _ = rx.await;
+        },
     ));
-    let mut ctx = Context::new(client.clone(), bmc.clone(), boot.clone());
-    let c = clock.clone();
-    ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
-    Env {
-        client,
-        ctx: Arc::new(ctx),
-        bmc,
-        boot,
-        clock,
-        http,
-    }
+    (boot, http, std::sync::Mutex::new(Some((tx, served))))
 }
+
+/// Stops a boot plane's HTTP server (and frees its port).
+type Stop = std::sync::Mutex<
+    Option<(
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    )>,
+>;
 
 fn standard(with_secret: bool, hosts: u8, machines: &[&str]) -> Vec<Value> {
     let mut v = vec![
@@ -323,6 +347,44 @@ fn standard(with_secret: bool, hosts: u8, machines: &[&str]) -> Vec<Value> {
 }
 
 impl Env {
+    /// The same cluster and BMCs with a new manager process: this one's HTTP server stops, and a boot plane
+    /// that has served nothing yet starts at the same address.
+    async fn restarted(&self) -> Env {
+        let stop = self.stop.lock().unwrap().take();
+        if let Some((tx, served)) = stop {
+            let _ = tx.send(());
+            served.await.unwrap().unwrap();
+        }
+        let (boot, http, stop) = boot_plane(&self.clock, self.http.port()).await;
+        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), boot.clone());
+        let c = self.clock.clone();
+        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        Env {
+            client: self.client.clone(),
+            ctx: Arc::new(ctx),
+            bmc: self.bmc.clone(),
+            boot,
+            clock: self.clock.clone(),
+            http,
+            stop,
+        }
+    }
+    /// Another replica taking over: a boot plane of its own at another address (another machine).
+    async fn other_replica(&self) -> Env {
+        let (boot, http, stop) = boot_plane(&self.clock, 0).await;
+        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), boot.clone());
+        let c = self.clock.clone();
+        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
+        Env {
+            client: self.client.clone(),
+            ctx: Arc::new(ctx),
+            bmc: self.bmc.clone(),
+            boot,
+            clock: self.clock.clone(),
+            http,
+            stop,
+        }
+    }
     fn hosts(&self) -> Api<BeowulfHost> {
         Api::namespaced(self.client.clone(), NS)
     }
@@ -568,6 +630,93 @@ async fn happy_path_claims_boots_and_provisions_on_callback() {
         !format!("{profile:?}").contains("joined-with-token"),
         "BootProfile Debug redacts user-data"
     );
+}
+
+/// A manager restart in the middle of a boot: the new process rebuilds the boot from the host's status (the
+/// token's digest and the last phase), so the node finishes it with the token it already has; nothing is
+/// power-cycled and no second token is issued. The status never holds the token itself.
+#[tokio::test]
+async fn a_restarted_manager_serves_the_boot_in_progress_on() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.advance(30);
+    let boot = e.node_boots(0).await;
+    e.reconcile_machine("m0").await;
+    let status = e.hosts().get("node-0").await.unwrap().status.unwrap();
+    let live = status
+        .live_boot
+        .clone()
+        .expect("the boot in progress is in the status");
+    assert_eq!(live.phase.as_deref(), Some("metadata"));
+    assert_eq!(
+        live.token_sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            boot.token.as_bytes()
+        ))
+    );
+    let text = serde_json::to_string(&e.hosts().get("node-0").await.unwrap()).unwrap();
+    assert!(
+        !text.contains(&boot.token),
+        "the token itself in the status"
+    );
+    let ops = e.bmc.ops();
+
+    // A new process: its boot plane has served nothing, the status has it all.
+    let r = e.restarted().await;
+    e.advance(10);
+    r.reconcile_machine("m0").await;
+    assert_eq!(r.bmc.ops(), ops, "no power cycle, no new boot");
+    assert!(
+        r.boot.profile("hpc/node-0").is_some(),
+        "the profile is served again"
+    );
+    // The node, still holding its token, fetches its data and calls back to the new process.
+    let (code, user_data) = r
+        .get(0, &format!("/nocloud/{}/user-data", boot.token))
+        .await;
+    assert_eq!((code, user_data.as_str()), (200, USER_DATA));
+    assert_eq!(r.node_calls_back(0, &boot.token).await, 200);
+    r.reconcile_machine("m0").await;
+    let bm = r.machines().get("m0").await.unwrap();
+    assert_eq!(bm.spec.provider_id.as_deref(), Some("beowulf://hpc/node-0"));
+    let hs = r.hosts().get("node-0").await.unwrap().status.unwrap();
+    assert_eq!(hs.boot_attempt, 1, "the same boot");
+    assert_eq!(hs.live_boot, None, "a finished boot keeps nothing");
+    assert_eq!(r.bmc.ops(), ops);
+}
+
+/// The controls: a boot whose token expired, or a new leader whose boot plane is elsewhere (the node would
+/// never reach it), boot the host again, as before.
+#[tokio::test]
+async fn a_new_leader_elsewhere_boots_again() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.advance(30);
+    e.node_boots(0).await;
+    e.reconcile_machine("m0").await;
+    let ops = e.bmc.ops();
+    let r = e.other_replica().await;
+    r.reconcile_machine("m0").await;
+    assert_ne!(r.bmc.ops(), ops, "booted again");
+}
+
+#[tokio::test]
+async fn a_restarted_manager_without_the_boot_in_the_status_boots_again() {
+    let e = env(standard(true, 1, &["m0"])).await;
+    e.register_hosts(1).await;
+    e.reconcile_machine("m0").await;
+    e.advance(30);
+    let boot = e.node_boots(0).await;
+    e.reconcile_machine("m0").await;
+    let ops = e.bmc.ops();
+    // Past the token's lifetime: what the status kept is of no use.
+    e.advance(3600);
+    let r = e.restarted().await;
+    r.reconcile_machine("m0").await;
+    assert_ne!(r.bmc.ops(), ops, "booted again");
+    assert_eq!(r.node_calls_back(0, &boot.token).await, 403);
 }
 
 #[tokio::test]

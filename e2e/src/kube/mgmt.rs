@@ -243,6 +243,7 @@ pub struct ManagerNode {
     pub ns: Netns,
     pub boot_ip: Ipv4Addr,
     pub health_port: u16,
+    name: String,
 }
 
 impl ManagerNode {
@@ -256,6 +257,34 @@ impl ManagerNode {
         extra: &[&str],
     ) -> anyhow::Result<ManagerNode> {
         let (ns, boot_ip) = mc.node(name)?;
+        Self::spawn(mc, beowulf, name, ns, boot_ip, artifact_root, extra).await
+    }
+
+    /// The manager process crashes (SIGKILL) and a new one starts on the same node (the same boot-network
+    /// address), with `extra` flags; returns when it answers `/readyz`. Its log goes on in the same file.
+    pub async fn restart(
+        mut self,
+        mc: &MgmtCluster,
+        beowulf: &BeowulfBin,
+        artifact_root: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<ManagerNode> {
+        self.kill();
+        let ManagerNode {
+            ns, boot_ip, name, ..
+        } = self;
+        Self::spawn(mc, beowulf, &name, ns, boot_ip, artifact_root, extra).await
+    }
+
+    async fn spawn(
+        mc: &MgmtCluster,
+        beowulf: &BeowulfBin,
+        name: &str,
+        ns: Netns,
+        boot_ip: Ipv4Addr,
+        artifact_root: &Path,
+        extra: &[&str],
+    ) -> anyhow::Result<ManagerNode> {
         let (sa_ns, sa) = MANAGER_SERVICE_ACCOUNT;
         let kubeconfig = mc
             .control_plane
@@ -297,6 +326,7 @@ impl ManagerNode {
             ns,
             boot_ip,
             health_port,
+            name: name.to_string(),
         })
     }
 

@@ -168,6 +168,10 @@ pub struct BeowulfHostStatus {
     /// The current boot attempt (1 = first boot; each power-cycle retry adds one).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub boot_attempt: u32,
+    /// The boot in progress, kept so that a restarted manager (or a new leader) serves it on instead of
+    /// starting it again: the per-boot token's SHA-256 (never the token), when it expires, and the last phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live_boot: Option<LiveBootStatus>,
     /// When the current state (or boot attempt) began.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_since: Option<Time>,
@@ -197,6 +201,22 @@ pub struct BeowulfHostStatus {
     pub remediations: Vec<RemediationRecord>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// A boot in progress as the host's status keeps it (`BeowulfHostStatus::live_boot`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LiveBootStatus {
+    /// SHA-256 of the per-boot token, hex: enough to recognise the token, useless to present it.
+    pub token_sha256: String,
+    pub token_expires: Time,
+    /// The boot plane the node talks to (`ADDRESS:PORT`): only a manager serving there can take the boot on.
+    pub server: String,
+    /// The furthest boot phase reached, and when.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase_time: Option<Time>,
 }
 
 /// How many remediation records a host keeps.

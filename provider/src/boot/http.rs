@@ -54,27 +54,16 @@ pub fn router(plane: Arc<BootPlane>, registry: Arc<Registry>) -> Router {
         .with_state(AppState { plane, registry })
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves.
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     plane: Arc<BootPlane>,
     registry: Arc<Registry>,
+    limits: accept::ConnLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    use axum::serve::ListenerExt as _;
-    // As nginx (`tcp_nodelay on`): a response's last, short segment goes out without waiting for the ACK of
-    // the previous ones (Nagle), which otherwise delays every keep-alive Range answer.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "TCP_NODELAY not set");
-        }
-    });
-    axum::serve(
-        listener,
-        router(plane, registry).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown)
-    .await
+    let refused = plane.metrics.http_refused.clone();
+    accept::serve(listener, router(plane, registry), limits, refused, shutdown).await
 }
 
 fn forbidden() -> Response {
@@ -417,8 +406,10 @@ async fn disks(
     }
 }
 
-/// Parses `application/x-www-form-urlencoded` with axum's own form support.
-fn serde_urlencoded_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, ()> {
+/// Parses `application/x-www-form-urlencoded` with axum's own form support. Public for the fuzz targets.
+#[doc(hidden)]
+#[allow(clippy::result_unit_err)]
+pub fn serde_urlencoded_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, ()> {
     let uri = format!("/?{}", String::from_utf8_lossy(bytes));
     let uri: axum::http::Uri = uri.parse().map_err(|_| ())?;
     Query::<HashMap<String, String>>::try_from_uri(&uri)
@@ -626,7 +617,9 @@ async fn metrics(State(s): State<AppState>) -> Response {
     r
 }
 
-mod files;
+pub mod accept;
+#[doc(hidden)]
+pub mod files;
 mod pages;
 
 #[cfg(test)]

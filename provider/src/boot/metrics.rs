@@ -34,6 +34,8 @@ pub struct BootMetrics {
     /// Inventory reloads.
     pub inventory_reloads: Counter,
     pub inventory_hosts: Gauge,
+    /// HTTP connections closed at once for a connection limit (`boot::http::accept`).
+    pub http_refused: Counter,
 }
 
 impl Default for BootMetrics {
@@ -47,6 +49,7 @@ impl Default for BootMetrics {
             unknown_clients: Counter::default(),
             inventory_reloads: Counter::default(),
             inventory_hosts: Gauge::default(),
+            http_refused: Counter::default(),
         }
     }
 }
@@ -91,6 +94,11 @@ impl BootMetrics {
             "inventory_hosts",
             "Hosts in the inventory in service",
             m.inventory_hosts.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed at once because a client or the server was at its connection limit",
+            m.http_refused.clone(),
         );
         m
     }

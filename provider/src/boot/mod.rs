@@ -131,6 +131,13 @@ impl Phase {
     }
 }
 
+impl Phase {
+    /// The phase named `s` ([`Phase::as_str`]).
+    pub fn from_name(s: &str) -> Option<Phase> {
+        Phase::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
 impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())

@@ -196,6 +196,31 @@ impl TokenStore {
         })
     }
 
+    /// `host`'s live token as kept (digest, MAC, expiry), for a process that must hand the boot on.
+    pub fn issued(&self, host: &str) -> Option<TokenEntry> {
+        self.lock().get(host).map(|i| TokenEntry {
+            host: host.to_string(),
+            mac: i.mac,
+            sha256: i.sha256,
+            expires: i.expires,
+        })
+    }
+
+    /// Takes over a token another process issued (known by its digest only), replacing any of `entry.host`.
+    pub fn adopt(&self, entry: TokenEntry) {
+        if let Some(j) = self.journal.get() {
+            j.token_issued(&entry);
+        }
+        self.lock().insert(
+            entry.host,
+            Issued {
+                sha256: entry.sha256,
+                mac: entry.mac,
+                expires: entry.expires,
+            },
+        );
+    }
+
     /// Consumes `host`'s token (its boot completed): it is refused from now on.
     pub fn consume(&self, host: &str) {
         if self.lock().remove(host).is_some()

@@ -10,6 +10,7 @@ use prometheus_client::registry::Registry;
 
 use crate::boot::BootDirectory;
 use crate::boot::dhcp::{DhcpConfig, DhcpMode, DhcpServer};
+use crate::boot::http::accept::ConnLimits;
 use crate::boot::metrics::SampleCollector;
 use crate::boot::plane::BootPlane;
 use crate::boot::tftp::{TftpConfig, TftpServer};
@@ -24,6 +25,32 @@ pub struct ServicesConfig {
     pub http_listen: SocketAddr,
     pub tftp_root: PathBuf,
     pub proxy_dhcp: bool,
+    pub http_limits: ConnLimits,
+}
+
+/// The HTTP server's connection limits, as flags (`beowulf standalone` and `beowulf manager`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct HttpLimitArgs {
+    /// Most HTTP connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = ConnLimits::default().total as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections: u32,
+    /// Most HTTP connections open at once from one address (a booting host needs one to a few), so one
+    /// misbehaving client cannot take the connections other hosts need.
+    #[arg(long, default_value_t = ConnLimits::default().per_client as u32, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub http_max_connections_per_client: u32,
+    /// Seconds a client has to send a request's head; an idle kept-alive connection is closed after as long.
+    #[arg(long, default_value_t = ConnLimits::default().header_timeout.as_secs(), value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub http_header_timeout: u64,
+}
+
+impl HttpLimitArgs {
+    pub fn limits(&self) -> ConnLimits {
+        ConnLimits {
+            total: self.http_max_connections as usize,
+            per_client: self.http_max_connections_per_client as usize,
+            header_timeout: std::time::Duration::from_secs(self.http_header_timeout),
+        }
+    }
 }
 
 /// The bound services, not yet running.
@@ -31,6 +58,7 @@ pub struct Services {
     dhcp: DhcpServer,
     tftp: TftpServer,
     http: tokio::net::TcpListener,
+    http_limits: ConnLimits,
     plane: Arc<BootPlane>,
 }
 
@@ -78,6 +106,7 @@ impl Services {
             dhcp,
             tftp,
             http,
+            http_limits: config.http_limits,
             plane,
         })
     }
@@ -98,7 +127,9 @@ impl Services {
             shutdown.await;
             let _ = stop_tx.send(true);
         };
-        let served = crate::boot::http::serve(self.http, self.plane, registry, shutdown).await;
+        let served =
+            crate::boot::http::serve(self.http, self.plane, registry, self.http_limits, shutdown)
+                .await;
         let _ = tokio::join!(dhcp_task, tftp_task);
         served.context("boot plane HTTP server failed")
     }

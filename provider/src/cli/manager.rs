@@ -141,6 +141,8 @@ pub struct ManagerArgs {
     /// provision if something else reports their boot phases.
     #[arg(long, help_heading = "Boot plane")]
     pub no_boot_plane: bool,
+    #[command(flatten, next_help_heading = "Boot plane")]
+    pub http_limits: super::boot_services::HttpLimitArgs,
     /// Capture hosts' serial consoles over IPMI Serial-over-LAN: `boot` while they provision, inspect or
     /// clean; `always` all the time, for every host whose BMC is `ipmi://` and whose Secret resolves; `off`
     /// never. A boot that gets stuck quotes the last lines in the host's Provisioned condition and event.
@@ -349,6 +351,7 @@ pub async fn run(args: ManagerArgs) -> anyhow::Result<()> {
                     ),
                     tftp_root: args.tftp_root.clone(),
                     proxy_dhcp: args.proxy_dhcp,
+                    http_limits: args.http_limits.limits(),
                 },
                 &mut registry,
             )

@@ -78,6 +78,9 @@ pub struct StandaloneArgs {
     #[arg(long, default_value_t = 256, value_name = "N")]
     pub max_consoles: usize,
 
+    #[command(flatten)]
+    pub http_limits: super::boot_services::HttpLimitArgs,
+
     /// Check the inventory, print a summary and exit (no servers).
     #[arg(long)]
     pub check: bool,
@@ -196,6 +199,7 @@ pub async fn run(args: StandaloneArgs) -> anyhow::Result<()> {
         http_listen: SocketAddr::new(args.http_listen, args.http_port),
         tftp_root: args.tftp_root.clone(),
         proxy_dhcp: args.proxy_dhcp,
+        http_limits: args.http_limits.limits(),
     };
     let services = Services::bind(plane.clone(), &config, &mut registry).await?;
     let registry = Arc::new(registry);

@@ -21,7 +21,9 @@ use crate::api::{BeowulfHost, BeowulfImage};
 use crate::bmc::endpoint::parse_bmc_key;
 use crate::boot::{MacAddr, Phase};
 use crate::provisioning::engine::{action_failed, bmc_failure};
-use crate::provisioning::io::{BmcFailure, BmcTarget, BootProfile, PowerError, UserDataFormat};
+use crate::provisioning::io::{
+    BmcFailure, BmcTarget, BootProfile, LiveBoot, PowerError, UserDataFormat,
+};
 use crate::provisioning::{
     Action, BootObservation, Goal, HostState, Observation, PowerObservation, Progress, Request,
     decide,
@@ -202,6 +204,33 @@ pub fn progress_of(status: &BeowulfHostStatus) -> Progress {
     }
 }
 
+/// The boot in progress the status kept, if it is whole and its token has not expired at `now`.
+fn live_boot_of(status: &BeowulfHostStatus, now: i64) -> Option<LiveBoot> {
+    let l = status.live_boot.as_ref()?;
+    let token_sha256: [u8; 32] = hex::decode(&l.token_sha256).ok()?.try_into().ok()?;
+    let token_expires = l.token_expires.0.as_second();
+    let last_phase = match (&l.phase, &l.phase_time) {
+        (Some(p), Some(t)) => Some((crate::boot::Phase::from_name(p)?, t.0.as_second())),
+        _ => None,
+    };
+    (token_expires > now).then_some(LiveBoot {
+        token_sha256,
+        token_expires,
+        last_phase,
+        server: l.server.clone(),
+    })
+}
+
+fn live_boot_status(l: &LiveBoot) -> Option<crate::api::host::LiveBootStatus> {
+    Some(crate::api::host::LiveBootStatus {
+        token_sha256: hex::encode(l.token_sha256),
+        token_expires: ts(Some(l.token_expires))?,
+        phase: l.last_phase.map(|(p, _)| p.as_str().to_string()),
+        phase_time: l.last_phase.and_then(|(_, t)| ts(Some(t))),
+        server: l.server.clone(),
+    })
+}
+
 fn boot_profile(host: &BeowulfHost, input: &ProvisionInput) -> Result<BootProfile, String> {
     let mac: MacAddr = host
         .spec
@@ -292,6 +321,29 @@ pub async fn drive_with(
             Err(e) => PowerObservation::Failed(e),
         },
     };
+    // A boot this process does not serve but the status kept (the manager restarted, or leadership moved):
+    // serve it on with the node's token and phases, instead of booting the host again.
+    let booting = matches!(
+        progress.state,
+        HostState::Provisioning | HostState::Inspecting | HostState::Cleaning
+    );
+    if booting
+        && progress.retry_at.is_none()
+        && !ctx.boot.serves(&key)
+        && let (Some(live), Some(i)) = (live_boot_of(&old_status, ctx.now()), input)
+    {
+        match boot_profile(host, i).and_then(|p| ctx.boot.resume(p, &live).map_err(|e| e.0)) {
+            Ok(()) => tracing::info!(
+                host = %key,
+                phase = live.last_phase.map_or("none", |(p, _)| p.as_str()),
+                "boot in progress taken over from the host's status"
+            ),
+            // Expected after a leader change to another machine: the engine boots the host again.
+            Err(e) => {
+                tracing::info!(host = %key, reason = %e, "cannot take over the boot in progress")
+            }
+        }
+    }
     let last_phase = ctx.boot.last_phase(&key);
     let obs = Observation {
         now: ctx.now(),
@@ -367,6 +419,12 @@ pub async fn drive_with(
     status.state_since = ts(d.progress.since);
     status.retry_at = ts(d.progress.retry_at);
     status.bmc_failures = d.progress.bmc_failures;
+    status.live_boot = match d.progress.state {
+        HostState::Provisioning | HostState::Inspecting | HostState::Cleaning => {
+            ctx.boot.live_boot(&key).as_ref().and_then(live_boot_status)
+        }
+        _ => None,
+    };
     match &power {
         PowerObservation::On => status.power_state = Some("on".into()),
         PowerObservation::Off => status.power_state = Some("off".into()),

@@ -147,6 +147,19 @@ impl fmt::Debug for BootProfile {
     }
 }
 
+/// A boot in progress, as a restarted manager rebuilds it from the host's status: never the token itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveBoot {
+    pub token_sha256: [u8; 32],
+    /// Unix seconds.
+    pub token_expires: i64,
+    /// The furthest phase reached, with its Unix time.
+    pub last_phase: Option<(Phase, i64)>,
+    /// The boot plane the node talks to (`ADDRESS:PORT`): only a boot plane at the same address can serve the
+    /// boot on (a new leader on another machine cannot: the node would never reach it).
+    pub server: String,
+}
+
 /// The boot plane as the engine sees it: where boot profiles are published (the manager's implementation is
 /// `runtime::profiles::ProfileRegistry`, which serves them through [`crate::boot::plane::BootPlane`]).
 pub trait BootProfiles: Send + Sync + 'static {
@@ -161,6 +174,16 @@ pub trait BootProfiles: Send + Sync + 'static {
     fn serves(&self, host: &str) -> bool;
     /// The host's latest inspection report received here, with its Unix time.
     fn inspection(&self, host: &str) -> Option<(crate::hardware::Hardware, i64)>;
+    /// The host's boot in progress as another process would need it to serve the boot on: its token's
+    /// digest and expiry and its last phase. `None` when no token is live.
+    fn live_boot(&self, _host: &str) -> Option<LiveBoot> {
+        None
+    }
+    /// Publishes the host's profile for a boot already in progress (`boot`, from a process that stopped):
+    /// the node's token stays valid and its phases are kept. A boot plane that cannot resume publishes anew.
+    fn resume(&self, profile: BootProfile, _boot: &LiveBoot) -> Result<(), IoError> {
+        self.publish(profile)
+    }
     /// The published profile's local-disk plan and, once the node sent it, its report for the current boot.
     fn local_disks(
         &self,

@@ -27,7 +27,7 @@ use crate::boot::directory::{
 use crate::boot::metrics::BootMetrics;
 use crate::boot::plane::BootPlane;
 use crate::boot::{MacAddr, Phase};
-use crate::provisioning::io::{BootProfile, BootProfiles, IoError, UserDataFormat};
+use crate::provisioning::io::{BootProfile, BootProfiles, IoError, LiveBoot, UserDataFormat};
 
 /// Unix seconds now (the controllers' injectable clock).
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
@@ -182,6 +182,11 @@ impl ProfileRegistry {
             .unwrap_or_else(|e| e.into_inner())
             .push(tx);
         rx
+    }
+
+    /// This boot plane's address as nodes reach it (`ADDRESS:PORT`).
+    fn server(&self) -> String {
+        format!("{}:{}", self.config.boot_server, self.config.http_port)
     }
 
     /// The boot plane to serve (DHCP, TFTP, HTTP) on these profiles.
@@ -456,6 +461,41 @@ impl BootProfiles for ProfileRegistry {
         // A fresh boot: any token of an earlier one stops working.
         self.plane.tokens.consume(&name);
         self.plane.directory_changed(&self.plane.directory.get());
+        Ok(())
+    }
+
+    fn live_boot(&self, host: &str) -> Option<LiveBoot> {
+        let g = self.shared.lock();
+        let published = g.published.get(host)?;
+        let token = self.plane.tokens.issued(&published.profile.hostname)?;
+        Some(LiveBoot {
+            token_sha256: token.sha256,
+            token_expires: token.expires,
+            last_phase: g.phases.get(host).copied(),
+            server: self.server(),
+        })
+    }
+
+    fn resume(&self, profile: BootProfile, boot: &LiveBoot) -> Result<(), IoError> {
+        let (key, name, mac) = (profile.host.clone(), profile.hostname.clone(), profile.mac);
+        if boot.server != self.server() {
+            return Err(IoError(format!(
+                "host {key}: its node talks to the boot plane at {}, this one is at {}",
+                boot.server,
+                self.server()
+            )));
+        }
+        self.publish(profile)?;
+        let mut g = self.shared.lock();
+        if let Some(p) = boot.last_phase {
+            g.phases.insert(key, p);
+        }
+        self.plane.tokens.adopt(crate::boot::journal::TokenEntry {
+            host: name,
+            mac,
+            sha256: boot.token_sha256,
+            expires: boot.token_expires,
+        });
         Ok(())
     }
 
