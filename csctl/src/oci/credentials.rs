@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use base64::Engine as _;
@@ -206,13 +206,9 @@ fn docker_config_lookup(
             });
         }
     };
-    let config: DockerConfig =
-        serde_json::from_slice(&text).map_err(|source| CredentialError::ConfigParse {
-            path: path.clone(),
-            source,
-        })?;
+    let found = read_docker_config(&text, path, registry)?;
     let source = |what: &str| format!("{what} in {}", path.display());
-    if let Some(helper) = config.cred_helpers.get(registry) {
+    if let Some(helper) = &found.cred_helper {
         return Ok(
             run_helper(helper, registry)?.map(|credential| ResolvedCredential {
                 credential,
@@ -220,7 +216,7 @@ fn docker_config_lookup(
             }),
         );
     }
-    if let Some(helper) = &config.creds_store
+    if let Some(helper) = &found.creds_store
         && let Some(credential) = run_helper(helper, registry)?
     {
         return Ok(Some(ResolvedCredential {
@@ -228,6 +224,49 @@ fn docker_config_lookup(
             source: source("credsStore"),
         }));
     }
+    found.inline
+}
+
+/// What a docker `config.json` says about one registry, before any credential helper runs.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DockerConfigAnswer {
+    /// `credHelpers[registry]`: the helper to run; its answer is final.
+    pub cred_helper: Option<String>,
+    /// `credsStore`: the helper to run when there is no per-registry one; `inline` when it knows nothing.
+    pub creds_store: Option<String>,
+    /// The registry's inline `auths` entry (an error only matters when no helper answers).
+    pub inline: Result<Option<ResolvedCredential>, CredentialError>,
+}
+
+/// Reads a docker config's `text` (from `path`, named in errors and sources) for `registry`: no I/O, no
+/// helper is run. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn read_docker_config(
+    text: &[u8],
+    path: &Path,
+    registry: &str,
+) -> Result<DockerConfigAnswer, CredentialError> {
+    let config: DockerConfig =
+        serde_json::from_slice(text).map_err(|source| CredentialError::ConfigParse {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(DockerConfigAnswer {
+        cred_helper: config.cred_helpers.get(registry).cloned(),
+        creds_store: config.creds_store.clone(),
+        inline: inline_auth(&config, path, registry),
+    })
+}
+
+/// The registry's entry in `auths`: an identity token, `auth` (base64 of `user:password`), or
+/// `username` and `password`.
+fn inline_auth(
+    config: &DockerConfig,
+    path: &Path,
+    registry: &str,
+) -> Result<Option<ResolvedCredential>, CredentialError> {
+    let source = |what: &str| format!("{what} in {}", path.display());
     let entry = config
         .auths
         .iter()
@@ -244,7 +283,7 @@ fn docker_config_lookup(
     }
     if let Some(auth) = entry.auth.as_deref().filter(|a| !a.is_empty()) {
         let bad = || CredentialError::BadAuthField {
-            path: path.clone(),
+            path: path.to_path_buf(),
             host: registry.to_string(),
         };
         let decoded = B64.decode(auth.trim()).map_err(|_| bad())?;

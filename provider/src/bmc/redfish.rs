@@ -96,7 +96,8 @@ const SCHEMA_BOOT_TARGETS: &[&str] = &[
 
 /// The path (and query) of a `Location` or `@odata.id`: a relative one as it is, an absolute one without
 /// its scheme and authority (BMCs behind NAT or a proxy name themselves by addresses we cannot reach).
-fn path_of(location: &str) -> String {
+#[doc(hidden)]
+pub fn path_of(location: &str) -> String {
     match location.split_once("://") {
         Some((_, rest)) => match rest.find('/') {
             Some(i) => rest[i..].to_string(),
@@ -112,7 +113,8 @@ fn odata_id(v: &Value) -> Option<&str> {
 }
 
 /// Redfish's message for an error response, if it has one.
-fn error_message(body: &Value) -> String {
+#[doc(hidden)]
+pub fn error_message(body: &Value) -> String {
     let e = &body["error"];
     let ext = e["@Message.ExtendedInfo"]
         .as_array()
@@ -581,7 +583,8 @@ impl RedfishClient {
     }
 }
 
-fn members(collection: &Value) -> impl Iterator<Item = &Value> {
+#[doc(hidden)]
+pub fn members(collection: &Value) -> impl Iterator<Item = &Value> {
     collection["Members"].as_array().into_iter().flatten()
 }
 
@@ -599,7 +602,8 @@ fn uint(v: &Value) -> Option<u64> {
 }
 
 /// The inventory facts of a ComputerSystem resource itself (its links are followed by the caller).
-fn system_facts(sys: &Value) -> OutOfBand {
+#[doc(hidden)]
+pub fn system_facts(sys: &Value) -> OutOfBand {
     let mut inv = OutOfBand::new(SOURCE_REDFISH);
     inv.manufacturer = text(&sys["Manufacturer"]);
     inv.model = text(&sys["Model"]);
@@ -622,7 +626,8 @@ fn system_facts(sys: &Value) -> OutOfBand {
     inv
 }
 
-fn nic(n: &Value) -> OutOfBandNic {
+#[doc(hidden)]
+pub fn nic(n: &Value) -> OutOfBandNic {
     OutOfBandNic {
         id: text(&n["Id"])
             .or_else(|| {
@@ -639,7 +644,8 @@ fn nic(n: &Value) -> OutOfBandNic {
     }
 }
 
-fn drive(d: &Value) -> OutOfBandDrive {
+#[doc(hidden)]
+pub fn drive(d: &Value) -> OutOfBandDrive {
     OutOfBandDrive {
         name: text(&d["Name"])
             .or_else(|| text(&d["Id"]))
@@ -653,7 +659,8 @@ fn drive(d: &Value) -> OutOfBandDrive {
 }
 
 /// The devices of a SimpleStorage resource (name and capacity are all it has; absent devices are left out).
-fn simple_storage_devices(ss: &Value) -> Vec<OutOfBandDrive> {
+#[doc(hidden)]
+pub fn simple_storage_devices(ss: &Value) -> Vec<OutOfBandDrive> {
     ss["Devices"]
         .as_array()
         .into_iter()
@@ -666,6 +673,50 @@ fn simple_storage_devices(ss: &Value) -> Vec<OutOfBandDrive> {
             ..OutOfBandDrive::default()
         })
         .collect()
+}
+
+/// A ComputerSystem's `PowerState` (a transition counts as the state it leaves); anything else is a protocol
+/// error naming the BMC and the system. Public for the fuzz targets.
+#[doc(hidden)]
+pub fn parse_power_state(bmc: &str, sys: &str, system: &Value) -> Result<PowerState> {
+    match system["PowerState"].as_str() {
+        Some("On") | Some("PoweringOff") => Ok(PowerState::On),
+        Some("Off") | Some("PoweringOn") => Ok(PowerState::Off),
+        other => Err(BmcError::Protocol {
+            bmc: bmc.to_string(),
+            detail: format!("system {sys} has PowerState {other:?}"),
+        }),
+    }
+}
+
+/// A ComputerSystem's boot override (`Boot.BootSourceOverride*`); targets we do not use read as no override.
+/// Public for the fuzz targets.
+#[doc(hidden)]
+pub fn parse_boot(system: &Value) -> BootOverrideStatus {
+    let b = &system["Boot"];
+    let enabled = b["BootSourceOverrideEnabled"].as_str();
+    let device = match b["BootSourceOverrideTarget"].as_str() {
+        _ if enabled == Some("Disabled") => None,
+        Some("Pxe") => Some(BootDevice::Pxe),
+        Some("Hdd") => Some(BootDevice::Disk),
+        Some("Cd") => Some(BootDevice::Cdrom),
+        Some("BiosSetup") => Some(BootDevice::BiosSetup),
+        Some("UefiHttp") => Some(BootDevice::UefiHttp),
+        _ => None,
+    };
+    BootOverrideStatus {
+        device,
+        persistent: match enabled {
+            Some("Once") => Some(false),
+            Some("Continuous") => Some(true),
+            _ => None,
+        },
+        mode: match b["BootSourceOverrideMode"].as_str() {
+            Some("UEFI") => Some(BootMode::Uefi),
+            Some("Legacy") => Some(BootMode::Legacy),
+            _ => None,
+        },
+    }
 }
 
 fn reset_preferences(action: PowerAction) -> &'static [&'static str] {
@@ -701,14 +752,7 @@ impl BmcDriver for RedfishClient {
     async fn power_state(&self) -> Result<PowerState> {
         self.with_system(async move |c: &Self, auth: &Auth, sys: &str| {
             let r = c.checked(auth, Method::GET, sys, None, None).await?;
-            match r.body["PowerState"].as_str() {
-                Some("On") | Some("PoweringOff") => Ok(PowerState::On),
-                Some("Off") | Some("PoweringOn") => Ok(PowerState::Off),
-                other => Err(BmcError::Protocol {
-                    bmc: c.name.clone(),
-                    detail: format!("system {sys} has PowerState {other:?}"),
-                }),
-            }
+            parse_power_state(&c.name, sys, &r.body)
         })
         .await
     }
@@ -809,30 +853,7 @@ impl BmcDriver for RedfishClient {
     async fn boot(&self) -> Result<BootOverrideStatus> {
         self.with_system(async move |c: &Self, auth: &Auth, sys: &str| {
             let r = c.checked(auth, Method::GET, sys, None, None).await?;
-            let b = &r.body["Boot"];
-            let enabled = b["BootSourceOverrideEnabled"].as_str();
-            let device = match b["BootSourceOverrideTarget"].as_str() {
-                _ if enabled == Some("Disabled") => None,
-                Some("Pxe") => Some(BootDevice::Pxe),
-                Some("Hdd") => Some(BootDevice::Disk),
-                Some("Cd") => Some(BootDevice::Cdrom),
-                Some("BiosSetup") => Some(BootDevice::BiosSetup),
-                Some("UefiHttp") => Some(BootDevice::UefiHttp),
-                _ => None,
-            };
-            Ok(BootOverrideStatus {
-                device,
-                persistent: match enabled {
-                    Some("Once") => Some(false),
-                    Some("Continuous") => Some(true),
-                    _ => None,
-                },
-                mode: match b["BootSourceOverrideMode"].as_str() {
-                    Some("UEFI") => Some(BootMode::Uefi),
-                    Some("Legacy") => Some(BootMode::Legacy),
-                    _ => None,
-                },
-            })
+            Ok(parse_boot(&r.body))
         })
         .await
     }

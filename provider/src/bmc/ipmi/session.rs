@@ -131,6 +131,80 @@ fn rmcp_status_error(bmc: &str, step: &str, status: u8) -> BmcError {
     }
 }
 
+/// What a session-setup answer (Open Session response, RAKP 2, RAKP 4) says. Public for the fuzz targets.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Setup<T> {
+    /// A non-zero RMCP+ status code: the BMC refused this step.
+    Refused(u8),
+    /// Too short for its fields, or for another session.
+    Malformed,
+    Ok(T),
+}
+
+fn status_of(payload: &[u8]) -> Option<u8> {
+    payload.get(1).copied()
+}
+
+/// An Open Session response (IPMI v2.0 §13.18) to our session `sid_m`: the BMC's session id and the
+/// authentication, integrity and confidentiality algorithms it chose.
+#[doc(hidden)]
+pub fn parse_open_session(resp: &[u8], sid_m: u32) -> Setup<(u32, [u8; 3])> {
+    match status_of(resp) {
+        None => return Setup::Malformed,
+        Some(0) => {}
+        Some(status) => return Setup::Refused(status),
+    }
+    match resp {
+        [_, _, _, _, m0, m1, m2, m3, c0, c1, c2, c3, rest @ ..]
+            if rest.len() >= 24 && u32::from_le_bytes([*m0, *m1, *m2, *m3]) == sid_m =>
+        {
+            Setup::Ok((
+                u32::from_le_bytes([*c0, *c1, *c2, *c3]),
+                [rest[4], rest[12], rest[20]],
+            ))
+        }
+        _ => Setup::Malformed,
+    }
+}
+
+/// RAKP message 2 (§13.21) to our session `sid_m`: the BMC's random number, its GUID and its key exchange
+/// authentication code (as long as `suite`'s).
+#[doc(hidden)]
+pub fn parse_rakp2(rakp2: &[u8], sid_m: u32, suite: Suite) -> Setup<([u8; 16], [u8; 16], &[u8])> {
+    match status_of(rakp2) {
+        None => return Setup::Malformed,
+        Some(0) => {}
+        Some(status) => return Setup::Refused(status),
+    }
+    let code_end = 40 + suite.rakp_len();
+    let Some(head) = rakp2.get(..code_end) else {
+        return Setup::Malformed;
+    };
+    if u32::from_le_bytes([head[4], head[5], head[6], head[7]]) != sid_m {
+        return Setup::Malformed;
+    }
+    let mut rand_c = [0u8; 16];
+    rand_c.copy_from_slice(&head[8..24]);
+    let mut guid_c = [0u8; 16];
+    guid_c.copy_from_slice(&head[24..40]);
+    Setup::Ok((rand_c, guid_c, &head[40..]))
+}
+
+/// RAKP message 4 (§13.23): its integrity check value (as long as `suite`'s).
+#[doc(hidden)]
+pub fn parse_rakp4(rakp4: &[u8], suite: Suite) -> Setup<&[u8]> {
+    match status_of(rakp4) {
+        None => return Setup::Malformed,
+        Some(0) => {}
+        Some(status) => return Setup::Refused(status),
+    }
+    match rakp4.get(8..8 + suite.icv_len()) {
+        Some(icv) => Setup::Ok(icv),
+        None => Setup::Malformed,
+    }
+}
+
 /// The BMC's cipher suites (Get Channel Cipher Suites, outside a session); `None` when it does not answer
 /// the command (not every BMC implements it: one attempt each, then we propose and see) or answers
 /// something unreadable.
@@ -305,30 +379,30 @@ impl Session {
                 },
             )
             .await?;
-            let status = resp[1];
-            if status != 0 {
-                let err = rmcp_status_error(
-                    &bmc,
-                    &format!("Open Session with cipher suite {}", proposed.id()),
-                    status,
-                );
-                // Algorithms refused: propose the next suite, if any.
-                if matches!(status, 0x04 | 0x05 | 0x06 | 0x07 | 0x10 | 0x11) && more {
-                    tracing::debug!(bmc = %bmc, suite = proposed.id(), status, "cipher suite refused, proposing the next one");
-                    last_err = Some(err);
-                    continue;
+            let (sid_c, algs) = match parse_open_session(&resp, sid_m) {
+                Setup::Ok(answer) => answer,
+                Setup::Malformed => {
+                    return Err(BmcError::Protocol {
+                        bmc,
+                        detail: "malformed Open Session response".into(),
+                    });
                 }
-                return Err(err);
-            }
-            if resp.len() < 36 || u32::from_le_bytes([resp[4], resp[5], resp[6], resp[7]]) != sid_m
-            {
-                return Err(BmcError::Protocol {
-                    bmc,
-                    detail: "malformed Open Session response".into(),
-                });
-            }
-            let sid_c = u32::from_le_bytes([resp[8], resp[9], resp[10], resp[11]]);
-            let suite = match negotiate::judge([resp[16], resp[24], resp[32]], &allowed) {
+                Setup::Refused(status) => {
+                    let err = rmcp_status_error(
+                        &bmc,
+                        &format!("Open Session with cipher suite {}", proposed.id()),
+                        status,
+                    );
+                    // Algorithms refused: propose the next suite, if any.
+                    if matches!(status, 0x04 | 0x05 | 0x06 | 0x07 | 0x10 | 0x11) && more {
+                        tracing::debug!(bmc = %bmc, suite = proposed.id(), status, "cipher suite refused, proposing the next one");
+                        last_err = Some(err);
+                        continue;
+                    }
+                    return Err(err);
+                }
+            };
+            let suite = match negotiate::judge(algs, &allowed) {
                 Answer::Accept(s) => {
                     if s != proposed {
                         tracing::debug!(bmc = %bmc, proposed = proposed.id(), answered = s.id(), "the BMC counter-offered a suite we allow; taking it");
@@ -402,21 +476,16 @@ impl Session {
                 },
                 e => e,
             })?;
-            if rakp2[1] != 0 {
-                return Err(rmcp_status_error(&bmc, "RAKP 2", rakp2[1]));
-            }
-            if rakp2.len() < 40 + suite.rakp_len()
-                || u32::from_le_bytes([rakp2[4], rakp2[5], rakp2[6], rakp2[7]]) != sid_m
-            {
-                return Err(BmcError::Protocol {
-                    bmc,
-                    detail: "malformed RAKP message 2".into(),
-                });
-            }
-            let mut rand_c = [0u8; 16];
-            rand_c.copy_from_slice(&rakp2[8..24]);
-            let mut guid_c = [0u8; 16];
-            guid_c.copy_from_slice(&rakp2[24..40]);
+            let (rand_c, guid_c, code) = match parse_rakp2(&rakp2, sid_m, suite) {
+                Setup::Ok(answer) => answer,
+                Setup::Refused(status) => return Err(rmcp_status_error(&bmc, "RAKP 2", status)),
+                Setup::Malformed => {
+                    return Err(BmcError::Protocol {
+                        bmc,
+                        detail: "malformed RAKP message 2".into(),
+                    });
+                }
+            };
             let ex = Exchange {
                 suite,
                 sid_m,
@@ -427,7 +496,7 @@ impl Session {
                 role,
                 username: user,
             };
-            if !codes_match(&ex.rakp2_code(kuid), &rakp2[40..40 + suite.rakp_len()]) {
+            if !codes_match(&ex.rakp2_code(kuid), code) {
                 return Err(BmcError::Auth {
                     bmc,
                     detail: format!(
@@ -454,17 +523,18 @@ impl Session {
                 },
             )
             .await?;
-            if rakp4[1] != 0 {
-                return Err(rmcp_status_error(&bmc, "RAKP 4", rakp4[1]));
-            }
+            let icv = match parse_rakp4(&rakp4, suite) {
+                Setup::Ok(icv) => icv,
+                Setup::Refused(status) => return Err(rmcp_status_error(&bmc, "RAKP 4", status)),
+                Setup::Malformed => {
+                    return Err(BmcError::Protocol {
+                        bmc,
+                        detail: "malformed RAKP message 4".into(),
+                    });
+                }
+            };
             let sik = ex.sik(sik_key(kuid, kg));
-            if rakp4.len() < 8 + suite.icv_len() {
-                return Err(BmcError::Protocol {
-                    bmc,
-                    detail: "malformed RAKP message 4".into(),
-                });
-            }
-            if !codes_match(&ex.rakp4_icv(&sik), &rakp4[8..8 + suite.icv_len()]) {
+            if !codes_match(&ex.rakp4_icv(&sik), icv) {
                 // RAKP 2 proved the password; the SIK differs only through the BMC key.
                 return Err(BmcError::Auth {
                     bmc,
@@ -633,5 +703,47 @@ impl Session {
         {
             tracing::debug!(bmc = %self.params.bmc, error = %e, "Close Session failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The Open Session response of `fuzz/seeds/ipmi/rmcpplus-open-session` (suite 3's algorithms).
+    const OPEN: [u8; 36] = [
+        0, 0, 4, 0, 1, 2, 3, 4, 0xa0, 0xa1, 0xa2, 0xa3, 0, 0, 0, 8, 1, 0, 0, 0, 1, 0, 0, 8, 1, 0,
+        0, 0, 2, 0, 0, 8, 1, 0, 0, 0,
+    ];
+
+    #[test]
+    fn session_setup_answers_are_read_by_their_offsets_and_lengths() {
+        let sid_m = 0x0403_0201;
+        assert_eq!(
+            parse_open_session(&OPEN, sid_m),
+            Setup::Ok((0xa3a2_a1a0, [1, 1, 1]))
+        );
+        assert_eq!(parse_open_session(&OPEN[..35], sid_m), Setup::Malformed);
+        assert_eq!(parse_open_session(&OPEN, sid_m + 1), Setup::Malformed);
+        assert_eq!(parse_open_session(&[0, 0x12], sid_m), Setup::Refused(0x12));
+        assert_eq!(parse_open_session(&[0], sid_m), Setup::Malformed);
+
+        let mut rakp2 = vec![2, 0, 0, 0, 1, 2, 3, 4];
+        rakp2.extend(1..=32u8); // random number and GUID
+        rakp2.extend([0xcc; 20]);
+        let Setup::Ok((rand_c, guid_c, code)) = parse_rakp2(&rakp2, sid_m, Suite::S3) else {
+            panic!("RAKP 2 not read");
+        };
+        assert_eq!((rand_c[0], guid_c[0], code), (1, 17, &[0xcc; 20][..]));
+        assert_eq!(parse_rakp2(&rakp2, sid_m, Suite::S17), Setup::Malformed);
+        assert_eq!(
+            parse_rakp2(&[2, 0x0d], sid_m, Suite::S3),
+            Setup::Refused(0x0d)
+        );
+
+        let rakp4 = [3, 0, 0, 0, 1, 2, 3, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9];
+        assert_eq!(parse_rakp4(&rakp4, Suite::S3), Setup::Ok(&[9u8; 12][..]));
+        assert_eq!(parse_rakp4(&rakp4, Suite::S17), Setup::Malformed);
+        assert_eq!(parse_rakp4(&[3, 2], Suite::S17), Setup::Refused(2));
     }
 }

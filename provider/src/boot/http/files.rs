@@ -32,7 +32,8 @@ use httpdate::HttpDate;
 const CHUNK: u64 = 64 * 1024;
 
 /// The response to a GET or HEAD of the regular file at `path` (a path from the inventory, never from the URL).
-pub(super) fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Response {
+/// Public for the fuzz targets.
+pub fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Response {
     let (file, meta) = match open(path) {
         Ok(f) => f,
         Err(e) => {
@@ -55,7 +56,7 @@ pub(super) fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Respon
     let range = match requested_range(headers, modified, &etag) {
         None => None,
         Some(spec) => match http_range_header::parse_range_header(spec)
-            .and_then(|parsed| parsed.validate(size))
+            .and_then(|parsed| longest_suffix(parsed, size).validate(size))
         {
             Ok(ranges) if ranges.len() == 1 => Some((*ranges[0].start(), *ranges[0].end())),
             // One range is what boot loaders and kernels ask for; several (multipart) are refused as before.
@@ -71,10 +72,11 @@ pub(super) fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Respon
         },
     };
     let (status, start, len) = match range {
-        // `validate` clamps the end to the file; an empty file has no satisfiable range but `0-` passes.
+        // `validate` clamps the end to the file.
         Some((start, end)) if size > 0 => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
-        Some(_) => (StatusCode::PARTIAL_CONTENT, 0, 0),
-        None => (StatusCode::OK, 0, size),
+        // An empty file has no byte a range could name (`bytes 0-0/0` would be an invalid Content-Range),
+        // but `validate` lets `0-` through: the whole, empty file (a server may ignore Range, RFC 9110 §14.2).
+        Some(_) | None => (StatusCode::OK, 0, size),
     };
     let body = if *method == Method::HEAD || len == 0 {
         Body::empty()
@@ -101,6 +103,20 @@ pub(super) fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Respon
     }
     validators(h, modified, &etag);
     r
+}
+
+/// A suffix longer than the file names all of it (RFC 9110 §14.1.2: "the entire representation is used");
+/// `validate` would refuse it.
+fn longest_suffix(
+    mut parsed: http_range_header::ParsedRanges,
+    size: u64,
+) -> http_range_header::ParsedRanges {
+    for r in &mut parsed.ranges {
+        if let http_range_header::StartPosition::FromLast(n) = &mut r.start {
+            *n = (*n).min(size);
+        }
+    }
+    parsed
 }
 
 /// Opens a regular file (directories and devices are "not found", as `ServeFile` answered).
@@ -282,5 +298,54 @@ impl http_body::Body for FileBody {
 
     fn size_hint(&self) -> http_body::SizeHint {
         http_body::SizeHint::with_exact(self.end.saturating_sub(self.pos))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(size: usize, range: &str) -> Response {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; size]).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::RANGE, HeaderValue::from_str(range).unwrap());
+        serve(&path, &Method::GET, &h)
+    }
+
+    /// Against the `http_range` fuzz target's invariant (an answered range lies within the file): `bytes=0-` of
+    /// an empty file was answered 206 with `Content-Range: bytes 0-0/0`, naming a byte the file does not have.
+    #[test]
+    fn a_range_of_an_empty_file_answers_the_whole_empty_file() {
+        for spec in ["bytes=0-", "bytes=0-0", "bytes=0-100"] {
+            let r = answer(0, spec);
+            assert_eq!(r.status(), StatusCode::OK, "{spec}");
+            assert!(r.headers().get(header::CONTENT_RANGE).is_none(), "{spec}");
+            assert_eq!(r.headers()[header::CONTENT_LENGTH], "0", "{spec}");
+        }
+        assert_eq!(answer(0, "bytes=-1").status(), StatusCode::OK);
+        assert_eq!(
+            answer(0, "bytes=1-").status(),
+            StatusCode::RANGE_NOT_SATISFIABLE
+        );
+        // A non-empty file still gets its range.
+        let r = answer(3, "bytes=0-");
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 0-2/3");
+    }
+
+    /// Against the `http_range` fuzz target's oracle (RFC 9110 §14.1.2): a suffix longer than the file was
+    /// refused with 416; it names the whole file.
+    #[test]
+    fn a_suffix_longer_than_the_file_is_the_whole_file() {
+        let r = answer(3, "bytes=-500");
+        assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(r.headers()[header::CONTENT_RANGE], "bytes 0-2/3");
+        assert_eq!(r.headers()[header::CONTENT_LENGTH], "3");
+        assert_eq!(
+            answer(3, "bytes=-3").headers()[header::CONTENT_RANGE],
+            "bytes 0-2/3"
+        );
     }
 }
