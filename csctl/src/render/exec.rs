@@ -40,7 +40,10 @@ pub fn print(v: &Value) -> String {
         Value::Null => String::new(),
         Value::String(s) => s.clone(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() => go_float(f),
+            _ => n.to_string(),
+        },
         Value::Array(a) => format!("[{}]", a.iter().map(print).collect::<Vec<_>>().join(" ")),
         Value::Object(o) => {
             let mut keys: Vec<&String> = o.keys().collect();
@@ -53,6 +56,31 @@ pub fn print(v: &Value) -> String {
                     .join(" ")
             )
         }
+    }
+}
+
+/// Go's `%v` of a float64 (`strconv.FormatFloat(f, 'g', -1, 64)`): the shortest digits, in exponent form when
+/// the exponent is below -4 or at least 6 (`2.0` → `2`, `1.5` → `1.5`, `1e6` → `1e+06`, `1e-5` → `1e-05`).
+pub fn go_float(f: f64) -> String {
+    if !f.is_finite() {
+        return if f.is_nan() {
+            "NaN".into()
+        } else if f > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        };
+    }
+    // Rust's `{:e}` gives the shortest round-trip digits: `d.ddde[-]x`.
+    let sci = format!("{f:e}");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        let s = format!("{f}");
+        s.strip_suffix(".0").map(str::to_string).unwrap_or(s)
     }
 }
 
@@ -312,7 +340,20 @@ impl Scope<'_> {
             return self.call(name, &args, dot, line);
         }
         if c.args.len() > 1 || piped.is_some() {
-            return Err(self.err(line, "can't give arguments to a non-function value"));
+            let what = match &c.args[0] {
+                Arg::Dot(f) => format!(".{}", f.join(".")),
+                Arg::Var(n, f) if f.is_empty() => n.clone(),
+                Arg::Var(n, f) => format!("{n}.{}", f.join(".")),
+                _ => "a value".to_string(),
+            };
+            return Err(self.err(
+                line,
+                format!(
+                    "`{what}` is given arguments: methods (such as `.Files.Glob`, `.Files.Get`, \
+                     `.Capabilities.APIVersions.Has`) are not supported by csctl's renderer (see README, \
+                     \"What csctl can render\")"
+                ),
+            ));
         }
         self.arg(&c.args[0], dot, line)
     }

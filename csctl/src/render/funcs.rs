@@ -69,6 +69,82 @@ fn sprintf(format: &str, args: &[Value]) -> String {
     out
 }
 
+/// Go's `encoding/json` (Sprig's `toJson`): keys sorted, `<`, `>`, `&`, U+2028 and U+2029 escaped, floats
+/// without `.0` and in exponent form only below 1e-6 or from 1e21 (`1e-7`, `1e+21`).
+fn go_json(v: &Value) -> String {
+    fn string(s: &str, out: &mut String) {
+        out.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                '\u{8}' => out.push_str("\\b"),
+                '\u{c}' => out.push_str("\\f"),
+                '<' | '>' | '&' | '\u{2028}' | '\u{2029}' => {
+                    out.push_str(&format!("\\u{:04x}", c as u32))
+                }
+                c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
+    fn float(f: f64) -> String {
+        let a = f.abs();
+        if a != 0.0 && !(1e-6..1e21).contains(&a) {
+            let sci = format!("{f:e}");
+            let (m, e) = sci.split_once('e').unwrap_or((&sci, "0"));
+            match e.strip_prefix('-') {
+                Some(neg) => format!("{m}e-{neg}"),
+                None => format!("{m}e+{e}"),
+            }
+        } else {
+            format!("{f}")
+        }
+    }
+    fn emit(v: &Value, out: &mut String) {
+        match v {
+            Value::Null => out.push_str("null"),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() && f.is_finite() => out.push_str(&float(f)),
+                _ => out.push_str(&n.to_string()),
+            },
+            Value::String(s) => string(s, out),
+            Value::Array(a) => {
+                out.push('[');
+                for (i, x) in a.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    emit(x, out);
+                }
+                out.push(']');
+            }
+            Value::Object(o) => {
+                let mut keys: Vec<&String> = o.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    string(k, out);
+                    out.push(':');
+                    emit(&o[k], out);
+                }
+                out.push('}');
+            }
+        }
+    }
+    let mut out = String::new();
+    emit(v, &mut out);
+    out
+}
+
 fn indent(n: i64, text: &str) -> String {
     let pad = " ".repeat(n.max(0) as usize);
     text.split('\n')
@@ -109,14 +185,17 @@ pub(super) fn call(
                 None => a[0].clone(),
             }
         }
+        // Sprig's `quote`/`squote` skip nil arguments (`{{ .Values.missing | quote }}` is empty, not `""`).
         "quote" => str_v(
             a.iter()
+                .filter(|v| !v.is_null())
                 .map(|v| serde_json::to_string(&s(v)).unwrap_or_default())
                 .collect::<Vec<_>>()
                 .join(" "),
         ),
         "squote" => str_v(
             a.iter()
+                .filter(|v| !v.is_null())
                 .map(|v| format!("'{}'", s(v)))
                 .collect::<Vec<_>>()
                 .join(" "),
@@ -166,7 +245,17 @@ pub(super) fn call(
             need(name, a, 1, scope, line)?;
             str_v(sprintf(&s(&a[0]), &a[1..]))
         }
-        "print" => str_v(a.iter().map(s).collect::<Vec<_>>().join("")),
+        // Go's `fmt.Sprint`: a space between two operands when neither is a string.
+        "print" => {
+            let mut out = String::new();
+            for (i, v) in a.iter().enumerate() {
+                if i > 0 && !v.is_string() && !a[i - 1].is_string() {
+                    out.push(' ');
+                }
+                out.push_str(&s(v));
+            }
+            str_v(out)
+        }
         "println" => str_v(a.iter().map(s).collect::<Vec<_>>().join(" ") + "\n"),
         "toString" => str_v(s(a.first().unwrap_or(&Value::Null))),
         "int" | "int64" => Value::from(int(a.first().unwrap_or(&Value::Null))),
@@ -187,9 +276,7 @@ pub(super) fn call(
             Value::Bool(s(&a[1]).ends_with(&s(&a[0])))
         }
         "toYaml" => str_v(to_yaml(a.first().unwrap_or(&Value::Null))),
-        "toJson" => {
-            str_v(serde_json::to_string(a.first().unwrap_or(&Value::Null)).unwrap_or_default())
-        }
+        "toJson" => str_v(go_json(a.first().unwrap_or(&Value::Null))),
         "indent" => {
             need(name, a, 2, scope, line)?;
             str_v(indent(int(&a[0]), &s(&a[1])))

@@ -10,8 +10,9 @@
 //! `replace`, `contains`, `hasPrefix`, `hasSuffix`, `toYaml`, `toJson`, `indent`, `nindent`, `eq`, `ne`,
 //! `lt`, `le`, `gt`, `ge`, `and`, `or`, `not`, `len`, `index`, `list`, `dict`, `get`, `hasKey`, `empty`,
 //! `required`, `ternary`, `join`, `toString`, `int`, `b64enc`, `sha256sum`, `fail`.
-//! Anything else (`tpl`, `lookup`, `block`, `break`, other Sprig functions, …) is a clear error naming
-//! the construct, file and line.
+//! Anything else (`tpl`, `lookup`, `block`, `break`, methods such as `.Files.Get`, other Sprig functions, …) is a
+//! clear error naming the construct, file and line. Numbers print as Go prints them (`2.0` → `2`), `toJson` writes
+//! as Go's encoding/json; `csctl/tests/chart_differential.rs` compares the output with `helm template`.
 mod exec;
 mod funcs;
 mod parse;

@@ -164,6 +164,8 @@ enum W {
     Decl,
     Assign,
     Comma,
+    /// `.Field.Field` right after `)`.
+    Fields(String),
 }
 
 fn words(s: &str, file: &str, line: usize) -> Result<Vec<W>, RenderError> {
@@ -181,6 +183,19 @@ fn words(s: &str, file: &str, line: usize) -> Result<Vec<W>, RenderError> {
             ')' => {
                 out.push(W::Close);
                 i += 1;
+                // `(pipeline).Field`: a field chain right after `)`, with no space, belongs to the parenthesised
+                // expression; `(pipeline) .Field` is a second argument (Go's lexer tells them apart the same way).
+                if c.get(i) == Some(&'.')
+                    && c.get(i + 1)
+                        .is_some_and(|ch| ch.is_alphanumeric() || *ch == '_')
+                {
+                    let mut v = String::new();
+                    while i < c.len() && (c[i] == '.' || c[i].is_alphanumeric() || c[i] == '_') {
+                        v.push(c[i]);
+                        i += 1;
+                    }
+                    out.push(W::Fields(v));
+                }
             }
             '|' => {
                 out.push(W::Pipe);
@@ -204,12 +219,54 @@ fn words(s: &str, file: &str, line: usize) -> Result<Vec<W>, RenderError> {
                 while i < c.len() && c[i] != '"' {
                     if c[i] == '\\' && i + 1 < c.len() {
                         i += 1;
-                        v.push(match c[i] {
+                        // Go's escapes: \a \b \f \n \r \t \v, \xHH, \uHHHH, \UHHHHHHHH, octal \NNN.
+                        let hex = |i: &mut usize, n: usize| -> Result<char, RenderError> {
+                            let digits: String =
+                                c.get(*i + 1..*i + 1 + n).unwrap_or(&[]).iter().collect();
+                            let ch = u32::from_str_radix(&digits, 16)
+                                .ok()
+                                .filter(|_| digits.len() == n)
+                                .and_then(char::from_u32)
+                                .ok_or_else(|| {
+                                    RenderError::new(
+                                        file,
+                                        line,
+                                        format!("bad escape in string: \\{}{digits}", c[*i]),
+                                    )
+                                })?;
+                            *i += n;
+                            Ok(ch)
+                        };
+                        let ch = match c[i] {
+                            'a' => '\u{7}',
+                            'b' => '\u{8}',
+                            'f' => '\u{c}',
                             'n' => '\n',
-                            't' => '\t',
                             'r' => '\r',
+                            't' => '\t',
+                            'v' => '\u{b}',
+                            'x' => hex(&mut i, 2)?,
+                            'u' => hex(&mut i, 4)?,
+                            'U' => hex(&mut i, 8)?,
+                            d @ '0'..='7' => {
+                                let digits: String =
+                                    c.get(i..i + 3).unwrap_or(&[]).iter().collect();
+                                let n = u32::from_str_radix(&digits, 8)
+                                    .ok()
+                                    .filter(|n| digits.len() == 3 && *n < 256)
+                                    .ok_or_else(|| {
+                                        RenderError::new(
+                                            file,
+                                            line,
+                                            format!("bad escape in string: \\{d}"),
+                                        )
+                                    })?;
+                                i += 2;
+                                char::from_u32(n).unwrap_or('\u{fffd}')
+                            }
                             other => other,
-                        });
+                        };
+                        v.push(ch);
                     } else {
                         v.push(c[i]);
                     }
@@ -243,7 +300,6 @@ fn words(s: &str, file: &str, line: usize) -> Result<Vec<W>, RenderError> {
                     v.push(c[i]);
                     i += 1;
                 }
-                // `.Field` right after `)` belongs to the parenthesised expression.
                 out.push(W::Word(v));
             }
         }
@@ -310,10 +366,7 @@ impl P<'_> {
                         }
                         self.i += 1;
                         let mut fields = Vec::new();
-                        if let Some(W::Word(w)) = self.w.get(self.i)
-                            && w.starts_with('.')
-                            && w.len() > 1
-                        {
+                        if let Some(W::Fields(w)) = self.w.get(self.i) {
                             fields = w[1..].split('.').map(str::to_string).collect();
                             self.i += 1;
                         }

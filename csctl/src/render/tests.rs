@@ -133,3 +133,77 @@ fn escaped_go_templates_pass_through() {
         "enabledIf: '{{ ne .x \"\" }}'"
     );
 }
+
+#[test]
+fn field_after_parenthesis_only_without_space() {
+    // `(x).f` is a field of the parenthesised value; `(x) .f` is a second argument (Helm's `default (include
+    // "fullname" .) .Values.serviceAccount.name`).
+    assert_eq!(r("{{ default (print \"x\") .Values.empty }}"), "x");
+    assert_eq!(
+        r("{{ default (print \"x\") .Values.image.name }}"),
+        "hpc-node"
+    );
+    assert_eq!(r("{{ (dict \"a\" .Values.image).a.name }}"), "hpc-node");
+}
+
+#[test]
+fn numbers_print_as_go_prints_float64() {
+    let d = json!({"Values": {"f": 2.0, "h": 1.5, "e": 1.0e10, "s": 0.000001, "i": 1000000}});
+    let r = |t: &str| render_str(t, &d).unwrap();
+    assert_eq!(
+        r("{{ .Values.f }}|{{ .Values.h }}|{{ .Values.e }}|{{ .Values.s }}"),
+        "2|1.5|1e+10|1e-06"
+    );
+    // Integers stay integers (Helm would print 1e+06 here: its values are all float64).
+    assert_eq!(r("{{ .Values.i }}"), "1000000");
+    assert_eq!(
+        r("{{ toYaml .Values }}"),
+        "e: 10000000000\nf: 2\nh: 1.5\ni: 1000000\ns: 1e-06"
+    );
+}
+
+#[test]
+fn print_and_quote_follow_go_and_sprig() {
+    assert_eq!(r("{{ print \"a\" \"b\" 1 2 \"c\" }}"), "ab1 2c");
+    assert_eq!(
+        r("[{{ .Values.missing | quote }}][{{ squote .Values.missing }}]"),
+        "[][]"
+    );
+}
+
+#[test]
+fn to_yaml_quotes_yaml11_numbers() {
+    let d = json!({"v": ["0x1F", "1_000", "1:20", "-0o17", "123abc", "a1"]});
+    assert_eq!(
+        render_str("{{ toYaml .v }}", &d).unwrap(),
+        "- \"0x1F\"\n- \"1_000\"\n- \"1:20\"\n- \"-0o17\"\n- \"123abc\"\n- a1"
+    );
+}
+
+#[test]
+fn method_calls_are_clear_errors() {
+    let e = render_str("{{ (.Files.Glob \"files/*\").AsConfig }}", &data()).unwrap_err();
+    assert!(
+        e.message.contains("`.Files.Glob` is given arguments"),
+        "{e}"
+    );
+}
+
+#[test]
+fn to_json_writes_as_go_encoding_json() {
+    let d = json!({"v": {"b": [1.0e10, 0.000001, 1e-7, 1e21, 2.5, 3], "a": "x<y & z>\u{1}"}});
+    assert_eq!(
+        render_str("{{ toJson .v }}", &d).unwrap(),
+        r#"{"a":"x\u003cy \u0026 z\u003e\u0001","b":[10000000000,0.000001,1e-7,1e+21,2.5,3]}"#
+    );
+}
+
+#[test]
+fn string_literals_take_go_escapes() {
+    assert_eq!(
+        r(r#"{{ "a\x41\u00e9\101\b\f\v\a" | toJson }}"#),
+        r#""aAéA\b\f\u000b\u0007""#
+    );
+    let e = render_str(r#"{{ "\xZZ" }}"#, &data()).unwrap_err();
+    assert!(e.message.contains("bad escape"), "{e}");
+}

@@ -2,6 +2,16 @@
 //! no trailing newline, like Helm's `toYaml`).
 use serde_json::Value;
 
+/// YAML 1.1 reads more plain scalars as numbers than Rust parses: `0x1F`, `0o17`, `1_000`, `1:20` (base 60).
+/// Quote anything starting like a number and made only of number characters (quoting too often is harmless).
+fn looks_numeric(s: &str) -> bool {
+    let body = s.strip_prefix(['+', '-']).unwrap_or(s);
+    body.starts_with(|c: char| c.is_ascii_digit() || c == '.')
+        && body
+            .chars()
+            .all(|c| c.is_ascii_hexdigit() || "xXoO_.:+-".contains(c))
+}
+
 fn needs_quotes(s: &str) -> bool {
     if s.is_empty() {
         return true;
@@ -11,6 +21,7 @@ fn needs_quotes(s: &str) -> bool {
         lower.as_str(),
         "true" | "false" | "yes" | "no" | "on" | "off" | "null" | "~" | "y" | "n"
     ) || s.parse::<f64>().is_ok()
+        || looks_numeric(s)
     {
         return true;
     }
@@ -25,7 +36,12 @@ fn scalar(v: &Value) -> String {
     match v {
         Value::Null => "null".into(),
         Value::Bool(b) => b.to_string(),
-        Value::Number(n) => n.to_string(),
+        // Helm's toYaml goes through JSON: a whole float64 is written, and read back, as an integer.
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e21 => format!("{f:.0}"),
+            Some(f) if n.is_f64() => super::exec::go_float(f),
+            _ => n.to_string(),
+        },
         Value::String(s) if needs_quotes(s) => serde_json::to_string(s).unwrap_or_default(),
         Value::String(s) => s.clone(),
         Value::Array(a) if a.is_empty() => "[]".into(),
