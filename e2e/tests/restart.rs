@@ -3,6 +3,8 @@
 //! the server is stopped (SIGTERM) and started again on the same state directory. The node's later requests
 //! with the token it already has still succeed, the boot keeps its phases and their times, no second token or
 //! boot is started, and the journal in the state directory holds no token in the clear.
+//! A restart in the middle of iPXE's kernel download (the node's link slowed with `tc` so the restart lands
+//! inside it): iPXE's download fails, the script's retry fetches it again, and the boot completes.
 //! A download cut by a restart completes on the client's retry: curl, rate-limited so the restart lands mid
 //! transfer, resumes with a Range request (`--retry -C -`) and ends with every byte of the kernel.
 #![allow(clippy::unwrap_used)]
@@ -188,4 +190,46 @@ fn a_download_cut_by_a_restart_completes_on_the_clients_retry() {
 fn sha256_of(b: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(b))
+}
+
+#[test]
+fn a_restart_during_the_kernel_download_is_retried_by_the_script() {
+    require_root_and_peers();
+    let node = Node::new("retried", 0x35, Firmware::Bios);
+    let mut lab = PxeLab::start("restart-k", beowulf(), vec![node.clone()]);
+    let kernel = std::fs::metadata(&lab.image.kernel).unwrap().len();
+    let mut m = lab.boot(&node);
+    // The machine's link at 16 Mbit/s: its kernel takes seconds to arrive, longer than the server's 2 s
+    // shutdown grace, so the restart cuts the transfer.
+    lab.ns.ip(&["link", "show", "tap0"]);
+    e2e::run(lab.ns.cmd("tc").args([
+        "qdisc", "add", "dev", "tap0", "root", "tbf", "rate", "16mbit", "burst", "32kb", "latency",
+        "500ms",
+    ]));
+    assert!(
+        kernel > 4 << 20,
+        "a kernel of {kernel} bytes arrives too fast to cut"
+    );
+    wait_for(
+        "the kernel download to start",
+        Duration::from_secs(120),
+        || {
+            lab.host_view(&node.name)["phases"]
+                .get("kernel")
+                .is_some()
+                .then_some(())
+        },
+    );
+    lab.restart_beowulf();
+    wait_console(&mut m, "TESTNODE: callback ok", &lab);
+    let serial = m.serial();
+    // iPXE's first download failed, the script fetched the kernel again, and the boot went on.
+    assert!(
+        serial.matches("/vmlinuz...").count() >= 2,
+        "the kernel was fetched once, the restart did not cut it:\n{serial}"
+    );
+    assert!(!serial.contains("TESTNODE: FAILED"), "{serial}");
+    let done = lab.host_view(&node.name);
+    assert_eq!(done["state"], "booted", "{done}");
+    assert_eq!(done["boot"], 1, "one boot: {done}");
 }

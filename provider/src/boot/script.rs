@@ -7,12 +7,25 @@ use minijinja::{Environment, UndefinedBehavior, Value, context, syntax::SyntaxCo
 
 use super::directory::{Artifact, ArtifactSource, Host, Image};
 
+/// Each download is tried [`DOWNLOAD_TRIES`] times, [`RETRY_PAUSE_S`] seconds apart: iPXE does not retry a
+/// failed download, and a boot plane restarting (an upgrade) or a blip of the network would otherwise end the
+/// boot. Unrolled (`… && goto ok || sleep N`) because iPXE has no loop counter; the last try fails the script
+/// as a single try did before.
 const SCRIPT: &str = "#!ipxe
 echo Beowulf: {{ hostname }} ({{ mac }}) boots image {{ image }}
-kernel {{ kernel_url }}{% for i in initrds %} initrd={{ i.name }}{% endfor %}{% if cmdline %} {{ cmdline }}{% endif %}
-{% for i in initrds %}initrd {{ i.url }}
+{% for _ in retries %}kernel {{ kernel }} && goto beowulf_kernel || sleep {{ pause }}
+{% endfor %}kernel {{ kernel }}
+:beowulf_kernel
+{% for i in initrds %}{% set n = loop.index %}{% for _ in retries %}initrd {{ i.url }} && goto beowulf_initrd{{ n }} || sleep {{ pause }}
+{% endfor %}initrd {{ i.url }}
+:beowulf_initrd{{ n }}
 {% endfor %}boot
 ";
+
+/// How many times the script tries each download.
+pub const DOWNLOAD_TRIES: usize = 4;
+/// Seconds between two tries.
+pub const RETRY_PAUSE_S: u64 = 3;
 
 /// What a rendering needs besides the host and image.
 #[derive(Debug, Clone)]
@@ -125,6 +138,20 @@ pub fn check_cmdline(image: &Image) -> Result<String, minijinja::Error> {
     render_cmdline("sample", &mac, "192.0.2.10", image, &b)
 }
 
+/// The `kernel` command's arguments: the URL, the initrd names (for EFI), the command line.
+fn kernel_args(url: &str, image: &Image, cmdline: &str) -> String {
+    let mut k = url.to_string();
+    for i in &image.initrds {
+        k.push_str(" initrd=");
+        k.push_str(&i.name);
+    }
+    if !cmdline.is_empty() {
+        k.push(' ');
+        k.push_str(cmdline);
+    }
+    k
+}
+
 /// The iPXE script for one boot of `host` with `image`.
 pub fn render_script(
     host: &Host,
@@ -156,9 +183,10 @@ pub fn render_script(
             hostname => host.name.clone(),
             mac => host.mac.to_string(),
             image => image.name.clone(),
-            kernel_url => artifact_url(b.server, image, &image.kernel),
+            kernel => kernel_args(&artifact_url(b.server, image, &image.kernel), image, &cmdline),
             initrds => initrds,
-            cmdline => cmdline,
+            retries => vec![(); DOWNLOAD_TRIES - 1],
+            pause => RETRY_PAUSE_S,
         },
     )
 }
@@ -223,15 +251,21 @@ mod tests {
             true,
         );
         let got = render_script(&host(), &img, &B).unwrap();
+        let kernel = "kernel http://10.99.0.1:8080/images/testnode/vmlinuz initrd=initrd.gz initrd=extra.cpio console=ttyS0,115200 BOOTIF=01-52-54-00-12-34-56 root=live:http://10.99.0.1:8080/images/testnode/image.squashfs rd.live.overlay.overlayfs=1 ds=nocloud;s=http://10.99.0.1:8080/nocloud/feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface/ hostname=node-0";
+        let initrd1 = "initrd http://10.99.0.1:8080/images/testnode/initrd.gz";
+        let initrd2 = "initrd http://mirror.example/extra.cpio";
+        // Each download: three tries that go on (a pause after a failure), then the one that fails the script.
+        let tried = |cmd: &str, label: &str| {
+            format!("{cmd} && goto {label} || sleep 3\n").repeat(3) + &format!("{cmd}\n:{label}\n")
+        };
         assert_eq!(
             got,
-            "#!ipxe
-echo Beowulf: node-0 (52:54:00:12:34:56) boots image testnode
-kernel http://10.99.0.1:8080/images/testnode/vmlinuz initrd=initrd.gz initrd=extra.cpio console=ttyS0,115200 BOOTIF=01-52-54-00-12-34-56 root=live:http://10.99.0.1:8080/images/testnode/image.squashfs rd.live.overlay.overlayfs=1 ds=nocloud;s=http://10.99.0.1:8080/nocloud/feedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedfacefeedface/ hostname=node-0
-initrd http://10.99.0.1:8080/images/testnode/initrd.gz
-initrd http://mirror.example/extra.cpio
-boot
-"
+            format!(
+                "#!ipxe\necho Beowulf: node-0 (52:54:00:12:34:56) boots image testnode\n{}{}{}boot\n",
+                tried(kernel, "beowulf_kernel"),
+                tried(initrd1, "beowulf_initrd1"),
+                tried(initrd2, "beowulf_initrd2"),
+            )
         );
     }
 
