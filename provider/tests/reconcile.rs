@@ -355,23 +355,15 @@ impl Env {
             let _ = tx.send(());
             served.await.unwrap().unwrap();
         }
-        let (boot, http, stop) = boot_plane(&self.clock, self.http.port()).await;
-        let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), boot.clone());
-        let c = self.clock.clone();
-        ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
-        Env {
-            client: self.client.clone(),
-            ctx: Arc::new(ctx),
-            bmc: self.bmc.clone(),
-            boot,
-            clock: self.clock.clone(),
-            http,
-            stop,
-        }
+        self.another_manager(self.http.port()).await
     }
     /// Another replica taking over: a boot plane of its own at another address (another machine).
     async fn other_replica(&self) -> Env {
-        let (boot, http, stop) = boot_plane(&self.clock, 0).await;
+        self.another_manager(0).await
+    }
+    /// The same cluster, BMCs and clock with another manager whose boot plane listens on `port` (0: any).
+    async fn another_manager(&self, port: u16) -> Env {
+        let (boot, http, stop) = boot_plane(&self.clock, port).await;
         let mut ctx = Context::new(self.client.clone(), self.bmc.clone(), boot.clone());
         let c = self.clock.clone();
         ctx.clock = Arc::new(move || c.load(Ordering::SeqCst));
