@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use csctl::helmignore::HelmIgnore;
-use csctl::render::{Chart, ReleaseInfo, render_chart};
+use csctl::render::{ReleaseInfo, render_chart};
 use serde_json::Value;
 
 const RELEASE: &str = "beowulf-test";
@@ -218,25 +218,9 @@ fn render_csctl(dir: &Path) -> Result<Objects, String> {
     let ignore = std::fs::read_to_string(dir.join(".helmignore"))
         .map(|t| HelmIgnore::parse(&t))
         .unwrap_or_default();
-    let mut data = BTreeMap::new();
-    for e in walkdir::WalkDir::new(dir) {
-        let e = e.unwrap();
-        let rel = e
-            .path()
-            .strip_prefix(dir)
-            .unwrap()
-            .to_string_lossy()
-            .into_owned();
-        if e.file_type().is_file() && !ignore.ignored(&rel) {
-            data.insert(rel, std::fs::read(e.path()).unwrap());
-        }
-    }
-    let chart = Chart {
-        files: data
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect(),
-    };
+    let mut data = common::chart_files(dir);
+    data.retain(|rel, _| !ignore.ignored(rel));
+    let chart = common::chart_of(&data);
     let release = ReleaseInfo {
         name: RELEASE.into(),
         namespace: NAMESPACE.into(),

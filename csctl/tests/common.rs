@@ -63,6 +63,34 @@ pub fn read_flat(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// Relative path → bytes of every file of the chart in `dir` (symlinks followed, as csctl packages a chart).
+pub fn chart_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut files = BTreeMap::new();
+    for e in walkdir::WalkDir::new(dir).follow_links(true) {
+        let e = e.unwrap();
+        if e.file_type().is_file() {
+            let rel = e
+                .path()
+                .strip_prefix(dir)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            files.insert(rel, std::fs::read(e.path()).unwrap());
+        }
+    }
+    files
+}
+
+/// The chart made of `files` (as [`chart_files`] reads them), for `csctl::render::render_chart`.
+pub fn chart_of(files: &BTreeMap<String, Vec<u8>>) -> csctl::render::Chart<'_> {
+    csctl::render::Chart {
+        files: files
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect(),
+    }
+}
+
 /// `(path, mode, contents)` of every entry of a .tgz.
 pub fn tgz_entries(data: &[u8]) -> Vec<(String, u32, Vec<u8>)> {
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(data));

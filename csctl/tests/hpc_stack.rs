@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use common::*;
 use csctl::crds::{CrdSet, Lookup};
-use csctl::render::{Chart, ReleaseInfo};
+use csctl::render::ReleaseInfo;
 use csctl::substitute::{ReleaseVersions, set_chart_version, substitute};
 use metadata_schema::Version;
 use metadata_schema::yaml;
@@ -56,34 +56,17 @@ fn yaml_file(path: &Path) -> Value {
 /// Renders the chart in `dir` as csctl packages it (markers substituted, version set), with `values`
 /// instead of its values.yaml when given. Returns every rendered object.
 fn render(dir: &Path, values: Option<&Value>, release: &str, namespace: &str) -> Vec<Value> {
-    let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Links followed: 1-34 shares the templates and addons of 1-33 through symlinks, as csctl packages them.
-    for e in walkdir::WalkDir::new(dir).follow_links(true) {
-        let e = e.unwrap();
-        if e.file_type().is_file() {
-            let rel = e
-                .path()
-                .strip_prefix(dir)
-                .unwrap()
-                .to_string_lossy()
-                .into_owned();
-            files.insert(
-                rel,
-                substitute(&std::fs::read(e.path()).unwrap(), &versions()),
-            );
-        }
-    }
+    let mut files: BTreeMap<String, Vec<u8>> = chart_files(dir)
+        .into_iter()
+        .map(|(rel, data)| (rel, substitute(&data, &versions())))
+        .collect();
     let chart = set_chart_version(&files["Chart.yaml"], "v1");
     files.insert("Chart.yaml".into(), chart);
     if let Some(v) = values {
         files.insert("values.yaml".into(), serde_json::to_vec(v).unwrap());
     }
-    let chart = Chart {
-        files: files
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_slice()))
-            .collect(),
-    };
+    let chart = chart_of(&files);
     let info = ReleaseInfo {
         name: release.into(),
         namespace: namespace.into(),

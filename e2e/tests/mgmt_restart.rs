@@ -26,6 +26,15 @@ fn beowulf() -> BeowulfBin {
     BeowulfBin(env!("CARGO_BIN_EXE_e2e-beowulf").into())
 }
 
+/// What a failed wait shows: the node's console and the end of the manager's log.
+fn serial_and_manager_log(host: &QemuHost, manager: &ManagerNode) -> String {
+    format!(
+        "serial:\n{}\nmanager:\n{}",
+        host.bmc.serial(),
+        tail(&manager.log(), 40)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_boot_in_progress_survives_a_manager_crash() {
     require_root_and_peers();
@@ -97,13 +106,7 @@ async fn a_boot_in_progress_survives_a_manager_crash() {
         },
     )
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nserial:\n{}\nmanager:\n{}",
-            host.bmc.serial(),
-            tail(&manager.log(), 40)
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", serial_and_manager_log(&host, &manager)));
     let before = hosts.get("steady").await.unwrap().status.unwrap();
     assert_eq!(before.state, HostStateName::Provisioning);
     assert_eq!(before.boot_attempt, 1);
@@ -150,13 +153,7 @@ async fn a_boot_in_progress_survives_a_manager_crash() {
         }
     })
     .await
-    .unwrap_or_else(|e| {
-        panic!(
-            "{e}\nserial:\n{}\nmanager:\n{}",
-            host.bmc.serial(),
-            tail(&manager.log(), 40)
-        )
-    });
+    .unwrap_or_else(|e| panic!("{e}\n{}", serial_and_manager_log(&host, &manager)));
     let serial = host.bmc.serial();
     assert!(serial.contains("TESTNODE: callback ok"), "{serial}");
     assert!(!serial.contains("TESTNODE: FAILED"), "{serial}");

@@ -624,17 +624,24 @@ async fn happy_path_claims_boots_and_provisions_on_callback() {
     );
 }
 
-/// A manager restart in the middle of a boot: the new process rebuilds the boot from the host's status (the
-/// token's digest and the last phase), so the node finishes it with the token it already has; nothing is
-/// power-cycled and no second token is issued. The status never holds the token itself.
-#[tokio::test]
-async fn a_restarted_manager_serves_the_boot_in_progress_on() {
+/// One host claimed by `m0` and booting: the node has fetched its script and NoCloud data, and the manager
+/// has reconciled since (the boot is in the host's status). Returns the environment and that boot.
+async fn booting_env() -> (Env, NodeBoot) {
     let e = env(standard(true, 1, &["m0"])).await;
     e.register_hosts(1).await;
     e.reconcile_machine("m0").await;
     e.advance(30);
     let boot = e.node_boots(0).await;
     e.reconcile_machine("m0").await;
+    (e, boot)
+}
+
+/// A manager restart in the middle of a boot: the new process rebuilds the boot from the host's status (the
+/// token's digest and the last phase), so the node finishes it with the token it already has; nothing is
+/// power-cycled and no second token is issued. The status never holds the token itself.
+#[tokio::test]
+async fn a_restarted_manager_serves_the_boot_in_progress_on() {
+    let (e, boot) = booting_env().await;
     let status = e.hosts().get("node-0").await.unwrap().status.unwrap();
     let live = status
         .live_boot
@@ -682,12 +689,7 @@ async fn a_restarted_manager_serves_the_boot_in_progress_on() {
 /// never reach it), boot the host again, as before.
 #[tokio::test]
 async fn a_new_leader_elsewhere_boots_again() {
-    let e = env(standard(true, 1, &["m0"])).await;
-    e.register_hosts(1).await;
-    e.reconcile_machine("m0").await;
-    e.advance(30);
-    e.node_boots(0).await;
-    e.reconcile_machine("m0").await;
+    let (e, _) = booting_env().await;
     let ops = e.bmc.ops();
     let r = e.other_replica().await;
     r.reconcile_machine("m0").await;
@@ -696,12 +698,7 @@ async fn a_new_leader_elsewhere_boots_again() {
 
 #[tokio::test]
 async fn a_restarted_manager_without_the_boot_in_the_status_boots_again() {
-    let e = env(standard(true, 1, &["m0"])).await;
-    e.register_hosts(1).await;
-    e.reconcile_machine("m0").await;
-    e.advance(30);
-    let boot = e.node_boots(0).await;
-    e.reconcile_machine("m0").await;
+    let (e, boot) = booting_env().await;
     let ops = e.bmc.ops();
     // Past the token's lifetime: what the status kept is of no use.
     e.advance(3600);
