@@ -70,6 +70,22 @@ impl Netns {
         try_run(Command::new("ip").arg("-n").arg(&self.name).args(args))
     }
 
+    /// A TCP socket listening at `addr` inside the namespace, owned by this process (a socket stays in the
+    /// namespace it was made in): the part systemd plays for a `.socket` unit.
+    pub fn listen_tcp(&self, addr: std::net::SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            // setns changes only the calling thread's namespace: a thread of its own, which then ends.
+            s.spawn(|| {
+                let ns = std::fs::File::open(&path)?;
+                nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                Ok(std::net::TcpListener::bind(addr)?)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("the thread binding {addr} in {path} panicked"))?
+        })
+    }
+
     /// A command that runs inside the namespace (`ip netns exec`).
     pub fn cmd(&self, program: impl AsRef<OsStr>) -> Command {
         let mut c = Command::new("ip");

@@ -138,6 +138,9 @@ pub struct PxeLab {
     pub inspector: Option<LabInspector>,
     taps: usize,
     command: BeowulfCmd,
+    /// The HTTP port's listening socket when the lab holds it as systemd holds a `.socket` unit's
+    /// ([`PxeLab::hold_http_socket`]).
+    held_http: Option<std::net::TcpListener>,
 }
 
 /// The command that runs `beowulf` (the e2e tests' copy of the CLI, or the demo re-executing itself).
@@ -200,7 +203,7 @@ impl PxeLab {
 
         let lldp = inspector.as_ref().map(|_| lldp_switch(&ns, dir.path()));
         let beowulf_cmd = beowulf;
-        let beowulf = spawn_beowulf(&ns, &beowulf_cmd, dir.path());
+        let beowulf = spawn_beowulf(&ns, &beowulf_cmd, dir.path(), None);
         PxeLab {
             beowulf,
             _ra: ra,
@@ -212,14 +215,55 @@ impl PxeLab {
             inspector,
             taps: 0,
             command: beowulf_cmd,
+            held_http: None,
         }
     }
 
     /// Stops `beowulf standalone` (SIGTERM, as an upgrade or a service restart would) and starts it again on
     /// the same inventory and state directory; returns when it serves again. Its log goes on in the same file.
     pub fn restart_beowulf(&mut self) {
+        self.stop_beowulf();
+        self.start_beowulf();
+    }
+
+    /// Stops `beowulf standalone` (SIGTERM); [`PxeLab::start_beowulf`] starts it again.
+    pub fn stop_beowulf(&mut self) {
         self.beowulf.stop();
-        self.beowulf = spawn_beowulf(&self.ns, &self.command, self.dir.path());
+    }
+
+    /// Starts `beowulf standalone` again (after [`PxeLab::stop_beowulf`]); returns when it serves.
+    pub fn start_beowulf(&mut self) {
+        self.beowulf = spawn_beowulf(
+            &self.ns,
+            &self.command,
+            self.dir.path(),
+            self.held_http.as_ref(),
+        );
+    }
+
+    /// From now on the lab holds the HTTP port's listening socket and passes it to each `beowulf standalone`
+    /// it starts (systemd socket activation: fd 3, `LISTEN_FDS=1`), so a connection made while none runs
+    /// waits in the socket's backlog. Restarts the server to hand it over.
+    pub fn hold_http_socket(&mut self) {
+        self.stop_beowulf();
+        let addr = format!("{BOOT_SERVER}:{HTTP_PORT}").parse().unwrap();
+        self.held_http = Some(self.ns.listen_tcp(addr).unwrap());
+        self.start_beowulf();
+    }
+
+    /// Connections to the held HTTP socket ([`PxeLab::hold_http_socket`]) waiting to be accepted (`ss`'s
+    /// Recv-Q of a listening socket).
+    pub fn http_backlog(&self) -> usize {
+        let out = self
+            .ns
+            .cmd("ss")
+            .args(["-Hltn", "sport", "=", &format!(":{HTTP_PORT}")])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(1)?.parse::<usize>().ok())
+            .sum()
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -382,14 +426,47 @@ fn lldp_switch(ns: &Netns, dir: &Path) -> Proc {
 
 /// Starts `beowulf standalone` for the lab in `dir` (inventory `hosts.yaml`, state `state/`, log appended to
 /// `beowulf.log`) and waits for its HTTP server.
-fn spawn_beowulf(ns: &Netns, beowulf: &BeowulfCmd, dir: &Path) -> Proc {
+fn spawn_beowulf(
+    ns: &Netns,
+    beowulf: &BeowulfCmd,
+    dir: &Path,
+    held_http: Option<&std::net::TcpListener>,
+) -> Proc {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(dir.join("beowulf.log"))
         .unwrap();
     let (prog, args) = beowulf.split_first().expect("a beowulf command");
-    let mut cmd = ns.cmd(prog);
+    let mut cmd = match held_http {
+        None => ns.cmd(prog),
+        Some(listener) => {
+            // As systemd does: the socket as fd 3, and LISTEN_PID naming the process (`ip netns exec` and
+            // `exec` keep the shell's pid).
+            use std::os::fd::AsRawFd as _;
+            use std::os::unix::process::CommandExt as _;
+            let fd = listener.as_raw_fd();
+            let mut c = ns.cmd("sh");
+            c.args(["-c", r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$@""#, "sh"])
+                .arg(prog);
+            #[allow(unsafe_code)]
+            // SAFETY: between fork and exec only dup2/fcntl, both async-signal-safe.
+            unsafe {
+                c.pre_exec(move || {
+                    let r = if fd == 3 {
+                        libc::fcntl(3, libc::F_SETFD, 0)
+                    } else {
+                        libc::dup2(fd, 3)
+                    };
+                    if r < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+            c
+        }
+    };
     cmd.args(args)
         .args(["standalone", "--inventory"])
         .arg(dir.join("hosts.yaml"))

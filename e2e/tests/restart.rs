@@ -5,6 +5,11 @@
 //! boot is started, and the journal in the state directory holds no token in the clear.
 //! A restart in the middle of iPXE's kernel download (the node's link slowed with `tc` so the restart lands
 //! inside it): iPXE's download fails, the script's retry fetches it again, and the boot completes.
+//! A restart when iPXE asks for its script (the one request iPXE does not retry): with the HTTP socket held
+//! as systemd holds a `.socket` unit's, the node's connection waits in the backlog while no server runs and is
+//! answered by the next one.
+//! A restart in the middle of a UEFI firmware's TFTP download of iPXE (which EDK2 would not ask for again):
+//! the stopping server lets the transfer finish first, and the boot goes on with the next server.
 //! A download cut by a restart completes on the client's retry: curl, rate-limited so the restart lands mid
 //! transfer, resumes with a Range request (`--retry -C -`) and ends with every byte of the kernel.
 #![allow(clippy::unwrap_used)]
@@ -12,8 +17,9 @@
 use std::process::Stdio;
 use std::time::Duration;
 
+use e2e::pxe::HTTP_PORT;
 use e2e::pxe::{BOOT_SERVER, Firmware, LabImage, Machine, Node, PxeLab};
-use e2e::{Proc, require_root_and_peers, wait_for};
+use e2e::{Proc, require_root_and_peers, run, wait_for};
 
 const GATE_PORT: u16 = 8082;
 
@@ -39,6 +45,17 @@ fn wait_console(m: &mut Machine, line: &str, lab: &PxeLab) {
         }
         m.serial().contains(line).then_some(())
     });
+}
+
+/// Waits for `node`'s callback and checks it booted once, without a failure on its console; its host view.
+fn booted_once(m: &mut Machine, lab: &PxeLab, node: &Node) -> serde_json::Value {
+    wait_console(m, "TESTNODE: callback ok", lab);
+    let serial = m.serial();
+    assert!(!serial.contains("TESTNODE: FAILED"), "{serial}");
+    let done = lab.host_view(&node.name);
+    assert_eq!(done["state"], "booted", "{done}");
+    assert_eq!(done["boot"], 1, "one boot: {done}");
+    done
 }
 
 #[test]
@@ -221,15 +238,113 @@ fn a_restart_during_the_kernel_download_is_retried_by_the_script() {
         },
     );
     lab.restart_beowulf();
-    wait_console(&mut m, "TESTNODE: callback ok", &lab);
+    booted_once(&mut m, &lab, &node);
     let serial = m.serial();
     // iPXE's first download failed, the script fetched the kernel again, and the boot went on.
     assert!(
         serial.matches("/vmlinuz...").count() >= 2,
         "the kernel was fetched once, the restart did not cut it:\n{serial}"
     );
-    assert!(!serial.contains("TESTNODE: FAILED"), "{serial}");
-    let done = lab.host_view(&node.name);
-    assert_eq!(done["state"], "booted", "{done}");
-    assert_eq!(done["boot"], 1, "one boot: {done}");
+}
+
+#[test]
+fn a_restart_when_ipxe_asks_for_its_script_is_bridged_by_the_held_socket() {
+    require_root_and_peers();
+    let node = Node::new("scripted", 0x36, Firmware::Bios);
+    let mut lab = PxeLab::start("restart-s", beowulf(), vec![node.clone()]);
+    lab.hold_http_socket();
+    // The node's first attempts to connect to the HTTP port are dropped: iPXE sends its SYN again (for about
+    // 15 s), so the restart lands between its DHCP lease and its script, whatever the machine's speed.
+    let port = HTTP_PORT.to_string();
+    let rule = [
+        "INPUT", "-p", "tcp", "--syn", "--dport", &port, "-s", &node.ip, "-j", "DROP",
+    ];
+    run(lab.ns.cmd("iptables").arg("-I").args(rule));
+    let dropped = |lab: &PxeLab| -> u64 {
+        let out = lab
+            .ns
+            .cmd("iptables")
+            .args(["-L", "INPUT", "1", "-v", "-n", "-x"])
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&out.stdout);
+        out.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    };
+    let mut m = lab.boot(&node);
+    wait_for(
+        "iPXE to ask for its script",
+        Duration::from_secs(120),
+        || (dropped(&lab) > 0).then_some(()),
+    );
+    lab.stop_beowulf();
+    run(lab.ns.cmd("iptables").arg("-D").args(rule));
+    // No server runs: the node's connection waits in the held socket's backlog (without it: a reset, and
+    // iPXE gives up its boot with "Connection refused").
+    wait_for(
+        "the node's connection in the held socket's backlog",
+        Duration::from_secs(20),
+        || (lab.http_backlog() >= 1).then_some(()),
+    );
+    lab.start_beowulf();
+    let done = booted_once(&mut m, &lab, &node);
+    assert!(done["phases"].get("ipxe-script").is_some(), "{done}");
+    assert!(
+        lab.log()
+            .contains("HTTP: serving the socket passed by the service manager"),
+        "the server did not take the held socket"
+    );
+}
+
+/// `beowulf_tftp_transfers_total{outcome="…"}` from the lab's metrics.
+fn tftp_transfers(lab: &PxeLab, outcome: &str) -> u64 {
+    let name = format!("beowulf_tftp_transfers_total{{outcome=\"{outcome}\"}} ");
+    lab.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&name)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_restart_during_the_firmwares_tftp_download_lets_it_finish() {
+    require_root_and_peers();
+    let node = Node::new("tftp", 0x37, Firmware::UefiPxe);
+    let mut lab = PxeLab::start("restart-t", beowulf(), vec![node.clone()]);
+    let mut m = lab.boot(&node);
+    // The machine's link at 512 kbit/s: iPXE (snponly.efi, 170 KB) takes about 3 s to arrive over TFTP.
+    // (A queue of 5 s: nothing is dropped, EDK2's TFTP gives up on lost blocks under TCG.)
+    let slow = [
+        "dev", "tap0", "root", "tbf", "rate", "512kbit", "burst", "4kb", "latency", "5s",
+    ];
+    run(lab.ns.cmd("tc").args(["qdisc", "add"]).args(slow));
+    // In flight: accepted, and neither finished nor abandoned (EDK2 may probe the size first and abort).
+    wait_for(
+        "the firmware's TFTP transfer to be under way",
+        Duration::from_secs(120),
+        || {
+            let started = tftp_transfers(&lab, "started");
+            let ended = tftp_transfers(&lab, "completed") + tftp_transfers(&lab, "aborted");
+            (started > ended).then_some(())
+        },
+    );
+    lab.restart_beowulf();
+    run(lab
+        .ns
+        .cmd("tc")
+        .args(["qdisc", "del", "dev", "tap0", "root"]));
+    let log = lab.log();
+    let stopping = log
+        .find("shutting down")
+        .expect("the server logged its shutdown");
+    assert!(
+        log[stopping..].contains("TFTP: letting the transfers in flight finish"),
+        "the restart did not land in the transfer:\n{log}"
+    );
+    assert!(
+        log[stopping..].contains("TFTP transfer complete"),
+        "the transfer was not finished by the stopping server:\n{log}"
+    );
+    booted_once(&mut m, &lab, &node);
 }

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use prometheus_client::registry::Registry;
 
+use super::activation::Inherited;
 use crate::boot::BootDirectory;
 use crate::boot::dhcp::{DhcpConfig, DhcpMode, DhcpServer};
 use crate::boot::http::accept::ConnLimits;
@@ -86,14 +87,26 @@ impl Services {
             s.extend(tftp_metrics.samples());
             s
         })));
-        let http = tokio::net::TcpListener::bind(config.http_listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} for HTTP (is the port in use? try another HTTP port)",
-                    config.http_listen
-                )
-            })?;
+        let mut inherited = Inherited::from_env()?;
+        let http = match inherited.take_http(config.http_listen)? {
+            Some(held) => {
+                tracing::info!(
+                    listen = ?held.local_addr().ok(),
+                    "HTTP: serving the socket passed by the service manager"
+                );
+                held.set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpListener::from_std(held))
+                    .context("cannot use the HTTP socket the service manager passed")?
+            }
+            None => tokio::net::TcpListener::bind(config.http_listen)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for HTTP (is the port in use? try another HTTP port)",
+                        config.http_listen
+                    )
+                })?,
+        };
         tracing::info!(
             server_ip = %config.server_ip,
             interface = config.interface.as_deref().unwrap_or("(all)"),

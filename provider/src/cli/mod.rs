@@ -4,6 +4,7 @@ pub mod standalone;
 
 use clap::{Parser, Subcommand};
 
+pub mod activation;
 pub mod bmc;
 pub mod boot_services;
 pub mod console;

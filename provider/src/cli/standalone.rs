@@ -32,7 +32,9 @@ pub struct StandaloneArgs {
     #[arg(long, value_name = "IF")]
     pub interface: String,
 
-    /// TCP port of the HTTP server (iPXE scripts, boot files, NoCloud, callbacks, status page).
+    /// TCP port of the HTTP server (iPXE scripts, boot files, NoCloud, callbacks, status page). A socket
+    /// listening on this port passed by systemd (socket activation) is served instead of binding one, so
+    /// requests made during a restart wait for the next process.
     #[arg(long, default_value_t = 8080, value_name = "PORT")]
     pub http_port: u16,
 

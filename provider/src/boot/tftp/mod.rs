@@ -57,6 +57,10 @@ pub struct TftpConfig {
     pub retries: u32,
     /// Transfers served at once; further requests are dropped unanswered, so clients retransmit them.
     pub max_transfers: usize,
+    /// How long transfers in flight at shutdown may take to finish. A PXE ROM does not ask again for a file
+    /// whose transfer was cut (its boot ends), so a restart lets them finish; an iPXE binary takes well under a
+    /// second on a LAN.
+    pub drain: Duration,
 }
 
 impl TftpConfig {
@@ -70,6 +74,7 @@ impl TftpConfig {
             timeout: Duration::from_secs(1),
             retries: 5,
             max_transfers: 256,
+            drain: Duration::from_secs(10),
         }
     }
 }
@@ -189,6 +194,33 @@ struct Shared {
     stopping: AtomicBool,
 }
 
+impl Shared {
+    /// Waits for the transfers in flight to finish, at most `config.drain`.
+    async fn drain(&self) {
+        let all = self.config.max_transfers.max(1);
+        let running = all - self.slots.available_permits();
+        if running == 0 {
+            return;
+        }
+        let drain = self.config.drain;
+        info!(
+            transfers = running,
+            wait_s = drain.as_secs_f32(),
+            "TFTP: letting the transfers in flight finish before stopping"
+        );
+        let all = u32::try_from(all).unwrap_or(u32::MAX);
+        if tokio::time::timeout(drain, self.slots.acquire_many(all))
+            .await
+            .is_err()
+        {
+            warn!(
+                transfers = all as usize - self.slots.available_permits(),
+                "TFTP: transfers still running at shutdown are cut (their clients' boots fail)"
+            );
+        }
+    }
+}
+
 /// Tells the transfer threads to stop when the server's future completes or is dropped.
 struct StopOnDrop(Arc<Shared>);
 
@@ -270,8 +302,9 @@ impl TftpServer {
         self.shared.metrics.clone()
     }
 
-    /// Serves until `shutdown` completes (or this future is dropped). Transfers in flight then stop within half a
-    /// second, unanswered.
+    /// Serves until `shutdown` completes, then takes no new request and returns when the transfers in flight
+    /// have finished, or after [`TftpConfig::drain`] (those still running then stop). When this future is
+    /// dropped instead, transfers stop within half a second, unanswered.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let _stop = StopOnDrop(self.shared.clone());
         info!(
@@ -306,6 +339,8 @@ impl TftpServer {
             () = shutdown => {}
             () = serve => {}
         }
+        drop(self.socket);
+        self.shared.drain().await;
     }
 
     /// Handles one datagram on the server port; returns the transfer to run (on a thread of its own) for an

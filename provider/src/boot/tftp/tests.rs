@@ -26,6 +26,8 @@ struct Fixture {
     metrics: Arc<TftpMetrics>,
     dir: Arc<TestDirectory>,
     task: tokio::task::JoinHandle<()>,
+    /// Completes the server's shutdown future (a restart's SIGTERM).
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl Drop for Fixture {
@@ -69,7 +71,13 @@ async fn start(tune: impl FnOnce(&mut TftpConfig)) -> Fixture {
     let server = TftpServer::bind(cfg, dir.clone()).unwrap();
     let addr = server.local_addr().unwrap();
     let metrics = server.metrics();
-    let task = tokio::spawn(server.run(std::future::pending()));
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        // A dropped sender (the fixture's end) is no shutdown: only `send` is.
+        if stop.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }));
     Fixture {
         root: r.to_path_buf(),
         _root: root,
@@ -78,6 +86,7 @@ async fn start(tune: impl FnOnce(&mut TftpConfig)) -> Fixture {
         metrics,
         dir,
         task,
+        shutdown: Some(shutdown),
     }
 }
 
@@ -722,4 +731,94 @@ async fn transfers_stop_when_the_server_stops() {
         );
     }
     assert_eq!(f.metrics.transfers_timed_out.get(), 0);
+}
+
+/// Starts a lock-step download of big.bin (blksize 1468, one block a window) and returns the client, the
+/// transfer's TID and block 1.
+async fn lock_step_start(f: &Fixture) -> (UdpSocket, SocketAddr, Vec<u8>) {
+    let c = client().await;
+    c.send_to(&rrq(b"big.bin", "octet", &[("blksize", "1468")]), f.addr)
+        .await
+        .unwrap();
+    let (p, tid) = recv(&c).await;
+    assert_eq!(opcode(&p), OACK);
+    c.send_to(&[0, 4, 0, 0], tid).await.unwrap();
+    let (p, from) = recv(&c).await;
+    assert_eq!((from, opcode(&p)), (tid, DATA));
+    (c, tid, p[4..].to_vec())
+}
+
+#[tokio::test]
+async fn a_transfer_in_flight_at_shutdown_finishes_and_new_requests_are_not_taken() {
+    let mut f = start(|_| {}).await;
+    let (c, tid, mut file) = lock_step_start(&f).await;
+    f.shutdown.take().unwrap().send(()).unwrap();
+    // The server port takes no new request now.
+    let late = client().await;
+    late.send_to(&rrq(b"small.txt", "octet", &[]), f.addr)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), late.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "a request after the shutdown was answered"
+    );
+    assert!(
+        !f.task.is_finished(),
+        "the server stopped with a transfer in flight"
+    );
+    // The transfer in flight goes on to the end, byte for byte.
+    let mut block: u16 = 1;
+    loop {
+        c.send_to(&[0, 4, (block >> 8) as u8, block as u8], tid)
+            .await
+            .unwrap();
+        if file.len() % 1468 != 0 {
+            break;
+        }
+        let (p, from) = recv(&c).await;
+        assert_eq!((from, opcode(&p)), (tid, DATA), "{p:?}");
+        if u16::from_be_bytes([p[2], p[3]]) == block {
+            // Sent again while the client waited above.
+            continue;
+        }
+        block = block.wrapping_add(1);
+        assert_eq!(u16::from_be_bytes([p[2], p[3]]), block);
+        file.extend_from_slice(&p[4..]);
+        if p.len() < 4 + 1468 {
+            c.send_to(&[0, 4, (block >> 8) as u8, block as u8], tid)
+                .await
+                .unwrap();
+            break;
+        }
+    }
+    assert_eq!(file, std::fs::read(f.root.join("big.bin")).unwrap());
+    eventually("the server to stop after its last transfer", || {
+        f.task.is_finished()
+    })
+    .await;
+    assert_eq!(f.metrics.transfers_completed.get(), 1);
+}
+
+#[tokio::test]
+async fn transfers_still_running_when_the_drain_ends_are_cut() {
+    let mut f = start(|c| {
+        c.drain = Duration::from_millis(300);
+        c.timeout = Duration::from_millis(200);
+        c.retries = 1000;
+    })
+    .await;
+    // A client that stops acknowledging: the transfer would retransmit for minutes.
+    let (_c, _tid, _) = lock_step_start(&f).await;
+    let stopped = std::time::Instant::now();
+    f.shutdown.take().unwrap().send(()).unwrap();
+    eventually("the server to stop", || f.task.is_finished()).await;
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(300),
+        "the server did not wait for its transfer"
+    );
+    assert!(stopped.elapsed() < Duration::from_secs(3));
+    assert_eq!(f.metrics.transfers_completed.get(), 0);
 }
