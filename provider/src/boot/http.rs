@@ -621,6 +621,7 @@ pub mod accept;
 #[doc(hidden)]
 pub mod files;
 mod pages;
+pub mod sendfile;
 
 #[cfg(test)]
 mod tests;

@@ -12,10 +12,12 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioTimer;
 use prometheus_client::metrics::counter::Counter;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+
+use super::sendfile;
 
 /// How long shutdown waits for requests in progress before it closes their connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
@@ -140,16 +142,23 @@ pub async fn serve(
         let mut stop = stop_rx.clone();
         conns.spawn(async move {
             let _slot = slot;
-            let service = hyper_util::service::TowerToHyperService::new(
+            // Boot files go out with sendfile (`sendfile.rs`): the stream and the responses share this.
+            let files = Arc::new(sendfile::Slot::default());
+            let service =
                 tower::ServiceExt::map_request(app, move |mut req: axum::extract::Request<_>| {
                     req.extensions_mut().insert(ConnectInfo(peer));
                     req
-                }),
-            );
+                });
+            let responses = files.clone();
+            let service =
+                tower::ServiceExt::map_response(service, move |r| sendfile::respond(&responses, r));
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), service);
+                .serve_connection(
+                    sendfile::Stream::new(stream, files),
+                    hyper_util::service::TowerToHyperService::new(service),
+                );
             let mut conn = std::pin::pin!(conn);
             let ended = tokio::select! {
                 r = conn.as_mut() => r,

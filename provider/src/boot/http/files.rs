@@ -1,5 +1,7 @@
 //! Boot file bodies for `/images/<image>/<file>`: validators (Last-Modified, ETag), conditional requests and
-//! single byte ranges, read with positional reads on the serving task itself.
+//! single byte ranges, read with positional reads on the serving task itself. The server's connections send
+//! the same bytes with `sendfile` instead (`sendfile.rs`, from the [`super::sendfile::Plan`] attached here);
+//! the reading body is what is sent where they cannot.
 //!
 //! Why not tower-http's `ServeFile` (used before): it reads through tokio's blocking pool, one thread hop per
 //! open, stat, seek and 64 KiB read, and profiling `bench http` showed most of our CPU in those futex
@@ -10,7 +12,7 @@
 //!
 //! The file handle is held for the whole response: replacing a file by rename keeps serving the old content
 //! to the responses already started; a file truncated under a response ends that response's connection early
-//! (the client sees a short body, never other bytes), and the server carries on.
+//! (the client sees a short body), and the server carries on.
 
 use std::fs::{File, Metadata};
 use std::io;
@@ -78,16 +80,27 @@ pub fn serve(path: &Path, method: &Method, headers: &HeaderMap) -> Response {
         // but `validate` lets `0-` through: the whole, empty file (a server may ignore Range, RFC 9110 §14.2).
         Some(_) | None => (StatusCode::OK, 0, size),
     };
-    let body = if *method == Method::HEAD || len == 0 {
-        Body::empty()
-    } else {
+    let file = std::sync::Arc::new(file);
+    let sends_bytes = *method != Method::HEAD && len > 0;
+    let body = if sends_bytes {
         Body::new(FileBody {
-            file,
+            file: file.clone(),
             pos: start,
             end: start + len,
         })
+    } else {
+        Body::empty()
     };
     let mut r = (status, body).into_response();
+    if sends_bytes {
+        // The connection sends these bytes with sendfile where it can (`sendfile.rs`); the body above copies
+        // them where it cannot.
+        r.extensions_mut().insert(super::sendfile::Plan {
+            file,
+            offset: start,
+            len,
+        });
+    }
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_TYPE,
@@ -255,7 +268,7 @@ impl Drop for Chunk {
 
 /// A file's bytes `pos..end`, `CHUNK` per frame, read at their offset (no shared cursor, no seek).
 struct FileBody {
-    file: File,
+    file: std::sync::Arc<File>,
     pos: u64,
     end: u64,
 }
