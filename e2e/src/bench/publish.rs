@@ -1,13 +1,15 @@
-//! `bench publish`: `csctl publish` against oras-py pushing the same files, to a local distribution registry
+//! `bench publish`: `csctl publish` against two peers pushing the same files, oras-py and the Go `oras` CLI
+//! (`oras.land/oras`, built by `.ci/install` from `e2e/go-peers/oras`), to a local distribution registry
 //! (Debian `docker-registry`) on loopback.
 //!
 //! The release is the seed stack (`providers/beowulf/hpc/1-33`, built by `csctl create --mode hash`) plus a
 //! node-image-sized blob of incompressible bytes (1 GiB by default). Per round, in alternation: csctl's first
-//! push, oras-py's first push (each to a registry of its own, started empty for the round, and csctl with an
-//! empty state directory: no digest cache, no mount candidates), then csctl's republish, oras-py's republish
-//! of the unchanged files to the same registries. Wall time of each client process, start to exit. The
+//! push, oras-py's, oras's (each to a registry of its own, started empty for the round, and csctl with an
+//! empty state directory: no digest cache, no mount candidates), then the republish of the unchanged files
+//! by each, in the same order, to the same registries. Wall time of each client process, start to exit. The
 //! benchmark checks what it measures: csctl's first push must upload every byte, its republish must report
-//! "unchanged" and upload nothing.
+//! "unchanged" and upload nothing; oras must say it uploaded every file on its first push and none on its
+//! republish. Our ratio is against the peer with the best median.
 //!
 //! Nothing here listens beyond 127.0.0.1; the registries are stopped and their storage deleted every round.
 
@@ -31,6 +33,8 @@ pub struct Options {
     pub csctl: Option<PathBuf>,
     /// The Python with oras-py (default: `$BEOWULF_PEERS_DIR/venv/bin/python`).
     pub python: Option<PathBuf>,
+    /// The Go `oras` CLI (default: `$BEOWULF_PEERS_DIR/go/oras-current/oras`, built by `.ci/install`).
+    pub oras: Option<PathBuf>,
 }
 
 impl Options {
@@ -40,6 +44,7 @@ impl Options {
             blob_mib: 1024,
             csctl: None,
             python: None,
+            oras: None,
         }
     }
 
@@ -53,7 +58,8 @@ impl Options {
     }
 }
 
-const CLIENTS: [&str; 2] = ["csctl", "oras-py"];
+/// Ours first, then the peers; every round runs them in this order.
+const CLIENTS: [&str; 3] = ["csctl", "oras-py", "oras"];
 
 /// Runs `cmd` to completion; its wall time and stdout. Fails with both outputs if it fails.
 fn timed(what: &str, cmd: &mut Command) -> anyhow::Result<(f64, Vec<u8>)> {
@@ -107,6 +113,52 @@ r = c.push(target=f"{host}/{repo}:{tag}", files=files, disable_path_validation=T
            manifest_annotations={"kubernetesVersion": "bench"})
 assert r.status_code in (200, 201), r.status_code
 "#;
+
+/// Finds the Go `oras` CLI and its version (`oras version`). Missing: says how `.ci/install` builds it.
+fn oras_binary(given: Option<&Path>) -> anyhow::Result<(PathBuf, String)> {
+    let oras = match given {
+        Some(p) => {
+            anyhow::ensure!(p.is_file(), "--oras {}: no such file", p.display());
+            p.to_path_buf()
+        }
+        None => {
+            let p = crate::peers_dir().join("go/oras-current/oras");
+            if !p.is_file() {
+                bail!(
+                    "{} not found: the Go oras CLI is a test peer built by `bash .ci/install` (its step \"building \
+                     oras\": `go build oras.land/oras/cmd/oras` in e2e/go-peers/oras, linked as go/oras-current); \
+                     run that, or pass --oras PATH",
+                    p.display()
+                );
+            }
+            p
+        }
+    };
+    let out = Command::new(&oras)
+        .arg("version")
+        .output()
+        .with_context(|| format!("running {} version", oras.display()))?;
+    anyhow::ensure!(
+        out.status.success(),
+        "{} version failed ({}): rebuild it with `bash .ci/install` (or pass --oras PATH)",
+        oras.display(),
+        out.status
+    );
+    let version = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("Version:").map(|v| v.trim().to_string()))
+        .unwrap_or_else(|| "(unknown version)".into());
+    Ok((oras, version))
+}
+
+/// The files the Go `oras` CLI says it uploaded (its `Uploaded  <digest> <name>` lines without a TTY).
+fn oras_uploaded(stdout: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("Uploaded "))
+        .filter_map(|rest| rest.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
 
 /// The upstream layer media types (as csctl assigns them).
 fn media_type(name: &str) -> &'static str {
@@ -173,17 +225,33 @@ struct Side {
     repo: String,
 }
 
+/// `publish=<best peer / csctl> publish_vs_oras_py=<oras-py / csctl> publish_vs_oras=<oras / csctl>` from the
+/// median times of each client (`key` is `publish` or `publish_republish`); above 1: csctl is faster.
+fn ratio_fields(key: &str, medians: &[f64]) -> String {
+    let best_peer = medians[1..].iter().copied().fold(f64::INFINITY, f64::min);
+    let mut s = format!("{key}={:.2}", best_peer / medians[0]);
+    for (name, m) in CLIENTS.iter().zip(medians).skip(1) {
+        s.push_str(&format!(
+            " {key}_vs_{}={:.2}",
+            name.replace('-', "_"),
+            m / medians[0]
+        ));
+    }
+    s
+}
+
 /// Runs the benchmark; returns the summary line (without the `bench: ` prefix):
-/// `publish=<oras-py time / csctl time, first push> publish_republish=<same for the republish>` (medians;
-/// above 1 means csctl is faster).
+/// `publish=<best peer's time / csctl's, first push> publish_vs_oras_py=… publish_vs_oras=…
+/// publish_republish=<same for the republish> publish_republish_vs_oras_py=… publish_republish_vs_oras=…`
+/// (medians; above 1 means csctl is faster).
 pub fn run(opts: &Options) -> anyhow::Result<String> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let csctl = csctl_binary(opts.csctl.as_deref(), &root)?;
-    let python = opts.python.clone().unwrap_or_else(|| {
-        let peers =
-            std::env::var("BEOWULF_PEERS_DIR").unwrap_or_else(|_| "/opt/beowulf-peers".into());
-        PathBuf::from(peers).join("venv/bin/python")
-    });
+    let python = opts
+        .python
+        .clone()
+        .unwrap_or_else(|| crate::peers_dir().join("venv/bin/python"));
+    let (oras, oras_go_version) = oras_binary(opts.oras.as_deref())?;
     let oras_version = Command::new(&python)
         .args([
             "-c",
@@ -237,9 +305,11 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         .sum::<Result<u64, _>>()?;
     let mib = total as f64 / f64::from(1 << 20);
     eprintln!(
-        "bench publish: {tag}, {} files, {total} bytes; csctl {} vs oras-py {oras_version}; {} round(s)",
+        "bench publish: {tag}, {} files, {total} bytes; csctl {} vs oras-py {oras_version} vs oras {oras_go_version} \
+         ({}); {} round(s)",
         names.len(),
         csctl.display(),
+        oras.display(),
         opts.rounds
     );
 
@@ -276,6 +346,29 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         }
         c
     };
+    // The Go CLI with its defaults (OCI image manifest v1.1, 5 blobs in flight); it hashes each file, HEADs
+    // it and uploads what is missing (POST, then one PUT of the whole file).
+    let oras_go_cmd = |side: &Side, state: &Path| {
+        let mut c = Command::new(&oras);
+        c.args([
+            "push",
+            "--plain-http",
+            "--no-tty",
+            "--disable-path-validation",
+        ])
+        .args(["--annotation", "kubernetesVersion=bench"])
+        .arg(format!("{}/{}:{tag}", side.registry.addr, side.repo))
+        .args(names.iter().map(|n| format!("{n}:{}", media_type(n))))
+        .current_dir(&release)
+        .env("HOME", state)
+        .env_remove("DOCKER_CONFIG");
+        c
+    };
+    let client_cmd = |k: usize, side: &Side, state: &Path| match k {
+        0 => ours_cmd(side, state),
+        1 => oras_cmd(side, state),
+        _ => oras_go_cmd(side, state),
+    };
 
     let n = CLIENTS.len();
     let mut first = vec![Vec::new(); n];
@@ -300,14 +393,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         for s in &states {
             std::fs::create_dir_all(s)?;
         }
-        // First pushes, A B.
+        // First pushes, A B C.
         for k in 0..n {
             let cpu_before = sides[k].registry.cpu_seconds();
-            let (t, out) = if k == 0 {
-                timed("csctl publish", &mut ours_cmd(&sides[k], &states[k]))?
-            } else {
-                timed("oras-py push", &mut oras_cmd(&sides[k], &states[k]))?
-            };
+            let (t, out) = timed(
+                &format!("{} push", CLIENTS[k]),
+                &mut client_cmd(k, &sides[k], &states[k]),
+            )?;
             if k == 0 {
                 let v: serde_json::Value = serde_json::from_slice(&out)?;
                 let p = &v["published"][0];
@@ -317,23 +409,24 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                     "csctl's first push must upload all {total} bytes: {v}"
                 );
             }
+            if k == 2 {
+                let uploaded = oras_uploaded(&out);
+                anyhow::ensure!(
+                    names.iter().all(|n| uploaded.contains(n)),
+                    "oras's first push must upload every file ({names:?}); it said:\n{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
             registry_cpu[k].push(sides[k].registry.cpu_seconds() - cpu_before);
             first[k].push(t);
             throughput[k].push(mib / t);
         }
-        // Republish of the unchanged release, A B.
+        // Republish of the unchanged release, A B C.
         for k in 0..n {
-            let (t, out) = if k == 0 {
-                timed(
-                    "csctl publish (unchanged)",
-                    &mut ours_cmd(&sides[k], &states[k]),
-                )?
-            } else {
-                timed(
-                    "oras-py push (unchanged)",
-                    &mut oras_cmd(&sides[k], &states[k]),
-                )?
-            };
+            let (t, out) = timed(
+                &format!("{} push (unchanged)", CLIENTS[k]),
+                &mut client_cmd(k, &sides[k], &states[k]),
+            )?;
             if k == 0 {
                 let v: serde_json::Value = serde_json::from_slice(&out)?;
                 anyhow::ensure!(
@@ -341,15 +434,28 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                     "csctl's republish must find the release unchanged: {v}"
                 );
             }
+            if k == 2 {
+                let uploaded = oras_uploaded(&out);
+                anyhow::ensure!(
+                    names.iter().all(|n| !uploaded.contains(n)),
+                    "oras's republish must upload none of the unchanged files; it said:\n{}",
+                    String::from_utf8_lossy(&out)
+                );
+            }
             again[k].push(t);
         }
+        let each = |v: &[Vec<f64>], digits: usize| {
+            CLIENTS
+                .iter()
+                .zip(v)
+                .map(|(name, t)| format!("{name} {:.digits$} s", t[round - 1]))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         eprintln!(
-            "round {round}: first push csctl {:.2} s, oras-py {:.2} s (oras-py/csctl {:.2}); republish csctl {:.3} s, oras-py {:.3} s",
-            first[0][round - 1],
-            first[1][round - 1],
-            first[1][round - 1] / first[0][round - 1],
-            again[0][round - 1],
-            again[1][round - 1],
+            "round {round}: first push {}; republish {}",
+            each(&first, 2),
+            each(&again, 3)
         );
         drop(sides);
         // Two copies of the blob per round; do not let them pile up.
@@ -384,13 +490,14 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     ];
     println!("\n{}", table(&CLIENTS, &metrics));
     println!(
-        "(ours = csctl; ratios per round are csctl/oras-py: below 1 is better for times, above 1 for throughput)"
+        "(ours = csctl; ratios per round are csctl/peer: below 1 is better for times, above 1 for throughput; \
+         peers: oras-py {oras_version}, oras {oras_go_version})"
     );
-    let median = |v: &[f64]| summary(v).0;
+    let medians = |v: &[Vec<f64>]| v.iter().map(|t| summary(t).0).collect::<Vec<_>>();
     Ok(format!(
-        "publish={:.2} publish_republish={:.2}",
-        median(&first[1]) / median(&first[0]),
-        median(&again[1]) / median(&again[0])
+        "{} {}",
+        ratio_fields("publish", &medians(&first)),
+        ratio_fields("publish_republish", &medians(&again))
     ))
 }
 
@@ -412,6 +519,36 @@ mod tests {
             media_type("node-image.raw"),
             "application/vnd.oci.image.layer.v1.tar"
         );
+    }
+
+    #[test]
+    fn ratios_are_against_the_best_peer_and_each_peer() {
+        assert_eq!(
+            ratio_fields("publish", &[2.0, 3.0, 2.5]),
+            "publish=1.25 publish_vs_oras_py=1.50 publish_vs_oras=1.25"
+        );
+        assert_eq!(
+            ratio_fields("publish_republish", &[1.0, 0.5, 4.0]),
+            "publish_republish=0.50 publish_republish_vs_oras_py=0.50 publish_republish_vs_oras=4.00"
+        );
+    }
+
+    #[test]
+    fn oras_upload_lines_name_the_files() {
+        let out = b"Preparing a.raw\nUploading 76e434e17778 a.raw\nUploaded  76e434e17778 a.raw\n\
+Uploaded  44136fa355b3 application/vnd.oci.empty.v1+json\nPushed [registry] 127.0.0.1:5000/b/o:t\n";
+        assert_eq!(
+            oras_uploaded(out),
+            ["a.raw", "application/vnd.oci.empty.v1+json"]
+        );
+        assert!(oras_uploaded(b"Preparing a.raw\nPushed [registry] x/y:t\n").is_empty());
+    }
+
+    #[test]
+    fn a_missing_oras_says_how_to_get_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = oras_binary(Some(&dir.path().join("oras"))).unwrap_err();
+        assert!(err.to_string().contains("--oras"), "{err}");
     }
 
     #[test]

@@ -5,10 +5,11 @@
 //! - `bmc [N]`: power status of N (default 100) ipmi_sim BMCs, our native IPMI client vs a loop of
 //!   `ipmitool -I lanplus -C 3` calls (module `e2e::bench_bmc`); prints a Markdown table and the last line
 //!   `bench: bmc=<ipmitool time / ours> …`.
-//! - `publish [--quick]`: `csctl publish` of the seed stack + a 1 GiB blob vs oras-py pushing the same files
-//!   to a local docker-registry, first push and republish (module `e2e::bench::publish`); prints a Markdown
-//!   table and the last line `bench: publish=<oras-py/csctl time> publish_republish=<…>`. Build csctl first:
-//!   `cargo build --release -p csctl`.
+//! - `publish [--quick]`: `csctl publish` of the seed stack + a 1 GiB blob vs oras-py and the Go `oras` CLI
+//!   pushing the same files to a local docker-registry, first push and republish (module
+//!   `e2e::bench::publish`); prints a Markdown table and the last line `bench: publish=<best peer/csctl time>
+//!   publish_vs_oras_py=… publish_vs_oras=… publish_republish=<…> …`. Build csctl first:
+//!   `cargo build --release -p csctl`; `bash .ci/install` builds oras.
 //! - `tftp [--quick]`: atftp downloads, ours vs tftpd-hpa vs dnsmasq (module `e2e::bench::tftp`).
 //! - `http [--quick]`: 64 MiB downloads and Range requests, ours vs nginx (module `e2e::bench::http`).
 //! - `storm [--quick] [--sizes 100,500,1000]`: a simulated rack booting at once, our boot plane vs dnsmasq +
@@ -58,13 +59,13 @@ enum Workload {
         #[arg(long)]
         rounds: Option<usize>,
     },
-    /// csctl publish vs oras-py push (seed stack + a big blob) to a local docker-registry: first push and
-    /// republish, alternating per round. Needs `cargo build --release -p csctl` first.
+    /// csctl publish vs oras-py and the Go oras CLI (seed stack + a big blob) to a local docker-registry: first
+    /// push and republish, alternating per round. Needs `cargo build --release -p csctl` first.
     Publish {
-        /// One round with a 64 MiB blob: checks that the harness and both clients work (CI).
+        /// One round with a 64 MiB blob: checks that the harness and every client work (CI).
         #[arg(long)]
         quick: bool,
-        /// Rounds of A B (default 5; 1 with --quick).
+        /// Rounds of A B C (default 5; 1 with --quick).
         #[arg(long)]
         rounds: Option<usize>,
         /// Size of the extra blob in MiB (default 1024; 64 with --quick).
@@ -76,6 +77,9 @@ enum Workload {
         /// A Python with oras-py (default: $BEOWULF_PEERS_DIR/venv/bin/python).
         #[arg(long)]
         python: Option<std::path::PathBuf>,
+        /// The Go oras CLI (default: $BEOWULF_PEERS_DIR/go/oras-current/oras, built by `bash .ci/install`).
+        #[arg(long)]
+        oras: Option<std::path::PathBuf>,
     },
     /// A simulated rack booting at once (DHCP → TFTP → DHCP as iPXE → HTTP script → kernel + initrd) for
     /// N = 100, 500, 1000 clients: our boot plane vs dnsmasq + nginx; time until 99% have their initrd.
@@ -163,6 +167,7 @@ fn main() -> anyhow::Result<()> {
             blob_mib,
             csctl,
             python,
+            oras,
         } => {
             let mut opts = if quick {
                 bench::publish::Options::quick()
@@ -177,6 +182,7 @@ fn main() -> anyhow::Result<()> {
             }
             opts.csctl = csctl;
             opts.python = python;
+            opts.oras = oras;
             println!("bench: {}", bench::publish::run(&opts)?);
         }
         Workload::Storm {
