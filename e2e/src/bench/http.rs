@@ -325,21 +325,34 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     );
     let mut dl = vec![Vec::new(); SERVERS.len()];
     let mut rq = vec![Vec::new(); SERVERS.len()];
+    let mut dl_cpu = vec![Vec::new(); SERVERS.len()];
+    let mut rq_cpu = vec![Vec::new(); SERVERS.len()];
+    let requests = (opts.range_conns * opts.range_requests) as f64;
+    let gib = (n as u64 * len) as f64 / (1u64 << 30) as f64;
     for round in 1..=opts.rounds {
         for k in 0..SERVERS.len() {
             alive(&mut procs[k], &logs[k])?;
+            // The server's CPU (ours: the process; nginx: master and workers) during each workload.
+            let cpu = || super::cpu_seconds(procs[k].child.id());
+            let c0 = cpu();
             let t = downloads(&pairs[k].client, url(k, "initrd.img"), n, len)?;
+            let c1 = cpu();
             let mibs = (n as u64 * len) as f64 / MIB as f64 / t.as_secs_f64();
             let t2 = ranges(&pairs[k].client, url(k, "root.squashfs"), opts, round)?;
-            let rps = (opts.range_conns * opts.range_requests) as f64 / t2.as_secs_f64();
+            let c2 = cpu();
+            let rps = requests / t2.as_secs_f64();
             eprintln!(
-                "round {round} {:>8}: downloads {mibs:>8.1} MiB/s ({:.2} s); ranges {rps:>8.0} req/s ({:.2} s)",
+                "round {round} {:>8}: downloads {mibs:>8.1} MiB/s ({:.2} s, server CPU {:.2} s); ranges {rps:>8.0} req/s ({:.2} s, server CPU {:.2} s)",
                 SERVERS[k],
                 t.as_secs_f64(),
-                t2.as_secs_f64()
+                c1 - c0,
+                t2.as_secs_f64(),
+                c2 - c1
             );
             dl[k].push(mibs);
             rq[k].push(rps);
+            dl_cpu[k].push((c1 - c0) / gib);
+            rq_cpu[k].push((c2 - c1) * 1e6 / requests);
         }
     }
     for k in 0..SERVERS.len() {
@@ -363,12 +376,26 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             higher_is_better: true,
             values: rq,
         },
+        Metric {
+            name: "server CPU per GiB downloaded".into(),
+            unit: "s",
+            higher_is_better: false,
+            values: dl_cpu,
+        },
+        Metric {
+            name: "server CPU per Range request".into(),
+            unit: "µs",
+            higher_is_better: false,
+            values: rq_cpu,
+        },
     ];
     println!("{}", table(&SERVERS, &metrics));
     let ratio = |m: &Metric| super::summary(&m.values[0]).0 / super::summary(&m.values[1]).0;
     let (a, b) = (ratio(&metrics[0]), ratio(&metrics[1]));
+    // CPU: nginx's over ours, so that above 1 means ours uses less, as for the rates.
+    let (c, d) = (1.0 / ratio(&metrics[2]), 1.0 / ratio(&metrics[3]));
     Ok(format!(
-        "http={:.2} http_download={a:.2} http_range={b:.2}",
+        "http={:.2} http_download={a:.2} http_range={b:.2} http_download_cpu={c:.2} http_range_cpu={d:.2}",
         a.min(b)
     ))
 }

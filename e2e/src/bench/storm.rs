@@ -574,54 +574,6 @@ fn storm(
     })
 }
 
-/// `root` and every process below it (from the parent ids in `/proc/<pid>/stat`).
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent = Vec::new();
-    if let Ok(dir) = std::fs::read_dir("/proc") {
-        for e in dir.flatten() {
-            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-                continue;
-            };
-            // The command name may contain spaces and parentheses: the fields follow the last ')'.
-            let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-            if let Some(ppid) = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-                .and_then(|s| s.parse::<u32>().ok())
-            {
-                parent.push((pid, ppid));
-            }
-        }
-    }
-    let mut out = vec![root];
-    let mut i = 0;
-    while i < out.len() {
-        let p = out[i];
-        out.extend(parent.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
-        i += 1;
-    }
-    out
-}
-
-/// CPU seconds (user + system) used so far by `root` and every process below it, from `/proc/<pid>/stat`
-/// (clock ticks; 10 ms resolution).
-fn cpu_seconds(root: u32) -> f64 {
-    let ticks: u64 = descendants(root)
-        .into_iter()
-        .filter_map(|pid| {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            let rest: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-            // Fields 14 and 15 (utime, stime); `rest` starts at field 3.
-            Some(rest.get(11)?.parse::<u64>().ok()? + rest.get(12)?.parse::<u64>().ok()?)
-        })
-        .sum();
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .unwrap_or(100);
-    ticks as f64 / hz as f64
-}
-
 /// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
 /// `/proc/net/snmp`): a server that does not read fast enough, or a simulator that does not, loses requests
 /// this way and the clients wait for their retransmission.
@@ -885,7 +837,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
         // Every thread of every server process (and what they start later: threads and forks inherit it), once they are up.
         let others = format!("0-{}", cpus - 2);
         for p in &procs {
-            for pid in descendants(p.child.id()) {
+            for pid in super::descendants(p.child.id()) {
                 crate::harness::try_run(
                     std::process::Command::new("taskset")
                         .args(["-a", "-c", "-p", &others, &pid.to_string()])
@@ -926,7 +878,12 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                 } else {
                     vec![procs[1].child.id(), procs[2].child.id()]
                 };
-                let cpu = || server_pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>();
+                let cpu = || {
+                    server_pids
+                        .iter()
+                        .map(|p| super::cpu_seconds(*p))
+                        .sum::<f64>()
+                };
                 let cpu_before = cpu();
                 let before = (udp_drops(&pairs[k].server)?, udp_drops(&pairs[k].client)?);
                 let marks = storm(&pairs[k].client, k, n, content.clone(), sim_cpu)?;
@@ -1022,56 +979,6 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn descendants_include_children_and_grandchildren() {
-        let mut sh = std::process::Command::new("sh")
-            .args(["-c", "sh -c 'sleep 30 & wait' & wait"])
-            .spawn()
-            .unwrap();
-        let root = sh.id();
-        let comm = |p: &u32| std::fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default();
-        // Until the grandchild has exec'd `sleep`, it is a forked `sh` (seen so once under load).
-        let found = crate::harness::poll("the grandchild", Duration::from_secs(5), || {
-            let d = descendants(root);
-            (d.len() >= 3 && d.iter().any(|p| comm(p).trim() == "sleep")).then_some(d)
-        });
-        let d = found.unwrap_or_else(|e| {
-            panic!(
-                "{e}: {:?}",
-                descendants(root).iter().map(comm).collect::<Vec<_>>()
-            )
-        });
-        assert_eq!(d[0], root);
-        let names: Vec<String> = d.iter().map(comm).collect();
-        // Stop what this test started (all of it is below `root`), deepest first.
-        for p in d.iter().rev() {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(*p as i32),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        assert!(names.iter().any(|n| n.trim() == "sleep"), "{names:?}");
-        let _ = sh.wait();
-    }
-
-    #[test]
-    fn cpu_seconds_grow_while_a_child_computes() {
-        let mut sh = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
-            .spawn()
-            .unwrap();
-        let pid = sh.id();
-        let used = crate::harness::poll("some CPU time", Duration::from_secs(20), || {
-            let c = cpu_seconds(pid);
-            (c >= 0.05).then_some(c)
-        })
-        .unwrap();
-        let _ = sh.kill();
-        let _ = sh.wait();
-        assert!(used < 20.0, "{used}");
-        assert_eq!(cpu_seconds(u32::MAX), 0.0);
-    }
 
     #[test]
     fn udp_drops_are_read_from_the_udp_lines() {
