@@ -2,8 +2,10 @@
 //! (2349) and windowsize (7440), confined to one root directory. It exists to hand PXE firmware the iPXE
 //! binaries (Debian's `ipxe` package: `/usr/lib/ipxe/undionly.kpxe`, `snponly.efi`, `ipxe.efi`).
 //!
-//! Requests arrive on one tokio task. Every transfer gets its own ephemeral, connected socket (its TID) and its
-//! own thread with blocking I/O (see `transfer.rs` for why); a semaphore bounds how many run at once.
+//! Requests arrive on one tokio task. Every transfer gets its own ephemeral, connected socket (its TID). The
+//! lock-step ones (what PXE ROMs ask for) all run on one thread that polls their sockets (`lockstep.rs`); a
+//! windowed one gets a thread of its own with blocking I/O (`transfer.rs` says why). A semaphore bounds how
+//! many run at once.
 //!
 //! ```no_run
 //! # async fn f(dir: std::sync::Arc<dyn beowulf::boot::BootDirectory>) -> Result<(), beowulf::boot::tftp::TftpError> {
@@ -16,6 +18,7 @@
 //! # Ok(()) }
 //! ```
 
+mod lockstep;
 pub mod packet;
 pub mod path;
 mod transfer;
@@ -29,14 +32,15 @@ use std::time::{Duration, Instant};
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tracing::{debug, info, warn};
 
 use super::counters::{Counter, Sample};
 use super::{BootDirectory, Phase};
-use packet::{ErrorCode, Limits, Request};
+use lockstep::Lockstep;
+use packet::{ErrorCode, Limits, ReadRequest, Request};
 use path::Refusal;
-use transfer::{Failure, Transfer};
+use transfer::{Failure, Sender};
 
 /// How the TFTP server listens and what it allows.
 #[derive(Debug, Clone)]
@@ -195,6 +199,14 @@ struct Shared {
 }
 
 impl Shared {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_blksize: self.config.max_blksize,
+            max_windowsize: self.config.max_windowsize,
+            default_timeout: self.config.timeout,
+        }
+    }
+
     /// Waits for the transfers in flight to finish, at most `config.drain`.
     async fn drain(&self) {
         let all = self.config.max_transfers.max(1);
@@ -313,6 +325,11 @@ impl TftpServer {
             interface = self.shared.config.interface.as_deref().unwrap_or("(all)"),
             "TFTP server listening"
         );
+        let lockstep = Lockstep::start(self.shared.clone())
+            .inspect_err(|e| {
+                warn!(error = %e, "cannot start the TFTP lock-step loop; every transfer gets a thread")
+            })
+            .ok();
         let serve = async {
             let mut buf = vec![0u8; packet::MAX_REQUEST + 1];
             loop {
@@ -323,15 +340,34 @@ impl TftpServer {
                         continue;
                     }
                 };
-                if let Some(job) = self.accept(&buf[..n], src).await {
-                    let spawned = std::thread::Builder::new()
-                        .name("tftp-transfer".into())
-                        .stack_size(256 * 1024)
-                        .spawn(job);
-                    if let Err(e) = spawned {
-                        // The request (and its slot) is dropped; the client retransmits it.
-                        warn!(%src, error = %e, "cannot start a TFTP transfer thread");
-                    }
+                let Some(job) = self.accept(&buf[..n], src).await else {
+                    continue;
+                };
+                let job = match &lockstep {
+                    Some(l) if job.lock_step => match l.submit(Box::new(job)) {
+                        Ok(()) => continue,
+                        Err(job) => *job,
+                    },
+                    _ => job,
+                };
+                let shared = self.shared.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("tftp-transfer".into())
+                    .stack_size(256 * 1024)
+                    .spawn(move || {
+                        if let Some(mut t) = open(&shared, job) {
+                            let result = transfer::run_blocking(
+                                &mut t.sender,
+                                &t.socket,
+                                &shared.metrics,
+                                &shared.stopping,
+                            );
+                            t.report.finish(&t.socket, result);
+                        }
+                    });
+                if let Err(e) = spawned {
+                    // The request (and its slot) is dropped; the client retransmits it.
+                    warn!(%src, error = %e, "cannot start a TFTP transfer thread");
                 }
             }
         };
@@ -340,16 +376,13 @@ impl TftpServer {
             () = serve => {}
         }
         drop(self.socket);
+        // The loop serves the transfers in flight through the drain, then ends.
+        drop(lockstep);
         self.shared.drain().await;
     }
 
-    /// Handles one datagram on the server port; returns the transfer to run (on a thread of its own) for an
-    /// acceptable RRQ.
-    async fn accept(
-        &self,
-        datagram: &[u8],
-        src: SocketAddr,
-    ) -> Option<impl FnOnce() + Send + 'static> {
+    /// Handles one datagram on the server port; returns the transfer to run for an acceptable RRQ.
+    async fn accept(&self, datagram: &[u8], src: SocketAddr) -> Option<Job> {
         let m = &self.shared.metrics;
         let req = match packet::parse_request(datagram) {
             Ok(Request::Read(r)) => r,
@@ -398,10 +431,12 @@ impl TftpServer {
             warn!(%src, "TFTP transfer limit reached; dropping the request (the client retransmits it)");
             return None;
         };
-        let shared = self.shared.clone();
-        Some(move || {
-            serve_read(&shared, &req, src);
-            drop(permit);
+        let lock_step = packet::negotiate(&req.options, &self.shared.limits(), 0).windowsize <= 1;
+        Some(Job {
+            req,
+            client: src,
+            permit,
+            lock_step,
         })
     }
 
@@ -413,21 +448,54 @@ impl TftpServer {
     }
 }
 
-/// One transfer, start to end, on the calling (dedicated) thread.
-fn serve_read(shared: &Shared, req: &packet::ReadRequest, client: SocketAddr) {
+/// An accepted read request, holding its transfer slot.
+struct Job {
+    req: ReadRequest,
+    client: SocketAddr,
+    permit: OwnedSemaphorePermit,
+    /// No window above one block was asked for.
+    lock_step: bool,
+}
+
+/// A transfer ready to run: its socket, connected to the client (its port is the server's TID, RFC 1350
+/// §4), and what to account for when it ends.
+struct Opened {
+    socket: std::net::UdpSocket,
+    sender: Sender<std::io::BufReader<std::fs::File>>,
+    report: Report,
+}
+
+struct Report {
+    shared: Arc<Shared>,
+    req: ReadRequest,
+    client: SocketAddr,
+    blksize: usize,
+    windowsize: u16,
+    started: Instant,
+    /// The transfer's slot, free again when the report is made.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Opens the transfer's socket and file and negotiates its options; a refusal is answered (and counted) here.
+fn open(shared: &Arc<Shared>, job: Job) -> Option<Opened> {
+    let Job {
+        req,
+        client,
+        permit,
+        ..
+    } = job;
     let m = &shared.metrics;
-    // The transfer's own socket: its port is the server's TID (RFC 1350 §4).
     let local = SocketAddrV4::new(*shared.config.listen.ip(), 0);
     let socket: std::net::UdpSocket = match bind_udp(local, shared.config.interface.as_deref()) {
         Ok(s) => s.into(),
         Err(e) => {
             warn!(%client, error = %e, "cannot open a TFTP transfer socket");
-            return;
+            return None;
         }
     };
     if let Err(e) = socket.connect(client) {
         warn!(%client, error = %e, "cannot connect a TFTP transfer socket");
-        return;
+        return None;
     }
     let (file, size) = match path::open(&shared.root, &req.filename) {
         Ok(f) => f,
@@ -435,68 +503,86 @@ fn serve_read(shared: &Shared, req: &packet::ReadRequest, client: SocketAddr) {
             m.not_found.inc();
             debug!(%client, file = %req.filename, "TFTP file not found");
             transfer::send_error(&socket, ErrorCode::FileNotFound, "file not found");
-            return;
+            return None;
         }
         Err(Refusal::AccessViolation(why)) => {
             m.access_violations.inc();
             warn!(%client, file = %req.filename, why, "TFTP request refused");
             transfer::send_error(&socket, ErrorCode::AccessViolation, why);
-            return;
+            return None;
         }
     };
-    let limits = Limits {
-        max_blksize: shared.config.max_blksize,
-        max_windowsize: shared.config.max_windowsize,
-        default_timeout: shared.config.timeout,
-    };
-    let negotiated = packet::negotiate(&req.options, &limits, size);
+    let negotiated = packet::negotiate(&req.options, &shared.limits(), size);
     let (blksize, windowsize) = (negotiated.blksize, negotiated.windowsize);
     m.transfers_started.inc();
-    let started = Instant::now();
-    let result = Transfer {
-        socket: &socket,
-        file: std::io::BufReader::with_capacity(256 * 1024, file),
-        negotiated,
-        retries: shared.config.retries,
-        metrics: m,
-        stopping: &shared.stopping,
-        gso: true,
-    }
-    .run();
-    match result {
-        Ok(bytes) => {
-            m.transfers_completed.inc();
-            info!(
-                %client,
-                file = %req.filename,
-                bytes,
-                blksize,
-                windowsize,
-                ms = started.elapsed().as_millis() as u64,
-                "TFTP transfer complete"
-            );
-            if let IpAddr::V4(ip) = client.ip()
-                && let Some(mac) = shared.directory.mac_for_ip(ip)
-            {
-                shared.directory.record(&mac, Phase::Tftp);
+    Some(Opened {
+        socket,
+        sender: Sender::new(
+            std::io::BufReader::with_capacity(256 * 1024, file),
+            negotiated,
+            shared.config.retries,
+        ),
+        report: Report {
+            shared: shared.clone(),
+            req,
+            client,
+            blksize,
+            windowsize,
+            started: Instant::now(),
+            _permit: permit,
+        },
+    })
+}
+
+impl Report {
+    /// Counts and logs how the transfer ended, tells the client about a failure on our side, and records a
+    /// completed boot-file download as the node's TFTP phase.
+    fn finish(self, socket: &std::net::UdpSocket, result: Result<u64, Failure>) {
+        let Report {
+            shared,
+            req,
+            client,
+            blksize,
+            windowsize,
+            started,
+            ..
+        } = &self;
+        let m = &shared.metrics;
+        match result {
+            Ok(bytes) => {
+                m.transfers_completed.inc();
+                info!(
+                    %client,
+                    file = %req.filename,
+                    bytes,
+                    blksize,
+                    windowsize,
+                    ms = started.elapsed().as_millis() as u64,
+                    "TFTP transfer complete"
+                );
+                if let IpAddr::V4(ip) = client.ip()
+                    && let Some(mac) = shared.directory.mac_for_ip(ip)
+                {
+                    shared.directory.record(&mac, Phase::Tftp);
+                }
             }
-        }
-        Err(Failure::Aborted { code, message }) => {
-            m.transfers_aborted.inc();
-            debug!(%client, file = %req.filename, code, message, "TFTP transfer aborted by the client");
-        }
-        Err(Failure::TimedOut) => {
-            m.transfers_timed_out.inc();
-            warn!(%client, file = %req.filename, "TFTP transfer timed out: the client stopped acknowledging");
-            transfer::send_error(&socket, ErrorCode::NotDefined, "timed out");
-        }
-        Err(Failure::Io(e)) => {
-            m.transfers_failed.inc();
-            warn!(%client, file = %req.filename, error = %e, "TFTP transfer failed");
-            transfer::send_error(&socket, ErrorCode::NotDefined, "read error");
-        }
-        Err(Failure::Stopped) => {
-            debug!(%client, file = %req.filename, "TFTP transfer stopped: the server is shutting down");
+            Err(Failure::Aborted { code, message }) => {
+                m.transfers_aborted.inc();
+                debug!(%client, file = %req.filename, code, message, "TFTP transfer aborted by the client");
+            }
+            Err(Failure::TimedOut) => {
+                m.transfers_timed_out.inc();
+                warn!(%client, file = %req.filename, "TFTP transfer timed out: the client stopped acknowledging");
+                transfer::send_error(socket, ErrorCode::NotDefined, "timed out");
+            }
+            Err(Failure::Io(e)) => {
+                m.transfers_failed.inc();
+                warn!(%client, file = %req.filename, error = %e, "TFTP transfer failed");
+                transfer::send_error(socket, ErrorCode::NotDefined, "read error");
+            }
+            Err(Failure::Stopped) => {
+                debug!(%client, file = %req.filename, "TFTP transfer stopped: the server is shutting down");
+            }
         }
     }
 }

@@ -605,22 +605,19 @@ fn windowed_transfer(data: &[u8], blksize: usize) -> (Vec<Vec<u8>>, bool) {
     let window = 4;
     std::thread::scope(|s| {
         let sender = s.spawn(|| {
-            let mut t = super::transfer::Transfer {
-                socket: &server,
-                file: std::io::Cursor::new(data),
-                negotiated: packet::Negotiated {
+            let mut t = super::transfer::Sender::new(
+                std::io::Cursor::new(data),
+                packet::Negotiated {
                     blksize,
                     windowsize: window as u16,
                     timeout: Duration::from_secs(5),
                     oack: Vec::new(),
                 },
-                retries: 1,
-                metrics: &metrics,
-                stopping: &stopping,
-                gso: true,
-            };
-            let bytes = t.run().unwrap();
-            (bytes, t.gso)
+                1,
+            );
+            let bytes =
+                super::transfer::run_blocking(&mut t, &server, &metrics, &stopping).unwrap();
+            (bytes, t.uses_gso())
         });
         let mut got: Vec<Vec<u8>> = Vec::new();
         let mut buf = [0u8; 70_000];
@@ -821,4 +818,86 @@ async fn transfers_still_running_when_the_drain_ends_are_cut() {
     );
     assert!(stopped.elapsed() < Duration::from_secs(3));
     assert_eq!(f.metrics.transfers_completed.get(), 0);
+}
+
+/// Threads of this process with the given name (`/proc/self/task/*/comm`).
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// A lock-step download (no options: what a PXE ROM does, 512-byte blocks) of `name`, acknowledging every block.
+async fn lock_step_download(addr: SocketAddr, name: &str) -> Vec<u8> {
+    let c = client().await;
+    c.send_to(&rrq(name.as_bytes(), "octet", &[]), addr)
+        .await
+        .unwrap();
+    let mut file = Vec::new();
+    let mut want: u16 = 1;
+    loop {
+        let (p, tid) = recv(&c).await;
+        assert_eq!(opcode(&p), DATA, "{p:?}");
+        let number = u16::from_be_bytes([p[2], p[3]]);
+        if number == want {
+            file.extend_from_slice(&p[4..]);
+            want = want.wrapping_add(1);
+        }
+        c.send_to(&[0, 4, p[2], p[3]], tid).await.unwrap();
+        if number == want.wrapping_sub(1) && p.len() < 4 + 512 {
+            return file;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lock_step_transfers_share_one_thread_and_a_silent_client_holds_no_one_back() {
+    let f = start(|c| {
+        c.timeout = Duration::from_millis(300);
+        c.retries = 2;
+    })
+    .await;
+    // A client that asks and never acknowledges: its block 1 comes three times (two re-sends), then an ERROR.
+    let silent = client().await;
+    silent
+        .send_to(&rrq(b"exact.bin", "octet", &[]), f.addr)
+        .await
+        .unwrap();
+    // Forty clients at once, each with the 70 000-byte file in 137 lock-step blocks.
+    let want = std::fs::read(f.root.join("efi/snponly.efi")).unwrap();
+    let threads_before = threads_named("tftp-transfer");
+    let downloads: Vec<_> = (0..40)
+        .map(|_| tokio::spawn(lock_step_download(f.addr, "efi/snponly.efi")))
+        .collect();
+    eventually("all forty started", || {
+        f.metrics.transfers_started.get() >= 41
+    })
+    .await;
+    assert!(
+        threads_named("tftp-transfer") <= threads_before + 2,
+        "lock-step transfers run on the loop, not on a thread each"
+    );
+    // (One per server: other tests' servers run in this process too.)
+    assert!(threads_named("tftp-lockstep") >= 1);
+    for d in downloads {
+        assert_eq!(d.await.unwrap(), want);
+    }
+    // (A client is done when it sends its last ACK; the server counts the transfer when that arrives.)
+    eventually("forty completed", || {
+        f.metrics.transfers_completed.get() == 40
+    })
+    .await;
+    let mut blocks = Vec::new();
+    loop {
+        let (p, _) = recv(&silent).await;
+        if opcode(&p) == ERROR {
+            break;
+        }
+        blocks.push(u16::from_be_bytes([p[2], p[3]]));
+    }
+    assert_eq!(blocks, vec![1, 1, 1]);
+    assert_eq!(f.metrics.transfers_timed_out.get(), 1);
+    assert_eq!(f.metrics.retransmits.get(), 2);
 }

@@ -1,14 +1,15 @@
-//! One read transfer on its own connected socket and thread: optional OACK handshake, then windows of DATA
-//! blocks (RFC 7440).
+//! The sending side of one read transfer: optional OACK handshake, then windows of DATA blocks (RFC 7440), as
+//! a state machine that the two drivers feed: [`run_blocking`] on a thread of the transfer's own (windowed
+//! transfers) and the lock-step loop in `lockstep.rs` (many transfers on one thread).
 //!
 //! The sender keeps the current window's packets, back to back in one buffer, until they are acknowledged. An
 //! ACK of block n confirms everything up to n and the next window starts at n+1 (re-sending what was lost); a
 //! timeout re-sends the whole window, at most `retries` times in a row. Block numbers are 16 bits on the wire
 //! and roll over to 0.
 //!
-//! Why a blocking thread per transfer and not a task: a lock-step transfer is one send and one receive per
-//! block, and a blocking `recv` costs one wake-up per ACK, where the reactor adds an `epoll_wait`, a task wake
-//! and worker hand-offs to each (measured: about twice the server CPU per block). A window leaves in one `send`
+//! Why windowed transfers get a blocking thread each and not a task: a blocking `recv` costs one wake-up per
+//! ACK, where the reactor adds an `epoll_wait`, a task wake and worker hand-offs to each (measured: about
+//! twice the server CPU per block), and a big window is worth a core of its own. A window leaves in one `send`
 //! with UDP GSO (`UDP_SEGMENT`): the kernel cuts it into datagrams of one block each, so a window costs one
 //! pass through the stack and wakes the client once, instead of once per block.
 
@@ -36,23 +37,20 @@ pub enum Failure {
 }
 
 /// The longest a transfer blocks in `recv` before it looks at the shutdown flag again.
-const WAIT_SLICE: Duration = Duration::from_millis(500);
+pub(super) const WAIT_SLICE: Duration = Duration::from_millis(500);
 
 /// Most datagrams the kernel accepts in one GSO send (`UDP_MAX_SEGMENTS` is 64 before Linux 6.9, 128 since).
 const GSO_MAX_SEGMENTS: usize = 64;
 /// Most UDP payload in one send (65535 minus the IPv4 and UDP headers).
 const GSO_MAX_BYTES: usize = 65_507;
 
-pub(super) struct Transfer<'a, R> {
-    /// Blocking and connected to the client.
-    pub socket: &'a UdpSocket,
-    pub file: R,
-    pub negotiated: Negotiated,
-    pub retries: u32,
-    pub metrics: &'a TftpMetrics,
-    pub stopping: &'a AtomicBool,
-    /// Send windows with UDP GSO; turned off for the rest of the transfer at the first send it fails.
-    pub gso: bool,
+/// What a transfer waits for next, or how it ended.
+#[derive(Debug)]
+pub(super) enum Step {
+    /// Waiting for the client; at this instant, call [`Sender::on_timeout`].
+    Wait(Instant),
+    /// Over: the payload bytes delivered, or why not.
+    Done(Result<u64, Failure>),
 }
 
 /// The unacknowledged DATA packets, back to back: every packet is `4 + blksize` bytes except a short last
@@ -99,117 +97,164 @@ impl Window {
     }
 }
 
-impl<R: Read> Transfer<'_, R> {
-    /// Runs to completion; returns the payload bytes delivered.
-    pub fn run(&mut self) -> Result<u64, Failure> {
-        let mut buf = [0u8; 1024];
-        let mut read_timeout = None;
-        if !self.negotiated.oack.is_empty() {
-            let oack = packet::oack_packet(&self.negotiated.oack);
-            self.exchange(&oack, &mut buf, &mut read_timeout)?;
+/// One transfer's sending side. Its socket is connected to the client (and non-blocking in the lock-step
+/// loop, where a full send buffer counts as a lost packet: the timeout re-sends it).
+pub(super) struct Sender<R> {
+    file: R,
+    negotiated: Negotiated,
+    retries: u32,
+    /// Send windows with UDP GSO; turned off for the rest of the transfer at the first send it fails.
+    gso: bool,
+    window: Window,
+    /// The block number of the window's first packet; the packets carry their (wrapped) numbers.
+    first: u64,
+    read_all: bool,
+    delivered: u64,
+    /// The OACK is out and ACK 0 has not come back.
+    awaiting_oack: bool,
+    /// Re-sends of what is in flight (the OACK or the current window) after a timeout, in a row.
+    tries: u32,
+    /// A duplicate ACK of the block before the window re-sends it once per window (lost first block); more
+    /// would be the Sorcerer's Apprentice bug.
+    resent_on_dup: bool,
+    deadline: Instant,
+}
+
+impl<R: Read> Sender<R> {
+    pub fn new(file: R, negotiated: Negotiated, retries: u32) -> Self {
+        let seg = 4 + negotiated.blksize;
+        let window_len = usize::from(negotiated.windowsize.max(1));
+        Sender {
+            file,
+            retries,
+            gso: window_len > 1,
+            window: Window {
+                buf: Vec::with_capacity(window_len * seg),
+                seg,
+                count: 0,
+            },
+            first: 1,
+            read_all: false,
+            delivered: 0,
+            awaiting_oack: !negotiated.oack.is_empty(),
+            tries: 0,
+            resent_on_dup: false,
+            deadline: Instant::now(),
+            negotiated,
         }
-        let blksize = self.negotiated.blksize;
-        let window_len = usize::from(self.negotiated.windowsize.max(1));
-        if window_len == 1 || !enable_gso(self.socket, 4 + blksize) {
+    }
+
+    /// Whether the transfer still sends its windows with GSO.
+    #[cfg(test)]
+    pub fn uses_gso(&self) -> bool {
+        self.gso
+    }
+
+    /// When the client's answer is due; then call [`Sender::on_timeout`].
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Sends the OACK, or the first window.
+    pub fn start(&mut self, socket: &UdpSocket) -> Step {
+        if self.awaiting_oack {
+            self.send_current(socket)
+        } else {
+            self.first_window(socket)
+        }
+    }
+
+    /// A datagram from the client.
+    pub fn on_datagram(
+        &mut self,
+        socket: &UdpSocket,
+        metrics: &TftpMetrics,
+        datagram: &[u8],
+    ) -> Step {
+        match packet::parse_incoming(datagram) {
+            Incoming::Error(code, message) => Step::Done(Err(Failure::Aborted { code, message })),
+            Incoming::Ack(0) if self.awaiting_oack => {
+                self.awaiting_oack = false;
+                self.first_window(socket)
+            }
+            Incoming::Ack(n) if !self.awaiting_oack => {
+                // How far past the block before the window this ACK reaches, in 16-bit arithmetic.
+                let reach = usize::from(n.wrapping_sub(self.first.wrapping_sub(1) as u16));
+                if (1..=self.window.count).contains(&reach) {
+                    let bytes = self.window.acknowledge(reach);
+                    self.delivered += bytes;
+                    metrics.bytes_sent.add(bytes);
+                    self.first += reach as u64;
+                    return self.next_window(socket);
+                }
+                if reach == 0 && self.window.count > 1 && !self.resent_on_dup {
+                    self.resent_on_dup = true;
+                    metrics.retransmits.inc();
+                    return self.send_current(socket);
+                }
+                Step::Wait(self.deadline)
+            }
+            _ => Step::Wait(self.deadline),
+        }
+    }
+
+    /// No answer by the deadline: send again, or give up after `retries` re-sends in a row.
+    pub fn on_timeout(&mut self, socket: &UdpSocket, metrics: &TftpMetrics) -> Step {
+        self.tries += 1;
+        if self.tries > self.retries {
+            return Step::Done(Err(Failure::TimedOut));
+        }
+        metrics.retransmits.inc();
+        self.send_current(socket)
+    }
+
+    fn first_window(&mut self, socket: &UdpSocket) -> Step {
+        // Only now: with UDP_SEGMENT set, an OACK longer than a block would leave cut in pieces.
+        if self.gso && !enable_gso(socket, self.window.seg) {
             self.gso = false;
         }
-        // `first` is the block number of the window's first packet; the packets carry their (wrapped) numbers.
-        let mut first: u64 = 1;
-        let mut window = Window {
-            buf: Vec::with_capacity(window_len * (4 + blksize)),
-            seg: 4 + blksize,
-            count: 0,
-        };
-        let mut read_all = false;
-        let mut delivered: u64 = 0;
-        loop {
-            while window.count < window_len && !read_all {
-                let n = window.push(first + window.count as u64, &mut self.file)?;
+        self.next_window(socket)
+    }
+
+    /// Fills the window behind what was acknowledged and sends it; done when the file is.
+    fn next_window(&mut self, socket: &UdpSocket) -> Step {
+        let blksize = self.negotiated.blksize;
+        let window_len = usize::from(self.negotiated.windowsize.max(1));
+        while self.window.count < window_len && !self.read_all {
+            match self
+                .window
+                .push(self.first + self.window.count as u64, &mut self.file)
+            {
                 // A short (possibly empty) block ends the transfer.
-                read_all = n < blksize;
+                Ok(n) => self.read_all = n < blksize,
+                Err(f) => return Step::Done(Err(f)),
             }
-            if window.count == 0 {
-                return Ok(delivered);
-            }
-            let acked = self.send_window(&window, first, &mut buf, &mut read_timeout)?;
-            let bytes = window.acknowledge(acked);
-            delivered += bytes;
-            self.metrics.bytes_sent.add(bytes);
-            first += acked as u64;
         }
+        if self.window.count == 0 {
+            return Step::Done(Ok(self.delivered));
+        }
+        self.tries = 0;
+        self.resent_on_dup = false;
+        self.send_current(socket)
     }
 
-    /// Sends the OACK and waits for ACK 0.
-    fn exchange(
-        &self,
-        oack: &[u8],
-        buf: &mut [u8],
-        read_timeout: &mut Option<Duration>,
-    ) -> Result<(), Failure> {
-        let mut tries = 0;
-        loop {
-            self.send(oack)?;
-            let deadline = Instant::now() + self.negotiated.timeout;
-            loop {
-                match self.recv(buf, deadline, read_timeout)? {
-                    Some(Incoming::Ack(0)) => return Ok(()),
-                    Some(_) => continue,
-                    None => break,
-                }
-            }
-            tries += 1;
-            if tries > self.retries {
-                return Err(Failure::TimedOut);
-            }
-            self.metrics.retransmits.inc();
+    /// (Re-)sends the OACK or the window and starts waiting for the answer.
+    fn send_current(&mut self, socket: &UdpSocket) -> Step {
+        let sent = if self.awaiting_oack {
+            send(socket, &packet::oack_packet(&self.negotiated.oack))
+        } else {
+            self.send_packets(socket)
+        };
+        if let Err(f) = sent {
+            return Step::Done(Err(f));
         }
-    }
-
-    /// Sends a window and waits for an ACK inside it; returns how many blocks it acknowledged (≥ 1).
-    fn send_window(
-        &mut self,
-        window: &Window,
-        first: u64,
-        buf: &mut [u8],
-        read_timeout: &mut Option<Duration>,
-    ) -> Result<usize, Failure> {
-        let mut tries = 0;
-        // A duplicate ACK of the block before the window re-sends it once per window (lost first block);
-        // more would be the Sorcerer's Apprentice bug.
-        let mut resent_on_dup = false;
-        loop {
-            self.send_packets(window)?;
-            let deadline = Instant::now() + self.negotiated.timeout;
-            let mut resend = false;
-            while !resend {
-                match self.recv(buf, deadline, read_timeout)? {
-                    Some(Incoming::Ack(n)) => {
-                        // How far past the block before the window this ACK reaches, in 16-bit arithmetic.
-                        let reach = usize::from(n.wrapping_sub((first.wrapping_sub(1)) as u16));
-                        if (1..=window.count).contains(&reach) {
-                            return Ok(reach);
-                        }
-                        if reach == 0 && window.count > 1 && !resent_on_dup {
-                            resent_on_dup = true;
-                            resend = true;
-                        }
-                    }
-                    Some(_) => {}
-                    None => {
-                        tries += 1;
-                        if tries > self.retries {
-                            return Err(Failure::TimedOut);
-                        }
-                        resend = true;
-                    }
-                }
-            }
-            self.metrics.retransmits.inc();
-        }
+        self.deadline = Instant::now() + self.negotiated.timeout;
+        Step::Wait(self.deadline)
     }
 
     /// Every packet of the window, in order: in GSO batches while the kernel takes them, else one by one.
-    fn send_packets(&mut self, window: &Window) -> Result<(), Failure> {
+    fn send_packets(&mut self, socket: &UdpSocket) -> Result<(), Failure> {
+        let window = &self.window;
         let mut next = 0;
         if self.gso && window.count > 1 {
             let per_send = (GSO_MAX_BYTES / window.seg).clamp(1, GSO_MAX_SEGMENTS);
@@ -217,77 +262,79 @@ impl<R: Read> Transfer<'_, R> {
                 let n = per_send.min(window.count - next);
                 let start = next * window.seg;
                 let end = ((next + n) * window.seg).min(window.buf.len());
-                match self.socket.send(&window.buf[start..end]) {
+                match socket.send(&window.buf[start..end]) {
                     Ok(_) => next += n,
                     Err(e) if gso_refused(&e) => {
                         // E.g. a block larger than the path MTU (GSO cannot fragment), or no GSO on this
                         // route: the same packets go one by one from here on.
                         tracing::debug!(error = %e, "UDP GSO send refused; sending datagrams one by one");
                         self.gso = false;
-                        disable_gso(self.socket);
+                        disable_gso(socket);
                         break;
                     }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                     Err(e) => return Err(Failure::Io(e.to_string())),
                 }
             }
         }
         for i in next..window.count {
-            self.send(window.packet(i))?;
+            send(socket, window.packet(i))?;
         }
         Ok(())
     }
+}
 
-    fn send(&self, p: &[u8]) -> Result<(), Failure> {
-        self.socket
-            .send(p)
-            .map_err(|e| Failure::Io(e.to_string()))?;
-        Ok(())
+/// One datagram. A full send buffer (non-blocking socket) is a lost packet: the timeout re-sends it.
+fn send(socket: &UdpSocket, p: &[u8]) -> Result<(), Failure> {
+    match socket.send(p) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(Failure::Io(e.to_string())),
     }
+}
 
-    /// The next packet from the client, `None` at the deadline. ERROR ends the transfer.
-    fn recv(
-        &self,
-        buf: &mut [u8],
-        deadline: Instant,
-        read_timeout: &mut Option<Duration>,
-    ) -> Result<Option<Incoming>, Failure> {
-        loop {
-            if self.stopping.load(Ordering::Relaxed) {
+/// Runs a transfer to its end on the calling thread, blocking in `recv` on its (blocking) socket; stops
+/// within [`WAIT_SLICE`] once `stopping` is set.
+pub(super) fn run_blocking<R: Read>(
+    sender: &mut Sender<R>,
+    socket: &UdpSocket,
+    metrics: &TftpMetrics,
+    stopping: &AtomicBool,
+) -> Result<u64, Failure> {
+    let mut buf = [0u8; 1024];
+    // SO_RCVTIMEO as last set: a syscall each time it changes.
+    let mut read_timeout: Option<Duration> = None;
+    let mut step = sender.start(socket);
+    loop {
+        let deadline = match step {
+            Step::Done(result) => return result,
+            Step::Wait(deadline) => deadline,
+        };
+        step = loop {
+            if stopping.load(Ordering::Relaxed) {
                 return Err(Failure::Stopped);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Ok(None);
+                break sender.on_timeout(socket, metrics);
             }
             let wait = (deadline - now).min(WAIT_SLICE);
-            // SO_RCVTIMEO costs a syscall: keep the one set while it is at most a few ms longer than needed
-            // (a new window's wait is the same as the last one's).
+            // Keep the timeout set while it is at most a few ms longer than needed (a new window's wait is
+            // the same as the last one's).
             let keep =
                 read_timeout.is_some_and(|t| t >= wait && t - wait < Duration::from_millis(5));
             if !keep {
-                self.socket
+                socket
                     .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
                     .map_err(|e| Failure::Io(e.to_string()))?;
-                *read_timeout = Some(wait);
+                read_timeout = Some(wait);
             }
-            match self.socket.recv(buf) {
-                Ok(n) => {
-                    return match packet::parse_incoming(&buf[..n]) {
-                        Incoming::Error(code, message) => Err(Failure::Aborted { code, message }),
-                        other => Ok(Some(other)),
-                    };
-                }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock
-                            | io::ErrorKind::TimedOut
-                            | io::ErrorKind::Interrupted
-                    ) => {}
-                // ICMP port unreachable: the client is gone; keep waiting until the deadline, then retry/give up.
-                Err(_) => return Ok(Some(Incoming::Other)),
+            // An error is a timeout, or an ICMP port unreachable (the client is gone): wait on until the
+            // deadline, then re-send or give up.
+            if let Ok(n) = socket.recv(&mut buf) {
+                break sender.on_datagram(socket, metrics, &buf[..n]);
             }
-        }
+        };
     }
 }
 
