@@ -13,6 +13,7 @@ pub mod controllers;
 pub mod hardware;
 pub mod inventory;
 pub mod memory;
+pub mod open_files;
 pub mod provisioning;
 pub mod release;
 pub mod runtime;

@@ -4,6 +4,10 @@
 //! ROM) → DHCP again as iPXE (user class `iPXE`) → HTTP GET of the script named in the reply → HTTP GET of the
 //! `kernel` and `initrd` URLs the script names (one keep-alive connection, as iPXE). A client is done when its
 //! initrd has arrived and every byte of the boot file, kernel and initrd matched what was served.
+//! With `--image DIR` the files are a real live image's (`images/hpc-node/build.sh`: `vmlinuz`, `initrd.img`,
+//! `rootfs.squashfs`), and a client then also does what the booted initrd does: a GET of the squashfs named by
+//! `root=live:<URL>` on the kernel command line (a new connection, as dracut's livenet), and is done when
+//! that has arrived whole.
 //!
 //! Against our boot plane (`beowulf standalone` with an inventory of the N hosts, per-host scripts with
 //! per-boot tokens) and against dnsmasq (DHCP with `dhcp-host` reservations + TFTP) + nginx (a static iPXE
@@ -11,13 +15,14 @@
 //! thread in the client namespace; it talks to the servers like a relay agent (giaddr) with every client's
 //! address routed through it, so the servers keep one neighbour entry instead of N.
 //!
-//! Reported per N: the time from the storm's start until 99% (and 100%) of the clients have their initrd.
+//! Reported per N: the time from the storm's start until 99% (and 100%) of the clients have their initrd (or
+//! their root filesystem, with `--image`), and the servers' CPU time and bytes per second.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,15 +41,19 @@ use super::{
 
 const SERVERS: [&str; 2] = ["beowulf", "dnsmasq+nginx"];
 
-/// The phases of one client's boot, in order; a client records the time at which it finished each.
-const PHASES: [&str; 6] = [
+/// The phases of one client's boot, in order; a client records the time at which it finished each. The last
+/// is only part of a boot with `--image` (without, it ends with the initrd).
+const PHASES: [&str; 7] = [
     "DHCP (PXE ROM)",
     "TFTP boot file",
     "DHCP (iPXE)",
     "HTTP script",
     "kernel",
     "initrd",
+    "rootfs",
 ];
+const INITRD: usize = 5;
+const ROOTFS: usize = 6;
 
 /// Seconds since the storm's start at which one client finished each of [`PHASES`].
 type Marks = [f64; PHASES.len()];
@@ -61,6 +70,9 @@ pub struct Options {
     pub initrd: usize,
     /// Simulator on the last CPU, servers on the others (`bench storm --pin`).
     pub pin: bool,
+    /// A live image's directory (`vmlinuz`, `initrd.img`, `rootfs.squashfs`) served instead of patterns of
+    /// the sizes above; clients then also fetch the squashfs.
+    pub image: Option<PathBuf>,
 }
 
 impl Options {
@@ -72,6 +84,7 @@ impl Options {
             kernel: 512 * 1024,
             initrd: 2 * 1024 * 1024,
             pin: false,
+            image: None,
         }
     }
 
@@ -118,6 +131,53 @@ struct Content {
     boot: Vec<u8>,
     kernel: Vec<u8>,
     initrd: Vec<u8>,
+    /// A live image's squashfs (`--image`).
+    rootfs: Option<Vec<u8>>,
+}
+
+impl Content {
+    fn load(opts: &Options) -> anyhow::Result<Content> {
+        let boot = pattern(opts.boot_file, 11);
+        let Some(dir) = &opts.image else {
+            return Ok(Content {
+                boot,
+                kernel: pattern(opts.kernel, 12),
+                initrd: pattern(opts.initrd, 13),
+                rootfs: None,
+            });
+        };
+        let read = |name: &str| {
+            std::fs::read(dir.join(name)).with_context(|| {
+                format!(
+                    "--image {}: reading {name} (build one with `VARIANT=ci bash images/hpc-node/build.sh DIR`)",
+                    dir.display()
+                )
+            })
+        };
+        Ok(Content {
+            boot,
+            kernel: read("vmlinuz")?,
+            initrd: read("initrd.img")?,
+            rootfs: Some(read("rootfs.squashfs")?),
+        })
+    }
+
+    /// Bytes one client downloads in a whole boot.
+    fn per_client(&self) -> usize {
+        self.boot.len()
+            + self.kernel.len()
+            + self.initrd.len()
+            + self.rootfs.as_ref().map_or(0, Vec::len)
+    }
+
+    /// The phase at whose end a client has booted.
+    fn last_phase(&self) -> usize {
+        if self.rootfs.is_some() {
+            ROOTFS
+        } else {
+            INITRD
+        }
+    }
 }
 
 // ---- the simulated clients -------------------------------------------------------------------------------
@@ -498,6 +558,26 @@ async fn boot(
             .with_context(|| mac_str(&m))?;
         mark(phase);
     }
+    if let Some(want) = &content.rootfs {
+        // What the booted initrd does: fetch `root=live:<URL>` from the kernel command line.
+        let url = url_of("kernel ")?;
+        let kernel_line = script
+            .lines()
+            .find(|l| l.starts_with("kernel "))
+            .unwrap_or_default();
+        let rootfs = kernel_line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("root=live:"))
+            .with_context(|| format!("no root=live: on the kernel line of {url}: {kernel_line}"))?;
+        let (h, p) = split_url(rootfs)?;
+        let addr: SocketAddr = h.parse().with_context(|| format!("rootfs URL host {h}"))?;
+        Http::connect(ipxe.ip, addr)
+            .await?
+            .get(&h, &p, Some(want))
+            .await
+            .with_context(|| mac_str(&m))?;
+        mark(ROOTFS);
+    }
     Ok(marks)
 }
 
@@ -566,9 +646,8 @@ fn storm(
                     SERVERS[k]
                 )));
             }
-            times.sort_by(|a: &Marks, b: &Marks| {
-                a[PHASES.len() - 1].total_cmp(&b[PHASES.len() - 1])
-            });
+            let last = content.last_phase();
+            times.sort_by(|a: &Marks, b: &Marks| a[last].total_cmp(&b[last]));
             Ok(times)
         })
     })
@@ -608,11 +687,12 @@ fn phase_stats(marks: &[Marks]) -> (Marks, Marks) {
 
 /// Two Markdown tables from `phases[size][server][round]`: when 99% of the clients had finished each phase,
 /// and the median time a client spent in each phase (both the median over rounds), so the reader sees where
-/// the time goes.
-fn phase_table(sizes: &[usize], phases: &[Vec<Vec<(Marks, Marks)>>]) -> String {
+/// the time goes. Phases after `last` (the rootfs, without `--image`) are left out.
+fn phase_table(sizes: &[usize], phases: &[Vec<Vec<(Marks, Marks)>>], last: usize) -> String {
+    let shown = &PHASES[..=last];
     let header = |what: &str| {
-        let mut h = format!("| N | server | {} |\n|---|---|", PHASES.join(" | "));
-        h.push_str(&"---:|".repeat(PHASES.len()));
+        let mut h = format!("| N | server | {} |\n|---|---|", shown.join(" | "));
+        h.push_str(&"---:|".repeat(shown.len()));
         format!("{what}\n\n{h}\n")
     };
     let mut done = header(
@@ -631,7 +711,7 @@ fn phase_table(sizes: &[usize], phases: &[Vec<Vec<(Marks, Marks)>>]) -> String {
             };
             let _ = write!(done, "| {n} | {server} |");
             let _ = write!(spent, "| {n} | {server} |");
-            for p in 0..PHASES.len() {
+            for p in 0..shown.len() {
                 let _ = write!(done, " {:.3} |", med(p, false));
                 let _ = write!(spent, " {:.1} |", med(p, true) * 1000.0);
             }
@@ -644,10 +724,18 @@ fn phase_table(sizes: &[usize], phases: &[Vec<Vec<(Marks, Marks)>>]) -> String {
 
 // ---- servers ------------------------------------------------------------------------------------------------
 
-fn inventory(served: &Path, n: usize) -> String {
+fn inventory(served: &Path, n: usize, rootfs: bool) -> String {
+    let live = if rootfs {
+        format!(
+            "    rootfs: {{ path: {}/images/storm/rootfs.squashfs }}\n    cmdline: \"console=ttyS0 root=live:{{{{ rootfs_url }}}}\"\n",
+            served.display()
+        )
+    } else {
+        "    cmdline: \"console=ttyS0\"\n".to_string()
+    };
     let mut y = format!(
         "namespace: bench\nnetworks:\n  - name: storm\n    subnet: 10.{o}.0.0/16\n    gateway: {gw}\n    bootServer: {gw}\n    leaseSeconds: 3600\n\
-         images:\n  - name: storm\n    kernel: {{ path: {s}/images/storm/vmlinuz }}\n    initrds:\n      - {{ path: {s}/images/storm/initrd.img }}\n    cmdline: \"console=ttyS0\"\nhosts:\n",
+         images:\n  - name: storm\n    kernel: {{ path: {s}/images/storm/vmlinuz }}\n    initrds:\n      - {{ path: {s}/images/storm/initrd.img }}\n{live}hosts:\n",
         o = net(0),
         gw = server_ip(0),
         s = served.display(),
@@ -697,7 +785,8 @@ fn start_dnsmasq(
         "--no-hosts",
         "--quiet-dhcp",
         "--enable-tftp",
-        "--tftp-max=256",
+        // As many transfers at once as ours takes on its loops (TftpConfig::max_lock_step_transfers).
+        "--tftp-max=2048",
         "--pid-file=",
     ])
     .arg(format!("--interface={iface}"))
@@ -716,10 +805,15 @@ fn start_dnsmasq(
     Proc::try_spawn("dnsmasq", &mut cmd)
 }
 
-fn ipxe_script(k: usize) -> String {
+fn ipxe_script(k: usize, rootfs: bool) -> String {
     let base = format!("http://{}:{PORT}/images/storm", server_ip(k));
+    let live = if rootfs {
+        format!(" root=live:{base}/rootfs.squashfs")
+    } else {
+        String::new()
+    };
     format!(
-        "#!ipxe\nkernel {base}/vmlinuz initrd=initrd.img console=ttyS0\ninitrd {base}/initrd.img\nboot\n"
+        "#!ipxe\nkernel {base}/vmlinuz initrd=initrd.img console=ttyS0{live}\ninitrd {base}/initrd.img\nboot\n"
     )
 }
 
@@ -735,11 +829,8 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
     let served = shm_dir("bench-storm-root")?;
     let work = shm_dir("bench-storm-work")?;
-    let content = Arc::new(Content {
-        boot: pattern(opts.boot_file, 11),
-        kernel: pattern(opts.kernel, 12),
-        initrd: pattern(opts.initrd, 13),
-    });
+    let content = Arc::new(Content::load(opts)?);
+    let rootfs = content.rootfs.is_some();
     let images = served.path().join("images/storm");
     std::fs::create_dir_all(&images)?;
     {
@@ -751,7 +842,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     write_public(&served.path().join("undionly.kpxe"), &content.boot)?;
     write_public(&images.join("vmlinuz"), &content.kernel)?;
     write_public(&images.join("initrd.img"), &content.initrd)?;
-    write_public(&served.path().join("boot.ipxe"), ipxe_script(1).as_bytes())?;
+    if let Some(squashfs) = &content.rootfs {
+        write_public(&images.join("rootfs.squashfs"), squashfs)?;
+    }
+    write_public(
+        &served.path().join("boot.ipxe"),
+        ipxe_script(1, rootfs).as_bytes(),
+    )?;
 
     let pairs = netns_pairs("storm", "bs", SERVERS.len(), |k| {
         (
@@ -782,7 +879,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     }
 
     let inv = work.path().join("inventory.yaml");
-    std::fs::write(&inv, inventory(served.path(), max))?;
+    std::fs::write(&inv, inventory(served.path(), max, rootfs))?;
     let logs = [
         work.path().join("beowulf.log"),
         work.path().join("dnsmasq.stderr"),
@@ -853,20 +950,36 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     } else {
         None
     };
+    let kib = |b: &[u8]| b.len() / 1024;
     eprintln!(
-        "bench storm: N = {:?}, {} round(s); per client {} KiB TFTP + {} KiB kernel + {} KiB initrd",
+        "bench storm: N = {:?}, {} round(s); per client {} KiB TFTP + {} KiB kernel + {} KiB initrd{}",
         opts.sizes,
         opts.rounds,
-        opts.boot_file / 1024,
-        opts.kernel / 1024,
-        opts.initrd / 1024
+        kib(&content.boot),
+        kib(&content.kernel),
+        kib(&content.initrd),
+        match &content.rootfs {
+            Some(r) => format!(
+                " + {} KiB rootfs ({})",
+                kib(r),
+                opts.image.as_deref().unwrap_or(Path::new("")).display()
+            ),
+            None => String::new(),
+        }
     );
+    let last = content.last_phase();
+    let booted = if rootfs {
+        "their rootfs"
+    } else {
+        "their initrd"
+    };
     // [size][server][round]
     let mut p99 = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut all = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut phases = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut dropped = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut cpu_ms = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
+    let mut throughput = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
             // Which server goes first alternates per round (A B, B A, …).
@@ -893,7 +1006,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                 );
                 let cpu_used = cpu() - cpu_before;
                 cpu_ms[si][k].push(cpu_used * 1000.0 / n as f64);
-                let done: Vec<f64> = marks.iter().map(|m| m[PHASES.len() - 1]).collect();
+                let done: Vec<f64> = marks.iter().map(|m| m[last]).collect();
                 let t99 = super::percentile(&done, 99.0);
                 let t100 = done.last().copied().unwrap_or(f64::NAN);
                 let (done99, _) = phase_stats(&marks);
@@ -911,6 +1024,7 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                 dropped[si][k].push(drops);
                 p99[si][k].push(t99);
                 all[si][k].push(t100);
+                throughput[si][k].push((n * content.per_client()) as f64 / t100 / (1 << 20) as f64);
                 phases[si][k].push(phase_stats(&marks));
             }
         }
@@ -921,13 +1035,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut metrics = Vec::new();
     for (si, &n) in opts.sizes.iter().enumerate() {
         metrics.push(Metric {
-            name: format!("storm N={n}: time until 99% have their initrd"),
+            name: format!("storm N={n}: time until 99% have {booted}"),
             unit: "s",
             higher_is_better: false,
             values: p99[si].clone(),
         });
         metrics.push(Metric {
-            name: format!("storm N={n}: time until all have their initrd"),
+            name: format!("storm N={n}: time until all have {booted}"),
             unit: "s",
             higher_is_better: false,
             values: all[si].clone(),
@@ -938,9 +1052,15 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             higher_is_better: false,
             values: cpu_ms[si].clone(),
         });
+        metrics.push(Metric {
+            name: format!("storm N={n}: bytes served per second until all have {booted}"),
+            unit: "MiB/s",
+            higher_is_better: true,
+            values: throughput[si].clone(),
+        });
     }
     println!("{}", table(&SERVERS, &metrics));
-    println!("{}", phase_table(&opts.sizes, &phases));
+    println!("{}", phase_table(&opts.sizes, &phases, last));
     println!(
         "UDP datagrams dropped per storm because a receive buffer was full (server namespace / simulator; per round):\n"
     );
@@ -1010,10 +1130,8 @@ mod tests {
         for s in &spent[1..] {
             assert!((s - 0.010).abs() < 1e-9, "{spent:?}");
         }
-        let table = phase_table(
-            &[100],
-            &[vec![vec![(done99, spent)], vec![(done99, spent)]]],
-        );
+        let rounds = [vec![vec![(done99, spent)], vec![(done99, spent)]]];
+        let table = phase_table(&[100], &rounds, ROOTFS);
         assert!(
             table.contains("| 100 | beowulf | 0.098 | 0.108 |"),
             "{table}"
@@ -1022,5 +1140,11 @@ mod tests {
             table.contains("| 100 | dnsmasq+nginx | 49.5 | 10.0 |"),
             "{table}"
         );
+        assert!(table.contains("| initrd | rootfs |"), "{table}");
+        // Without a live image the boot ends with the initrd: no rootfs column.
+        let table = phase_table(&[100], &rounds, INITRD);
+        assert!(table.contains("| initrd |\n"), "{table}");
+        assert!(!table.contains("rootfs"), "{table}");
+        assert!(table.contains(" 0.148 |\n"), "{table}");
     }
 }

@@ -12,8 +12,9 @@
 //!   `cargo build --release -p csctl`; `bash .ci/install` builds oras.
 //! - `tftp [--quick]`: atftp downloads, ours vs tftpd-hpa vs dnsmasq (module `e2e::bench::tftp`).
 //! - `http [--quick]`: 64 MiB downloads and Range requests, ours vs nginx (module `e2e::bench::http`).
-//! - `storm [--quick] [--sizes 100,500,1000]`: a simulated rack booting at once, our boot plane vs dnsmasq +
-//!   nginx (module `e2e::bench::storm`); time to 99% per N, when 99% finished each phase, UDP drops.
+//! - `storm [--quick] [--sizes 100,500,1000] [--image DIR]`: a simulated rack booting at once, our boot plane
+//!   vs dnsmasq + nginx (module `e2e::bench::storm`); time to 99% per N, when 99% finished each phase, UDP
+//!   drops, server CPU and bytes per second; `--image` serves a real live image (kernel, initrd, squashfs).
 //! - `all`: every workload, then one `bench:` line with every ratio and the total seconds.
 use clap::{Parser, Subcommand};
 use e2e::bench;
@@ -98,6 +99,11 @@ enum Workload {
         /// simulator). Needs at least 2 CPUs.
         #[arg(long)]
         pin: bool,
+        /// Serve a real live image instead of synthetic files: a directory with `vmlinuz`, `initrd.img` and
+        /// `rootfs.squashfs` (`VARIANT=ci bash images/hpc-node/build.sh DIR`); every client then also fetches
+        /// the squashfs named by `root=live:` on its kernel line, as the booted initrd does.
+        #[arg(long, value_name = "DIR")]
+        image: Option<std::path::PathBuf>,
     },
     /// Every workload in one go (dhcp, tftp, http, bmc, publish, storm), each printing its table and `bench:`
     /// line, then one final `bench:` line with all ratios and the total time.
@@ -190,6 +196,7 @@ fn main() -> anyhow::Result<()> {
             rounds,
             sizes,
             pin,
+            image,
         } => {
             let mut opts = if quick {
                 bench::storm::Options::quick()
@@ -203,6 +210,7 @@ fn main() -> anyhow::Result<()> {
                 opts.sizes = s;
             }
             opts.pin = pin;
+            opts.image = image;
             println!("bench: {}", bench::storm::run(&opts)?);
         }
         Workload::All => all()?,

@@ -70,6 +70,7 @@ pub async fn main() -> std::process::ExitCode {
 /// multi-threaded runtime.
 pub fn entry() -> std::process::ExitCode {
     crate::memory::limit_malloc_arenas();
+    crate::open_files::raise_limit();
     match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -59,8 +59,14 @@ pub struct TftpConfig {
     pub timeout: Duration,
     /// Retransmissions of one window before the transfer is abandoned.
     pub retries: u32,
-    /// Transfers served at once; further requests are dropped unanswered, so clients retransmit them.
+    /// Transfers served at once on a thread of their own (windowed ones, RFC 7440); further requests are
+    /// dropped unanswered, so clients retransmit them.
     pub max_transfers: usize,
+    /// Lock-step transfers (what PXE ROMs and iPXE ask for) served at once on the polling loops, where each
+    /// costs a socket, its open file and a small read buffer, no thread; above it requests are dropped
+    /// unanswered too. High enough that a rack booting at once is served in one wave: a dropped request
+    /// costs its client a retransmission timeout (a second or more).
+    pub max_lock_step_transfers: usize,
     /// How long transfers in flight at shutdown may take to finish. A PXE ROM does not ask again for a file
     /// whose transfer was cut (its boot ends), so a restart lets them finish; an iPXE binary takes well under a
     /// second on a LAN.
@@ -78,6 +84,7 @@ impl TftpConfig {
             timeout: Duration::from_secs(1),
             retries: 5,
             max_transfers: 256,
+            max_lock_step_transfers: 2048,
             drain: Duration::from_secs(10),
         }
     }
@@ -193,7 +200,7 @@ struct Shared {
     root: PathBuf,
     directory: Arc<dyn BootDirectory>,
     metrics: Arc<TftpMetrics>,
-    slots: Arc<Semaphore>,
+    slots: Slots,
     /// Set when `run` ends; transfer threads see it within `transfer::WAIT_SLICE` and stop.
     stopping: AtomicBool,
 }
@@ -209,8 +216,7 @@ impl Shared {
 
     /// Waits for the transfers in flight to finish, at most `config.drain`.
     async fn drain(&self) {
-        let all = self.config.max_transfers.max(1);
-        let running = all - self.slots.available_permits();
+        let running = self.slots.running();
         if running == 0 {
             return;
         }
@@ -220,15 +226,55 @@ impl Shared {
             wait_s = drain.as_secs_f32(),
             "TFTP: letting the transfers in flight finish before stopping"
         );
-        let all = u32::try_from(all).unwrap_or(u32::MAX);
-        if tokio::time::timeout(drain, self.slots.acquire_many(all))
+        if tokio::time::timeout(drain, self.slots.all_free())
             .await
             .is_err()
         {
             warn!(
-                transfers = all as usize - self.slots.available_permits(),
+                transfers = self.slots.running(),
                 "TFTP: transfers still running at shutdown are cut (their clients' boots fail)"
             );
+        }
+    }
+}
+
+/// The transfer limits: one pool of slots for transfers with a thread of their own, one for those on the
+/// polling loops.
+struct Slots {
+    threads: (Arc<Semaphore>, usize),
+    loops: (Arc<Semaphore>, usize),
+}
+
+impl Slots {
+    fn new(config: &TftpConfig) -> Self {
+        let pool = |n: usize| {
+            let n = n.clamp(1, Semaphore::MAX_PERMITS.min(u32::MAX as usize));
+            (Arc::new(Semaphore::new(n)), n)
+        };
+        Slots {
+            threads: pool(config.max_transfers),
+            loops: pool(config.max_lock_step_transfers),
+        }
+    }
+
+    /// A slot for a transfer on the loops or on a thread; `None` when that pool is full.
+    fn take(&self, on_loop: bool) -> Option<OwnedSemaphorePermit> {
+        let (pool, _) = if on_loop { &self.loops } else { &self.threads };
+        pool.clone().try_acquire_owned().ok()
+    }
+
+    fn running(&self) -> usize {
+        [&self.threads, &self.loops]
+            .iter()
+            .map(|(pool, all)| all - pool.available_permits())
+            .sum()
+    }
+
+    /// Completes when every transfer has given its slot back.
+    async fn all_free(&self) {
+        for (pool, all) in [&self.threads, &self.loops] {
+            // `all` fits in u32 (clamped in `new`); the pools are never closed.
+            let _ = pool.acquire_many(*all as u32).await;
         }
     }
 }
@@ -292,7 +338,7 @@ impl TftpServer {
                 addr: config.listen,
                 source,
             })?;
-        let slots = Arc::new(Semaphore::new(config.max_transfers.max(1)));
+        let slots = Slots::new(&config);
         Ok(TftpServer {
             shared: Arc::new(Shared {
                 config,
@@ -340,7 +386,7 @@ impl TftpServer {
                         continue;
                     }
                 };
-                let Some(job) = self.accept(&buf[..n], src).await else {
+                let Some(job) = self.accept(&buf[..n], src, lockstep.is_some()).await else {
                     continue;
                 };
                 let job = match &lockstep {
@@ -381,8 +427,9 @@ impl TftpServer {
         self.shared.drain().await;
     }
 
-    /// Handles one datagram on the server port; returns the transfer to run for an acceptable RRQ.
-    async fn accept(&self, datagram: &[u8], src: SocketAddr) -> Option<Job> {
+    /// Handles one datagram on the server port; returns the transfer to run for an acceptable RRQ. `loops`:
+    /// the polling loops run, so lock-step transfers take their slots from the loops' pool.
+    async fn accept(&self, datagram: &[u8], src: SocketAddr, loops: bool) -> Option<Job> {
         let m = &self.shared.metrics;
         let req = match packet::parse_request(datagram) {
             Ok(Request::Read(r)) => r,
@@ -424,14 +471,14 @@ impl TftpServer {
             .await;
             return None;
         }
-        let Ok(permit) = self.shared.slots.clone().try_acquire_owned() else {
+        let lock_step = packet::negotiate(&req.options, &self.shared.limits(), 0).windowsize <= 1;
+        let Some(permit) = self.shared.slots.take(lock_step && loops) else {
             // Dropped, not answered: PXE ROMs abort the boot on a TFTP ERROR, but retransmit an unanswered
             // RRQ, which is then served once a transfer has finished.
             m.busy.inc();
-            warn!(%src, "TFTP transfer limit reached; dropping the request (the client retransmits it)");
+            warn!(%src, lock_step, "TFTP transfer limit reached; dropping the request (the client retransmits it)");
             return None;
         };
-        let lock_step = packet::negotiate(&req.options, &self.shared.limits(), 0).windowsize <= 1;
         Some(Job {
             req,
             client: src,
@@ -482,7 +529,7 @@ fn open(shared: &Arc<Shared>, job: Job) -> Option<Opened> {
         req,
         client,
         permit,
-        ..
+        lock_step,
     } = job;
     let m = &shared.metrics;
     let local = SocketAddrV4::new(*shared.config.listen.ip(), 0);
@@ -518,7 +565,9 @@ fn open(shared: &Arc<Shared>, job: Job) -> Option<Opened> {
     Some(Opened {
         socket,
         sender: Sender::new(
-            std::io::BufReader::with_capacity(256 * 1024, file),
+            // A window of up to 64 large blocks is read at once; one block at a time needs much less, and
+            // thousands of lock-step transfers may be open together.
+            std::io::BufReader::with_capacity(if lock_step { 32 * 1024 } else { 256 * 1024 }, file),
             negotiated,
             shared.config.retries,
         ),

@@ -401,8 +401,39 @@ async fn lost_window_is_resent_and_silent_client_times_out() {
 }
 
 #[tokio::test]
+async fn windowed_transfers_fill_their_own_pool_not_the_loops() {
+    let f = start(|c| {
+        c.max_transfers = 1;
+        c.max_lock_step_transfers = 1;
+    })
+    .await;
+    let a = client().await;
+    a.send_to(&rrq(b"big.bin", "octet", &[("windowsize", "4")]), f.addr)
+        .await
+        .unwrap();
+    let (p, _) = recv(&a).await;
+    assert_eq!(opcode(&p), OACK);
+    // The one thread slot is taken: a second windowed request is dropped ...
+    let b = client().await;
+    b.send_to(&rrq(b"small.txt", "octet", &[("windowsize", "4")]), f.addr)
+        .await
+        .unwrap();
+    eventually("busy counted", || f.metrics.busy.get() == 1).await;
+    // ... while a lock-step one is served on the loops.
+    let c = client().await;
+    c.send_to(&rrq(b"small.txt", "octet", &[]), f.addr)
+        .await
+        .unwrap();
+    let (p, _) = recv(&c).await;
+    assert_eq!(opcode(&p), DATA);
+    assert_eq!(&p[4..], b"hello, firmware\n");
+    assert_eq!(f.metrics.busy.get(), 1);
+}
+
+#[tokio::test]
 async fn transfer_limit_drops_requests_until_a_slot_frees() {
-    let f = start(|c| c.max_transfers = 1).await;
+    // Both requests are lock-step ones: the loops' pool is the one that fills.
+    let f = start(|c| c.max_lock_step_transfers = 1).await;
     let a = client().await;
     a.send_to(&rrq(b"big.bin", "octet", &[("tsize", "0")]), f.addr)
         .await
