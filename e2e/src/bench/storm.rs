@@ -560,7 +560,6 @@ async fn boot(
     }
     if let Some(want) = &content.rootfs {
         // What the booted initrd does: fetch `root=live:<URL>` from the kernel command line.
-        let url = url_of("kernel ")?;
         let kernel_line = script
             .lines()
             .find(|l| l.starts_with("kernel "))
@@ -568,7 +567,7 @@ async fn boot(
         let rootfs = kernel_line
             .split_whitespace()
             .find_map(|w| w.strip_prefix("root=live:"))
-            .with_context(|| format!("no root=live: on the kernel line of {url}: {kernel_line}"))?;
+            .with_context(|| format!("no root=live: on the script's kernel line: {kernel_line}"))?;
         let (h, p) = split_url(rootfs)?;
         let addr: SocketAddr = h.parse().with_context(|| format!("rootfs URL host {h}"))?;
         Http::connect(ipxe.ip, addr)
