@@ -9,13 +9,9 @@
 #                                     (hash maps' random order still varies coverage feedback slightly)
 #   fuzz/run.sh SECONDS [TARGET...]   exploration: each target for SECONDS from a random seed on an optimized
 #                                     build; what it finds becomes a regression test and a seed
-#   fuzz/run.sh build                 only the gate's build (.ci/run starts it early, in the background)
 set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
-if [[ ${1:-} == build ]]; then
-  exec cargo fuzz build --dev --sanitizer none
-fi
 if (($# == 0)); then
   profile=(--dev)
   limits=(-seed=1 -runs="${FUZZ_RUNS:-200000}")
