@@ -9,9 +9,9 @@
 //! the annotation is the one check it makes first (CAPI's own e2e uses a node condition, which needs a
 //! running workload cluster).
 //!
-//! Kept broken: after the power cycle the test points the image's callback at a closed port, so the
-//! re-provisioning boots but never calls back; it restores the image once that boot started, for the
-//! replacement.
+//! Kept broken: once the power cycle's boot is running (its command line is the kernel's by then), the test
+//! points the image's callback at a closed port, so the re-provisioning boots but never calls back; it
+//! restores the image once that boot is running, for the replacement.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::time::{Duration, Instant};
@@ -30,8 +30,10 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const NS: &str = "remedy";
-/// The strategy: one power cycle with a 20 s wait, then a re-provisioning with 45 s.
-const POWER_CYCLE_WAIT: u64 = 20;
+/// The strategy: one power cycle with a 60 s wait, then a re-provisioning with 45 s. The power cycle's wait
+/// must outlast the second boot up to its init (where the test breaks the image for the next boot): 18 s on
+/// an idle 2-vCPU machine under TCG, and over 20 s in a CI run that had a 20 s wait and failed.
+const POWER_CYCLE_WAIT: u64 = 60;
 const REPROVISION_WAIT: u64 = 45;
 
 fn beowulf() -> BeowulfBin {
@@ -161,28 +163,29 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
         .await
         .unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(action, "PowerCycle");
-    let boot2 = eventually(
-        "node-0 to boot again and call back",
-        Duration::from_secs(120),
-        || async {
-            let serial = hosts[0].bmc.serial();
-            match seed(&hosts[0]) {
-                Some(s) if s != boot1 && serial.contains("TESTNODE: callback ok") => Ok(s),
+    let cycled = Instant::now();
+    // A new boot: the console starts afresh at power-on, and a new seed carries the new per-boot token.
+    let new_boot = |after: String| {
+        let host = &hosts[0];
+        async move {
+            match seed(host) {
+                Some(s) if s != after => Ok(s),
                 other => Err(format!("{other:?}")),
             }
-        },
+        }
+    };
+    let boot2 = eventually(
+        "node-0 to boot again",
+        Duration::from_secs(POWER_CYCLE_WAIT),
+        || new_boot(boot1.clone()),
     )
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", log()));
-    assert_ne!(boot2, boot1);
-    assert!(
-        power_changes(&hosts[0]) >= powers + 2,
-        "off and on through the BMC"
-    );
-    let h = host_api.get("node-0").await.unwrap();
-    assert_eq!(h.status.unwrap().state, HostStateName::Provisioned);
+    let to_init = cycled.elapsed();
 
-    // Kept broken: the next boot's callback goes to a closed port on the node itself.
+    // Kept broken: the next boot's callback goes to a closed port on the node itself. This boot's command
+    // line is already the kernel's; the re-provisioning, asked for when the power cycle's wait ends, renders
+    // the changed one.
     let images: Api<kube::api::DynamicObject> = Api::namespaced_with(
         client.clone(),
         NS,
@@ -215,6 +218,37 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
         }
     };
     set_cmdline(broken).await;
+    assert!(
+        record(1).await.is_err(),
+        "the re-provisioning was asked for before the test could break the image ({to_init:?} from the \
+         power cycle to the second boot's init); raise POWER_CYCLE_WAIT"
+    );
+    eventually(
+        "node-0's second boot to call back",
+        Duration::from_secs(120),
+        || async {
+            let serial = hosts[0].bmc.serial();
+            if seed(&hosts[0]).as_ref() == Some(&boot2) && serial.contains("TESTNODE: callback ok")
+            {
+                Ok(())
+            } else {
+                Err(tail(&serial, 3))
+            }
+        },
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    eprintln!(
+        "remediation: second boot at its init {:.0}s and called back {:.0}s after the power cycle",
+        to_init.as_secs_f64(),
+        cycled.elapsed().as_secs_f64()
+    );
+    assert!(
+        power_changes(&hosts[0]) >= powers + 2,
+        "off and on through the BMC"
+    );
+    let h = host_api.get("node-0").await.unwrap();
+    assert_eq!(h.status.unwrap().state, HostStateName::Provisioned);
 
     // Step 2 (after the power cycle's wait): the same host is provisioned again — and never calls back.
     let action = eventually(
@@ -225,6 +259,15 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", log()));
     assert_eq!(action, "Reprovision");
+    // Restored as soon as the re-provisioning's boot is running, long before the replacement is rendered.
+    eventually(
+        "node-0's re-provisioning boot",
+        Duration::from_secs(REPROVISION_WAIT),
+        || new_boot(boot2.clone()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e}\n{}", log()));
+    set_cmdline(good).await;
     eventually("node-0's broken boot", Duration::from_secs(120), || async {
         if hosts[0].bmc.serial().contains("TESTNODE: callback FAILED") {
             Ok(())
@@ -234,7 +277,6 @@ async fn an_unhealthy_machine_is_power_cycled_reprovisioned_then_replaced_on_ano
     })
     .await
     .unwrap_or_else(|e| panic!("{e}\n{}", log()));
-    set_cmdline(good).await;
     let r = remediations.get(&machine).await.unwrap();
     assert_eq!(
         r.status.as_ref().and_then(|s| s.phase),
