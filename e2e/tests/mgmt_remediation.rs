@@ -30,11 +30,12 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::json;
 
 const NS: &str = "remedy";
-/// The strategy: one power cycle with a 60 s wait, then a re-provisioning with 45 s. The power cycle's wait
-/// must outlast the second boot up to its init (where the test breaks the image for the next boot): 18 s on
-/// an idle 2-vCPU machine under TCG, and over 20 s in a CI run that had a 20 s wait and failed.
+/// The strategy: one power cycle with a 60 s wait, then a re-provisioning with 60 s. Each wait must outlast
+/// a boot: the power cycle's up to the second boot's init (where the test breaks the image for the next
+/// boot), the re-provisioning's up to its failed callback. A boot takes 18 s to its init on an idle 2-vCPU
+/// machine under TCG, and took over 20 s in a CI run that had a 20 s wait and failed.
 const POWER_CYCLE_WAIT: u64 = 60;
-const REPROVISION_WAIT: u64 = 45;
+const REPROVISION_WAIT: u64 = 60;
 
 fn beowulf() -> BeowulfBin {
     BeowulfBin(env!("CARGO_BIN_EXE_e2e-beowulf").into())
