@@ -21,13 +21,15 @@ echo "$*" >> "$STATE/calls.log"
 mc=$1; shift; op=$1; shift
 # "KEY:VALUE" from STATE/KEY, or the default (no command substitution: that would fork a subshell).
 val() { v=$2; [ -f "$STATE/$1" ] && read -r v < "$STATE/$1"; echo "$1:$v"; }
-# The machine runs while its process lives and is not a zombie (a PID 1 that does not reap leaves those).
+# The machine runs while its process lives, is not a zombie (a PID 1 that does not reap leaves those) and
+# still leads the session `setsid` gave it: a machine that exited leaves its pid to be reused (pids wrap at
+# 32768 in a long test run), and a power off must not kill whatever has it now.
 running() {
   [ -f "$STATE/vm.pid" ] || return 1
   read -r pid < "$STATE/vm.pid" && [ -r "/proc/$pid/stat" ] || return 1
   read -r st < "/proc/$pid/stat" 2>/dev/null || return 1
-  st=${st##*) }
-  [ "${st%% *}" != Z ]
+  set -- ${st##*) }
+  [ "$1" != Z ] && [ "$4" = "$pid" ]
 }
 case $op in
 get)
@@ -51,7 +53,7 @@ set)
           setsid "$(cat "$STATE/vmcmd")" "$STATE" </dev/null >/dev/null 2>&1 &
           echo $! > "$STATE/vm.pid"
         elif [ "$v" = 0 ] && [ -f "$STATE/vm.pid" ]; then
-          kill "$(cat "$STATE/vm.pid")" 2>/dev/null; rm -f "$STATE/vm.pid"
+          running && kill "$pid" 2>/dev/null; rm -f "$STATE/vm.pid"
         fi ;;
       boot) echo "$v" > "$STATE/boot" ;;
       *) echo "$p $v" >> "$STATE/events" ;;
@@ -373,10 +375,26 @@ set_working_mc 0x20
             let _ = c.kill();
             let _ = c.wait();
         }
-        if let Some(pid) = read_state(&self.state_dir(), "vm.pid") {
-            let _ = Command::new("kill").arg(pid).status();
+        let machine = read_state(&self.state_dir(), "vm.pid").and_then(|p| p.parse().ok());
+        if let Some(pid) = machine.filter(|&pid| leads_its_session(pid)) {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
         }
     }
+}
+
+/// Is `pid` a live process that leads its session, as the machine the chassis program started with
+/// `setsid` does? (A machine that exited leaves its pid to whatever process gets it next.)
+fn leads_its_session(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // "pid (comm) STATE PPID PGRP SESSION …": comm may contain spaces, the fields follow the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    fields.first().is_some_and(|s| *s != "Z") && fields.get(3) == Some(&pid.to_string().as_str())
 }
 
 /// Runs ipmi_sim on the configuration in `d` (its log appended to `sim.out`).
@@ -545,5 +563,35 @@ pub mod fru {
             header.extend(body);
             header
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_session_leader_counts_as_the_machine() {
+        let mut leader = Command::new("setsid")
+            .args(["sleep", "30"])
+            .spawn()
+            .unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        // setsid(1) runs sleep in the same process (the child of a spawn leads no process group).
+        let leads = crate::harness::poll("setsid to exec sleep", Duration::from_secs(5), || {
+            let stat = std::fs::read_to_string(format!("/proc/{}/stat", leader.id())).ok()?;
+            stat.contains("(sleep)")
+                .then_some(leads_its_session(leader.id()))
+        });
+        assert!(leads.unwrap());
+        assert!(!leads_its_session(other.id()));
+        for c in [&mut leader, &mut other] {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        assert!(
+            !leads_its_session(leader.id()),
+            "a reaped pid is no machine"
+        );
     }
 }

@@ -124,9 +124,28 @@ pub fn kubectl(peers: &GoPeers, cp: &ControlPlane) -> Command {
 /// Cluster API's three managers, running.
 pub struct CapiManagers {
     pub managers: Vec<Logged>,
+    /// Each manager's webhook port, in `managers`' order.
+    webhook_ports: Vec<u16>,
 }
 
 impl CapiManagers {
+    /// Each manager's state, for a failed test: a webhook call refused (as once in CI, with nothing else to
+    /// go on) is either a manager that exited, shown with its log, or one that stopped serving.
+    pub fn states(&mut self) -> Vec<String> {
+        let mut states = Vec::new();
+        for (m, port) in self.managers.iter_mut().zip(&self.webhook_ports) {
+            let webhook = match std::net::TcpStream::connect_timeout(
+                &(Ipv4Addr::LOCALHOST, *port).into(),
+                Duration::from_secs(2),
+            ) {
+                Ok(_) => format!("its webhook port {port} accepts connections"),
+                Err(e) => format!("its webhook port {port} does not: {e}"),
+            };
+            states.push(m.state(&webhook));
+        }
+        states
+    }
+
     /// Points the webhooks at host ports and starts the managers (after `clusterctl init`); waits until each
     /// is ready (its webhook server serves).
     pub async fn start(peers: &GoPeers, cp: &ControlPlane, dir: &Path) -> anyhow::Result<Self> {
@@ -180,7 +199,14 @@ impl CapiManagers {
                 .await?;
             managers.push(proc);
         }
-        Ok(CapiManagers { managers })
+        let webhook_ports = MANAGERS
+            .iter()
+            .map(|m| webhook_ports[m.namespace])
+            .collect();
+        Ok(CapiManagers {
+            managers,
+            webhook_ports,
+        })
     }
 }
 

@@ -62,6 +62,15 @@ impl Logged {
         )
     }
 
+    /// "NAME running[; `detail`]", or "NAME exited (STATUS)" with the tail of its log.
+    pub fn state(&mut self, detail: &str) -> String {
+        match self.proc.exited() {
+            None if detail.is_empty() => format!("{} running", self.proc.name),
+            None => format!("{} running; {detail}", self.proc.name),
+            Some(status) => self.failure(&format!("exited ({status})")).to_string(),
+        }
+    }
+
     /// Polls `ready` (every 100 ms) until it is true; fails when the process exits or after `timeout`,
     /// naming the process and showing the tail of its log.
     pub async fn wait_ready<F, Fut>(
@@ -457,5 +466,40 @@ where
             }
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_an_exited_process_with_its_log_and_a_running_one_with_the_detail() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut exits = Logged::spawn(
+            "exits",
+            Command::new("sh").args(["-c", "echo first; echo boom >&2; exit 3"]),
+            &dir.path().join("exits.log"),
+        )
+        .unwrap();
+        crate::harness::poll("sh to exit", Duration::from_secs(10), || {
+            exits.proc.exited()
+        })
+        .unwrap();
+        let state = exits.state("unused");
+        assert!(
+            state.starts_with("exits exited (exit status: 3)"),
+            "{state}"
+        );
+        assert!(state.contains("first\nboom"), "{state}");
+
+        let mut runs = Logged::spawn(
+            "runs",
+            Command::new("sleep").arg("30"),
+            &dir.path().join("runs.log"),
+        )
+        .unwrap();
+        assert_eq!(runs.state("port 1 open"), "runs running; port 1 open");
+        assert_eq!(runs.state(""), "runs running");
     }
 }

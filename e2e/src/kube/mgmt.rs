@@ -56,6 +56,23 @@ pub struct MgmtCluster {
 /// What `beowulf release` is run as (the e2e copy of the CLI).
 pub struct BeowulfBin(pub PathBuf);
 
+impl Drop for MgmtCluster {
+    /// A failed test shows what the management cluster's processes were doing: whether each is still
+    /// running, with the tail of the log of each that exited.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let cp = &mut self.control_plane;
+        let mut states = vec![cp.etcd.state(""), cp.apiserver.state("")];
+        states.extend(cp.controller_manager.as_mut().map(|m| m.state("")));
+        states.extend(self.capi.states());
+        for s in states {
+            eprintln!("management cluster at the failure: {s}");
+        }
+    }
+}
+
 impl MgmtCluster {
     /// Networks, control plane, `beowulf release`, `clusterctl init` of the four providers, Cluster API's
     /// managers. `test` names the namespaces; `dir` holds every file (logs included).
