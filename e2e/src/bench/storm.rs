@@ -655,6 +655,28 @@ fn storm(
 /// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
 /// `/proc/net/snmp`): a server that does not read fast enough, or a simulator that does not, loses requests
 /// this way and the clients wait for their retransmission.
+/// Our server's count of DHCP requests it did not answer because their MAC was over its replies per second
+/// (`beowulf_dhcp_rate_limited_total` on its `/metrics`, read from the clients' namespace).
+fn dhcp_rate_limited(clients: &Netns) -> anyhow::Result<u64> {
+    let url = format!("http://{}:{PORT}/metrics", server_ip(0));
+    let text = crate::harness::try_run(
+        clients
+            .command(Duration::from_secs(10), "curl")
+            .args(["-sSf", &url]),
+    )
+    .context("reading our server's metrics")?;
+    parse_metric(&text, "beowulf_dhcp_rate_limited_total")
+        .with_context(|| format!("no beowulf_dhcp_rate_limited_total in {url}"))
+}
+
+/// The value of the unlabelled metric `name` in Prometheus text.
+fn parse_metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| {
+        let v = l.strip_prefix(name)?.strip_prefix(' ')?;
+        v.trim().parse::<f64>().ok().map(|v| v as u64)
+    })
+}
+
 fn udp_drops(ns: &Netns) -> anyhow::Result<u64> {
     let snmp = crate::harness::try_run(ns.cmd("cat").arg("/proc/net/snmp"))?;
     parse_udp_drops(&snmp).context("no Udp RcvbufErrors in /proc/net/snmp")
@@ -979,6 +1001,13 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
     let mut dropped = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut cpu_ms = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
     let mut throughput = vec![vec![Vec::new(); SERVERS.len()]; opts.sizes.len()];
+    let mut held_back = vec![Vec::new(); opts.sizes.len()];
+    // When each server's last storm ended. The same clients boot again in the next round; ours answers a MAC at
+    // most `MAX_REPLIES_PER_MAC_PER_SEC` times a second (a flood guard; a boot takes four replies), so storms
+    // of one server start at least a second apart, as no machine reboots faster: back to back (A B, B A, A B …
+    // puts two of ours together), five small storms within a second made it hold back a client's DISCOVER, and
+    // that client waited a second for its retry.
+    let mut last_storm: [Option<Instant>; 2] = [None; 2];
     for round in 1..=opts.rounds {
         for (si, &n) in opts.sizes.iter().enumerate() {
             // Which server goes first alternates per round (A B, B A, …).
@@ -996,9 +1025,21 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
                         .map(|p| super::cpu_seconds(*p))
                         .sum::<f64>()
                 };
+                if let Some(end) = last_storm[k] {
+                    std::thread::sleep(Duration::from_secs(1).saturating_sub(end.elapsed()));
+                }
+                let held_before = if k == 0 {
+                    dhcp_rate_limited(&pairs[0].client)?
+                } else {
+                    0
+                };
                 let cpu_before = cpu();
                 let before = (udp_drops(&pairs[k].server)?, udp_drops(&pairs[k].client)?);
                 let marks = storm(&pairs[k].client, k, n, content.clone(), sim_cpu)?;
+                last_storm[k] = Some(Instant::now());
+                if k == 0 {
+                    held_back[si].push(dhcp_rate_limited(&pairs[0].client)? - held_before);
+                }
                 let drops = (
                     udp_drops(&pairs[k].server)? - before.0,
                     udp_drops(&pairs[k].client)? - before.1,
@@ -1072,6 +1113,14 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
             println!("- N={n} {server}: {}", per_round.join(" "));
         }
     }
+    println!(
+        "\nDHCP requests ours left unanswered because their MAC was over its replies per second (per round; \
+         storms of a server start a second apart, so none should be):\n"
+    );
+    for (si, &n) in opts.sizes.iter().enumerate() {
+        let per_round: Vec<String> = held_back[si].iter().map(u64::to_string).collect();
+        println!("- N={n} beowulf: {}", per_round.join(" "));
+    }
     println!();
     let med = |si: usize, k: usize| super::summary(&p99[si][k]).0;
     let last = opts.sizes.len() - 1;
@@ -1098,6 +1147,18 @@ pub fn run(opts: &Options) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_metric_is_read_by_its_exact_name() {
+        let text = "# HELP beowulf_dhcp_rate_limited_total x\n\
+                    beowulf_dhcp_rate_limited_total_other 9\n\
+                    beowulf_dhcp_rate_limited_total 17\n";
+        assert_eq!(
+            parse_metric(text, "beowulf_dhcp_rate_limited_total"),
+            Some(17)
+        );
+        assert_eq!(parse_metric(text, "beowulf_dhcp_ignored_total"), None);
+    }
 
     #[test]
     fn udp_drops_are_read_from_the_udp_lines() {
