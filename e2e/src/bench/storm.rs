@@ -652,9 +652,6 @@ fn storm(
     })
 }
 
-/// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
-/// `/proc/net/snmp`): a server that does not read fast enough, or a simulator that does not, loses requests
-/// this way and the clients wait for their retransmission.
 /// Our server's count of DHCP requests it did not answer because their MAC was over its replies per second
 /// (`beowulf_dhcp_rate_limited_total` on its `/metrics`, read from the clients' namespace).
 fn dhcp_rate_limited(clients: &Netns) -> anyhow::Result<u64> {
@@ -677,6 +674,9 @@ fn parse_metric(text: &str, name: &str) -> Option<u64> {
     })
 }
 
+/// UDP datagrams the kernel dropped in `ns` because a socket's receive buffer was full (`RcvbufErrors` of
+/// `/proc/net/snmp`): a server that does not read fast enough, or a simulator that does not, loses requests
+/// this way and the clients wait for their retransmission.
 fn udp_drops(ns: &Netns) -> anyhow::Result<u64> {
     let snmp = crate::harness::try_run(ns.cmd("cat").arg("/proc/net/snmp"))?;
     parse_udp_drops(&snmp).context("no Udp RcvbufErrors in /proc/net/snmp")
@@ -839,7 +839,7 @@ fn ipxe_script(k: usize, rootfs: bool) -> String {
 }
 
 pub fn run(opts: &Options) -> anyhow::Result<String> {
-    for tool in ["dnsmasq", "nginx", "timeout"] {
+    for tool in ["dnsmasq", "nginx", "timeout", "curl"] {
         if !have(tool) {
             bail!("{tool} is missing: run `bash .ci/install`");
         }
